@@ -1,0 +1,47 @@
+# The two commands: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+TEST_ENV := GATEWAY_VAR_DIR=$(CURDIR)/var/test GATEWAY_UPSTREAM_ALLOWLIST=127.0.0.0/8,::1 \
+	GATEWAY_KEY_CACHE_TTL=30 SECRET_KEY=test-secret-key-not-for-production
+PYTEST_ARGS ?=
+
+.PHONY: run test test-fast test-slow lint bench bench-quick lock clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m gateway_project.localrun
+
+# The whole suite, slow multi-process tests included.
+test: $(STAMP)
+	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+# Everything but the slow multi-process suites.
+test-fast: $(STAMP)
+	$(TEST_ENV) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+bench-quick: $(STAMP)
+	$(PY) -m bench.quick
+
+bench: $(STAMP)
+	$(PY) -m bench.run
+
+lock:
+	rm -rf /tmp/gateway-lock && $(PYTHON) -m venv /tmp/gateway-lock
+	/tmp/gateway-lock/bin/pip install --quiet -r requirements.in
+	/tmp/gateway-lock/bin/pip freeze --exclude pip --exclude setuptools > requirements.txt
+
+clean:
+	rm -rf $(VENV) var

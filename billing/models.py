@@ -1,0 +1,151 @@
+"""Usage events (the billing truth), webhook endpoints, deliveries and their attempts."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from gateway_project.ids import new_delivery_id, new_ulid, new_webhook_endpoint_id
+from groups.models import Group, Workspace
+
+
+class EventStatus(models.TextChoices):
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class UsageEvent(models.Model):
+    """One per inference request that reached an upstream and produced output."""
+
+    idempotency_key = models.CharField(primary_key=True, max_length=26, default=new_ulid)
+    request_id = models.CharField(max_length=64, unique=True)
+    timestamp = models.DateTimeField()
+    workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="usage_events")
+    group = models.ForeignKey(Group, on_delete=models.PROTECT, related_name="usage_events")
+    external_entity_id = models.CharField(max_length=255)
+    api_key_prefix = models.CharField(max_length=16)
+    model_slug = models.CharField(max_length=201)
+    request_metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=EventStatus.choices)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    usage_estimated = models.BooleanField(default=False)
+    http_status = models.PositiveSmallIntegerField(default=200)
+    target = models.CharField(max_length=64, blank=True, default="", help_text="provider#position")
+    total_ms = models.FloatField(default=0)
+    upstream_ms = models.FloatField(default=0)
+    first_byte_ms = models.FloatField(null=True, blank=True)
+    batched_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["timestamp", "idempotency_key"]
+        indexes = [
+            models.Index(fields=["workspace", "timestamp", "idempotency_key"]),
+            models.Index(
+                fields=["workspace", "created_at"],
+                condition=Q(batched_at__isnull=True),
+                name="usage_event_unbatched",
+            ),
+            models.Index(fields=["group", "timestamp"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_slug} {self.status} {self.idempotency_key}"
+
+
+class WebhookEndpoint(models.Model):
+    """Where a workspace receives signed billing batches."""
+
+    id = models.CharField(
+        primary_key=True, max_length=40, default=new_webhook_endpoint_id, editable=False
+    )
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="webhook_endpoints")
+    url = models.URLField(max_length=2048)
+    enabled = models.BooleanField(default=True)
+    disabled_reason = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class WebhookSecret(models.Model):
+    """A `whsec_` signing secret; two are active while a rotation overlaps."""
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="secrets")
+    ciphertext = models.BinaryField(editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["endpoint_id", "-created_at"]
+
+    def __str__(self) -> str:
+        return f"secret #{self.pk} of {self.endpoint_id}"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    DISABLED = "disabled"
+
+
+class WebhookDelivery(models.Model):
+    """One signed batch to one webhook endpoint; its body bytes are frozen at creation."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_delivery_id, editable=False)
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.PROTECT, related_name="deliveries")
+    body = models.BinaryField(editable=False)
+    event_count = models.PositiveIntegerField()
+    status = models.CharField(
+        max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status="pending"),
+                name="delivery_due",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.status}"
+
+
+class DeliveryAttempt(models.Model):
+    """One HTTP attempt of a delivery, with a truncated response body."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.FloatField(default=0)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.TextField(blank=True, default="")
+    error = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        ordering = ["delivery_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["delivery", "number"], name="attempt_number_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id} #{self.number}"

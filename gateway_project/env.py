@@ -1,0 +1,83 @@
+"""Typed readers for environment variables; the only place settings come from."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def var_dir() -> Path:
+    """Directory for local state (SQLite file, embedded Redis, generated secret key)."""
+    path = Path(os.environ.get("GATEWAY_VAR_DIR", BASE_DIR / "var"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def env_str(name: str, default: str) -> str:
+    """A string variable, or the default when unset or empty."""
+    return os.environ.get(name) or default
+
+
+def env_int(name: str, default: int) -> int:
+    """An integer variable; a malformed value is a startup error, not a silent default."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def env_float(name: str, default: float) -> float:
+    """A float variable."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """A boolean variable: 1/true/yes/on or 0/false/no/off."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{name} must be a boolean, got {raw!r}")
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    """A comma-separated list."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return list(default)
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def secret_key(*, debug: bool) -> str:
+    """SECRET_KEY from the environment; generated once into var/ for local use only."""
+    value = os.environ.get("SECRET_KEY")
+    if value:
+        return value
+    if not debug:
+        raise RuntimeError("SECRET_KEY must be set when GATEWAY_DEBUG is off")
+    path = var_dir() / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def embedded_redis_url() -> str:
+    """The URL of the project's embedded redis-server (see gateway_project.embedded_redis)."""
+    return f"unix://{var_dir() / 'redis.sock'}"

@@ -1,0 +1,186 @@
+"""Django settings, read from environment variables only (see README for the list)."""
+
+from __future__ import annotations
+
+import dj_database_url
+
+from gateway_project.env import (
+    BASE_DIR,
+    embedded_redis_url,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    secret_key,
+    var_dir,
+)
+
+PRODUCTION = env_bool("GATEWAY_PRODUCTION", False)
+DEBUG = env_bool("GATEWAY_DEBUG", False)
+SECRET_KEY = secret_key(debug=not PRODUCTION)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "groups",
+    "keys",
+    "routing",
+    "billing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "gateway_project.urls"
+WSGI_APPLICATION = None
+ASGI_APPLICATION = "gateway_project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+
+def _database() -> dict[str, object]:
+    url = env_str("DATABASE_URL", f"sqlite:///{var_dir() / 'gateway.sqlite3'}")
+    config: dict[str, object] = dict(dj_database_url.parse(url, conn_max_age=0))
+    options = dict(config.get("OPTIONS") or {})  # type: ignore[call-overload]
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # Several gateway workers and Celery share one file: WAL plus immediate
+        # transactions avoid "database is locked" on concurrent writes.
+        options.update(
+            {
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            }
+        )
+    elif config["ENGINE"] == "django.db.backends.postgresql" and env_bool("GATEWAY_DB_POOL", True):
+        # CONN_MAX_AGE must stay 0 under ASGI; the psycopg pool gives reuse instead.
+        options["pool"] = {"min_size": 1, "max_size": env_int("GATEWAY_DB_POOL_SIZE", 10)}
+    config["OPTIONS"] = options
+    return config
+
+
+DATABASES = {"default": _database()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("REDIS_URL", embedded_redis_url())
+REDIS_EMBEDDED = not env_str("REDIS_URL", "")
+
+
+def _celery_url(redis_url: str) -> str:
+    if redis_url.startswith("unix://"):
+        return "redis+socket://" + redis_url.removeprefix("unix://")
+    return redis_url
+
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "gw",
+        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+    }
+}
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", _celery_url(REDIS_URL))
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = 120
+CELERY_TASK_SOFT_TIME_LIMIT = 100
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = var_dir() / "static"
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SECURE = PRODUCTION
+SESSION_COOKIE_HTTPONLY = True
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "gateway_project.errors.drf_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "gateway_project.logs.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "root": {"handlers": ["console"], "level": env_str("GATEWAY_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Gateway settings (SPEC §3, §7, §8, §9). Read at call time through django.conf.settings. ---
+GATEWAY_UPSTREAM_ALLOWLIST = env_list("GATEWAY_UPSTREAM_ALLOWLIST", [])
+GATEWAY_BASETEN_URL_TEMPLATE = env_str(
+    "GATEWAY_BASETEN_URL_TEMPLATE",
+    "https://model-{model_id}.api.baseten.co/environments/{environment_name}/sync/v1",
+)
+GATEWAY_OPENAI_BASE_URL = env_str("GATEWAY_OPENAI_BASE_URL", "https://api.openai.com/v1")
+GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024)
+GATEWAY_MAX_METADATA_BYTES = 4096
+GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 4096)
+GATEWAY_LIMITS_FAIL_OPEN = env_bool("GATEWAY_LIMITS_FAIL_OPEN", False)
+GATEWAY_KEY_PEPPER = env_str("GATEWAY_KEY_PEPPER", SECRET_KEY)
+GATEWAY_ENCRYPTION_KEY = env_str("GATEWAY_ENCRYPTION_KEY", SECRET_KEY)
+GATEWAY_KEY_CACHE_TTL = env_float("GATEWAY_KEY_CACHE_TTL", 30.0)
+GATEWAY_UNKNOWN_KEY_CACHE_TTL = env_float("GATEWAY_UNKNOWN_KEY_CACHE_TTL", 2.0)
+GATEWAY_CACHE_VERSION_POLL = env_float("GATEWAY_CACHE_VERSION_POLL", 0.5)
+GATEWAY_UPSTREAM_CONNECT_TIMEOUT = env_float("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", 5.0)
+GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT = env_float("GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT", 300.0)
+GATEWAY_UPSTREAM_IDLE_TIMEOUT = env_float("GATEWAY_UPSTREAM_IDLE_TIMEOUT", 120.0)
+GATEWAY_MAX_TARGETS = 4
+GATEWAY_MAX_GROUP_DEPTH = 5
+GATEWAY_EVENTS_HOLDBACK_SECONDS = env_int("GATEWAY_EVENTS_HOLDBACK_SECONDS", 60)
+GATEWAY_WEBHOOK_BATCH_SIZE = 100
+GATEWAY_WEBHOOK_FLUSH_SECONDS = env_float("GATEWAY_WEBHOOK_FLUSH_SECONDS", 5.0)
+GATEWAY_WEBHOOK_TIMEOUT = env_float("GATEWAY_WEBHOOK_TIMEOUT", 15.0)
+GATEWAY_WEBHOOK_SECRET_OVERLAP_HOURS = env_int("GATEWAY_WEBHOOK_SECRET_OVERLAP_HOURS", 24)
+
+# groups must not import routing: the endpoint catalog is resolved by dotted path at call time.
+GATEWAY_ENDPOINT_CATALOG = "routing.selectors.endpoint_live_slugs"

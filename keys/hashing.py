@@ -1,0 +1,43 @@
+"""Key material: minting, hashing (HMAC-SHA256 with a server pepper) and constant-time checks."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+
+from django.conf import settings
+
+BASE62 = string.digits + string.ascii_letters
+FEDERATED_PREFIX = "sky_"
+MANAGEMENT_PREFIX = "gwm_"
+PREFIX_LENGTH = 16
+SECRET_LENGTH = 40
+
+
+def random_base62(length: int) -> str:
+    """`length` characters drawn uniformly from [0-9A-Za-z] by the OS CSPRNG."""
+    return "".join(secrets.choice(BASE62) for _ in range(length))
+
+
+def mint(kind_prefix: str) -> tuple[str, str]:
+    """A new key `prefix.secret` and its 16-char prefix (kind marker + 12 base62)."""
+    prefix = kind_prefix + random_base62(PREFIX_LENGTH - len(kind_prefix))
+    return f"{prefix}.{random_base62(SECRET_LENGTH)}", prefix
+
+
+def key_hash(plaintext: str) -> str:
+    """HMAC-SHA256 of the whole key under the pepper, hex; the only thing stored."""
+    pepper = settings.GATEWAY_KEY_PEPPER.encode()
+    return hmac.new(pepper, plaintext.encode(), hashlib.sha256).hexdigest()
+
+
+def key_matches(plaintext: str, stored_hash: str) -> bool:
+    """Constant-time comparison of a presented key against a stored hash."""
+    return hmac.compare_digest(key_hash(plaintext), stored_hash)
+
+
+def key_prefix(plaintext: str) -> str:
+    """The lookup prefix of a presented key (its first 16 characters)."""
+    return plaintext[:PREFIX_LENGTH]
