@@ -92,6 +92,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", embedded_redis_url())
 REDIS_EMBEDDED = not env_str("REDIS_URL", "")
+# Limit counters may live on a Redis Cluster (`redis+cluster://host:port`); the rest needs one node.
+GATEWAY_LIMITS_REDIS_URL = env_str("GATEWAY_LIMITS_REDIS_URL", REDIS_URL)
+GATEWAY_REDIS_POOL_SIZE = env_int("GATEWAY_REDIS_POOL_SIZE", 64)
 
 
 def _celery_url(redis_url: str) -> str:
@@ -131,6 +134,7 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = var_dir() / "static"
+GATEWAY_SERVE_STATIC = env_bool("GATEWAY_SERVE_STATIC", True)
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_SECURE = PRODUCTION

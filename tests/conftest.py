@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from django.conf import settings
+
+if TYPE_CHECKING:
+    from groups.models import Workspace
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -27,3 +31,23 @@ def _clean_redis(redis_server: str) -> Iterator[None]:
     client.flushdb()
     yield
     client.close()
+
+
+@pytest.fixture
+def workspace(db: None) -> Workspace:
+    """An onboarded workspace owning the org prefix `acme`."""
+    from groups.models import OrgPrefix, Workspace
+
+    ws = Workspace.objects.create(name="Acme Labs", onboarded=True)
+    OrgPrefix.objects.create(workspace=ws, prefix="acme")
+    return ws
+
+
+@pytest.fixture
+def other_workspace(db: None) -> Workspace:
+    """A second onboarded tenant owning the org prefix `globex`."""
+    from groups.models import OrgPrefix, Workspace
+
+    ws = Workspace.objects.create(name="Globex", onboarded=True)
+    OrgPrefix.objects.create(workspace=ws, prefix="globex")
+    return ws
