@@ -1,11 +1,94 @@
-"""ASGI entry point: gunicorn -k uvicorn_worker.UvicornWorker gateway_project.asgi:application."""
+"""ASGI entry point: gunicorn -k uvicorn_worker.UvicornWorker gateway_project.asgi:application.
+
+Inference paths (`/v1/...` except the management API under `/v1/gateway`) and `/metrics` go to the
+proxy's raw ASGI app before Django; everything else goes to Django, whose thread-sensitive work runs
+on a small pool of reused single-thread executors instead of a new thread per request (HOTPATH.md).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from django.core.asgi import get_asgi_application
+import django
+from asgiref.sync import ThreadSensitiveContext
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
+django.setup(set_prefix=False)
 
-application = get_asgi_application()
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+
+from routing.proxy import proxy_app, proxy_shutdown, proxy_startup  # noqa: E402
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+DJANGO_EXECUTORS = 8
+
+
+class PooledExecutorASGIHandler(ASGIHandler):
+    """Django's handler with each request's sync work on one of a few long-lived threads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._idle: asyncio.Queue[ThreadPoolExecutor] | None = None
+
+    def _pool(self) -> asyncio.Queue[ThreadPoolExecutor]:
+        if self._idle is None:
+            self._idle = asyncio.Queue()
+            for index in range(DJANGO_EXECUTORS):
+                name = f"django-{index}"
+                self._idle.put_nowait(ThreadPoolExecutor(max_workers=1, thread_name_prefix=name))
+        return self._idle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        pool = self._pool()
+        executor = await pool.get()
+        try:
+            async with ThreadSensitiveContext(executor=executor):
+                await self.handle(scope, receive, send)
+        finally:
+            pool.put_nowait(executor)
+
+
+django_app = PooledExecutorASGIHandler()
+
+
+def is_inference_path(path: str) -> bool:
+    """Paths served by the proxy rather than Django."""
+    if path == "/metrics":
+        return True
+    return path.startswith("/v1/") and not (
+        path.startswith("/v1/gateway/") or path == "/v1/gateway"
+    )
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await proxy_startup()
+            except Exception as exc:  # noqa: BLE001 - reported to the server, which aborts
+                await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await proxy_shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def application(scope: Scope, receive: Receive, send: Send) -> None:
+    """The process's one ASGI app."""
+    if scope["type"] == "http" and is_inference_path(scope["path"]):
+        await proxy_app(scope, receive, send)
+    elif scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+    else:
+        await django_app(scope, receive, send)

@@ -30,6 +30,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "groups",
     "keys",
     "routing",
@@ -147,6 +149,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "gateway_project.errors.drf_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -170,6 +173,8 @@ GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024)
 GATEWAY_MAX_METADATA_BYTES = 4096
 GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 4096)
 GATEWAY_LIMITS_FAIL_OPEN = env_bool("GATEWAY_LIMITS_FAIL_OPEN", False)
+# Seconds one limits call (pool wait included) may take before Redis counts as unreachable.
+GATEWAY_LIMITS_TIMEOUT = env_float("GATEWAY_LIMITS_TIMEOUT", 5.0)
 GATEWAY_KEY_PEPPER = env_str("GATEWAY_KEY_PEPPER", SECRET_KEY)
 GATEWAY_ENCRYPTION_KEY = env_str("GATEWAY_ENCRYPTION_KEY", SECRET_KEY)
 GATEWAY_KEY_CACHE_TTL = env_float("GATEWAY_KEY_CACHE_TTL", 30.0)
@@ -185,6 +190,40 @@ GATEWAY_WEBHOOK_BATCH_SIZE = 100
 GATEWAY_WEBHOOK_FLUSH_SECONDS = env_float("GATEWAY_WEBHOOK_FLUSH_SECONDS", 5.0)
 GATEWAY_WEBHOOK_TIMEOUT = env_float("GATEWAY_WEBHOOK_TIMEOUT", 15.0)
 GATEWAY_WEBHOOK_SECRET_OVERLAP_HOURS = env_int("GATEWAY_WEBHOOK_SECRET_OVERLAP_HOURS", 24)
+# PEM bundle webhook TLS is verified against; empty = the public CAs (certifi).
+GATEWAY_WEBHOOK_CA_BUNDLE = env_str("GATEWAY_WEBHOOK_CA_BUNDLE", "")
 
 # groups must not import routing: the endpoint catalog is resolved by dotted path at call time.
 GATEWAY_ENDPOINT_CATALOG = "routing.selectors.endpoint_live_slugs"
+
+# Usage events travel through a Redis stream (billing/ingest.py); this moves them into the DB.
+CELERY_BEAT_SCHEDULE = {
+    **globals().get("CELERY_BEAT_SCHEDULE", {}),
+    "usage-ingest": {"task": "billing.usage_ingest", "schedule": 1.0},
+}
+
+# Webhook pipeline (billing/webhook_tasks.py): batch events, reclaim leases, enqueue due deliveries.
+CELERY_IMPORTS = (*globals().get("CELERY_IMPORTS", ()), "billing.webhook_tasks")
+CELERY_BEAT_SCHEDULE["webhook-deliveries"] = {"task": "billing.deliveries_enqueue_due", "schedule": 1.0}
+
+# The management API's OpenAPI 3 schema (/v1/gateway/openapi.json) and its reference page.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Inference gateway management API",
+    "DESCRIPTION": "Endpoints, groups, federated keys and legacy users (SPEC §2-§6).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/v1/gateway",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "LimitTypeEnum": ["TOKEN", "REQUEST"],
+        "RateLimitUnitEnum": ["SECOND", "MINUTE"],
+        "UsageLimitUnitEnum": ["DAY"],
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "gateway_project.api.schema_inputs_closed",
+    ],
+}

@@ -1,0 +1,86 @@
+"""Usage events -> webhook deliveries: <= 100 events per enabled endpoint, bytes frozen."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, Min
+
+from billing.models import UsageEvent, WebhookDelivery, WebhookEndpoint
+from billing.wire import batch_body
+
+# The beat runs every second, so a partial batch waits at most GATEWAY_WEBHOOK_FLUSH_SECONDS.
+BEAT_SECONDS = 1.0
+MAX_EVENTS_PER_RUN = 5000
+
+
+class _Raced(Exception):
+    """Another batcher marked some of these events first; roll back and retry on the next beat."""
+
+
+def events_batch(*, now: datetime) -> list[str]:
+    """Freeze every due unbatched event into deliveries; returns the new delivery ids."""
+    created: list[str] = []
+    for workspace_id, count in _workspaces_due(now=now):
+        try:
+            created += _workspace_batch(workspace_id=workspace_id, count=count, now=now)
+        except _Raced:
+            continue
+    return created
+
+
+def _workspaces_due(*, now: datetime) -> list[tuple[str, int]]:
+    """(workspace, events to take): all once the oldest is due, else only full batches."""
+    size = settings.GATEWAY_WEBHOOK_BATCH_SIZE
+    flush_before = now - timedelta(
+        seconds=max(0.0, settings.GATEWAY_WEBHOOK_FLUSH_SECONDS - BEAT_SECONDS)
+    )
+    rows = (
+        UsageEvent.objects.filter(batched_at__isnull=True)
+        .values("workspace_id")
+        .annotate(n=Count("pk"), oldest=Min("created_at"))
+    )
+    due = []
+    for row in rows:
+        take = row["n"] if row["oldest"] <= flush_before else row["n"] // size * size
+        if take:
+            due.append((row["workspace_id"], min(take, MAX_EVENTS_PER_RUN)))
+    return due
+
+
+def _events_claim(*, workspace_id: str, count: int, now: datetime) -> list[UsageEvent]:
+    """Lock and mark up to `count` unbatched events of a workspace, oldest first."""
+    pending = UsageEvent.objects.filter(workspace_id=workspace_id, batched_at__isnull=True)
+    if connection.vendor == "postgresql":
+        # Concurrent batchers take disjoint rows instead of queueing on each other's locks.
+        pending = pending.select_for_update(skip_locked=True)
+    events = list(pending.order_by("timestamp", "idempotency_key")[:count])
+    # The conditional UPDATE is what makes it exactly-once where row locks do not exist (SQLite).
+    marked = UsageEvent.objects.filter(
+        pk__in=[e.pk for e in events], batched_at__isnull=True
+    ).update(batched_at=now)
+    if marked != len(events):
+        raise _Raced
+    return events
+
+
+@transaction.atomic
+def _workspace_batch(*, workspace_id: str, count: int, now: datetime) -> list[str]:
+    """One transaction: mark the events batched and create one delivery per batch and endpoint."""
+    events = _events_claim(workspace_id=workspace_id, count=count, now=now)
+    endpoints = list(WebhookEndpoint.objects.filter(workspace_id=workspace_id, enabled=True))
+    size = settings.GATEWAY_WEBHOOK_BATCH_SIZE
+    deliveries = []
+    for start in range(0, len(events), size):
+        chunk = events[start : start + size]
+        body = batch_body(chunk)
+        deliveries += [
+            WebhookDelivery(
+                endpoint=endpoint, body=body, event_count=len(chunk), next_attempt_at=now
+            )
+            for endpoint in endpoints
+        ]
+    WebhookDelivery.objects.bulk_create(deliveries)
+    return [d.id for d in deliveries]

@@ -1,0 +1,210 @@
+"""Billing writes: usage events (recorded by the inference path) and webhook endpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import connections
+from redis.exceptions import RedisError
+
+from billing.models import UsageEvent
+
+# --- Usage events (the inference path's public face; SPEC §9) ---------------------------------
+
+USAGE_STREAM = "gw:usage"
+_usage_logger = logging.getLogger("billing.usage")
+
+
+async def usage_event_record(*, client: Any, event: dict[str, Any]) -> None:
+    """Make one usage event durable: XADD to the usage stream, or a DB insert if Redis fails."""
+    payload = json.dumps(event, separators=(",", ":"))
+    try:
+        await client.xadd(USAGE_STREAM, {"e": payload})
+    except (RedisError, OSError):
+        _usage_logger.warning("usage stream unavailable; inserting directly", exc_info=True)
+        await sync_to_async(_store_and_release, thread_sensitive=False)([event])
+
+
+def usage_events_store(*, events: list[dict[str, Any]]) -> None:
+    """Insert events (the shape usage_event_record takes), skipping request ids already stored."""
+    from billing.ingest import usage_event_build
+
+    rows = [usage_event_build(event=event) for event in events]
+    UsageEvent.objects.bulk_create(rows, ignore_conflicts=True)
+
+
+def _store_and_release(events: list[dict[str, Any]]) -> None:
+    try:
+        usage_events_store(events=events)
+    finally:
+        connections.close_all()
+
+
+# --- Webhook endpoints (created by staff: admin and `manage.py create_workspace`) --------------
+
+
+def webhook_endpoint_create(*, workspace: Any, url: str, actor: str) -> tuple[Any, str]:
+    """Add a webhook endpoint with a fresh `whsec_` signing secret; the secret is returned once."""
+    # Imported here so this staff-only tool adds nothing to the inference path's imports.
+    from django.conf import settings
+    from django.db import transaction
+
+    from billing.models import WebhookEndpoint, WebhookSecret
+    from billing.signing import secret_generate
+    from gateway_project.errors import ValidationFailed
+    from gateway_project.netguard import url_check
+    from groups.audit import audit_record
+    from groups.encryption import encrypt
+
+    if not isinstance(url, str) or len(url) > 2048:
+        raise ValidationFailed("url must be at most 2048 characters.", code="invalid_url")
+    url_check(url=url, allowlist=settings.GATEWAY_UPSTREAM_ALLOWLIST)
+    secret = secret_generate()
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.create(workspace=workspace, url=url)
+        WebhookSecret.objects.create(endpoint=endpoint, ciphertext=encrypt(secret))
+        audit_record(
+            actor=actor, action="webhook_endpoint.create", obj_type="webhook_endpoint",
+            obj_id=endpoint.id, workspace_id=workspace.id, after={"url": url},
+        )
+    return endpoint, secret
+
+
+# --- Webhook secrets, endpoint state, resend and recovery (billing engineer; SPEC §9) --------
+
+
+def webhook_secret_rotate(
+    *, endpoint: Any, actor: str, now: Any = None, overlap_hours: float | None = None
+) -> str:
+    """Issue a new `whsec_` secret (returned once); the current ones expire after the overlap."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.db import transaction
+    from django.utils import timezone
+
+    from billing.models import WebhookSecret
+    from billing.signing import secret_generate
+    from groups.audit import audit_record
+    from groups.encryption import encrypt
+
+    now = now or timezone.now()
+    hours = (
+        settings.GATEWAY_WEBHOOK_SECRET_OVERLAP_HOURS if overlap_hours is None else overlap_hours
+    )
+    expires = now + timedelta(hours=hours)
+    secret = secret_generate()
+    with transaction.atomic():
+        live = WebhookSecret.objects.filter(endpoint=endpoint, expires_at__isnull=True)
+        live.update(expires_at=expires)
+        WebhookSecret.objects.filter(endpoint=endpoint, expires_at__gt=expires).update(
+            expires_at=expires
+        )
+        WebhookSecret.objects.create(endpoint=endpoint, ciphertext=encrypt(secret))
+        audit_record(
+            actor=actor,
+            action="webhook_secret.rotate",
+            obj_type="webhook_endpoint",
+            obj_id=endpoint.pk,
+            workspace_id=endpoint.workspace_id,
+            after={"old_secrets_expire_at": expires.isoformat()},
+        )
+    return secret
+
+
+def webhook_endpoint_set_enabled(
+    *, endpoint: Any, enabled: bool, actor: str, reason: str = ""
+) -> Any:
+    """Enable or disable an endpoint; disabling parks its pending deliveries, enabling resumes."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from billing.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
+    from groups.audit import audit_record
+
+    with transaction.atomic():
+        locked = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        before = {"enabled": locked.enabled, "disabled_reason": locked.disabled_reason}
+        locked.enabled, locked.disabled_reason = enabled, "" if enabled else reason
+        locked.save(update_fields=["enabled", "disabled_reason", "updated_at"])
+        source, target = (
+            (DeliveryStatus.DISABLED, DeliveryStatus.PENDING)
+            if enabled
+            else (DeliveryStatus.PENDING, DeliveryStatus.DISABLED)
+        )
+        WebhookDelivery.objects.filter(endpoint=locked, status=source).update(
+            status=target, next_attempt_at=timezone.now() if enabled else None
+        )
+        audit_record(
+            actor=actor,
+            action="webhook_endpoint.enable" if enabled else "webhook_endpoint.disable",
+            obj_type="webhook_endpoint",
+            obj_id=locked.pk,
+            workspace_id=locked.workspace_id,
+            before=before,
+            after={"enabled": enabled, "disabled_reason": locked.disabled_reason},
+        )
+    endpoint.enabled, endpoint.disabled_reason = locked.enabled, locked.disabled_reason
+    return locked
+
+
+def delivery_resend(*, delivery: Any, actor: str, now: Any = None) -> Any:
+    """Queue one more attempt (same id and bytes); refused while the endpoint is disabled."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from billing.models import DeliveryStatus, WebhookDelivery
+    from gateway_project.errors import ValidationFailed
+    from groups.audit import audit_record
+
+    if not delivery.endpoint.enabled:
+        raise ValidationFailed("Enable the webhook endpoint first.", code="endpoint_disabled")
+    with transaction.atomic():
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            status=DeliveryStatus.PENDING, next_attempt_at=now or timezone.now(), lease_until=None
+        )
+        audit_record(
+            actor=actor,
+            action="webhook_delivery.resend",
+            obj_type="webhook_delivery",
+            obj_id=delivery.pk,
+            workspace_id=delivery.endpoint.workspace_id,
+            before={"status": delivery.status},
+        )
+    delivery.refresh_from_db()
+    return delivery
+
+
+RECOVER_LIMIT = 10_000
+
+
+def deliveries_recover(*, since: Any, actor: str, workspace: Any = None, now: Any = None) -> int:
+    """Queue every failed delivery created since `since` (oldest first, capped), enabled only."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from billing.models import DeliveryStatus, WebhookDelivery
+    from groups.audit import audit_record
+
+    failed = WebhookDelivery.objects.filter(
+        status=DeliveryStatus.FAILED, created_at__gte=since, endpoint__enabled=True
+    )
+    if workspace is not None:
+        failed = failed.filter(endpoint__workspace=workspace)
+    ids = list(failed.order_by("created_at", "pk").values_list("pk", flat=True)[:RECOVER_LIMIT])
+    with transaction.atomic():
+        count = WebhookDelivery.objects.filter(pk__in=ids, status=DeliveryStatus.FAILED).update(
+            status=DeliveryStatus.PENDING, next_attempt_at=now or timezone.now(), lease_until=None
+        )
+        audit_record(
+            actor=actor,
+            action="webhook_delivery.recover",
+            obj_type="webhook_delivery",
+            obj_id="*",
+            workspace_id=workspace.pk if workspace is not None else None,
+            after={"since": since.isoformat(), "count": count},
+        )
+    return count

@@ -1,0 +1,298 @@
+"""The shared base of /v1/gateway/* views: auth, strict JSON input, error envelope, schema."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.urls import register_converter
+from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.views import SpectacularRedocView
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import serializers
+from rest_framework.parsers import JSONParser
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from gateway_project.errors import GatewayError, ValidationFailed, json_error_response
+from gateway_project.pagination import MAX_LIMIT
+from groups.audit import key_actor
+from groups.models import Workspace
+from keys.authentication import ManagementKeyAuthentication, ManagementScope
+
+
+class IdConverter:
+    """An opaque object id in a path (`grp_01J...`); anything else is the catch-all 404."""
+
+    regex = r"[A-Za-z0-9_-]{1,64}"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+class KeyPrefixConverter(IdConverter):
+    """The first 16 characters of a federated key (printable ASCII, no slash)."""
+
+    regex = r"[!-.0-~]{1,64}"
+
+
+register_converter(IdConverter, "gwid")
+register_converter(KeyPrefixConverter, "keyprefix")
+
+
+class GatewayAPIView(APIView):
+    """Management-key auth, scopes, JSON only; helpers for strict input."""
+
+    authentication_classes = [ManagementKeyAuthentication]
+    permission_classes = [ManagementScope]
+    parser_classes = [JSONParser]
+    renderer_classes = [JSONRenderer]
+
+    @property
+    def workspace(self) -> Workspace:
+        return self.request.auth.workspace  # type: ignore[union-attr]
+
+    @property
+    def actor(self) -> str:
+        return key_actor(self.request.auth.prefix)  # type: ignore[union-attr]
+
+    def input(
+        self, serializer_class: type[serializers.Serializer], **kwargs: Any
+    ) -> dict[str, Any]:
+        """The request body validated by `serializer_class`; unknown fields rejected everywhere."""
+        return strict_validate(serializer_class, body_object(self.request), **kwargs)
+
+    def query(self, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
+        """The query string validated by `serializer_class` (limit/cursor belong to pagination)."""
+        params = {
+            k: v for k, v in self.request.query_params.items() if k not in ("limit", "cursor")
+        }
+        return strict_validate(serializer_class, params)
+
+
+def body_object(request: Request) -> dict[str, Any]:
+    """The JSON object body: 413 too large, 415 not JSON, 400 malformed or not an object."""
+    length = int(request.META.get("CONTENT_LENGTH") or 0)
+    if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        raise GatewayError("The request body is too large.", code="body_too_large", status=413)
+    if not request.body:
+        return {}
+    media_type = (request.content_type or "").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise drf_exceptions.UnsupportedMediaType(media_type or "none")
+    data = request.data
+    if not isinstance(data, dict):
+        raise ValidationFailed("The request body must be a JSON object.", code="invalid_body")
+    json_values_check(data, "")
+    return data
+
+
+INT64_MAX = 2**63 - 1
+
+
+def json_values_check(value: Any, path: str) -> None:
+    """Refuse what no column can store: NUL, unpaired surrogates, integers beyond 64 bits."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            json_values_check(key, path)
+            json_values_check(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            json_values_check(item, f"{path}[{index}]")
+    elif isinstance(value, str):
+        if "\x00" in value or any("\ud800" <= ch <= "\udfff" for ch in value):
+            raise ValidationFailed(
+                "Strings may not contain NUL or unpaired surrogate characters.",
+                code="invalid_characters",
+                param=path or None,
+            )
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX:
+        raise ValidationFailed(
+            "Integers must fit in 64 bits.", code="number_out_of_range", param=path or None
+        )
+
+
+def strict_validate(
+    serializer_class: type[serializers.Serializer], data: dict[str, Any], **kwargs: Any
+) -> dict[str, Any]:
+    """Validate `data`; an unknown field at any nesting level is 400 `unknown_field`."""
+    serializer = serializer_class(data=data, **kwargs)
+    shape_check(serializer, data, "")
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def patch_validate(
+    serializer_class: type[serializers.Serializer],
+    data: dict[str, Any],
+    *,
+    immutable: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """A PATCH body: immutable fields (dotted paths) are 400, and it must change something."""
+    for dotted in immutable:
+        parent, _, leaf = dotted.rpartition(".")
+        holder = data.get(parent) if parent else data
+        if isinstance(holder, dict) and leaf in holder:
+            raise ValidationFailed(
+                f"`{dotted}` cannot change.", code="immutable_field", param=dotted
+            )
+    validated = strict_validate(serializer_class, data)
+    if not validated:
+        fields = " and/or ".join(f"`{name}`" for name in serializer_class().fields)
+        raise ValidationFailed(f"Give {fields}.", code="empty_update")
+    return validated
+
+
+def shape_check(field: serializers.Field, data: Any, path: str) -> None:
+    """Walk `data` alongside the serializer tree: reject undeclared keys and non-string strings."""
+    if isinstance(field, serializers.CharField) and data is not None and not isinstance(data, str):
+        raise ValidationFailed(f"`{path}` must be a string.", code="invalid_type", param=path)
+    if isinstance(field, (serializers.ListSerializer, serializers.ListField)):
+        if isinstance(data, list):
+            for index, item in enumerate(data):
+                shape_check(field.child, item, f"{path}[{index}]")
+        return
+    if not isinstance(field, serializers.Serializer) or not isinstance(data, dict):
+        return
+    fields = field.fields
+    for name, value in data.items():
+        param = f"{path}.{name}" if path else str(name)
+        if name not in fields or fields[name].read_only:
+            raise ValidationFailed(f"Unknown field `{param}`.", code="unknown_field", param=param)
+        shape_check(fields[name], value, param)
+
+
+class TimestampField(serializers.DateTimeField):
+    """RFC 3339 UTC with a `Z` and milliseconds: 2026-05-05T12:00:00.123Z."""
+
+    def to_representation(self, value: Any) -> str | None:
+        if value is None or isinstance(value, str):
+            return value
+        return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    type = serializers.CharField()
+    code = serializers.CharField()
+    param = serializers.CharField(allow_null=True)
+
+
+class ErrorEnvelopeSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+ERROR_DESCRIPTIONS = {
+    400: "Invalid request (the `code` says which rule).",
+    401: "Missing, unknown or revoked management key.",
+    403: "Workspace not onboarded, VIEW scope writing, or a federated key.",
+    404: "Not found, deleted, revoked, or owned by another workspace.",
+    405: "Method not allowed.",
+    413: "Request body too large.",
+    415: "The body is not JSON.",
+}
+ERROR_RESPONSES = {
+    status: OpenApiResponse(ErrorEnvelopeSerializer, description=text)
+    for status, text in ERROR_DESCRIPTIONS.items()
+}
+LIST_PARAMETERS = [
+    OpenApiParameter(
+        "limit", int, description=f"Page size, 1..{MAX_LIMIT} (default 100).", required=False
+    ),
+    OpenApiParameter("cursor", str, description="`pagination.cursor` of the previous page."),
+]
+
+
+def api_schema(
+    *,
+    response: Any,
+    request: Any = None,
+    tags: list[str],
+    summary: str,
+    errors: dict[int, str] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """`extend_schema` with the 200 body and every error envelope documented."""
+    extra = {
+        status: OpenApiResponse(ErrorEnvelopeSerializer, description=text)
+        for status, text in (errors or {}).items()
+    }
+    kwargs.setdefault("description", summary)
+    return extend_schema(
+        request=request,
+        responses={200: response, **ERROR_RESPONSES, **extra},
+        tags=tags,
+        summary=summary,
+        **kwargs,
+    )
+
+
+class PaginationSerializer(serializers.Serializer):
+    has_more = serializers.BooleanField()
+    cursor = serializers.CharField(allow_null=True)
+
+
+@cache
+def page_serializer(item: type[serializers.Serializer]) -> type[serializers.Serializer]:
+    """The list body schema `{"items": [item...], "pagination": {...}}` for `item`."""
+    name = item.__name__.removesuffix("Serializer") + "PageSerializer"
+    attrs = {"items": item(many=True), "pagination": PaginationSerializer()}
+    return type(name, (serializers.Serializer,), attrs)
+
+
+@csrf_exempt
+def gateway_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    """Any unknown /v1/gateway/ path: the envelope 404."""
+    return json_error_response(
+        status=404, message="Unknown route.", type="not_found_error", code="not_found"
+    )
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """The envelope under /v1/, Django's page elsewhere."""
+    if request.path.startswith("/v1/"):
+        return gateway_not_found(request)
+    return defaults.page_not_found(request, exception)  # type: ignore[arg-type]
+
+
+def handler500(request: HttpRequest) -> HttpResponse:
+    """The envelope under /v1/, Django's page elsewhere."""
+    if request.path.startswith("/v1/"):
+        return json_error_response(
+            status=500, message="Internal server error.", type="api_error", code="internal_error"
+        )
+    return defaults.server_error(request)
+
+
+class ManagementKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+    """Documents management keys as HTTP bearer auth (`Api-Key <key>` works as well)."""
+
+    target_class = "keys.authentication.ManagementKeyAuthentication"
+    name = "managementKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer", "description": "A workspace management key."}
+
+
+def schema_inputs_closed(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Request bodies reject unknown fields, so their schemas say `additionalProperties: false`."""
+    for name, component in result.get("components", {}).get("schemas", {}).items():
+        if name.endswith("Request") and component.get("type") == "object":
+            component["additionalProperties"] = False
+    return result
+
+
+class ReferencePageView(SpectacularRedocView):
+    """Redoc over /v1/gateway/openapi.json; its JS is vendored (sidecar), no CDN, no web fonts."""
+
+    template_name = "api/redoc.html"

@@ -1,0 +1,298 @@
+"""Admin of the customer hierarchy (groups, their models and limits) and the audit trail.
+
+Limits are edited as one "models (JSON)" field in the API's wire shape and saved through
+group_create / group_update, so the SPEC §4 checks and the audit apply; the inline is read-only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+
+from groups.admin.base import PrettyJSONField, ServiceAdmin, ServiceForm, actor_of, change_link
+from groups.models import AuditEvent, Group, GroupModel, LimitEnforcement
+from groups.selectors import group_effective_models, group_models, group_subtree
+from groups.services import group_create, group_delete, group_update
+
+MODELS_HELP = (
+    'A JSON list, e.g. [{"slug": "acme/llama", "rate_limits": [{"type": "TOKEN", "unit": "MINUTE", '
+    '"threshold": 100000}], "usage_limits": [{"type": "TOKEN", "unit": "DAY", '
+    '"threshold": 5000000}]}]. Rate limits: TOKEN|REQUEST per SECOND|MINUTE; usage limits: '
+    "TOKEN|REQUEST per DAY. Saving replaces the whole set; [] removes all access."
+)
+EFFECTIVE_COLUMNS = ("slug", "kind", "type", "unit", "threshold", "source group")
+DETAIL_FIELDS = (
+    "id",
+    "workspace",
+    "external_entity_id",
+    "parent_link",
+    "depth",
+    "limit_enforcement",
+    "is_legacy_user",
+    "created_at",
+    "updated_at",
+    "deleted_at",
+)
+
+
+class GroupForm(ServiceForm):
+    param_fields = {
+        "metadata.external_entity_id": "external_entity_id",
+        "customer_id": "external_entity_id",
+        "metadata.name": "name",
+        "models": "models_json",
+        "hierarchy.parent_group_id": "parent_group_id",
+        "hierarchy.limit_enforcement": "limit_enforcement",
+    }
+    parent_group_id = forms.CharField(
+        required=False, label="parent group id", help_text="grp_…; leave empty for a root group."
+    )
+    limit_enforcement = forms.ChoiceField(
+        required=False,
+        choices=[("", "inherit the parent's (INDEPENDENT for a root)"), *LimitEnforcement.choices],
+    )
+    models_json = PrettyJSONField(
+        label="models (JSON)",
+        help_text=MODELS_HELP,
+        widget=forms.Textarea(attrs={"rows": 16, "cols": 100, "style": "font-family: monospace"}),
+    )
+
+    class Meta:
+        model = Group
+        fields = ("workspace", "external_entity_id", "name")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.instance._state.adding:
+            self.fields.pop("parent_group_id", None)
+            self.initial["models_json"] = group_models(group=self.instance)
+        else:
+            self.initial.setdefault("models_json", [])
+
+    def service_save(self, data: dict[str, Any]) -> Group:
+        if self.instance._state.adding:
+            return group_create(
+                workspace=data["workspace"],
+                actor=self.actor,
+                external_entity_id=data["external_entity_id"],
+                models=data["models_json"],
+                name=data.get("name") or "",
+                limit_enforcement=data.get("limit_enforcement") or None,
+                parent_group_id=data.get("parent_group_id") or None,
+            )
+        models = data["models_json"] if "models_json" in self.changed_data else None
+        return group_update(
+            workspace=self.instance.workspace,
+            group_id=self.instance.pk,
+            actor=self.actor,
+            name=data.get("name") or "",
+            models=models,
+        )
+
+
+class GroupModelInline(admin.TabularInline):  # type: ignore[type-arg]
+    """The configured access rows; edit them with the models (JSON) field above."""
+
+    model = GroupModel
+    fields = ("position", "slug", "configured_limits")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name = "configured model (edit through “models (JSON)”)"
+    verbose_name_plural = "configured models (edit through “models (JSON)”)"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[GroupModel]:
+        return super().get_queryset(request).prefetch_related("limits")
+
+    @admin.display(description="limits")
+    def configured_limits(self, obj: GroupModel) -> str:
+        return ", ".join(f"{lim.kind} {lim} " for lim in obj.limits.all()) or "no limits"
+
+
+class LiveFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("live", "Live"), ("deleted", "Deleted")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "live":
+            return queryset.filter(deleted_at__isnull=True)
+        if self.value() == "deleted":
+            return queryset.filter(deleted_at__isnull=False)
+        return queryset
+
+
+@admin.register(Group)
+class GroupAdmin(ServiceAdmin):
+    form = GroupForm
+    list_display = (
+        "external_entity_id",
+        "name",
+        "workspace",
+        "parent_link",
+        "depth",
+        "limit_enforcement",
+        "is_legacy_user",
+        "deleted",
+    )
+    list_select_related = ("workspace", "parent")
+    list_filter = (LiveFilter, "limit_enforcement", "is_legacy_user", "depth", "workspace")
+    search_fields = ("external_entity_id", "name", "=id")
+    inlines = (GroupModelInline,)
+
+    def get_inlines(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.inlines if obj is not None else ()
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            fields = (
+                "workspace",
+                "external_entity_id",
+                "name",
+                "parent_group_id",
+                "limit_enforcement",
+                "models_json",
+            )
+            return [(None, {"fields": fields})]
+        editable = ("name", "models_json") if self._live(obj) else ("name",)
+        return [
+            (None, {"fields": DETAIL_FIELDS}),
+            ("Edit", {"fields": editable}),
+            ("Hierarchy", {"fields": ("children_panel",)}),
+            ("Effective limits (what the runtime enforces)", {"fields": ("effective_panel",)}),
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        if obj is None:
+            return ()
+        return (*DETAIL_FIELDS, "children_panel", "effective_panel")
+
+    @staticmethod
+    def _live(obj: Any) -> bool:
+        return obj is None or obj.deleted_at is None
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._live(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._live(obj) and super().has_delete_permission(request, obj)
+
+    @admin.display(boolean=True, description="deleted", ordering="deleted_at")
+    def deleted(self, obj: Group) -> bool:
+        return obj.deleted_at is not None
+
+    @admin.display(description="parent", ordering="parent")
+    def parent_link(self, obj: Group) -> SafeString | str:
+        return change_link(obj.parent)
+
+    @admin.display(description="live children")
+    def children_panel(self, obj: Group) -> SafeString | str:
+        children = obj.children.filter(deleted_at__isnull=True).order_by("created_at")
+        links = [(change_link(child),) for child in children]
+        return format_html_join(mark_safe("<br>"), "{}", links) or "none"
+
+    @admin.display(description="effective models")
+    def effective_panel(self, obj: Group) -> SafeString | str:
+        if obj.deleted_at is not None:
+            return "deleted"
+        rows = _effective_rows(obj)
+        if not rows:
+            return "no model access"
+        header = format_html_join("", "<th>{}</th>", [(name,) for name in EFFECTIVE_COLUMNS])
+        body = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows
+        )
+        return format_html(
+            "<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", header, body
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Group) -> None:
+        group_delete(workspace=obj.workspace, group_id=obj.pk, actor=actor_of(request))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Group]) -> None:
+        for group in queryset.order_by("depth").select_related("workspace"):
+            group.refresh_from_db(fields=["deleted_at"])  # an ancestor's delete may have taken it
+            if group.deleted_at is None:
+                self.delete_model(request, group)
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        """A soft delete: list the subtree that goes with each group; nothing is protected."""
+        doomed = []
+        for group in objs:
+            doomed.append(
+                f"{group} and its live descendants: {[str(g) for g in group_subtree(group=group)]}"
+            )
+        return doomed, {"groups (soft-deleted, keys revoked)": len(doomed)}, set(), []
+
+
+def _effective_rows(group: Group) -> list[tuple[Any, ...]]:
+    effective = group_effective_models(group=group)
+    pairs = [
+        (item["slug"], kind.split("_")[0], lim)
+        for item in effective
+        for kind in ("rate_limits", "usage_limits")
+        for lim in item[kind]
+    ]
+    sources = Group.objects.in_bulk({lim["source_group"] for _, _, lim in pairs})
+    rows: list[tuple[Any, ...]] = [
+        (
+            slug,
+            kind,
+            lim["type"],
+            lim["unit"],
+            lim["threshold"],
+            change_link(sources.get(lim["source_group"])),
+        )
+        for slug, kind, lim in pairs
+    ]
+    limited = {slug for slug, _, _ in pairs}
+    rows += [
+        (item["slug"], "-", "-", "-", "unlimited", "-")
+        for item in effective
+        if item["slug"] not in limited
+    ]
+    return rows
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ("created_at", "actor", "action", "object_type", "object_id", "workspace")
+    list_select_related = ("workspace",)
+    list_filter = ("action", "object_type")
+    search_fields = ("=object_id", "actor")
+    date_hierarchy = "created_at"
+    fields = (
+        "id",
+        "created_at",
+        "actor",
+        "action",
+        "object_type",
+        "object_id",
+        "workspace",
+        "before",
+        "after",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,169 @@
+"""Reads of groups: lookups, configured models, chains, effective and enforced limits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.db.models import Prefetch, QuerySet, prefetch_related_objects
+
+from gateway_project.errors import NotFound
+from groups.limits import (
+    EnforcedLimit,
+    GroupLimits,
+    LimitSpec,
+    effective_limits,
+    effective_wire,
+    enforced_limits,
+    specs_wire,
+)
+from groups.models import Group, GroupModel, ModelLimit, Workspace
+
+__all__ = [
+    "EnforcedLimit",
+    "group_chain",
+    "group_effective_models",
+    "group_enforced_limits",
+    "group_get",
+    "group_limits",
+    "group_list",
+    "group_models",
+    "group_subtree",
+    "groups_effective_models",
+    "models_prefetch",
+]
+
+# A chain has at most 5 groups: a parent plus its 3 ancestors come in one query.
+_ANCESTORS = "parent__parent__parent"
+
+
+def models_prefetch() -> Prefetch[Any]:
+    """Prefetch a group's model access and limits in configured order (2 queries per batch)."""
+    limits = Prefetch("limits", queryset=ModelLimit.objects.order_by("id"))
+    access = GroupModel.objects.order_by("position", "id").prefetch_related(limits)
+    return Prefetch("model_access", queryset=access)
+
+
+def _live(workspace: Workspace, legacy: bool | None) -> QuerySet[Group]:
+    groups = Group.objects.filter(workspace=workspace, deleted_at__isnull=True)
+    return groups if legacy is None else groups.filter(is_legacy_user=legacy)
+
+
+def group_get(*, workspace: Workspace, group_id: str, legacy: bool | None = None) -> Group:
+    """A live group of the workspace, else NotFound."""
+    group = _live(workspace, legacy).filter(pk=group_id).first()
+    if group is None:
+        noun = "user" if legacy else "group"
+        raise NotFound(f"No {noun} with id {group_id!r}", code="not_found")
+    return group
+
+
+def group_list(
+    *, workspace: Workspace, external_entity_id: str | None = None, legacy: bool | None = None
+) -> QuerySet[Group]:
+    """Live groups of the workspace in creation order, models prefetched."""
+    groups = _live(workspace, legacy)
+    if external_entity_id is not None:
+        groups = groups.filter(external_entity_id=external_entity_id)
+    return groups.order_by("created_at", "id").prefetch_related(models_prefetch())
+
+
+def group_limits(*, group: Group) -> GroupLimits:
+    """A group's configured models as specs (uses the prefetch cache when present)."""
+    return GroupLimits(
+        group_id=group.id,
+        models={
+            access.slug: tuple(
+                LimitSpec(kind=lim.kind, type=lim.type, unit=lim.unit, threshold=lim.threshold)
+                for lim in access.limits.all()
+            )
+            for access in _accesses(group)
+        },
+    )
+
+
+def _accesses(group: Group) -> list[GroupModel]:
+    if "model_access" in getattr(group, "_prefetched_objects_cache", {}):
+        return list(group.model_access.all())
+    prefetch_related_objects([group], models_prefetch())
+    return list(group.model_access.all())
+
+
+def group_models(*, group: Group) -> list[dict[str, Any]]:
+    """The group's configured models in the wire shape."""
+    return specs_wire(group_limits(group=group).models)
+
+
+def _chain_from(group: Group, parent: Group | None) -> list[Group]:
+    chain = [group]
+    node = parent
+    while node is not None:
+        chain.append(node)
+        node = node.parent if node.parent_id is not None else None
+    return list(reversed(chain))
+
+
+def group_chain(*, group: Group) -> list[Group]:
+    """The group's ancestors root first, the group last (at most one query)."""
+    if group.parent_id is None:
+        return [group]
+    parent = Group.objects.select_related(_ANCESTORS).get(pk=group.parent_id)
+    return _chain_from(group, parent)
+
+
+def _chains(groups: list[Group]) -> dict[str, list[Group]]:
+    parent_ids = {group.parent_id for group in groups if group.parent_id is not None}
+    parents = Group.objects.select_related(_ANCESTORS).in_bulk(parent_ids) if parent_ids else {}
+    chains = {
+        group.id: _chain_from(group, parents.get(group.parent_id) if group.parent_id else None)
+        for group in groups
+    }
+    members = [member for chain in chains.values() for member in chain]
+    prefetch_related_objects(
+        [m for m in members if "model_access" not in getattr(m, "_prefetched_objects_cache", {})],
+        models_prefetch(),
+    )
+    return chains
+
+
+def groups_effective_models(*, groups: Iterable[Group]) -> dict[str, list[dict[str, Any]]]:
+    """Effective models of many groups by id, in a constant number of queries."""
+    chains = _chains(list(groups))
+    return {
+        group_id: effective_wire(
+            effective_limits(
+                chain=[group_limits(group=member) for member in chain],
+                mode=chain[-1].limit_enforcement,
+            )
+        )
+        for group_id, chain in chains.items()
+    }
+
+
+def group_effective_models(*, group: Group) -> list[dict[str, Any]]:
+    """What the runtime enforces for the group, every limit with its `source_group`."""
+    return groups_effective_models(groups=[group])[group.id]
+
+
+def group_enforced_limits(*, group: Group) -> dict[str, list[EnforcedLimit]]:
+    """Per slug, the counters a request of this group must fit."""
+    chain = _chains([group])[group.id]
+    return enforced_limits(
+        chain=[group_limits(group=member) for member in chain],
+        mode=group.limit_enforcement,
+        root_group_id=group.root_id or group.id,
+    )
+
+
+def group_subtree(*, group: Group) -> list[Group]:
+    """The group's live descendants, parents before children (one query)."""
+    candidates = Group.objects.filter(
+        root_id=group.root_id or group.id, depth__gt=group.depth, deleted_at__isnull=True
+    ).order_by("depth", "id")
+    inside = {group.id}
+    subtree: list[Group] = []
+    for candidate in candidates:
+        if candidate.parent_id in inside:
+            inside.add(candidate.id)
+            subtree.append(candidate)
+    return subtree

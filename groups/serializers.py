@@ -1,0 +1,194 @@
+"""Wire shapes of groups and legacy users (SPEC §4, §6): small input and output serializers.
+
+Models lists are validated by the services (groups.limits), so the API and the admin share one rule
+set and one set of error codes; the serializers here only describe them for the schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from gateway_project.api import TimestampField
+from groups import selectors
+from groups.models import Group, LimitEnforcement, LimitType
+
+MAX_THRESHOLD = 2**63 - 1
+
+
+class RateLimitSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=LimitType.choices)
+    unit = serializers.ChoiceField(choices=["SECOND", "MINUTE"])
+    threshold = serializers.IntegerField(min_value=0, max_value=MAX_THRESHOLD)
+
+
+class UsageLimitSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=LimitType.choices)
+    unit = serializers.ChoiceField(choices=["DAY"])
+    threshold = serializers.IntegerField(min_value=0, max_value=MAX_THRESHOLD)
+
+
+class ModelConfigSerializer(serializers.Serializer):
+    """A group's access to one slug with its limits."""
+
+    slug = serializers.CharField(max_length=201)
+    rate_limits = RateLimitSerializer(many=True, required=False)
+    usage_limits = UsageLimitSerializer(many=True, required=False)
+
+
+@extend_schema_field(ModelConfigSerializer(many=True))
+class ModelsField(serializers.JSONField):
+    """The `models` list, checked by the groups services (shape, set semantics, limits)."""
+
+
+class EffectiveRateLimitSerializer(RateLimitSerializer):
+    source_group = serializers.CharField()
+
+
+class EffectiveUsageLimitSerializer(UsageLimitSerializer):
+    source_group = serializers.CharField()
+
+
+class EffectiveModelSerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    rate_limits = EffectiveRateLimitSerializer(many=True)
+    usage_limits = EffectiveUsageLimitSerializer(many=True)
+
+
+class ModelConfigOutSerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    rate_limits = RateLimitSerializer(many=True)
+    usage_limits = UsageLimitSerializer(many=True)
+
+
+class GroupMetadataSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=255, allow_blank=True, required=False, default="")
+    external_entity_id = serializers.CharField(min_length=1, max_length=255, trim_whitespace=False)
+
+
+class GroupHierarchySerializer(serializers.Serializer):
+    limit_enforcement = serializers.ChoiceField(
+        choices=LimitEnforcement.choices, required=False, allow_null=True, default=None
+    )
+    parent_group_id = serializers.CharField(
+        max_length=40, required=False, allow_null=True, default=None
+    )
+
+
+class GroupCreateSerializer(serializers.Serializer):
+    metadata = GroupMetadataSerializer()
+    models = ModelsField()
+    hierarchy = GroupHierarchySerializer(required=False)
+
+
+class GroupNameSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=255, allow_blank=True)
+
+
+class GroupUpdateSerializer(serializers.Serializer):
+    metadata = GroupNameSerializer(required=False)
+    models = ModelsField(required=False)
+
+
+class GroupListQuerySerializer(serializers.Serializer):
+    external_entity_id = serializers.CharField(
+        max_length=255, required=False, trim_whitespace=False
+    )
+
+
+class GroupV1Serializer(serializers.Serializer):
+    id = serializers.CharField()
+    metadata = GroupMetadataSerializer()
+    models = ModelConfigOutSerializer(many=True)
+    effective_models = EffectiveModelSerializer(many=True)
+    hierarchy = GroupHierarchySerializer()
+    created_at = TimestampField()
+
+
+class GroupDeletedSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    metadata = GroupMetadataSerializer()
+    deleted_at = TimestampField()
+
+
+class UserUpsertSerializer(serializers.Serializer):
+    customer_id = serializers.CharField(min_length=1, max_length=255, trim_whitespace=False)
+    models = ModelsField()
+
+
+class UserV1Serializer(serializers.Serializer):
+    id = serializers.CharField()
+    customer_id = serializers.CharField()
+    models = ModelConfigOutSerializer(many=True)
+    created_at = TimestampField()
+
+
+class UserDeletedSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    customer_id = serializers.CharField()
+    deleted_at = TimestampField()
+
+
+IMMUTABLE_GROUP_FIELDS = ("hierarchy", "metadata.external_entity_id")
+
+
+def _metadata(group: Group) -> dict[str, str]:
+    return {"name": group.name, "external_entity_id": group.external_entity_id}
+
+
+def group_wire(group: Group, *, effective_models: list[dict[str, Any]]) -> dict[str, Any]:
+    """GroupV1 of one group (models from the prefetch cache when present)."""
+    return GroupV1Serializer(
+        {
+            "id": group.id,
+            "metadata": _metadata(group),
+            "models": selectors.group_models(group=group),
+            "effective_models": effective_models,
+            "hierarchy": {
+                "limit_enforcement": group.limit_enforcement,
+                "parent_group_id": group.parent_id,
+            },
+            "created_at": group.created_at,
+        }
+    ).data
+
+
+def group_detail_wire(group: Group) -> dict[str, Any]:
+    """GroupV1 of a single group."""
+    return group_wire(group, effective_models=selectors.group_effective_models(group=group))
+
+
+def groups_wire(groups: Iterable[Group]) -> list[dict[str, Any]]:
+    """GroupV1 of a page of groups, in a constant number of queries."""
+    groups = list(groups)
+    effective = selectors.groups_effective_models(groups=groups)
+    return [group_wire(group, effective_models=effective[group.id]) for group in groups]
+
+
+def group_deleted_wire(group: Group) -> dict[str, Any]:
+    """The tombstone of a deleted group."""
+    return GroupDeletedSerializer(
+        {"id": group.id, "metadata": _metadata(group), "deleted_at": group.deleted_at}
+    ).data
+
+
+def user_wire(group: Group) -> dict[str, Any]:
+    """A legacy user `{id, customer_id, models, created_at}`."""
+    return UserV1Serializer(
+        {
+            "id": group.id,
+            "customer_id": group.external_entity_id,
+            "models": selectors.group_models(group=group),
+            "created_at": group.created_at,
+        }
+    ).data
+
+
+def user_deleted_wire(group: Group) -> dict[str, Any]:
+    """The tombstone of a deleted user."""
+    return UserDeletedSerializer(
+        {"id": group.id, "customer_id": group.external_entity_id, "deleted_at": group.deleted_at}
+    ).data

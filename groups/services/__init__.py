@@ -1,0 +1,48 @@
+"""Writes of the groups app: import them from here (`from groups.services import group_create`)."""
+
+from groups.services.hierarchy import (
+    MAX_DEPTH,
+    group_create,
+    group_delete,
+    group_models_rename_slug,
+    group_snapshot,
+    group_update,
+)
+from groups.services.tenants import (
+    custom_domain_add,
+    custom_domain_delete,
+    host_normalize,
+    org_prefix_delete,
+    org_prefix_register,
+    secret_create,
+    secret_delete,
+    secret_update,
+    workspace_create,
+    workspace_set_onboarded,
+    workspace_snapshot,
+    workspace_update,
+)
+from groups.services.users import user_delete, user_upsert
+
+__all__ = [
+    "MAX_DEPTH",
+    "custom_domain_add",
+    "custom_domain_delete",
+    "group_create",
+    "group_delete",
+    "group_models_rename_slug",
+    "group_snapshot",
+    "group_update",
+    "host_normalize",
+    "org_prefix_delete",
+    "org_prefix_register",
+    "secret_create",
+    "secret_delete",
+    "secret_update",
+    "user_delete",
+    "user_upsert",
+    "workspace_create",
+    "workspace_set_onboarded",
+    "workspace_snapshot",
+    "workspace_update",
+]

@@ -1,0 +1,256 @@
+"""Writes of tenant settings: workspaces, org prefixes, custom domains, secrets (staff and API)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.db import transaction
+
+from gateway_project.errors import ValidationFailed
+from groups.audit import audit_record
+from groups.encryption import encrypt
+from groups.invalidation import config_changed
+from groups.models import SEGMENT_RE, CustomDomain, OrgPrefix, Secret, Workspace
+
+_HOST_RE = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$"
+)
+
+
+def workspace_snapshot(workspace: Workspace) -> dict[str, Any]:
+    """The audited fields of a workspace."""
+    return {
+        "id": workspace.id,
+        "name": workspace.name,
+        "onboarded": workspace.onboarded,
+        "ed25519_public_key": workspace.ed25519_public_key,
+    }
+
+
+def text_check(value: Any, *, param: str, code: str, max_length: int, min_length: int) -> str:
+    if not isinstance(value, str) or not min_length <= len(value) <= max_length:
+        raise ValidationFailed(
+            f"{param} must be a string of {min_length}..{max_length} characters",
+            code=code,
+            param=param,
+        )
+    return value
+
+
+@transaction.atomic
+def workspace_create(*, name: str, actor: str, onboarded: bool = False) -> Workspace:
+    """Create a tenant (staff only)."""
+    text_check(name, param="name", code="invalid_name", min_length=1, max_length=255)
+    workspace = Workspace.objects.create(name=name, onboarded=onboarded)
+    audit_record(
+        actor=actor,
+        action="workspace.create",
+        obj_type="workspace",
+        obj_id=workspace.id,
+        workspace_id=workspace.id,
+        after=workspace_snapshot(workspace),
+    )
+    return workspace
+
+
+@transaction.atomic
+def workspace_update(
+    *,
+    workspace: Workspace,
+    actor: str,
+    name: str | None = None,
+    ed25519_public_key: str | None = None,
+) -> Workspace:
+    """Rename a workspace or set its key-registration public key."""
+    before = workspace_snapshot(workspace)
+    if name is not None:
+        workspace.name = text_check(
+            name, param="name", code="invalid_name", min_length=1, max_length=255
+        )
+    if ed25519_public_key is not None:
+        workspace.ed25519_public_key = ed25519_public_key.strip()
+    workspace.save()
+    audit_record(
+        actor=actor,
+        action="workspace.update",
+        obj_type="workspace",
+        obj_id=workspace.id,
+        workspace_id=workspace.id,
+        before=before,
+        after=workspace_snapshot(workspace),
+    )
+    return workspace
+
+
+@transaction.atomic
+def workspace_set_onboarded(*, workspace: Workspace, onboarded: bool, actor: str) -> Workspace:
+    """Onboard or off-board a workspace; off-boarded keys stop working at once."""
+    before = workspace_snapshot(workspace)
+    workspace.onboarded = onboarded
+    workspace.save(update_fields=["onboarded", "updated_at"])
+    audit_record(
+        actor=actor,
+        action="workspace.onboard" if onboarded else "workspace.offboard",
+        obj_type="workspace",
+        obj_id=workspace.id,
+        workspace_id=workspace.id,
+        before=before,
+        after=workspace_snapshot(workspace),
+    )
+    config_changed(workspace_id=workspace.id)
+    return workspace
+
+
+@transaction.atomic
+def org_prefix_register(*, workspace: Workspace, prefix: str, actor: str) -> OrgPrefix:
+    """Give a workspace an org prefix (globally unique)."""
+    if not isinstance(prefix, str) or len(prefix) > 100 or not re.match(SEGMENT_RE, prefix):
+        raise ValidationFailed(
+            "prefix must match [a-z0-9][a-z0-9._-]* and be at most 100 characters",
+            code="invalid_prefix",
+            param="prefix",
+        )
+    if OrgPrefix.objects.filter(prefix=prefix).exists():
+        raise ValidationFailed(
+            f"{prefix!r} is already registered", code="prefix_taken", param="prefix"
+        )
+    org_prefix = OrgPrefix.objects.create(workspace=workspace, prefix=prefix)
+    audit_record(
+        actor=actor,
+        action="org_prefix.register",
+        obj_type="org_prefix",
+        obj_id=prefix,
+        workspace_id=workspace.id,
+        after={"prefix": prefix, "workspace": workspace.id},
+    )
+    return org_prefix
+
+
+@transaction.atomic
+def org_prefix_delete(*, org_prefix: OrgPrefix, actor: str) -> None:
+    """Release an org prefix (existing endpoints keep their slugs)."""
+    snapshot = {"prefix": org_prefix.prefix, "workspace": org_prefix.workspace_id}
+    org_prefix.delete()
+    audit_record(
+        actor=actor,
+        action="org_prefix.delete",
+        obj_type="org_prefix",
+        obj_id=snapshot["prefix"],
+        workspace_id=snapshot["workspace"],
+        before=snapshot,
+    )
+
+
+def host_normalize(host: Any) -> str:
+    """A lowercase host name without port or trailing dot, else ValidationFailed."""
+    value = host.strip().lower().rstrip(".") if isinstance(host, str) else ""
+    if not _HOST_RE.match(value):
+        raise ValidationFailed(
+            "host must be a DNS name such as api.example.com", code="invalid_host", param="host"
+        )
+    return value
+
+
+@transaction.atomic
+def custom_domain_add(*, workspace: Workspace, host: str, actor: str) -> CustomDomain:
+    """Bind a Host name to the workspace: traffic on it accepts only this workspace's keys."""
+    host = host_normalize(host)
+    if CustomDomain.objects.filter(host=host).exists():
+        raise ValidationFailed(f"{host} is already bound", code="host_taken", param="host")
+    domain = CustomDomain.objects.create(workspace=workspace, host=host)
+    audit_record(
+        actor=actor,
+        action="custom_domain.add",
+        obj_type="custom_domain",
+        obj_id=host,
+        workspace_id=workspace.id,
+        after={"host": host, "workspace": workspace.id},
+    )
+    config_changed(workspace_id=workspace.id)
+    return domain
+
+
+@transaction.atomic
+def custom_domain_delete(*, domain: CustomDomain, actor: str) -> None:
+    """Unbind a Host name."""
+    snapshot = {"host": domain.host, "workspace": domain.workspace_id}
+    domain.delete()
+    audit_record(
+        actor=actor,
+        action="custom_domain.delete",
+        obj_type="custom_domain",
+        obj_id=snapshot["host"],
+        workspace_id=snapshot["workspace"],
+        before=snapshot,
+    )
+    config_changed(workspace_id=snapshot["workspace"])
+
+
+def _secret_value_check(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValidationFailed(
+            "value must be a non-empty string", code="invalid_secret_value", param="value"
+        )
+    return value
+
+
+def _secret_snapshot(secret: Secret) -> dict[str, Any]:
+    return {"id": secret.id, "name": secret.name, "workspace": secret.workspace_id}
+
+
+@transaction.atomic
+def secret_create(*, workspace: Workspace, name: str, value: str, actor: str) -> Secret:
+    """Store a provider credential encrypted; the value is never shown again."""
+    text_check(name, param="name", code="invalid_name", min_length=1, max_length=255)
+    if Secret.objects.filter(workspace=workspace, name=name).exists():
+        raise ValidationFailed(
+            f"a secret named {name!r} exists", code="secret_name_taken", param="name"
+        )
+    secret = Secret.objects.create(
+        workspace=workspace, name=name, ciphertext=encrypt(_secret_value_check(value))
+    )
+    audit_record(
+        actor=actor,
+        action="secret.create",
+        obj_type="secret",
+        obj_id=secret.id,
+        workspace_id=workspace.id,
+        after=_secret_snapshot(secret),
+    )
+    config_changed(workspace_id=workspace.id)
+    return secret
+
+
+@transaction.atomic
+def secret_update(*, secret: Secret, value: str, actor: str) -> Secret:
+    """Replace a credential's value (rotation)."""
+    secret.ciphertext = encrypt(_secret_value_check(value))
+    secret.save(update_fields=["ciphertext", "updated_at"])
+    audit_record(
+        actor=actor,
+        action="secret.update",
+        obj_type="secret",
+        obj_id=secret.id,
+        workspace_id=secret.workspace_id,
+        before=_secret_snapshot(secret),
+        after=_secret_snapshot(secret),
+    )
+    config_changed(workspace_id=secret.workspace_id)
+    return secret
+
+
+@transaction.atomic
+def secret_delete(*, secret: Secret, actor: str) -> None:
+    """Delete an unused credential (targets still using it PROTECT it)."""
+    snapshot = _secret_snapshot(secret)
+    secret.delete()
+    audit_record(
+        actor=actor,
+        action="secret.delete",
+        obj_type="secret",
+        obj_id=snapshot["id"],
+        workspace_id=snapshot["workspace"],
+        before=snapshot,
+    )
+    config_changed(workspace_id=snapshot["workspace"])

@@ -1,0 +1,173 @@
+"""Management API for groups and legacy users (SPEC §4, §6): one view per resource, thin."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from gateway_project.api import (
+    LIST_PARAMETERS,
+    GatewayAPIView,
+    api_schema,
+    body_object,
+    page_serializer,
+    patch_validate,
+)
+from gateway_project.pagination import page_body, paginate
+from groups import selectors, services
+from groups.serializers import (
+    IMMUTABLE_GROUP_FIELDS,
+    GroupCreateSerializer,
+    GroupDeletedSerializer,
+    GroupListQuerySerializer,
+    GroupUpdateSerializer,
+    GroupV1Serializer,
+    UserDeletedSerializer,
+    UserUpsertSerializer,
+    UserV1Serializer,
+    group_deleted_wire,
+    group_detail_wire,
+    groups_wire,
+    user_deleted_wire,
+    user_wire,
+)
+
+GROUPS = ["groups"]
+USERS = ["users (legacy)"]
+
+
+class GroupListView(GatewayAPIView):
+    @api_schema(
+        response=page_serializer(GroupV1Serializer),
+        tags=GROUPS,
+        summary="List groups",
+        operation_id="groups_list",
+        parameters=[
+            *LIST_PARAMETERS,
+            OpenApiParameter(
+                "external_entity_id", str, description="Exact match (at most 1 item)."
+            ),
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        query = self.query(GroupListQuerySerializer)
+        groups = selectors.group_list(
+            workspace=self.workspace,
+            external_entity_id=query.get("external_entity_id"),
+            legacy=False,
+        )
+        page = paginate(queryset=groups, request=request)
+        return Response(page_body(page=page, items=groups_wire(page.items)))
+
+    @api_schema(
+        request=GroupCreateSerializer,
+        response=GroupV1Serializer,
+        tags=GROUPS,
+        summary="Create a group",
+        operation_id="groups_create",
+    )
+    def post(self, request: Request) -> Response:
+        data = self.input(GroupCreateSerializer)
+        hierarchy = data.get("hierarchy") or {}
+        group = services.group_create(
+            workspace=self.workspace,
+            actor=self.actor,
+            external_entity_id=data["metadata"]["external_entity_id"],
+            name=data["metadata"].get("name", ""),
+            models=data["models"],
+            limit_enforcement=hierarchy.get("limit_enforcement"),
+            parent_group_id=hierarchy.get("parent_group_id"),
+        )
+        return Response(group_detail_wire(group))
+
+
+class GroupDetailView(GatewayAPIView):
+    @api_schema(
+        response=GroupV1Serializer, tags=GROUPS, summary="Get a group", operation_id="groups_get"
+    )
+    def get(self, request: Request, group_id: str) -> Response:
+        group = selectors.group_get(workspace=self.workspace, group_id=group_id, legacy=False)
+        return Response(group_detail_wire(group))
+
+    @api_schema(
+        request=GroupUpdateSerializer,
+        response=GroupV1Serializer,
+        tags=GROUPS,
+        summary="Rename a group or replace its models",
+        operation_id="groups_update",
+    )
+    def patch(self, request: Request, group_id: str) -> Response:
+        selectors.group_get(workspace=self.workspace, group_id=group_id, legacy=False)
+        data = patch_validate(
+            GroupUpdateSerializer, body_object(request), immutable=IMMUTABLE_GROUP_FIELDS
+        )
+        group = services.group_update(
+            workspace=self.workspace,
+            group_id=group_id,
+            actor=self.actor,
+            name=(data.get("metadata") or {}).get("name"),
+            models=data.get("models"),
+        )
+        return Response(group_detail_wire(group))
+
+    @api_schema(
+        response=GroupDeletedSerializer,
+        tags=GROUPS,
+        summary="Delete a group and its subtree",
+        operation_id="groups_delete",
+    )
+    def delete(self, request: Request, group_id: str) -> Response:
+        selectors.group_get(workspace=self.workspace, group_id=group_id, legacy=False)
+        group = services.group_delete(workspace=self.workspace, group_id=group_id, actor=self.actor)
+        return Response(group_deleted_wire(group))
+
+
+class UserListView(GatewayAPIView):
+    @api_schema(
+        response=page_serializer(UserV1Serializer),
+        tags=USERS,
+        summary="List users",
+        operation_id="users_list",
+        parameters=LIST_PARAMETERS,
+    )
+    def get(self, request: Request) -> Response:
+        users = selectors.group_list(workspace=self.workspace, legacy=True)
+        page = paginate(queryset=users, request=request)
+        return Response(page_body(page=page, items=[user_wire(user) for user in page.items]))
+
+    @api_schema(
+        request=UserUpsertSerializer,
+        response=UserV1Serializer,
+        tags=USERS,
+        summary="Create or update a user by customer_id",
+        operation_id="users_upsert",
+    )
+    def post(self, request: Request) -> Response:
+        data = self.input(UserUpsertSerializer)
+        user, _created = services.user_upsert(
+            workspace=self.workspace,
+            customer_id=data["customer_id"],
+            models=data["models"],
+            actor=self.actor,
+        )
+        return Response(user_wire(user))
+
+
+class UserDetailView(GatewayAPIView):
+    @api_schema(
+        response=UserV1Serializer, tags=USERS, summary="Get a user", operation_id="users_get"
+    )
+    def get(self, request: Request, user_id: str) -> Response:
+        user = selectors.group_get(workspace=self.workspace, group_id=user_id, legacy=True)
+        return Response(user_wire(user))
+
+    @api_schema(
+        response=UserDeletedSerializer,
+        tags=USERS,
+        summary="Soft-delete a user (its keys stop working)",
+        operation_id="users_delete",
+    )
+    def delete(self, request: Request, user_id: str) -> Response:
+        user = services.user_delete(workspace=self.workspace, user_id=user_id, actor=self.actor)
+        return Response(user_deleted_wire(user))

@@ -1,0 +1,260 @@
+"""Writes of keys: mint, register and revoke management and federated keys (SPEC §2, §5, §6)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from django.db import IntegrityError, models, transaction
+from django.utils import timezone
+
+from gateway_project.errors import NotFound, ValidationFailed
+from groups.audit import audit_record
+from groups.invalidation import config_changed
+from groups.models import Group, GroupModel, Workspace
+from keys.hashing import FEDERATED_PREFIX, MANAGEMENT_PREFIX, key_hash, key_prefix, mint
+from keys.models import ApiKey, KeyScope, ManagementKey
+
+K = TypeVar("K", ApiKey, ManagementKey)
+MINT_ATTEMPTS = 5
+REGISTERED_MIN_LENGTH = 32
+REGISTERED_MAX_LENGTH = 128
+REGISTERED_MIN_ENTROPY = 3.0
+NAME_MAX_LENGTH = 255
+
+
+def _name_check(name: Any) -> str:
+    if not isinstance(name, str) or len(name) > NAME_MAX_LENGTH:
+        raise ValidationFailed(
+            f"name must be a string of at most {NAME_MAX_LENGTH} characters.",
+            code="invalid_name",
+            param="name",
+        )
+    return name
+
+
+def _insert_minted(build: Callable[[str, str], K], kind_prefix: str) -> tuple[K, str]:
+    """Save a freshly minted key, minting again on the (astronomically rare) prefix collision."""
+    for _ in range(MINT_ATTEMPTS):
+        plaintext, prefix = mint(kind_prefix)
+        row = build(plaintext, prefix)
+        try:
+            with transaction.atomic():
+                row.save(force_insert=True)
+            return row, plaintext
+        except IntegrityError:
+            if not type(row).objects.filter(prefix=prefix).exists():
+                raise
+    raise RuntimeError("could not mint a unique key prefix")
+
+
+def _key_summary(key: ApiKey | ManagementKey) -> dict[str, Any]:
+    summary: dict[str, Any] = {"prefix": key.prefix, "name": key.name}
+    if isinstance(key, ApiKey):
+        summary.update(group_id=key.group_id, slugs=key.slugs, registered=key.registered)
+    else:
+        summary["scope"] = key.scope
+    return summary
+
+
+def _audit(*, actor: str, action: str, key: ApiKey | ManagementKey, created: bool) -> None:
+    after = _key_summary(key)
+    before = None if created else dict(after)
+    if not created:
+        after["revoked_at"] = key.revoked_at.isoformat() if key.revoked_at else None
+    audit_record(
+        actor=actor,
+        action=action,
+        obj_type="api_key" if isinstance(key, ApiKey) else "management_key",
+        obj_id=key.id,
+        workspace_id=key.workspace_id,
+        before=before,
+        after=after,
+    )
+
+
+@transaction.atomic
+def management_key_create(
+    *, workspace: Workspace, actor: str, scope: str = KeyScope.MANAGE, name: str = ""
+) -> tuple[ManagementKey, str]:
+    """Mint a management key; the plaintext is returned once and never stored."""
+    if scope not in KeyScope.values:
+        raise ValidationFailed("scope must be MANAGE or VIEW.", code="invalid_scope", param="scope")
+    name = _name_check(name)
+    key, plaintext = _insert_minted(
+        lambda plain, prefix: ManagementKey(
+            workspace=workspace, prefix=prefix, key_hash=key_hash(plain), name=name, scope=scope
+        ),
+        MANAGEMENT_PREFIX,
+    )
+    _audit(actor=actor, action="management_key.create", key=key, created=True)
+    return key, plaintext
+
+
+def _live_for_update(queryset: models.QuerySet[K], **filters: Any) -> K:
+    key = queryset.select_for_update().filter(revoked_at__isnull=True, **filters).first()
+    if key is None:
+        raise NotFound("No such key.", code="key_not_found")
+    return key
+
+
+def _revoke(key: K, *, actor: str, action: str) -> K:
+    key.revoked_at = timezone.now()
+    key.save(update_fields=["revoked_at"])
+    _audit(actor=actor, action=action, key=key, created=False)
+    config_changed(workspace_id=key.workspace_id)
+    return key
+
+
+@transaction.atomic
+def management_key_revoke(*, workspace: Workspace, prefix: str, actor: str) -> ManagementKey:
+    """Revoke a live management key of the workspace, irreversibly."""
+    key = _live_for_update(ManagementKey.objects.all(), workspace=workspace, prefix=prefix)
+    return _revoke(key, actor=actor, action="management_key.revoke")
+
+
+def _live_group_check(*, workspace: Workspace, group: Group) -> None:
+    if group.workspace_id != workspace.id or group.deleted_at is not None:
+        raise NotFound("No such group.", code="group_not_found")
+
+
+def _slugs_check(*, group: Group, slugs: Iterable[str] | None) -> list[str] | None:
+    """A legacy user's key subset: unique slugs, all within the user's own models."""
+    if slugs is None:
+        return None
+    if not group.is_legacy_user:
+        raise ValidationFailed(
+            "Only a legacy user's keys may be limited to a subset of models; a group key uses "
+            "its group's models.",
+            code="slugs_not_allowed",
+            param="models",
+        )
+    if isinstance(slugs, str) or not all(isinstance(s, str) for s in slugs):
+        raise ValidationFailed(
+            "models must be a list of slugs.", code="invalid_models", param="models"
+        )
+    wanted = list(dict.fromkeys(slugs))
+    allowed = set(GroupModel.objects.filter(group=group).values_list("slug", flat=True))
+    outside = [slug for slug in wanted if slug not in allowed]
+    if outside:
+        raise ValidationFailed(
+            f"The key may only call the user's models; {outside[0]!r} is not one of them.",
+            code="slugs_not_allowed",
+            param="models",
+        )
+    return wanted
+
+
+@transaction.atomic
+def api_key_create(
+    *,
+    workspace: Workspace,
+    group: Group,
+    actor: str,
+    name: str = "",
+    slugs: Iterable[str] | None = None,
+) -> tuple[ApiKey, str]:
+    """Mint a federated key for a live group; the plaintext is returned once and never stored."""
+    _live_group_check(workspace=workspace, group=group)
+    name = _name_check(name)
+    subset = _slugs_check(group=group, slugs=slugs)
+    key, plaintext = _insert_minted(
+        lambda plain, prefix: ApiKey(
+            workspace=workspace,
+            group=group,
+            prefix=prefix,
+            key_hash=key_hash(plain),
+            name=name,
+            slugs=subset,
+        ),
+        FEDERATED_PREFIX,
+    )
+    _audit(actor=actor, action="api_key.create", key=key, created=True)
+    return key, plaintext
+
+
+def shannon_entropy(text: str) -> float:
+    """Bits per character of the text's own character distribution."""
+    counts = Counter(text)
+    return -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values())
+
+
+def _registered_key_check(key: Any) -> str:
+    if not isinstance(key, str):
+        raise ValidationFailed("key must be a string.", code="invalid_key", param="key")
+    if len(key) < REGISTERED_MIN_LENGTH:
+        raise ValidationFailed(
+            f"key must be at least {REGISTERED_MIN_LENGTH} characters.",
+            code="key_too_short",
+            param="key",
+        )
+    if len(key) > REGISTERED_MAX_LENGTH:
+        raise ValidationFailed(
+            f"key must be at most {REGISTERED_MAX_LENGTH} characters.",
+            code="key_too_long",
+            param="key",
+        )
+    # Keys travel in an Authorization header: printable ASCII without spaces only.
+    if not all("!" <= ch <= "~" for ch in key) or key.startswith(MANAGEMENT_PREFIX):
+        raise ValidationFailed(
+            "key must be printable ASCII without spaces and must not look like a management key.",
+            code="invalid_key",
+            param="key",
+        )
+    if shannon_entropy(key) < REGISTERED_MIN_ENTROPY:
+        raise ValidationFailed(
+            f"key must have at least {REGISTERED_MIN_ENTROPY} bits of entropy per character.",
+            code="key_low_entropy",
+            param="key",
+        )
+    return key
+
+
+def _prefix_taken() -> ValidationFailed:
+    return ValidationFailed(
+        "A key with the same first 16 characters already exists.",
+        code="key_prefix_taken",
+        param="key",
+    )
+
+
+@transaction.atomic
+def api_key_register(
+    *, workspace: Workspace, group: Group, actor: str, key: str, name: str = ""
+) -> ApiKey:
+    """Store the hash of a workspace-generated key (the caller verifies the body signature)."""
+    _live_group_check(workspace=workspace, group=group)
+    plaintext = _registered_key_check(key)
+    name = _name_check(name)
+    prefix = key_prefix(plaintext)
+    if ApiKey.objects.filter(prefix=prefix).exists():
+        raise _prefix_taken()
+    row = ApiKey(
+        workspace=workspace,
+        group=group,
+        prefix=prefix,
+        key_hash=key_hash(plaintext),
+        name=name,
+        registered=True,
+    )
+    try:
+        with transaction.atomic():
+            row.save(force_insert=True)
+    except IntegrityError as exc:
+        raise _prefix_taken() from exc
+    _audit(actor=actor, action="api_key.register", key=row, created=True)
+    return row
+
+
+@transaction.atomic
+def api_key_revoke(
+    *, workspace: Workspace, prefix: str, actor: str, group: Group | None = None
+) -> ApiKey:
+    """Revoke a live federated key of the workspace (and of `group` when given), irreversibly."""
+    filters: dict[str, Any] = {"workspace": workspace, "prefix": prefix}
+    if group is not None:
+        filters["group"] = group
+    key = _live_for_update(ApiKey.objects.all(), **filters)
+    return _revoke(key, actor=actor, action="api_key.revoke")

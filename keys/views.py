@@ -1,0 +1,177 @@
+"""Management API for federated keys of groups (SPEC §5) and of legacy users (SPEC §6)."""
+
+from __future__ import annotations
+
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from gateway_project.api import LIST_PARAMETERS, GatewayAPIView, api_schema, page_serializer
+from gateway_project.pagination import page_body, paginate
+from groups import selectors as group_selectors
+from groups.models import Group
+from keys import selectors, services
+from keys.serializers import (
+    ApiKeyMintedSerializer,
+    ApiKeyRevokedSerializer,
+    ApiKeyV1Serializer,
+    KeyMintSerializer,
+    KeyRegisterSerializer,
+    OkSerializer,
+    UserApiKeyMintedSerializer,
+    UserKeyMintSerializer,
+    api_key_minted_wire,
+    api_key_wire,
+    user_api_key_minted_wire,
+)
+from keys.signatures import SIGNATURE_HEADER, registration_signature_verify
+
+GROUP_KEYS = ["group api keys"]
+USER_KEYS = ["user api keys (legacy)"]
+
+
+class OwnerMixin:
+    """Keys hang off a live group (or, for the legacy routes, a live user) of the workspace."""
+
+    legacy = False
+
+    def owner(self, owner_id: str) -> Group:
+        return group_selectors.group_get(
+            workspace=self.workspace,  # type: ignore[attr-defined]
+            group_id=owner_id,
+            legacy=self.legacy,
+        )
+
+
+class GroupKeyListView(OwnerMixin, GatewayAPIView):
+    @api_schema(
+        response=page_serializer(ApiKeyV1Serializer),
+        tags=GROUP_KEYS,
+        summary="List a group's keys",
+        operation_id="group_api_keys_list",
+        parameters=LIST_PARAMETERS,
+    )
+    def get(self, request: Request, owner_id: str) -> Response:
+        keys = selectors.api_key_list(group=self.owner(owner_id))
+        page = paginate(queryset=keys, request=request)
+        return Response(page_body(page=page, items=[api_key_wire(key) for key in page.items]))
+
+    @api_schema(
+        request=KeyMintSerializer,
+        response=ApiKeyMintedSerializer,
+        tags=GROUP_KEYS,
+        summary="Mint a key for a group",
+        operation_id="group_api_keys_create",
+    )
+    def post(self, request: Request, owner_id: str) -> Response:
+        group = self.owner(owner_id)
+        data = self.input(KeyMintSerializer)
+        key, plaintext = services.api_key_create(
+            workspace=self.workspace, group=group, actor=self.actor, name=data["name"]
+        )
+        return Response(api_key_minted_wire(key, plaintext))
+
+
+class GroupKeyRegisterView(OwnerMixin, GatewayAPIView):
+    @api_schema(
+        request=KeyRegisterSerializer,
+        response=OkSerializer,
+        tags=GROUP_KEYS,
+        summary="Register a key the workspace generated (Ed25519-signed body)",
+        operation_id="group_api_keys_register",
+        description=f"`{SIGNATURE_HEADER}`: base64 Ed25519 signature of the raw body bytes.",
+    )
+    def post(self, request: Request, owner_id: str) -> Response:
+        group = self.owner(owner_id)
+        # The signature covers the exact bytes received: read them before DRF parses the body.
+        raw = request.body
+        registration_signature_verify(
+            workspace=self.workspace, body=raw, signature=request.headers.get(SIGNATURE_HEADER)
+        )
+        data = self.input(KeyRegisterSerializer)
+        services.api_key_register(
+            workspace=self.workspace,
+            group=group,
+            actor=self.actor,
+            key=data["key"],
+            name=data["name"],
+        )
+        return Response({"ok": True})
+
+
+class GroupKeyDetailView(OwnerMixin, GatewayAPIView):
+    @api_schema(
+        response=ApiKeyV1Serializer,
+        tags=GROUP_KEYS,
+        summary="Get a group's key by prefix",
+        operation_id="group_api_keys_get",
+    )
+    def get(self, request: Request, owner_id: str, prefix: str) -> Response:
+        key = selectors.api_key_get(group=self.owner(owner_id), prefix=prefix)
+        return Response(api_key_wire(key))
+
+    @api_schema(
+        response=ApiKeyRevokedSerializer,
+        tags=GROUP_KEYS,
+        summary="Revoke a group's key (irreversible)",
+        operation_id="group_api_keys_delete",
+    )
+    def delete(self, request: Request, owner_id: str, prefix: str) -> Response:
+        key = services.api_key_revoke(
+            workspace=self.workspace, prefix=prefix, actor=self.actor, group=self.owner(owner_id)
+        )
+        return Response({"prefix": key.prefix})
+
+
+class UserKeyListView(GroupKeyListView):
+    legacy = True
+
+    @api_schema(
+        response=page_serializer(ApiKeyV1Serializer),
+        tags=USER_KEYS,
+        summary="List a user's keys",
+        operation_id="user_api_keys_list",
+        parameters=LIST_PARAMETERS,
+    )
+    def get(self, request: Request, owner_id: str) -> Response:
+        return super().get(request, owner_id)
+
+    @api_schema(
+        request=UserKeyMintSerializer,
+        response=UserApiKeyMintedSerializer,
+        tags=USER_KEYS,
+        summary="Mint a key for a user, optionally restricted to some of its models",
+        operation_id="user_api_keys_create",
+    )
+    def post(self, request: Request, owner_id: str) -> Response:
+        user = self.owner(owner_id)
+        data = self.input(UserKeyMintSerializer)
+        key, plaintext = services.api_key_create(
+            workspace=self.workspace,
+            group=user,
+            actor=self.actor,
+            name=data["name"],
+            slugs=data["models"],
+        )
+        return Response(user_api_key_minted_wire(key, plaintext, user=user))
+
+
+class UserKeyDetailView(GroupKeyDetailView):
+    legacy = True
+
+    @api_schema(
+        response=ApiKeyV1Serializer,
+        tags=USER_KEYS,
+        summary="Get a user's key by prefix",
+        operation_id="user_api_keys_get",
+    )
+    def get(self, request: Request, owner_id: str, prefix: str) -> Response:
+        return super().get(request, owner_id, prefix)
+
+    @api_schema(
+        response=ApiKeyRevokedSerializer,
+        tags=USER_KEYS,
+        summary="Revoke a user's key (irreversible)",
+        operation_id="user_api_keys_delete",
+    )
+    def delete(self, request: Request, owner_id: str, prefix: str) -> Response:
+        return super().delete(request, owner_id, prefix)

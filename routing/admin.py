@@ -1,0 +1,199 @@
+"""Support staff's view of endpoints; writes go through routing.services (same rules, same audit).
+
+The inline formset validates the whole endpoint by running the service inside a savepoint that is
+rolled back, so a ValidationFailed shows as a form error; save_related then runs it for real.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.admin.utils import construct_change_message
+from django.db import models, transaction
+from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
+from django.http import HttpRequest
+
+from gateway_project.errors import GatewayError
+from groups.audit import SYSTEM_ACTOR, staff_actor
+from routing.models import Endpoint, Target
+from routing.services import endpoint_create, endpoint_delete, endpoint_update
+
+TARGET_FIELDS = ("provider", "model_id", "environment_name", "base_url", "target_model", "secret")
+
+
+class _DryRun(Exception):
+    """Rolls back the validation run of a service call."""
+
+
+def endpoint_write(
+    *, endpoint: Endpoint, targets: list[dict[str, Any]] | None, actor: str
+) -> Endpoint:
+    """Create or update `endpoint` (an admin form's instance) through the services."""
+    if endpoint._state.adding:
+        return endpoint_create(
+            workspace=endpoint.workspace,
+            actor=actor,
+            slug=endpoint.slug,
+            targets=targets or [],
+            region=endpoint.region,
+        )
+    return endpoint_update(
+        workspace=endpoint.workspace,
+        endpoint_id=endpoint.pk,
+        actor=actor,
+        slug=endpoint.slug,
+        targets=targets,
+    )
+
+
+def _target_dict(data: dict[str, Any]) -> dict[str, Any]:
+    target: dict[str, Any] = {}
+    for name in TARGET_FIELDS:
+        value = data.get(name)
+        if name == "secret":
+            if value is not None:
+                target["secret_id"] = value.pk
+        elif value not in (None, ""):
+            target[name] = value
+    return target
+
+
+class TargetFormSet(BaseInlineFormSet):  # type: ignore[type-arg]
+    """Targets in form order (top = tried first), checked together with the endpoint."""
+
+    def targets(self) -> list[dict[str, Any]]:
+        """The kept forms as service target dicts."""
+        kept = []
+        for form in self.forms:
+            data = getattr(form, "cleaned_data", None) or {}
+            if not data or data.get("DELETE"):
+                continue
+            if form in self.extra_forms and not form.has_changed():
+                continue
+            kept.append(_target_dict(data))
+        return kept
+
+    def clean(self) -> None:
+        super().clean()
+        endpoint = self.instance
+        if (
+            any(form.errors for form in self.forms)
+            or not endpoint.workspace_id
+            or not endpoint.slug
+        ):
+            return
+        try:
+            with transaction.atomic():
+                endpoint_write(endpoint=endpoint, targets=self.targets(), actor=SYSTEM_ACTOR)
+                raise _DryRun
+        except _DryRun:
+            pass
+        except GatewayError as exc:
+            where = f"{exc.param}: " if exc.param else ""
+            raise forms.ValidationError(f"{where}{exc.message}", code=exc.code) from exc
+
+
+class TargetInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = Target
+    formset = TargetFormSet
+    fields = TARGET_FIELDS
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    ordering = ("position",)
+    extra = 1
+    min_num = 0
+
+    def get_max_num(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> int:
+        return int(settings.GATEWAY_MAX_TARGETS)
+
+    def _endpoint_perm(self, request: HttpRequest, obj: Any) -> bool:
+        if obj is not None and obj.deleted_at is not None:
+            return False
+        return request.user.has_perm(
+            "routing.add_endpoint" if obj is None else "routing.change_endpoint"
+        )
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._endpoint_perm(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._endpoint_perm(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._endpoint_perm(request, obj)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("routing.view_endpoint") or self._endpoint_perm(request, obj)
+
+
+class LiveFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("live", "Live"), ("deleted", "Deleted")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "live":
+            return queryset.filter(deleted_at__isnull=True)
+        if self.value() == "deleted":
+            return queryset.filter(deleted_at__isnull=False)
+        return queryset
+
+
+@admin.register(Endpoint)
+class EndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ("slug", "id", "workspace", "region", "created_at", "updated_at", "deleted_at")
+    list_select_related = ("workspace",)
+    list_filter = (LiveFilter, "region", "workspace")
+    search_fields = ("slug", "=id")
+    inlines = (TargetInline,)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        if obj is None:
+            return ("workspace", "slug", "region")
+        return ("id", "workspace", "slug", "region", "created_at", "updated_at", "deleted_at")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        if obj is None:
+            return ()
+        readonly = ("id", "workspace", "region", "created_at", "updated_at", "deleted_at")
+        return readonly if obj.deleted_at is None else (*readonly, "slug")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        live = obj is None or obj.deleted_at is None
+        return live and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        live = obj is None or obj.deleted_at is None
+        return live and super().has_delete_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        """Nothing here: the endpoint and its targets are written together in save_related."""
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        targets = formsets[0].targets() if formsets else None
+        endpoint = endpoint_write(
+            endpoint=form.instance, targets=targets, actor=staff_actor(request.user.get_username())
+        )
+        form.instance.pk = endpoint.pk
+        form.instance._state.adding = False
+
+    def construct_change_message(
+        self, request: HttpRequest, form: Any, formsets: Any, add: bool = False
+    ) -> list[dict[str, Any]]:
+        return construct_change_message(form, [], add)  # type: ignore[no-any-return]
+
+    def delete_model(self, request: HttpRequest, obj: Endpoint) -> None:
+        endpoint_delete(
+            workspace=obj.workspace,
+            endpoint_id=obj.pk,
+            actor=staff_actor(request.user.get_username()),
+        )
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
+        for endpoint in queryset.filter(deleted_at__isnull=True).select_related("workspace"):
+            self.delete_model(request, endpoint)

@@ -1,0 +1,115 @@
+"""One inference request's state and its raw ASGI response side."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway_project.errors import GatewayError, error_bytes
+from routing.authcache import KeyEntry
+from routing.usage import Usage
+
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+@dataclass(slots=True)
+class Call:
+    """What the proxy learns about one request, for the usage event, metrics and the log line."""
+
+    request_id: str
+    path: str
+    started: float = field(default_factory=time.perf_counter)
+    entry: KeyEntry | None = None
+    slug: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    status: int = 0
+    error_code: str | None = None
+    target: str = ""
+    usage: Usage | None = None
+    event_status: str | None = None
+    upstream_ms: float = 0.0
+    first_byte_ms: float | None = None
+    stream: bool = False
+
+    def elapsed_ms(self) -> float:
+        """Milliseconds since the request arrived."""
+        return (time.perf_counter() - self.started) * 1000
+
+
+class Responder:
+    """Sends the response; every response carries X-Request-ID and the limit headers."""
+
+    __slots__ = ("_send", "started", "status", "extra")
+
+    def __init__(self, send: Send, *, request_id: str) -> None:
+        self._send = send
+        self.started = False
+        self.status = 0
+        self.extra: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode())]
+
+    def header_add(self, name: str, value: str) -> None:
+        """Add a header to whatever response is sent later."""
+        self.extra.append((name.lower().encode(), value.encode("latin-1")))
+
+    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Send the response head."""
+        self.started, self.status = True, status
+        message = {"type": "http.response.start", "status": status, "headers": headers + self.extra}
+        await self._send(message)
+
+    async def body(self, data: bytes, *, more: bool = False) -> None:
+        """Send body bytes (`more=False` ends the response)."""
+        await self._send({"type": "http.response.body", "body": data, "more_body": more})
+
+    async def json(
+        self, status: int, data: bytes, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        """A complete JSON response."""
+        length = [(b"content-length", str(len(data)).encode())]
+        await self.start(status, JSON_HEADERS + length + (headers or []))
+        await self.body(data)
+
+    async def error(self, exc: GatewayError) -> None:
+        """The error envelope for `exc` (its headers included)."""
+        for name, value in exc.headers.items():
+            self.header_add(name, value)
+        data = error_bytes(message=exc.message, type=exc.type, code=exc.code, param=exc.param)
+        await self.json(exc.status, data)
+
+
+class DisconnectWatch:
+    """Cancels the request's task when the client goes away, while armed."""
+
+    __slots__ = ("_task", "_waiter", "armed", "fired")
+
+    def __init__(self, receive: Receive) -> None:
+        self._task = asyncio.current_task()
+        self.armed, self.fired = True, False
+        self._waiter = asyncio.ensure_future(receive())
+        self._waiter.add_done_callback(self._done)
+
+    def _done(self, waiter: asyncio.Future[Any]) -> None:
+        if waiter.cancelled() or waiter.exception() is not None or not self.armed:
+            return
+        if waiter.result().get("type") == "http.disconnect" and self._task is not None:
+            self.fired = True
+            self._task.cancel()
+
+    def disarm(self) -> None:
+        """Stop watching (before the last byte: a completed response reads as a disconnect)."""
+        self.armed = False
+        if not self._waiter.done():
+            self._waiter.cancel()
+
+    def absorb(self) -> bool:
+        """In `except CancelledError`: True (cancel undone) when the client left."""
+        if not self.fired or self._task is None:
+            return False
+        self._task.uncancel()
+        self.fired = False
+        return True

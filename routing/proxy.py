@@ -1,0 +1,377 @@
+"""The inference data plane as a raw ASGI app (SPEC §7): no Django request cycle, no ORM when warm.
+
+gateway_project/asgi.py sends every `/v1/...` path except `/v1/gateway/...` (and `/metrics`) here.
+Order of checks: route/method, key, body size, content type, JSON, model, metadata, limits,
+upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import uuid
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from gateway_project.errors import AuthenticationFailed, GatewayError, NotFound, ValidationFailed
+from keys.hashing import key_hash
+from routing import authcache
+from routing.authcache import KeyEntry, domain_workspace, key_lookup, route_lookup
+from routing.exchange import Call, DisconnectWatch, Receive, Responder, Send
+from routing.limiter import Admission, limits_admit, limits_refund, limits_settle
+from routing.metrics import metric_inc, metric_observe, metrics_render
+from routing.relay import relay_run
+from routing.targets import ResolvedEndpoint
+from routing.usage import usage_reserve
+
+logger = logging.getLogger("gateway.request")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    kind: str
+
+
+ROUTES = {
+    "/v1/chat/completions": Route("POST", "chat"),
+    "/v1/completions": Route("POST", "completions"),
+    "/v1/embeddings": Route("POST", "embeddings"),
+    "/v1/models": Route("GET", "models"),
+}
+_AUTH_SCHEMES = ("bearer ", "api-key ")
+
+
+async def proxy_app(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+    """ASGI entry point of the inference path."""
+    if scope["path"] == "/metrics":
+        await _metrics(send)
+        return
+    listener_ensure()
+    call = Call(request_id=str(uuid.uuid4()), path=scope["path"])
+    responder = Responder(send, request_id=call.request_id)
+    try:
+        await _serve(call, scope, receive, responder)
+    except GatewayError as exc:
+        call.status, call.error_code = exc.status, exc.code
+        if not responder.started:
+            raw = getattr(exc, "raw", None)
+            await (responder.json(exc.status, raw) if raw else responder.error(exc))
+    except Exception:
+        logger.exception("inference request failed", extra={"request_id": call.request_id})
+        call.status, call.error_code = 500, "internal_error"
+        if not responder.started:
+            await responder.error(
+                GatewayError(
+                    "Internal error.", status=500, type="server_error", code="internal_error"
+                )
+            )
+    finally:
+        _observe(call)
+
+
+async def _metrics(send: Send) -> None:
+    data = metrics_render()
+    headers = [
+        (b"content-type", b"text/plain; version=0.0.4"),
+        (b"content-length", str(len(data)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+def _headers(scope: MutableMapping[str, Any]) -> dict[str, str]:
+    return {
+        name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
+    }
+
+
+async def _serve(
+    call: Call, scope: MutableMapping[str, Any], receive: Receive, responder: Responder
+) -> None:
+    route = ROUTES.get(call.path)
+    if route is None:
+        raise NotFound(f"Unknown inference route {call.path}.", code="unknown_route")
+    if scope["method"] != route.method:
+        raise GatewayError(
+            f"Use {route.method} for {call.path}.",
+            status=405,
+            code="method_not_allowed",
+            headers={"Allow": route.method},
+        )
+    headers = _headers(scope)
+    call.entry = entry = await _authenticate(headers)
+    if route.kind == "models":
+        await _models_list(entry, responder)
+        call.status = 200
+        return
+    raw = await _body_read(headers, receive)
+    body = _body_parse(headers, raw)
+    call.slug = _model_of(body)
+    endpoint = await _endpoint_for(entry, call.slug)
+    call.metadata = _metadata(headers)
+    call.stream = body.get("stream") is True
+    await _admitted_relay(call, entry, endpoint, body, len(raw), headers, receive, responder)
+
+
+async def _authenticate(headers: dict[str, str]) -> KeyEntry:
+    value = headers.get("authorization", "")
+    plaintext = next(
+        (value[len(s) :].strip() for s in _AUTH_SCHEMES if value.lower().startswith(s)), ""
+    )
+    if not plaintext:
+        raise AuthenticationFailed("Missing API key: send Authorization: Bearer <key>.")
+    entry = await key_lookup(plaintext=plaintext, key_hash=key_hash(plaintext))
+    if entry is None or not entry.onboarded:
+        raise AuthenticationFailed("Invalid API key.")
+    host = headers.get("host", "").rsplit(":", 1)[0].lower()
+    owner = await domain_workspace(host=host)
+    if owner is not None and owner != entry.workspace_id:
+        raise AuthenticationFailed("Invalid API key.")
+    return entry
+
+
+async def _models_list(entry: KeyEntry, responder: Responder) -> None:
+    data = []
+    for slug in sorted(entry.allowed_slugs):
+        route = await route_lookup(slug=slug)
+        if route is not None and route.workspace_id == entry.workspace_id:
+            owner = slug.split("/", 1)[0]
+            data.append({"id": slug, "object": "model", "created": 0, "owned_by": owner})
+    await responder.json(200, json.dumps({"object": "list", "data": data}).encode())
+
+
+def _too_large() -> GatewayError:
+    limit = settings.GATEWAY_MAX_BODY_BYTES
+    return GatewayError(
+        f"The request body exceeds {limit} bytes.", status=413, code="request_too_large"
+    )
+
+
+async def _body_read(headers: dict[str, str], receive: Receive) -> bytes:
+    limit = settings.GATEWAY_MAX_BODY_BYTES
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large()
+    parts, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise GatewayError("The client went away.", status=499, code="client_closed")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large()
+        parts.append(chunk)
+        more = message.get("more_body", False)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _body_parse(headers: dict[str, str], raw: bytes) -> dict[str, Any]:
+    content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise GatewayError(
+            "Send the body as application/json.", status=415, code="unsupported_media_type"
+        )
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise ValidationFailed("The body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise ValidationFailed("The body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def _model_of(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ValidationFailed("`model` is required.", code="missing_model", param="model")
+    return model
+
+
+async def _endpoint_for(entry: KeyEntry, slug: str) -> ResolvedEndpoint:
+    endpoint = await route_lookup(slug=slug) if slug in entry.allowed_slugs else None
+    if endpoint is None or endpoint.workspace_id != entry.workspace_id:
+        raise NotFound(
+            f"The model `{slug}` does not exist or you do not have access to it.",
+            code="model_not_found",
+            param="model",
+        )
+    return endpoint
+
+
+def _metadata(headers: dict[str, str]) -> dict[str, Any]:
+    raw = headers.get("x-request-metadata")
+    if raw is None:
+        return {}
+    invalid = ValidationFailed(
+        "X-Request-Metadata must be a JSON object of at most 4 KiB.",
+        code="invalid_request_metadata",
+        param="X-Request-Metadata",
+    )
+    if len(raw.encode("latin-1")) > settings.GATEWAY_MAX_METADATA_BYTES:
+        raise invalid
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise invalid from None
+    if not isinstance(value, dict):
+        raise invalid
+    return value
+
+
+async def _admit(
+    call: Call, entry: KeyEntry, body: dict[str, Any], body_bytes: int
+) -> Admission | None:
+    limits = entry.limits.get(call.slug)
+    if not limits:
+        return None
+    reserve = usage_reserve(
+        body=body, body_bytes=body_bytes, default_max_tokens=settings.GATEWAY_DEFAULT_MAX_TOKENS
+    )
+    admission = await limits_admit(limits=limits, reserve_tokens=reserve, slug=call.slug)
+    if admission.allowed:
+        return admission
+    usage_kind = admission.error_type == "usage_limit_error"
+    headers = dict(admission.headers)
+    if admission.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(admission.retry_after)))
+    metric_inc(
+        "gateway_limit_rejections_total",
+        (("type", admission.error_type or ""), ("slug", call.slug)),
+    )
+    raise GatewayError(
+        admission.message or "Limit exceeded.",
+        status=429,
+        type=admission.error_type or "rate_limit_error",
+        code="usage_limit_exceeded" if usage_kind else "rate_limit_exceeded",
+        headers=headers,
+    )
+
+
+async def _admitted_relay(
+    call: Call,
+    entry: KeyEntry,
+    endpoint: ResolvedEndpoint,
+    body: dict[str, Any],
+    body_bytes: int,
+    headers: dict[str, str],
+    receive: Receive,
+    responder: Responder,
+) -> None:
+    admission = await _admit(call, entry, body, body_bytes)
+    for name, value in admission.headers.items() if admission else ():
+        responder.header_add(name, value)
+    watch = DisconnectWatch(receive)
+    try:
+        await relay_run(
+            call=call,
+            endpoint=endpoint,
+            body=body,
+            body_bytes=body_bytes,
+            headers=headers,
+            responder=responder,
+            watch=watch,
+        )
+    finally:
+        watch.disarm()
+        if admission is not None:
+            await _reconcile(call, admission)
+
+
+async def _reconcile(call: Call, admission: Admission) -> None:
+    # The response is already out: a failure here must not turn into an error for the client.
+    try:
+        if call.event_status is not None and call.usage is not None:
+            await limits_settle(reservation=admission.reservation, actual_tokens=call.usage.total)
+        else:
+            await limits_refund(reservation=admission.reservation)
+    except Exception:  # noqa: BLE001 - counters self-heal as windows pass; log and go on
+        logger.exception("limit reconcile failed", extra={"request_id": call.request_id})
+
+
+def _observe(call: Call) -> None:
+    total = call.elapsed_ms()
+    route = ROUTES.get(call.path)
+    route_label = route.kind if route else "unknown"
+    metric_inc(
+        "gateway_requests_total",
+        (("route", route_label), ("status", str(call.status)), ("slug", call.slug)),
+    )
+    metric_observe("gateway_request_duration_ms", (("route", route_label),), total)
+    if call.upstream_ms:
+        metric_observe("gateway_upstream_duration_ms", (("route", route_label),), call.upstream_ms)
+    metric_observe(
+        "gateway_overhead_duration_ms",
+        (("route", route_label),),
+        max(0.0, total - call.upstream_ms),
+    )
+    usage, entry = call.usage, call.entry
+    if usage is not None and call.event_status is not None:
+        for kind, value in (
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cached", usage.cached_input_tokens),
+        ):
+            metric_inc("gateway_tokens_total", (("slug", call.slug), ("kind", kind)), value)
+    logger.info(
+        "inference request",
+        extra={
+            "request_id": call.request_id,
+            "route": route_label,
+            "status": call.status,
+            "error_code": call.error_code,
+            "workspace": entry.workspace_id if entry else None,
+            "group": entry.group_id if entry else None,
+            "key_prefix": entry.key_prefix if entry else None,
+            "slug": call.slug or None,
+            "stream": call.stream,
+            "target": call.target or None,
+            "event": call.event_status,
+            "input_tokens": usage.input_tokens if usage else None,
+            "output_tokens": usage.output_tokens if usage else None,
+            "usage_estimated": usage.estimated if usage else None,
+            "total_ms": round(total, 3),
+            "upstream_ms": round(call.upstream_ms, 3),
+            "first_byte_ms": call.first_byte_ms,
+        },
+    )
+
+
+async def proxy_startup() -> None:
+    """Lifespan startup (inside the worker's loop): HTTP session and the invalidation listener."""
+    from routing.upstream import upstream_session
+
+    upstream_session()
+    listener_ensure()
+
+
+_listener: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
+
+
+def listener_ensure() -> None:
+    """Start this loop's cache invalidation listener once."""
+    loop_id = id(asyncio.get_running_loop())
+    if loop_id not in _listener:
+        stop = asyncio.Event()
+        _listener[loop_id] = (asyncio.create_task(authcache.cache_listen(stop=stop)), stop)
+
+
+async def proxy_shutdown() -> None:
+    """Lifespan shutdown: stop the listener, close the HTTP session and Redis clients."""
+    from routing.redis_pool import close_all
+    from routing.upstream import upstream_close
+
+    entry = _listener.pop(id(asyncio.get_running_loop()), None)
+    if entry is not None:
+        task, stop = entry
+        stop.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    await upstream_close()
+    await close_all()

@@ -1,0 +1,72 @@
+"""Reads of endpoints: workspace-scoped lookups, wire shapes, and the proxy's route resolution."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.db.models import Prefetch, QuerySet
+
+from gateway_project.errors import NotFound
+from groups.models import Workspace
+from routing.models import Endpoint, Target
+from routing.targets import ResolvedEndpoint, ResolvedTarget, target_resolve, target_wire
+
+__all__ = [
+    "ResolvedEndpoint",
+    "ResolvedTarget",
+    "endpoint_get",
+    "endpoint_list",
+    "endpoint_live_slugs",
+    "endpoint_route",
+    "endpoint_targets",
+]
+
+
+def endpoint_live_slugs(*, workspace_id: str, slugs: Iterable[str]) -> set[str]:
+    """The subset of `slugs` that are live endpoints of the workspace."""
+    wanted = list(slugs)
+    if not wanted:
+        return set()
+    live = Endpoint.objects.filter(
+        workspace_id=workspace_id, slug__in=wanted, deleted_at__isnull=True
+    )
+    return set(live.values_list("slug", flat=True))
+
+
+def endpoint_list(*, workspace: Workspace) -> QuerySet[Endpoint]:
+    """The workspace's live endpoints in creation order, targets prefetched."""
+    return (
+        Endpoint.objects.filter(workspace=workspace, deleted_at__isnull=True)
+        .order_by("id")
+        .prefetch_related(Prefetch("targets", queryset=Target.objects.order_by("position")))
+    )
+
+
+def endpoint_get(*, workspace: Workspace, endpoint_id: str) -> Endpoint:
+    """One live endpoint of the workspace, else NotFound (other tenants' ids included)."""
+    endpoint = endpoint_list(workspace=workspace).filter(id=endpoint_id).first()
+    if endpoint is None:
+        raise NotFound("No such endpoint.", code="endpoint_not_found")
+    return endpoint
+
+
+def endpoint_targets(*, endpoint: Endpoint) -> list[dict[str, Any]]:
+    """The endpoint's targets in priority order, each in its provider's wire shape."""
+    targets = sorted(endpoint.targets.all(), key=lambda t: t.position)
+    return [target_wire(t) for t in targets]
+
+
+def endpoint_route(*, slug: str) -> ResolvedEndpoint | None:
+    """The slug's live endpoint with upstream URLs, models and credentials resolved (2 queries)."""
+    endpoint = Endpoint.objects.filter(slug=slug, deleted_at__isnull=True).first()
+    if endpoint is None:
+        return None
+    targets = Target.objects.filter(endpoint=endpoint).select_related("secret").order_by("position")
+    return ResolvedEndpoint(
+        endpoint_id=endpoint.id,
+        workspace_id=endpoint.workspace_id,
+        slug=endpoint.slug,
+        region=endpoint.region,
+        targets=tuple(target_resolve(t) for t in targets),
+    )

@@ -1,0 +1,92 @@
+"""Wire shapes of endpoints (SPEC §3) and of a group's usage (SPEC §4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from gateway_project.api import TimestampField
+from groups.models import LimitType
+from routing import selectors
+from routing.models import Endpoint, Provider, Region
+
+
+class TargetSerializer(serializers.Serializer):
+    """One upstream; only its provider's fields are present (SPEC §3)."""
+
+    provider = serializers.ChoiceField(choices=Provider.choices)
+    model_id = serializers.CharField(required=False, help_text="BASETEN")
+    environment_name = serializers.CharField(
+        required=False, help_text="BASETEN (default production)"
+    )
+    base_url = serializers.CharField(required=False, help_text="OPENAI_COMPATIBLE")
+    target_model = serializers.CharField(required=False, help_text="OPENAI_COMPATIBLE, OPENAI")
+    secret_id = serializers.CharField(
+        required=False,
+        allow_null=True,
+        help_text="A workspace secret (BASETEN, OPENAI; optional for OPENAI_COMPATIBLE)",
+    )
+
+
+@extend_schema_field(TargetSerializer(many=True))
+class TargetsField(serializers.JSONField):
+    """The `targets` list, checked per provider by the routing services."""
+
+
+class EndpointCreateSerializer(serializers.Serializer):
+    slug = serializers.CharField(max_length=201)
+    targets = TargetsField()
+    region = serializers.ChoiceField(choices=Region.choices, required=False)
+
+
+class EndpointUpdateSerializer(serializers.Serializer):
+    slug = serializers.CharField(max_length=201, required=False)
+    targets = TargetsField(required=False)
+
+
+class EndpointV1Serializer(serializers.Serializer):
+    id = serializers.CharField()
+    slug = serializers.CharField()
+    region = serializers.ChoiceField(choices=Region.choices)
+    targets = TargetSerializer(many=True)
+    created_at = TimestampField()
+    updated_at = TimestampField()
+
+
+class EndpointDeletedSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    slug = serializers.CharField()
+
+
+class UsageStateSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=LimitType.choices)
+    unit = serializers.ChoiceField(choices=["DAY"])
+    threshold = serializers.IntegerField()
+    current_usage = serializers.IntegerField(allow_null=True)
+    reset_at = TimestampField(allow_null=True)
+
+
+class GroupUsageSerializer(serializers.Serializer):
+    customer_id = serializers.CharField()
+    usage = serializers.DictField(child=UsageStateSerializer(many=True))
+
+
+def endpoint_wire(endpoint: Endpoint) -> dict[str, Any]:
+    """EndpointV1 (targets from the prefetch cache when present)."""
+    return EndpointV1Serializer(
+        {
+            "id": endpoint.id,
+            "slug": endpoint.slug,
+            "region": endpoint.region,
+            "targets": selectors.endpoint_targets(endpoint=endpoint),
+            "created_at": endpoint.created_at,
+            "updated_at": endpoint.updated_at,
+        }
+    ).data
+
+
+def endpoint_deleted_wire(endpoint: Endpoint) -> dict[str, Any]:
+    """The tombstone of a deleted endpoint."""
+    return EndpointDeletedSerializer({"id": endpoint.id, "slug": endpoint.slug}).data

@@ -1,0 +1,86 @@
+"""SSE relay on the byte level: model name rewrite, usage capture, usage-chunk removal."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from routing.usage import Usage, usage_parse
+
+MODEL_RE = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+_USAGE_RE = re.compile(rb'"usage"\s*:\s*\{')
+_CONTENT_RE = re.compile(rb'"(?:content|text)"\s*:\s*"(?!")')
+_DONE = b"data: [DONE]\n\n"
+
+
+def model_rewrite(data: bytes, *, slug: str) -> bytes:
+    """Every top-level `"model": "..."` member shows the client's slug."""
+    return MODEL_RE.sub(b'"model":' + json.dumps(slug).encode(), data)
+
+
+def sse_error(*, message: str, type: str, code: str) -> bytes:
+    """The final event of a stream that failed after it began (SPEC §7.9)."""
+    error = {"message": message, "type": type, "code": code, "param": None}
+    return b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
+
+
+class SseRelay:
+    """Feeds upstream bytes, returns complete rewritten events; holds back `[DONE]`."""
+
+    __slots__ = ("_buffer", "_model", "_strip_usage", "usage", "content_chunks", "done")
+
+    def __init__(self, *, slug: str, strip_usage: bool) -> None:
+        self._buffer = b""
+        self._model = b'"model":' + json.dumps(slug).encode()
+        self._strip_usage = strip_usage
+        self.usage: Usage | None = None
+        self.content_chunks = 0
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        """The complete events now available (possibly b"")."""
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        buffer = self._buffer + data if self._buffer else data
+        cut = buffer.rfind(b"\n\n")
+        if cut < 0:
+            self._buffer = buffer
+            return b""
+        block, self._buffer = buffer[: cut + 2], buffer[cut + 2 :]
+        return self._process(block)
+
+    def rest(self) -> bytes:
+        """What is left when the upstream ends: a partial last event, rewritten."""
+        rest, self._buffer = self._buffer, b""
+        return self._process(rest + b"\n\n") if rest.strip() else b""
+
+    def _process(self, block: bytes) -> bytes:
+        block = MODEL_RE.sub(self._model, block)
+        self.content_chunks += len(_CONTENT_RE.findall(block))
+        if _USAGE_RE.search(block):
+            block = self._usage_take(block)
+        if block.endswith(_DONE):
+            self.done = True
+            block = block[: -len(_DONE)]
+        return block
+
+    def _usage_take(self, block: bytes) -> bytes:
+        kept = []
+        for event in block.split(b"\n\n"):
+            payload = _event_json(event) if _USAGE_RE.search(event) else None
+            if payload is not None and (usage := usage_parse(payload.get("usage"))) is not None:
+                self.usage = usage
+                if self._strip_usage and not payload.get("choices"):
+                    continue
+            kept.append(event)
+        return b"\n\n".join(kept)
+
+
+def _event_json(event: bytes) -> dict[str, Any] | None:
+    data = b"".join(line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:"))
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

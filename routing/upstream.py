@@ -1,0 +1,116 @@
+"""The upstream HTTP client: one aiohttp session per worker process, created inside its loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import aiohttp
+from django.conf import settings
+
+from gateway_project.netguard import GuardedResolver
+
+# Never relayed in either direction (RFC 9110 §7.6.1) plus what the gateway sets itself.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "host",
+    }
+)
+_CLIENT_ONLY = HOP_BY_HOP | {
+    "authorization",
+    "api-key",
+    "cookie",
+    "x-request-metadata",
+    "accept-encoding",
+    "content-type",
+}
+_sessions: dict[int, aiohttp.ClientSession] = {}
+
+
+class UpstreamTimeout(Exception):
+    """No response (or no next chunk) within the configured time."""
+
+
+def upstream_session() -> aiohttp.ClientSession:
+    """The running loop's session (created on first use: never in the gunicorn master)."""
+    loop_id = id(asyncio.get_running_loop())
+    session = _sessions.get(loop_id)
+    if session is None or session.closed:
+        session = _sessions[loop_id] = _session_build()
+    return session
+
+
+def _session_build() -> aiohttp.ClientSession:
+    connect = settings.GATEWAY_UPSTREAM_CONNECT_TIMEOUT
+    connector = aiohttp.TCPConnector(
+        limit=0,
+        limit_per_host=0,
+        keepalive_timeout=60,
+        resolver=GuardedResolver(lambda: settings.GATEWAY_UPSTREAM_ALLOWLIST),
+        ttl_dns_cache=10,
+    )
+    # Time to first byte and max silence are enforced per read in `upstream_open`/`body_iter`.
+    timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent",),
+    )
+
+
+async def upstream_close() -> None:
+    """Close the running loop's session (lifespan shutdown, tests)."""
+    session = _sessions.pop(id(asyncio.get_running_loop()), None)
+    if session is not None:
+        await session.close()
+
+
+def upstream_headers(
+    *, client_headers: Mapping[str, str], credential: str | None
+) -> dict[str, str]:
+    """Headers sent upstream: the client's minus auth/hop-by-hop, plus the target's credential."""
+    headers = {k: v for k, v in client_headers.items() if k not in _CLIENT_ONLY}
+    headers["Content-Type"] = "application/json"
+    headers["Accept-Encoding"] = "identity"  # the relay rewrites bytes: no compression upstream
+    if credential:
+        headers["Authorization"] = f"Bearer {credential}"
+    return headers
+
+
+async def upstream_open(
+    *, url: str, body: bytes, headers: dict[str, str]
+) -> aiohttp.ClientResponse:
+    """POST and wait for the response head (bounded by the first-byte timeout)."""
+    session = upstream_session()
+    try:
+        async with asyncio.timeout(settings.GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT):
+            return await session.post(url, data=body, headers=headers, allow_redirects=False)
+    except TimeoutError as exc:
+        raise UpstreamTimeout("The upstream did not answer in time.") from exc
+
+
+async def chunk_read(reader: aiohttp.StreamReader) -> bytes:
+    """The next body bytes as they arrive (b"" at the end); silence over the idle timeout raises."""
+    try:
+        async with asyncio.timeout(settings.GATEWAY_UPSTREAM_IDLE_TIMEOUT):
+            return await reader.readany()
+    except TimeoutError as exc:
+        raise UpstreamTimeout("The upstream stopped sending.") from exc
+
+
+async def body_read(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body, each read bounded by the idle timeout."""
+    parts = []
+    while data := await chunk_read(response.content):
+        parts.append(data)
+    return b"".join(parts)

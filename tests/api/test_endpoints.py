@@ -1,0 +1,160 @@
+"""Endpoints API (SPEC §3): create, list, get, rename/replace targets, delete; validation codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from groups.models import AuditEvent, Workspace
+from tests.api.conftest import TARGET, error_code
+
+pytestmark = pytest.mark.django_db
+
+BASETEN = {"provider": "BASETEN", "model_id": "abc123"}
+
+
+def create(api: APIClient, **body: Any) -> Any:
+    payload = {"slug": "acme/llama", "targets": [dict(TARGET)], **body}
+    return api.post("/v1/gateway/endpoints", payload, format="json")
+
+
+def test_create_returns_endpoint_v1(api: APIClient) -> None:
+    response = create(api, region="EU")
+
+    body = response.json()
+    assert response.status_code == 200
+    assert set(body) == {"id", "slug", "region", "targets", "created_at", "updated_at"}
+    assert body["slug"] == "acme/llama"
+    assert body["region"] == "EU"
+    assert body["targets"] == [{**TARGET, "secret_id": None}]
+    assert body["created_at"].endswith("Z")
+
+
+def test_region_defaults_to_unrestricted(api: APIClient) -> None:
+    assert create(api).json()["region"] == "UNRESTRICTED"
+
+
+def test_get_and_list_show_the_endpoint(api: APIClient) -> None:
+    created = create(api).json()
+
+    fetched = api.get(f"/v1/gateway/endpoints/{created['id']}").json()
+    listed = api.get("/v1/gateway/endpoints").json()
+
+    assert fetched == created
+    assert listed["items"] == [created]
+
+
+def test_patch_replaces_targets(api: APIClient) -> None:
+    created = create(api).json()
+    targets = [dict(TARGET, target_model="b"), dict(TARGET, target_model="c")]
+
+    response = api.patch(
+        f"/v1/gateway/endpoints/{created['id']}", {"targets": targets}, format="json"
+    )
+
+    assert response.status_code == 200
+    assert [t["target_model"] for t in response.json()["targets"]] == ["b", "c"]
+
+
+def test_patch_renames_the_slug(api: APIClient) -> None:
+    created = create(api).json()
+
+    response = api.patch(
+        f"/v1/gateway/endpoints/{created['id']}", {"slug": "acme/llama-2"}, format="json"
+    )
+
+    assert response.status_code == 200
+    assert response.json()["slug"] == "acme/llama-2"
+
+
+def test_delete_returns_a_tombstone_and_frees_the_slug(api: APIClient) -> None:
+    created = create(api).json()
+
+    deleted = api.delete(f"/v1/gateway/endpoints/{created['id']}")
+    again = api.get(f"/v1/gateway/endpoints/{created['id']}")
+    recreated = create(api)
+
+    assert deleted.status_code == 200
+    assert deleted.json() == {"id": created["id"], "slug": "acme/llama"}
+    assert again.status_code == 404
+    assert recreated.status_code == 200
+
+
+def test_mutations_are_audited_with_the_key_prefix(api: APIClient, manage_key: str) -> None:
+    created = create(api).json()
+    api.patch(f"/v1/gateway/endpoints/{created['id']}", {"slug": "acme/x"}, format="json")
+    api.delete(f"/v1/gateway/endpoints/{created['id']}")
+
+    events = AuditEvent.objects.filter(object_id=created["id"]).order_by("created_at")
+
+    assert [e.action for e in events] == ["endpoint.create", "endpoint.update", "endpoint.delete"]
+    assert {e.actor for e in events} == {f"mgmt:{manage_key[:16]}"}
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"slug": "Acme/Llama"}, "invalid_slug"),
+        ({"slug": "acme"}, "invalid_slug"),
+        ({"slug": "acme/" + "a" * 101}, "invalid_slug"),
+        ({"slug": "globex/llama"}, "slug_prefix_not_owned"),
+        ({"targets": []}, "targets_required"),
+        ({"targets": [dict(TARGET)] * 5}, "too_many_targets"),
+        ({"targets": [{"provider": "NOPE"}]}, "invalid_target"),
+        ({"targets": [{**BASETEN, "base_url": "https://x.example"}]}, "invalid_target"),
+        ({"targets": [{"provider": "OPENAI_COMPATIBLE", "target_model": "m"}]}, "invalid_target"),
+        ({"targets": [{**TARGET, "base_url": "http://example.com/v1"}]}, "unsafe_url"),
+        (
+            {"targets": [{"provider": "OPENAI", "target_model": "gpt", "secret_id": "sec_x"}]},
+            "secret_not_found",
+        ),
+        ({"region": "MARS"}, "invalid_choice"),
+        ({"extra": 1}, "unknown_field"),
+        ({"slug": None}, "null"),
+    ],
+)
+def test_create_validation_codes(
+    api: APIClient, other_workspace: Workspace, body: dict, code: str
+) -> None:
+    response = create(api, **body)
+
+    assert response.status_code == 400, response.content
+    assert error_code(response) == code
+
+
+def test_duplicate_slug_is_400(api: APIClient) -> None:
+    create(api)
+
+    response = create(api)
+
+    assert response.status_code == 400
+    assert error_code(response) == "slug_taken"
+
+
+def test_missing_fields_are_400_required(api: APIClient) -> None:
+    response = api.post("/v1/gateway/endpoints", {"slug": "acme/x"}, format="json")
+
+    assert response.status_code == 400
+    assert error_code(response) == "required"
+    assert response.json()["error"]["param"] == "targets"
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({}, "empty_update"),
+        ({"region": "EU"}, "immutable_field"),
+        ({"slug": "x"}, "invalid_slug"),
+        ({"targets": "no"}, "invalid_target"),
+        ({"colour": 1}, "unknown_field"),
+    ],
+)
+def test_patch_validation_codes(api: APIClient, body: dict, code: str) -> None:
+    created = create(api).json()
+
+    response = api.patch(f"/v1/gateway/endpoints/{created['id']}", body, format="json")
+
+    assert response.status_code == 400, response.content
+    assert error_code(response) == code

@@ -1,0 +1,298 @@
+"""Groups API (SPEC §4): hierarchy, PATCH, cascading ceilings, delete, validation codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from groups.models import AuditEvent
+from tests.api.conftest import error_code, group_body, model
+
+pytestmark = pytest.mark.django_db
+
+GROUPS = "/v1/gateway/groups"
+
+
+def create(api: APIClient, body: dict[str, Any]) -> Any:
+    return api.post(GROUPS, body, format="json")
+
+
+def test_create_returns_group_v1(api: APIClient, group: dict) -> None:
+    assert set(group) == {"id", "metadata", "models", "effective_models", "hierarchy", "created_at"}
+    assert group["metadata"] == {"name": "Group cust_1", "external_entity_id": "cust_1"}
+    assert group["hierarchy"] == {"limit_enforcement": "INDEPENDENT", "parent_group_id": None}
+    assert group["models"] == [model("acme/llama", rpm=100, tpd=10_000)]
+    assert group["effective_models"][0]["rate_limits"][0]["source_group"] == group["id"]
+    assert group["created_at"].endswith("Z")
+
+
+def test_child_inherits_mode_and_effective_limits(api: APIClient, endpoints: list) -> None:
+    root = create(
+        api, group_body("root", model("acme/llama", rpm=100), limit_enforcement="CASCADING")
+    )
+    root_id = root.json()["id"]
+
+    child = create(api, group_body("child", model("acme/llama", rpm=10), parent_group_id=root_id))
+
+    body = child.json()
+    assert child.status_code == 200, body
+    assert body["hierarchy"] == {"limit_enforcement": "CASCADING", "parent_group_id": root_id}
+    assert body["effective_models"][0]["rate_limits"][0]["threshold"] == 10
+
+
+def test_list_filters_by_external_entity_id(api: APIClient, group: dict, endpoints: list) -> None:
+    create(api, group_body("cust_2", model("acme/llama")))
+
+    exact = api.get(GROUPS, {"external_entity_id": "cust_1"}).json()["items"]
+    none = api.get(GROUPS, {"external_entity_id": "cust"}).json()["items"]
+
+    assert [g["id"] for g in exact] == [group["id"]]
+    assert none == []
+
+
+def test_list_excludes_legacy_users(api: APIClient, group: dict, user: dict) -> None:
+    ids = [g["id"] for g in api.get(GROUPS).json()["items"]]
+
+    assert ids == [group["id"]]
+    assert api.get(f"{GROUPS}/{user['id']}").status_code == 404
+
+
+def test_patch_renames_and_replaces_models(api: APIClient, group: dict) -> None:
+    response = api.patch(
+        f"{GROUPS}/{group['id']}",
+        {"metadata": {"name": "renamed"}, "models": [model("acme/mistral")]},
+        format="json",
+    )
+
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["metadata"]["name"] == "renamed"
+    assert [m["slug"] for m in body["models"]] == ["acme/mistral"]
+
+
+def test_patch_with_empty_models_removes_all_access(api: APIClient, group: dict) -> None:
+    response = api.patch(f"{GROUPS}/{group['id']}", {"models": []}, format="json")
+
+    assert response.status_code == 200
+    assert response.json()["models"] == []
+
+
+def test_descendants_effective_limits_follow_the_parent(api: APIClient, endpoints: list) -> None:
+    root = create(api, group_body("r", model("acme/llama", rpm=100))).json()
+    child = create(api, group_body("c", model("acme/llama"), parent_group_id=root["id"])).json()
+
+    api.patch(f"{GROUPS}/{root['id']}", {"models": [model("acme/llama", rpm=7)]}, format="json")
+
+    fetched = api.get(f"{GROUPS}/{child['id']}").json()
+    assert fetched["effective_models"][0]["rate_limits"][0] == {
+        "type": "REQUEST",
+        "unit": "MINUTE",
+        "threshold": 7,
+        "source_group": root["id"],
+    }
+
+
+def test_cascading_ceilings_are_checked_both_ways(api: APIClient, endpoints: list) -> None:
+    root = create(
+        api, group_body("r", model("acme/llama", rpm=100), limit_enforcement="CASCADING")
+    ).json()
+    child = create(
+        api, group_body("c", model("acme/llama", rpm=50), parent_group_id=root["id"])
+    ).json()
+
+    raise_child = api.patch(
+        f"{GROUPS}/{child['id']}", {"models": [model("acme/llama", rpm=101)]}, format="json"
+    )
+    lower_root = api.patch(
+        f"{GROUPS}/{root['id']}", {"models": [model("acme/llama", rpm=10)]}, format="json"
+    )
+
+    assert raise_child.status_code == 400
+    assert error_code(raise_child) == "ceiling_exceeded"
+    assert lower_root.status_code == 400
+    assert error_code(lower_root) == "ceiling_below_descendant"
+
+
+def test_delete_soft_deletes_the_subtree_and_frees_the_external_id(
+    api: APIClient, endpoints: list
+) -> None:
+    root = create(api, group_body("r", model("acme/llama"))).json()
+    child = create(api, group_body("c", model("acme/llama"), parent_group_id=root["id"])).json()
+    key = api.post(f"{GROUPS}/{child['id']}/api_keys", {}, format="json").json()
+
+    deleted = api.delete(f"{GROUPS}/{root['id']}")
+
+    assert deleted.status_code == 200
+    assert set(deleted.json()) == {"id", "metadata", "deleted_at"}
+    assert deleted.json()["deleted_at"].endswith("Z")
+    assert api.get(f"{GROUPS}/{child['id']}").status_code == 404
+    assert api.delete(f"{GROUPS}/{root['id']}").status_code == 404
+    assert api.get(f"{GROUPS}/{child['id']}/api_keys/{key['prefix']}").status_code == 404
+    assert create(api, group_body("r", model("acme/llama"))).status_code == 200
+
+
+def test_group_mutations_are_audited(api: APIClient, manage_key: str, group: dict) -> None:
+    api.patch(f"{GROUPS}/{group['id']}", {"metadata": {"name": "x"}}, format="json")
+    api.delete(f"{GROUPS}/{group['id']}")
+
+    actions = list(
+        AuditEvent.objects.filter(object_id=group["id"])
+        .order_by("created_at")
+        .values_list("action", "actor")
+    )
+
+    actor = f"mgmt:{manage_key[:16]}"
+    assert actions[:3] == [
+        ("group.create", actor),
+        ("group.update", actor),
+        ("group.delete", actor),
+    ]
+    assert {a for _action, a in actions} == {actor}
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (group_body("x"), "models_required"),
+        (group_body("x", model("acme/unknown")), "unknown_slug"),
+        (group_body("x", model("acme/llama"), model("acme/llama")), "duplicate_slug"),
+        (
+            group_body(
+                "x",
+                {
+                    "slug": "acme/llama",
+                    "rate_limits": [
+                        {"type": "TOKEN", "unit": "MINUTE", "threshold": 1},
+                        {"type": "TOKEN", "unit": "SECOND", "threshold": 1},
+                    ],
+                },
+            ),
+            "duplicate_limit",
+        ),
+        (
+            group_body(
+                "x",
+                {
+                    "slug": "acme/llama",
+                    "rate_limits": [{"type": "TOKEN", "unit": "DAY", "threshold": 1}],
+                },
+            ),
+            "invalid_limit_unit",
+        ),
+        (
+            group_body(
+                "x",
+                {
+                    "slug": "acme/llama",
+                    "usage_limits": [{"type": "TOKEN", "unit": "MINUTE", "threshold": 1}],
+                },
+            ),
+            "invalid_limit_unit",
+        ),
+        (
+            group_body(
+                "x",
+                {
+                    "slug": "acme/llama",
+                    "rate_limits": [{"type": "BYTES", "unit": "MINUTE", "threshold": 1}],
+                },
+            ),
+            "invalid_limit_type",
+        ),
+        (
+            group_body(
+                "x",
+                {
+                    "slug": "acme/llama",
+                    "rate_limits": [{"type": "TOKEN", "unit": "MINUTE", "threshold": -1}],
+                },
+            ),
+            "invalid_threshold",
+        ),
+        (
+            group_body(
+                "x",
+                {
+                    "slug": "acme/llama",
+                    "rate_limits": [{"type": "TOKEN", "unit": "MINUTE", "threshold": "1"}],
+                },
+            ),
+            "invalid_threshold",
+        ),
+        (group_body("x", {"slug": "acme/llama", "shadow": 1}), "unknown_field"),
+        (group_body("x", model("acme/llama"), limit_enforcement="SOMETIMES"), "invalid_choice"),
+        (group_body("x", model("acme/llama"), parent_group_id="grp_nope"), "parent_not_found"),
+        ({"metadata": {"external_entity_id": ""}, "models": [model("acme/llama")]}, "blank"),
+        (
+            {"metadata": {"external_entity_id": "x" * 256}, "models": [model("acme/llama")]},
+            "max_length",
+        ),
+        (
+            {
+                "metadata": {"external_entity_id": "x", "name": "n" * 256},
+                "models": [model("acme/llama")],
+            },
+            "max_length",
+        ),
+        ({"models": [model("acme/llama")]}, "required"),
+        ({"metadata": {"external_entity_id": "x"}}, "required"),
+        ({"metadata": {"external_entity_id": "x"}, "models": "acme/llama"}, "invalid_type"),
+    ],
+)
+def test_create_validation_codes(api: APIClient, endpoints: list, body: dict, code: str) -> None:
+    response = create(api, body)
+
+    assert response.status_code == 400, response.content
+    assert error_code(response) == code
+
+
+def test_duplicate_external_id_is_400(api: APIClient, group: dict) -> None:
+    response = create(api, group_body("cust_1", model("acme/llama")))
+
+    assert response.status_code == 400
+    assert error_code(response) == "external_id_taken"
+
+
+def test_child_rules(api: APIClient, endpoints: list) -> None:
+    root = create(api, group_body("r", model("acme/llama"), limit_enforcement="CASCADING")).json()
+    parent = root["id"]
+
+    mode = create(
+        api,
+        group_body(
+            "a", model("acme/llama"), parent_group_id=parent, limit_enforcement="INDEPENDENT"
+        ),
+    )
+    subset = create(api, group_body("b", model("acme/mistral"), parent_group_id=parent))
+    for depth in range(2, 6):
+        parent = create(
+            api, group_body(f"d{depth}", model("acme/llama"), parent_group_id=parent)
+        ).json()["id"]
+    too_deep = create(api, group_body("d6", model("acme/llama"), parent_group_id=parent))
+
+    assert error_code(mode) == "mode_mismatch"
+    assert error_code(subset) == "slug_not_in_parent"
+    assert too_deep.status_code == 400
+    assert error_code(too_deep) == "depth_exceeded"
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({}, "empty_update"),
+        ({"hierarchy": {"limit_enforcement": "CASCADING"}}, "immutable_field"),
+        ({"metadata": {"external_entity_id": "new"}}, "immutable_field"),
+        ({"metadata": {}}, "required"),
+        ({"metadata": {"name": "n" * 256}}, "max_length"),
+        ({"models": [model("acme/unknown")]}, "unknown_slug"),
+        ({"surprise": True}, "unknown_field"),
+    ],
+)
+def test_patch_validation_codes(api: APIClient, group: dict, body: dict, code: str) -> None:
+    response = api.patch(f"{GROUPS}/{group['id']}", body, format="json")
+
+    assert response.status_code == 400, response.content
+    assert error_code(response) == code
+    assert response.json()["error"]["type"] == "invalid_request_error"

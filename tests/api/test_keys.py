@@ -1,0 +1,202 @@
+"""Federated keys of groups (SPEC §5): mint, list, get, revoke, signed registration."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from rest_framework.test import APIClient
+
+from groups.models import AuditEvent, Workspace
+from keys.models import ApiKey
+from tests.api.conftest import error_code
+
+pytestmark = pytest.mark.django_db
+
+REGISTERED = "reg_Zq8Kd2Lm9Pw4.Xv7Bn3Hs6Tg1Yc5Jr0Ua8Ie2Ow4Qk"
+
+
+def keys_path(group: dict) -> str:
+    return f"/v1/gateway/groups/{group['id']}/api_keys"
+
+
+@pytest.fixture
+def signer(workspace: Workspace) -> Ed25519PrivateKey:
+    """The workspace's registration key pair (public half set as staff would in the admin)."""
+    private = Ed25519PrivateKey.generate()
+    raw = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    Workspace.objects.filter(pk=workspace.pk).update(
+        ed25519_public_key=base64.b64encode(raw).decode()
+    )
+    return private
+
+
+def signed_post(api: APIClient, path: str, raw: bytes, signature: bytes | None) -> object:
+    headers = (
+        {} if signature is None else {"HTTP_X_SIGNATURE": base64.b64encode(signature).decode()}
+    )
+    return api.post(path, raw, content_type="application/json", **headers)
+
+
+def test_mint_returns_the_plaintext_once(api: APIClient, group: dict) -> None:
+    response = api.post(keys_path(group), {"name": "prod"}, format="json")
+
+    body = response.json()
+    assert response.status_code == 200
+    assert set(body) == {"api_key", "prefix", "name"}
+    assert body["api_key"].startswith(body["prefix"] + ".")
+    assert body["prefix"].startswith("sky_") and len(body["prefix"]) == 16
+    assert body["name"] == "prod"
+    assert not ApiKey.objects.filter(key_hash__contains=body["api_key"]).exists()
+
+
+def test_mint_without_a_body_is_allowed(api: APIClient, group: dict) -> None:
+    response = api.post(keys_path(group))
+
+    assert response.status_code == 200
+    assert response.json()["name"] == ""
+
+
+def test_list_get_and_revoke_by_prefix(api: APIClient, group: dict, manage_key: str) -> None:
+    minted = api.post(keys_path(group), {"name": "a"}, format="json").json()
+    path = f"{keys_path(group)}/{minted['prefix']}"
+
+    listed = api.get(keys_path(group)).json()["items"]
+    fetched = api.get(path)
+    revoked = api.delete(path)
+    again = api.delete(path)
+    gone = api.get(path)
+
+    assert listed == [{"prefix": minted["prefix"], "name": "a"}]
+    assert fetched.json() == {"prefix": minted["prefix"], "name": "a"}
+    assert revoked.status_code == 200
+    assert revoked.json() == {"prefix": minted["prefix"]}
+    assert again.status_code == 404
+    assert gone.status_code == 404
+    assert api.get(keys_path(group)).json()["items"] == []
+    actors = set(
+        AuditEvent.objects.filter(action__startswith="api_key.").values_list("actor", flat=True)
+    )
+    assert actors == {f"mgmt:{manage_key[:16]}"}
+
+
+def test_a_key_is_only_found_under_its_own_group(
+    api: APIClient, group: dict, endpoints: list
+) -> None:
+    from tests.api.conftest import group_body, model
+
+    other = api.post(
+        "/v1/gateway/groups", group_body("o", model("acme/llama")), format="json"
+    ).json()
+    minted = api.post(keys_path(group), {}, format="json").json()
+
+    response = api.get(f"{keys_path(other)}/{minted['prefix']}")
+
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"name": "n" * 256}, "max_length"),
+        ({"name": 5}, "invalid_type"),
+        ({"label": "x"}, "unknown_field"),
+        ({"name": None}, "null"),
+    ],
+)
+def test_mint_validation_codes(api: APIClient, group: dict, body: dict, code: str) -> None:
+    response = api.post(keys_path(group), body, format="json")
+
+    assert response.status_code == 400, response.content
+    assert error_code(response) == code
+
+
+def test_register_with_a_valid_signature(
+    api: APIClient, group: dict, signer: Ed25519PrivateKey, manage_key: str
+) -> None:
+    raw = json.dumps({"key": REGISTERED, "name": "byok"}).encode()
+
+    response = signed_post(api, f"{keys_path(group)}/register", raw, signer.sign(raw))
+
+    assert response.status_code == 200, response.content
+    assert response.json() == {"ok": True}
+    assert api.get(f"{keys_path(group)}/{REGISTERED[:16]}").json() == {
+        "prefix": REGISTERED[:16],
+        "name": "byok",
+    }
+    assert AuditEvent.objects.filter(
+        action="api_key.register", actor=f"mgmt:{manage_key[:16]}"
+    ).exists()
+
+
+def test_signature_covers_the_exact_raw_bytes(
+    api: APIClient, group: dict, signer: Ed25519PrivateKey
+) -> None:
+    signed = json.dumps({"key": REGISTERED}).encode()
+    sent = json.dumps({"key": REGISTERED}, indent=2).encode()
+
+    response = signed_post(api, f"{keys_path(group)}/register", sent, signer.sign(signed))
+
+    assert response.status_code == 400
+    assert error_code(response) == "invalid_signature"
+
+
+def test_register_without_signature_or_public_key_is_400(
+    api: APIClient, group: dict, workspace: Workspace
+) -> None:
+    raw = json.dumps({"key": REGISTERED}).encode()
+
+    no_public_key = signed_post(api, f"{keys_path(group)}/register", raw, b"x" * 64)
+    Workspace.objects.filter(pk=workspace.pk).update(
+        ed25519_public_key=base64.b64encode(b"\x01" * 32).decode()
+    )
+    no_header = signed_post(api, f"{keys_path(group)}/register", raw, None)
+
+    assert error_code(no_public_key) == "invalid_signature"
+    assert error_code(no_header) == "invalid_signature"
+
+
+@pytest.mark.parametrize(
+    ("key", "code"),
+    [
+        ("short", "key_too_short"),
+        ("a" * 129, "key_too_long"),
+        ("ab" * 20, "key_low_entropy"),
+        ("gwm_" + REGISTERED, "invalid_key"),
+    ],
+)
+def test_register_validation_codes(
+    api: APIClient, group: dict, signer: Ed25519PrivateKey, key: str, code: str
+) -> None:
+    raw = json.dumps({"key": key}).encode()
+
+    response = signed_post(api, f"{keys_path(group)}/register", raw, signer.sign(raw))
+
+    assert response.status_code == 400
+    assert error_code(response) == code
+
+
+def test_register_duplicate_prefix_is_400(
+    api: APIClient, group: dict, signer: Ed25519PrivateKey
+) -> None:
+    raw = json.dumps({"key": REGISTERED}).encode()
+    signed_post(api, f"{keys_path(group)}/register", raw, signer.sign(raw))
+
+    response = signed_post(api, f"{keys_path(group)}/register", raw, signer.sign(raw))
+
+    assert response.status_code == 400
+    assert error_code(response) == "key_prefix_taken"
+
+
+def test_register_rejects_unknown_fields(
+    api: APIClient, group: dict, signer: Ed25519PrivateKey
+) -> None:
+    raw = json.dumps({"key": REGISTERED, "group": "x"}).encode()
+
+    response = signed_post(api, f"{keys_path(group)}/register", raw, signer.sign(raw))
+
+    assert response.status_code == 400
+    assert error_code(response) == "unknown_field"

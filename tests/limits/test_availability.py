@@ -1,0 +1,130 @@
+"""Redis unreachable: fail closed with 503 by default, fail open when configured, recover alone."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from pytest_django.fixtures import Settings
+
+from routing.limiter import (
+    Admission,
+    LimitsUnavailable,
+    group_usage_read,
+    limits_admit,
+    limits_settle,
+)
+from tests.limits.support import (
+    T0,
+    port_is_free,
+    rate,
+    redis_server_start,
+    redis_server_stop,
+    run,
+    usage,
+)
+
+DEAD_PORT = 7150
+LIMITS = [rate("REQUEST", "MINUTE", 10), rate("TOKEN", "MINUTE", 1000)]
+
+
+def admit() -> Admission:
+    """One admission of `acme/llama` at a fixed clock."""
+    return run(limits_admit(limits=LIMITS, reserve_tokens=1, slug="acme/llama", now=T0))
+
+
+@pytest.fixture
+def dead_redis(settings: Settings) -> str:
+    """Point the limits at a loopback port where nothing listens."""
+    if not port_is_free(DEAD_PORT):
+        pytest.skip(f"port {DEAD_PORT} is in use")
+    settings.GATEWAY_LIMITS_REDIS_URL = f"redis://127.0.0.1:{DEAD_PORT}/0"
+    return settings.GATEWAY_LIMITS_REDIS_URL
+
+
+def test_unreachable_redis_fails_closed_with_503(dead_redis: str) -> None:
+    with pytest.raises(LimitsUnavailable) as raised:
+        admit()
+
+    assert raised.value.status == 503
+    assert raised.value.code == "limits_unavailable"
+    assert raised.value.type == "service_unavailable_error"
+
+
+def test_unreachable_cluster_fails_closed_with_503(settings: Settings) -> None:
+    settings.GATEWAY_LIMITS_REDIS_URL = f"redis+cluster://127.0.0.1:{DEAD_PORT}"
+
+    with pytest.raises(LimitsUnavailable):
+        admit()
+
+
+def test_fail_open_admits_without_a_reservation_and_logs(
+    dead_redis: str, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.GATEWAY_LIMITS_FAIL_OPEN = True
+
+    with caplog.at_level(logging.WARNING, logger="routing.limiter"):
+        admission = admit()
+
+    assert admission.allowed
+    assert admission.reservation is None
+    assert "fail open" in caplog.text
+
+
+def test_settle_with_redis_down_logs_and_returns(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    reservation = admit().reservation
+    assert reservation is not None
+    settings.GATEWAY_LIMITS_REDIS_URL = f"redis://127.0.0.1:{DEAD_PORT}/0"
+
+    with caplog.at_level(logging.WARNING, logger="routing.limiter"):
+        run(limits_settle(reservation=reservation, actual_tokens=5))
+
+    assert "not reconciled" in caplog.text
+
+
+def test_limiter_recovers_by_itself_when_redis_comes_back(dead_redis: str) -> None:
+    async def admit_until_redis_returns(directory: Path) -> tuple[bool, Admission]:
+        failed_first = False
+        try:
+            await limits_admit(limits=LIMITS, reserve_tokens=1, slug="acme/llama", now=T0)
+        except LimitsUnavailable:
+            failed_first = True
+        server = redis_server_start(port=DEAD_PORT, directory=directory)
+        try:
+            # The same loop and the same cached client: no reset, no restart.
+            admission = await limits_admit(limits=LIMITS, reserve_tokens=1, slug="acme/llama")
+        finally:
+            redis_server_stop(server)
+        return failed_first, admission
+
+    with tempfile.TemporaryDirectory() as directory:
+        failed_first, admission = run(admit_until_redis_returns(Path(directory)))
+
+    assert failed_first
+    assert admission.allowed
+    assert admission.headers["x-ratelimit-remaining-requests"] == "9"
+
+
+def test_a_redis_that_never_answers_fails_closed_within_the_timeout(settings: Settings) -> None:
+    settings.GATEWAY_LIMITS_TIMEOUT = 0.2
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete in the backlog; nothing ever replies
+        settings.GATEWAY_LIMITS_REDIS_URL = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        started = time.monotonic()
+
+        with pytest.raises(LimitsUnavailable):
+            admit()
+
+    assert time.monotonic() - started < 2
+
+
+def test_usage_read_with_redis_down_answers_503(dead_redis: str) -> None:
+    with pytest.raises(LimitsUnavailable):
+        group_usage_read(group=None, enforced={"acme/llama": [usage("TOKEN", 10)]})

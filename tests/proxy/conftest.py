@@ -1,0 +1,174 @@
+"""Proxy suite fixtures: the real ASGI app under uvicorn on a thread, fake upstreams, tenants."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import uvicorn
+
+from groups.audit import SYSTEM_ACTOR
+from groups.models import Group, Workspace
+from groups.services import group_create
+from keys.services import api_key_create
+from routing import authcache
+from routing.models import Endpoint
+from routing.services import endpoint_create
+from tests.fakes.model_server import FakeModelServerThread
+
+SLUG = "acme/llama"
+UPSTREAM_MODEL = "fake-model"
+
+
+def wait_until(
+    predicate: Callable[[], Any], *, timeout: float = 5.0, interval: float = 0.01
+) -> Any:
+    """Poll `predicate` until it returns a truthy value; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+class GatewayThread:
+    """gateway_project.asgi.application served by uvicorn (lifespan on) on a daemon thread."""
+
+    def __init__(self) -> None:
+        from gateway_project.asgi import application
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        config = uvicorn.Config(application, lifespan="on", log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]})
+
+    @property
+    def url(self) -> str:
+        """Root URL of the gateway."""
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def start(self) -> GatewayThread:
+        """Serve and wait until started."""
+        self.thread.start()
+        wait_until(lambda: self.server.started, timeout=10)
+        return self
+
+    def stop(self) -> None:
+        """Shut down (runs the lifespan shutdown)."""
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+@pytest.fixture
+def gateway(transactional_db: None) -> Iterator[GatewayThread]:
+    """The gateway as a real server; its threads see committed test data."""
+    authcache.cache_drop(workspace_id=None)
+    server = GatewayThread().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeModelServerThread]:
+    """The primary fake model server."""
+    with FakeModelServerThread() as fake:
+        yield fake
+
+
+@pytest.fixture
+def backup_upstream() -> Iterator[FakeModelServerThread]:
+    """A second fake model server (fallback target)."""
+    with FakeModelServerThread() as fake:
+        yield fake
+
+
+def compatible_target(url: str, model: str = UPSTREAM_MODEL) -> dict[str, Any]:
+    """An OPENAI_COMPATIBLE target on a loopback fake."""
+    return {"provider": "OPENAI_COMPATIBLE", "base_url": url, "target_model": model}
+
+
+@dataclass
+class Tenant:
+    """A workspace with one endpoint, one group allowed on it and one key of that group."""
+
+    workspace: Workspace
+    endpoint: Endpoint
+    group: Group
+    key: str
+    prefix: str
+
+
+def tenant_build(
+    *,
+    workspace: Workspace,
+    targets: list[dict[str, Any]],
+    slug: str = SLUG,
+    limits: dict[str, list[dict[str, Any]]] | None = None,
+    external_id: str = "cust_42",
+) -> Tenant:
+    """Create endpoint, group and key through the services."""
+    endpoint = endpoint_create(workspace=workspace, actor=SYSTEM_ACTOR, slug=slug, targets=targets)
+    model = {"slug": slug, "rate_limits": [], "usage_limits": [], **(limits or {})}
+    group = group_create(
+        workspace=workspace, actor=SYSTEM_ACTOR, external_entity_id=external_id, models=[model]
+    )
+    key, plaintext = api_key_create(workspace=workspace, group=group, actor=SYSTEM_ACTOR)
+    return Tenant(workspace, endpoint, group, plaintext, key.prefix)
+
+
+@pytest.fixture
+def tenant(gateway: GatewayThread, workspace: Workspace, upstream: FakeModelServerThread) -> Tenant:
+    """`acme/llama` routed to the primary fake, with a key allowed on it."""
+    return tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
+
+
+class StaticUpstream:
+    """A loopback HTTP server answering every request with one fixed status and body."""
+
+    def __init__(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        """OpenAI base URL (…/v1)."""
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def unavailable_upstream() -> Iterator[StaticUpstream]:
+    """An upstream that answers 503 with an OpenAI-style JSON error."""
+    server = StaticUpstream(503, b'{"error": {"message": "overloaded", "type": "server_error"}}')
+    yield server
+    server.stop()

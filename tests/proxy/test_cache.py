@@ -1,0 +1,149 @@
+"""The per-process auth/route cache: no queries when warm, invalidation within a second."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from django.db.backends.utils import CursorWrapper
+
+from groups.audit import SYSTEM_ACTOR
+from groups.services import custom_domain_add, group_update, workspace_set_onboarded
+from keys.services import api_key_revoke
+from routing import authcache
+from routing.services import endpoint_delete
+from tests.proxy.conftest import SLUG, compatible_target, tenant_build, wait_until
+
+CHAT = "/v1/chat/completions"
+BODY = {"model": SLUG, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _post(gateway, key, headers=None, stream=False):
+    body = {**BODY, "stream": True} if stream else BODY
+    headers = {"Authorization": f"Bearer {key}", **(headers or {})}
+    return httpx.post(f"{gateway.url}{CHAT}", json=body, headers=headers, timeout=10)
+
+
+@pytest.fixture
+def query_log(monkeypatch):
+    """Every SQL statement run by any thread of this process."""
+    statements: list[str] = []
+    original = CursorWrapper._execute_with_wrappers
+
+    def counting(self, sql, *args, **kwargs):
+        statements.append(sql)
+        return original(self, sql, *args, **kwargs)
+
+    monkeypatch.setattr(CursorWrapper, "_execute_with_wrappers", counting)
+    return statements
+
+
+def test_warm_requests_run_no_database_query(gateway, tenant, query_log):
+    _post(gateway, tenant.key)
+    httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {tenant.key}"})
+
+    for _ in range(5):  # a foreign invalidation (another test run's publish) restarts the window
+        generation, query_log[:] = authcache.cache_generation(), []
+        statuses = [_post(gateway, tenant.key, stream=i % 2 == 1).status_code for i in range(10)]
+        statuses.append(
+            httpx.get(
+                f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {tenant.key}"}
+            ).status_code
+        )
+        if authcache.cache_generation() == generation:
+            break
+
+    assert statuses == [200] * 11
+    assert query_log == []
+
+
+def test_cold_key_is_loaded_once_for_concurrent_requests(gateway, tenant, query_log):
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: _post(gateway, tenant.key).status_code, range(8)))
+
+    assert statuses == [200] * 8
+    key_lookups = [sql for sql in query_log if "keys_apikey" in sql]
+    assert len(key_lookups) == 1
+
+
+def test_unknown_key_is_cached_briefly(gateway, tenant, query_log):
+    for attempt in range(5):  # a foreign invalidation (another test run's publish) restarts
+        bad = f"sky_notakeyatal{attempt}.0000000000000000000000000000000000000000"
+        generation, query_log[:] = authcache.cache_generation(), []
+        statuses = [_post(gateway, bad).status_code for _ in range(3)]
+        if authcache.cache_generation() == generation:
+            break
+
+    assert statuses == [401] * 3
+    assert len([sql for sql in query_log if "keys_apikey" in sql]) == 1
+
+
+def _rejected_within(gateway, key, seconds, expected=401):
+    started = time.monotonic()
+    wait_until(lambda: _post(gateway, key).status_code == expected, timeout=seconds, interval=0.02)
+    return time.monotonic() - started
+
+
+def test_revoked_key_stops_working_within_a_second(gateway, tenant):
+    assert _post(gateway, tenant.key).status_code == 200
+
+    api_key_revoke(workspace=tenant.workspace, prefix=tenant.prefix, actor=SYSTEM_ACTOR)
+
+    assert _rejected_within(gateway, tenant.key, 1.0) < 1.0
+
+
+def test_offboarded_workspace_keys_stop_working(gateway, tenant):
+    assert _post(gateway, tenant.key).status_code == 200
+
+    workspace_set_onboarded(workspace=tenant.workspace, onboarded=False, actor=SYSTEM_ACTOR)
+
+    _rejected_within(gateway, tenant.key, 1.0)
+
+
+def test_group_losing_the_slug_gets_404(gateway, tenant):
+    assert _post(gateway, tenant.key).status_code == 200
+
+    group_update(
+        workspace=tenant.workspace, group_id=tenant.group.id, actor=SYSTEM_ACTOR, models=[]
+    )
+
+    _rejected_within(gateway, tenant.key, 1.0, expected=404)
+
+
+def test_deleted_endpoint_stops_routing(gateway, tenant):
+    assert _post(gateway, tenant.key).status_code == 200
+
+    endpoint_delete(workspace=tenant.workspace, endpoint_id=tenant.endpoint.id, actor=SYSTEM_ACTOR)
+
+    _rejected_within(gateway, tenant.key, 1.0, expected=404)
+
+
+def test_custom_domain_only_accepts_its_own_workspaces_keys(
+    gateway, tenant, other_workspace, backup_upstream
+):
+    other = tenant_build(
+        workspace=other_workspace,
+        targets=[compatible_target(backup_upstream.url)],
+        slug="globex/model",
+    )
+    custom_domain_add(workspace=tenant.workspace, host="api.acme.example", actor=SYSTEM_ACTOR)
+    host = {"Host": "api.acme.example"}
+
+    own = _post(gateway, tenant.key, headers=host)
+    foreign = httpx.post(
+        f"{gateway.url}{CHAT}",
+        json={**BODY, "model": "globex/model"},
+        headers={"Authorization": f"Bearer {other.key}", **host},
+    )
+    default_host = httpx.post(
+        f"{gateway.url}{CHAT}",
+        json={**BODY, "model": "globex/model"},
+        headers={"Authorization": f"Bearer {other.key}"},
+    )
+
+    assert own.status_code == 200
+    assert foreign.status_code == 401
+    assert default_host.status_code == 200

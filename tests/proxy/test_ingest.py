@@ -1,0 +1,88 @@
+"""Usage events move from the Redis stream into the database exactly once per request id."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import redis
+from django.conf import settings
+
+from billing.ingest import GROUP, usage_ingest
+from billing.models import UsageEvent
+from billing.services import USAGE_STREAM, usage_event_record
+
+
+def _event(group, request_id: str, idempotency_key: str) -> dict:
+    return {
+        "idempotencyKey": idempotency_key,
+        "timestamp": "2026-05-05T12:00:00.123Z",
+        "requestId": request_id,
+        "requestMetadata": {"a": 1},
+        "modelSlug": "acme/llama",
+        "externalCustomerId": "cust_42",
+        "externalEntityId": "cust_42",
+        "apiKeyPrefix": "sky_sCqhBwEy4kPd",
+        "groupId": group.id,
+        "status": "completed",
+        "tokens": {"inputTokens": 10, "outputTokens": 20, "cachedInputTokens": 3},
+        "workspaceId": group.workspace_id,
+        "usageEstimated": False,
+        "httpStatus": 200,
+        "target": "OPENAI_COMPATIBLE#0",
+        "totalMs": 5.0,
+        "upstreamMs": 4.0,
+        "firstByteMs": 1.0,
+    }
+
+
+@pytest.fixture
+def group(workspace):
+    from groups.models import Group
+
+    group = Group(workspace=workspace, external_entity_id="cust_42")
+    group.root = group
+    group.save()
+    return group
+
+
+def _record(event: dict) -> None:
+    async def run() -> None:
+        client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+        await usage_event_record(client=client, event=event)
+        await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_ingest_stores_each_request_once(group):
+    _record(_event(group, "req-1", "01J9X7Y0Z3K4M5N6P7Q8R9S0T1"))
+    _record(_event(group, "req-1", "01J9X7Y0Z3K4M5N6P7Q8R9S0T2"))  # a retried duplicate
+    _record(_event(group, "req-2", "01J9X7Y0Z3K4M5N6P7Q8R9S0T3"))
+
+    usage_ingest()
+    usage_ingest()
+
+    rows = list(UsageEvent.objects.order_by("request_id"))
+    assert [r.request_id for r in rows] == ["req-1", "req-2"]
+    assert (rows[0].cached_input_tokens, rows[0].request_metadata) == (3, {"a": 1})
+    assert redis.Redis.from_url(settings.REDIS_URL).xlen(USAGE_STREAM) == 0
+
+
+def test_entries_left_pending_by_a_dead_consumer_are_reclaimed(group, monkeypatch):
+    import billing.ingest
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.xgroup_create(USAGE_STREAM, GROUP, id="0", mkstream=True)
+    client.xadd(
+        USAGE_STREAM, {"e": json.dumps(_event(group, "req-9", "01J9X7Y0Z3K4M5N6P7Q8R9S0T9"))}
+    )
+    client.xreadgroup(GROUP, "crashed-worker", {USAGE_STREAM: ">"}, count=10)  # read, never acked
+    monkeypatch.setattr(billing.ingest, "CLAIM_IDLE_MS", 0)
+
+    stored = usage_ingest()
+
+    assert stored == 1
+    assert UsageEvent.objects.get().request_id == "req-9"
+    assert client.xpending(USAGE_STREAM, GROUP)["pending"] == 0

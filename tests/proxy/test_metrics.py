@@ -1,0 +1,49 @@
+"""The Prometheus endpoint served by the fast path."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from tests.proxy.conftest import SLUG
+
+
+def _sample(text: str, name: str, *labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"{name}\{{(.*)\}} (\S+)$", line)
+        if match and all(label in match.group(1) for label in labels):
+            total += float(match.group(2))
+    return total
+
+
+def test_metrics_count_requests_tokens_and_latency(gateway, tenant):
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    body = {"model": SLUG, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    before = httpx.get(f"{gateway.url}/metrics").text
+
+    httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=headers)
+    after = httpx.get(f"{gateway.url}/metrics").text
+
+    ok = ('status="200"', f'slug="{SLUG}"')
+    assert (
+        _sample(after, "gateway_requests_total", *ok)
+        == _sample(before, "gateway_requests_total", *ok) + 1
+    )
+    output = ('kind="output"', f'slug="{SLUG}"')
+    assert (
+        _sample(after, "gateway_tokens_total", *output)
+        - _sample(before, "gateway_tokens_total", *output)
+        == 3
+    )
+    assert _sample(after, "gateway_overhead_duration_ms_count") > _sample(
+        before, "gateway_overhead_duration_ms_count"
+    )
+    assert "gateway_upstream_duration_ms_bucket" in after
+    assert "gateway_streams_in_flight" in after
+
+
+def test_health_and_admin_still_go_to_django(gateway):
+    assert httpx.get(f"{gateway.url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{gateway.url}/admin/login/").status_code == 200

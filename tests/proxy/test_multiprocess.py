@@ -1,0 +1,186 @@
+"""The gateway under gunicorn with two uvicorn workers (file DB, shared Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import httpx
+import psutil
+import pytest
+from django.conf import settings
+
+from tests.fakes.model_server import FakeModelServerThread
+from tests.proxy.conftest import wait_until
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+BODY = {"model": "acme/llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'gateway.sqlite3'}",
+        REDIS_URL=settings.REDIS_URL,
+        GATEWAY_UPSTREAM_ALLOWLIST="127.0.0.0/8",
+        SECRET_KEY=settings.SECRET_KEY,
+        GATEWAY_KEY_PEPPER=settings.GATEWAY_KEY_PEPPER,
+        GATEWAY_ENCRYPTION_KEY=settings.GATEWAY_ENCRYPTION_KEY,
+        GATEWAY_LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def _seed(env: dict[str, str], *args: str) -> dict[str, str]:
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.proxy.seed", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], psutil.Process]]:
+    """(gateway URL, seeded credentials, gunicorn master) with 2 workers over a fake upstream."""
+    with FakeModelServerThread(record=False) as upstream:
+        env = _env(tmp_path)
+        seeded = _seed(env, "create", upstream.url)
+        port = _free_port()
+        command = [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "-k",
+            "uvicorn_worker.UvicornWorker",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "gateway_project.asgi:application",
+        ]
+        master = subprocess.Popen(command, cwd=ROOT, env=env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until(lambda: _healthy(url), timeout=30, interval=0.1)
+            yield url, seeded, psutil.Process(master.pid)
+        finally:
+            master.terminate()
+            master.wait(timeout=30)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _fresh_post(url: str, key: str) -> int:
+    """POST on a new connection (gunicorn spreads connections over its workers)."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        conn.request("POST", "/v1/chat/completions", body=json.dumps(BODY), headers=headers)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def _per_worker(url: str, status: str) -> dict[str, float]:
+    """requests_total with `status` per worker pid, from scrapes until both workers answered."""
+    seen: dict[str, float] = {}
+    for _ in range(200):
+        text = httpx.get(f"{url}/metrics", timeout=5).text
+        pid = re.search(r'pid="(\d+)"', text)
+        if pid:
+            seen[pid.group(1)] = sum(
+                float(v)
+                for v in re.findall(
+                    rf'gateway_requests_total{{[^}}]*status="{status}"[^}}]*}} (\S+)', text
+                )
+            )
+        if len(seen) == 2:
+            break
+    return seen
+
+
+def test_revoked_key_is_rejected_on_every_worker_within_a_second(cluster):
+    url, seeded, _ = cluster
+    wait_until(
+        lambda: (
+            [_fresh_post(url, seeded["key"]) for _ in range(4)]
+            and (counts := _per_worker(url, "200"))
+            and len(counts) == 2
+            and all(counts.values())
+        ),
+        timeout=20,
+        interval=0,
+    )
+
+    _seed(_env_of(cluster), "revoke", seeded["workspace_id"], seeded["prefix"])
+    revoked_at = time.monotonic()
+    results = []
+    while time.monotonic() < revoked_at + 1.5:
+        results.append((time.monotonic() - revoked_at, _fresh_post(url, seeded["key"])))
+
+    late = [status for elapsed, status in results if elapsed >= 1.0]
+    assert len(late) >= 5 and set(late) == {401}
+    rejected = _per_worker(url, "401")
+    assert len(rejected) == 2 and all(rejected.values())
+
+
+def _env_of(cluster) -> dict[str, str]:
+    url, seeded, master = cluster
+    return master.environ()
+
+
+def test_two_hundred_concurrent_streams_keep_memory_flat(cluster):
+    url, seeded, master = cluster
+    stream_body = {**BODY, "stream": True, "max_tokens": 20, "fake": {"delay_ms": 20}}
+
+    async def one(session: aiohttp.ClientSession) -> int:
+        headers = {"Authorization": f"Bearer {seeded['key']}"}
+        async with session.post(
+            f"{url}/v1/chat/completions", json=stream_body, headers=headers
+        ) as r:
+            chunks = 0
+            async for _ in r.content.iter_any():
+                chunks += 1
+            return r.status
+
+    async def round_of(n: int) -> list[int]:
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            return await asyncio.gather(*(one(session) for _ in range(n)))
+
+    def rss() -> int:
+        return sum(child.memory_info().rss for child in master.children())
+
+    assert asyncio.run(round_of(200)) == [200] * 200  # warm-up: pools, caches, buffers
+    warm = rss()
+    for _ in range(3):
+        assert asyncio.run(round_of(200)) == [200] * 200
+    after = rss()
+
+    assert after - warm < 16 * 1024 * 1024, (warm, after)

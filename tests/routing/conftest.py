@@ -1,0 +1,42 @@
+"""Fixtures of the routing suite: a provider secret and target dict builders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from groups.audit import SYSTEM_ACTOR
+from groups.models import Secret, Workspace
+from groups.services import secret_create
+
+
+@pytest.fixture
+def secret(workspace: Workspace) -> Secret:
+    return secret_create(
+        workspace=workspace, name="openai", value="sk-upstream-123", actor=SYSTEM_ACTOR
+    )
+
+
+def compat(**fields: Any) -> dict[str, Any]:
+    """An OPENAI_COMPATIBLE target on loopback (allow-listed in tests)."""
+    return {
+        "provider": "OPENAI_COMPATIBLE",
+        "base_url": "http://127.0.0.1:8000/v1",
+        "target_model": "meta-llama/Llama-3-70b",
+        **fields,
+    }
+
+
+def baseten(**fields: Any) -> dict[str, Any]:
+    return {"provider": "BASETEN", "model_id": "abcd1234", **fields}
+
+
+def openai(secret_id: str, **fields: Any) -> dict[str, Any]:
+    return {"provider": "OPENAI", "target_model": "gpt-4o-mini", "secret_id": secret_id, **fields}
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    """The admin_client's superuser would otherwise cost a full PBKDF2 run per test."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
