@@ -155,8 +155,13 @@ def _hey(
             times.append(float(parts[0]) * 1000)
         else:
             errors += 1
-    offsets = [float(p.split(",")[7]) for p in out.splitlines()[1:] if p.count(",") >= 7]
-    span = max(offsets) if offsets else duration_s
+    # response-time (col 0) + offset (col 7): when each request ended; the last one ends the run
+    ends = [
+        float(p.split(",")[0]) + float(p.split(",")[7])
+        for p in out.splitlines()[1:]
+        if p.count(",") >= 7
+    ]
+    span = max(ends) if ends else duration_s
     times.sort()
     detail = " ".join(f"{k}={v}" for k, v in sorted(codes.items()) if not k.startswith("2"))
     return LoadResult(

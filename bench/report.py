@@ -295,5 +295,6 @@ def write_all(record: RunRecord, out_dir: Path) -> list[str]:
         table += f"\n({problem})\n"
     (out_dir / "latest.md").write_text(table)
     written.append(str(out_dir / "latest.md"))
-    readme_update(table.replace("](latency.png)", "](results/latency.png)"))
+    if out_dir.resolve() == (BENCH_DIR / "results").resolve():  # only the default run
+        readme_update(table.replace("](latency.png)", "](results/latency.png)"))
     return written

@@ -43,6 +43,16 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per scenario")
     parser.add_argument("--warmup", type=float, default=1.5, help="seconds before each scenario")
+    parser.add_argument(
+        "--system-warmup",
+        type=float,
+        default=5.0,
+        help="seconds of JSON, then of streaming, "
+        "at 32 concurrent before a system's first scenario (Node's JIT needs ~10 s)",
+    )
+    parser.add_argument(
+        "--tool", choices=("wrk", "hey"), help="default: wrk if installed, else hey"
+    )
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
     parser.add_argument("--keep-tmp", action="store_true", help="keep logs and data in /tmp")
@@ -107,7 +117,13 @@ def _measure(
     sent = 0
     for stream in (False, True):  # warm-up: connections, caches, JIT
         sent += _drive(
-            system, tool=tool, tmp=tmp, concurrency=32, stream=stream, slow=False, seconds=2
+            system,
+            tool=tool,
+            tmp=tmp,
+            concurrency=32,
+            stream=stream,
+            slow=False,
+            seconds=args.system_warmup,
         ).requests
     record.rss[name]["warm"] = _rss(system)
     for scenario, concurrency, stream, slow in SCENARIOS:
@@ -239,7 +255,9 @@ def _one_system(
 def main(argv: list[str] | None = None) -> int:
     """Run every system through every scenario and write the report."""
     args = _args(argv)
-    tool = load_tool()
+    tool = args.tool or load_tool()
+    if tool and not shutil.which(tool):
+        tool = None
     if tool is None:
         print(f"make bench needs wrk or hey on PATH. Install them with:\n  {INSTALL_HINT}")
         return 2
@@ -251,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     logs = tmp / "logs"
     logs.mkdir()
-    load = f"{tool}, 1 thread, pinned with {pin_description()}"
+    threads = "1 thread" if tool == "wrk" else "one Go process"
+    load = f"{tool}, {threads}, pinned with {pin_description()}"
     when = dt.datetime.now(dt.UTC).astimezone().isoformat(timespec="seconds")
     record = RunRecord(
         machine=machine_describe(),

@@ -129,7 +129,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("url", "workspace", "enabled", "disabled_reason", "created_at")
     list_filter = ("enabled", "workspace")
     search_fields = ("url", "=id")
-    actions = ["rotate_secret", "enable", "disable"]
+    actions = ["rotate_secret", "rotate_secret_now", "enable", "disable"]
     readonly_fields = (
         "id",
         "workspace",
@@ -193,6 +193,16 @@ class WebhookEndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             (e, services.webhook_secret_rotate(endpoint=e, actor=_actor(request))) for e in queryset
         ]
         return self._secrets_page(request, shown, title="New signing secrets")
+
+    @admin.action(description="Rotate the signing secret now, old one expires at once (leaked)")
+    def rotate_secret_now(
+        self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]
+    ) -> HttpResponse:
+        shown = [
+            (e, services.webhook_secret_rotate(endpoint=e, actor=_actor(request), overlap_hours=0))
+            for e in queryset
+        ]
+        return self._secrets_page(request, shown, title="New signing secrets (old ones revoked)")
 
     @admin.action(description="Enable (resume parked deliveries)")
     def enable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:

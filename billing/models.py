@@ -61,7 +61,9 @@ class WebhookEndpoint(models.Model):
     id = models.CharField(
         primary_key=True, max_length=40, default=new_webhook_endpoint_id, editable=False
     )
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="webhook_endpoints")
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="webhook_endpoints"
+    )
     url = models.URLField(max_length=2048)
     enabled = models.BooleanField(default=True)
     disabled_reason = models.CharField(max_length=255, blank=True, default="")
@@ -101,7 +103,9 @@ class WebhookDelivery(models.Model):
     """One signed batch to one webhook endpoint; its body bytes are frozen at creation."""
 
     id = models.CharField(primary_key=True, max_length=40, default=new_delivery_id, editable=False)
-    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.PROTECT, related_name="deliveries")
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.PROTECT, related_name="deliveries"
+    )
     body = models.BinaryField(editable=False)
     event_count = models.PositiveIntegerField()
     status = models.CharField(
@@ -133,7 +137,9 @@ class WebhookDelivery(models.Model):
 class DeliveryAttempt(models.Model):
     """One HTTP attempt of a delivery, with a truncated response body."""
 
-    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log")
+    delivery = models.ForeignKey(
+        WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log"
+    )
     number = models.PositiveIntegerField()
     started_at = models.DateTimeField()
     duration_ms = models.FloatField(default=0)

@@ -11,6 +11,7 @@ from django.db.models import Count, F, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 
 from billing.models import (
+    DeliveryAttempt,
     DeliveryStatus,
     UsageEvent,
     WebhookDelivery,
@@ -127,3 +128,21 @@ def _bucket(row: dict[str, Any] | None, start: datetime) -> UsageBucket:
     if row is None:
         return UsageBucket(start=start, requests=0, tokens=0)
     return UsageBucket(start=start, requests=row["requests"], tokens=row["tokens"] or 0)
+
+
+def delivery_metrics() -> dict[str, int]:
+    """For /metrics (deliveries run in Celery workers, so the numbers come from the database):
+    deliveries by status, attempts by outcome class, and events waiting to be batched."""
+    by_status = dict(
+        WebhookDelivery.objects.values_list("status").annotate(n=Count("pk")).order_by()
+    )
+    attempts = DeliveryAttempt.objects.aggregate(
+        ok=Count("pk", filter=Q(status_code__gte=200, status_code__lt=300)),
+        total=Count("pk"),
+    )
+    return {
+        **{f"deliveries_{status}": by_status.get(status, 0) for status in DeliveryStatus.values},
+        "attempts_succeeded": attempts["ok"],
+        "attempts_failed": attempts["total"] - attempts["ok"],
+        "events_unbatched": UsageEvent.objects.filter(batched_at__isnull=True).count(),
+    }

@@ -73,17 +73,16 @@ class GatewayAPIView(APIView):
         return strict_validate(serializer_class, body_object(self.request), **kwargs)
 
     def query(self, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
-        """The query string validated by `serializer_class` (limit/cursor belong to pagination)."""
-        params = {
-            k: v for k, v in self.request.query_params.items() if k not in ("limit", "cursor")
-        }
+        """The declared query parameters validated by `serializer_class` (others are ignored)."""
+        declared = serializer_class().fields
+        params = {k: v for k, v in self.request.query_params.items() if k in declared}
         return strict_validate(serializer_class, params)
 
 
 def body_object(request: Request) -> dict[str, Any]:
     """The JSON object body: 413 too large, 415 not JSON, 400 malformed or not an object."""
-    length = int(request.META.get("CONTENT_LENGTH") or 0)
-    if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    if length.isdigit() and int(length) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
         raise GatewayError("The request body is too large.", code="body_too_large", status=413)
     if not request.body:
         return {}
@@ -274,7 +273,7 @@ def handler500(request: HttpRequest) -> HttpResponse:
     return defaults.server_error(request)
 
 
-class ManagementKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+class ManagementKeyScheme(OpenApiAuthenticationExtension):
     """Documents management keys as HTTP bearer auth (`Api-Key <key>` works as well)."""
 
     target_class = "keys.authentication.ManagementKeyAuthentication"

@@ -21,7 +21,8 @@ django.setup(set_prefix=False)
 
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
-from routing.proxy import proxy_app, proxy_shutdown, proxy_startup  # noqa: E402
+from routing.lifecycle import proxy_shutdown, proxy_startup  # noqa: E402
+from routing.proxy import proxy_app  # noqa: E402
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]

@@ -1,4 +1,4 @@
-"""The local demo workspace that `make run` creates once and reuses (credentials kept in var/demo.json)."""
+"""The demo workspace `make run` creates once and reuses (credentials in var/demo.json)."""
 
 from __future__ import annotations
 
@@ -106,7 +106,9 @@ def _demo_create(*, model_base_url: str, webhook_url: str | None) -> DemoCredent
     _, management_key = management_key_create(workspace=workspace, actor=actor, name="demo")
     webhook_secret = ""
     if webhook_url:
-        _, webhook_secret = webhook_endpoint_create(workspace=workspace, url=webhook_url, actor=actor)
+        _, webhook_secret = webhook_endpoint_create(
+            workspace=workspace, url=webhook_url, actor=actor
+        )
     return DemoCredentials(
         admin_username="admin",
         admin_password=password,

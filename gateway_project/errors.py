@@ -131,9 +131,7 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         exc = drf_exceptions.PermissionDenied()
     if isinstance(exc, drf_exceptions.ValidationError):
         message, param, code = _first_validation_error(exc.detail)
-        body = error_body(
-            message=message, type="invalid_request_error", code=code, param=param
-        )
+        body = error_body(message=message, type="invalid_request_error", code=code, param=param)
         return Response(body, status=400)
     if isinstance(exc, drf_exceptions.APIException):
         type_, code = _DRF_MAP.get(type(exc), ("invalid_request_error", exc.default_code))
@@ -143,4 +141,3 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         body = error_body(message=str(exc.detail), type=type_, code=code)
         return Response(body, status=exc.status_code, headers=headers)
     return None
-

@@ -28,7 +28,6 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks["redis"] = f"error: {type(exc).__name__}"
     ready = all(value == "ok" for value in checks.values())
     status = 200 if ready else 503
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=status)
-
-
-
+    return JsonResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status=status
+    )

@@ -1,8 +1,8 @@
 """`make run`: the whole gateway on one machine with embedded defaults, plus the demo workspace.
 
-Starts the embedded Redis (when REDIS_URL is unset), migrates, creates the demo once, then supervises
-gunicorn (uvicorn workers), a Celery worker, Celery beat, the fake model server and the webhook
-receiver. Ctrl-C (or any child dying) stops every child.
+Starts the embedded Redis (when REDIS_URL is unset), migrates, creates the demo once, then
+supervises gunicorn (uvicorn workers), a Celery worker, Celery beat, the fake model server and the
+webhook receiver. Ctrl-C (or any child dying) stops every child.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from gateway_project import embedded_redis
 from gateway_project.env import BASE_DIR, env_int, var_dir
 
 PY = sys.executable
@@ -58,7 +59,9 @@ def _manage(*args: str) -> None:
     subprocess.run([PY, "manage.py", *args], cwd=BASE_DIR, check=True)
 
 
-def _start_children(ports: dict[str, int], webhook_secret: str, logs: Path) -> dict[str, subprocess.Popen[bytes]]:
+def _start_children(
+    ports: dict[str, int], webhook_secret: str, logs: Path
+) -> dict[str, subprocess.Popen[bytes]]:
     host = "127.0.0.1"
     children = {
         "model-server": _spawn(
@@ -68,27 +71,69 @@ def _start_children(ports: dict[str, int], webhook_secret: str, logs: Path) -> d
         ),
         "webhook-receiver": _spawn(
             "webhook-receiver",
-            [PY, "-m", "tests.fakes.webhook_receiver", "--host", host,
-             "--port", str(ports["receiver"]), "--secret", webhook_secret],
+            [
+                PY,
+                "-m",
+                "tests.fakes.webhook_receiver",
+                "--host",
+                host,
+                "--port",
+                str(ports["receiver"]),
+                "--secret",
+                webhook_secret,
+            ],
             logs,
         ),
         "gateway": _spawn(
             "gateway",
-            [PY, "-m", "gunicorn", "gateway_project.asgi:application",
-             "-k", "uvicorn_worker.UvicornWorker", "-w", str(env_int("WEB_CONCURRENCY", 2)),
-             "-b", f"{host}:{ports['gateway']}", "--graceful-timeout", "5"],
+            [
+                PY,
+                "-m",
+                "gunicorn",
+                "gateway_project.asgi:application",
+                "-k",
+                "uvicorn_worker.UvicornWorker",
+                "-w",
+                str(env_int("WEB_CONCURRENCY", 2)),
+                "-b",
+                f"{host}:{ports['gateway']}",
+                "--graceful-timeout",
+                "5",
+            ],
             logs,
         ),
         "celery-worker": _spawn(
             "celery-worker",
-            [PY, "-m", "celery", "-A", "gateway_project", "worker", "-l", "info",
-             "--concurrency", "2", "-n", "local@%h"],
+            [
+                PY,
+                "-m",
+                "celery",
+                "-A",
+                "gateway_project",
+                "worker",
+                "-l",
+                "info",
+                "--concurrency",
+                "2",
+                "-n",
+                "local@%h",
+            ],
             logs,
         ),
         "celery-beat": _spawn(
             "celery-beat",
-            [PY, "-m", "celery", "-A", "gateway_project", "beat", "-l", "info",
-             "-s", str(var_dir() / "celerybeat-schedule")],
+            [
+                PY,
+                "-m",
+                "celery",
+                "-A",
+                "gateway_project",
+                "beat",
+                "-l",
+                "info",
+                "-s",
+                str(var_dir() / "celerybeat-schedule"),
+            ],
             logs,
         ),
     }
@@ -118,7 +163,7 @@ Gateway is up.
   Health:          {base}/healthz  {base}/readyz  {base}/metrics
   Management key:  {c.management_key}
   Federated key:   {c.federated_key}   (group {c.group_id}, model demo/echo)
-  Webhook secret:  {c.webhook_secret}  (receiver on http://127.0.0.1:{ports['receiver']})
+  Webhook secret:  {c.webhook_secret}  (receiver on http://127.0.0.1:{ports["receiver"]})
   Logs:            {logs}/
 
 Try it:
@@ -146,9 +191,8 @@ def main() -> int:
     ports = _configure_env()
     logs = var_dir() / "logs"
     logs.mkdir(exist_ok=True)
-    if not os.environ.get("REDIS_URL"):
-        from gateway_project import embedded_redis
-
+    embedded = not os.environ.get("REDIS_URL")
+    if embedded:
         embedded_redis.start()
     _manage("migrate", "--no-input", "-v", "0")
     _manage("collectstatic", "--no-input", "-v", "0")
@@ -165,7 +209,9 @@ def main() -> int:
     children = _start_children(ports, creds.webhook_secret, logs)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        _wait_http(f"http://127.0.0.1:{ports['gateway']}/readyz", timeout=60, proc=children["gateway"])
+        _wait_http(
+            f"http://127.0.0.1:{ports['gateway']}/readyz", timeout=60, proc=children["gateway"]
+        )
         print(_banner(ports, creds, logs), flush=True)
         while all(proc.poll() is None for proc in children.values()):
             time.sleep(0.5)
@@ -177,6 +223,8 @@ def main() -> int:
         return 0
     finally:
         _stop(children)
+        if embedded:
+            embedded_redis.stop()
 
 
 if __name__ == "__main__":

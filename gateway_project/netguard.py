@@ -37,8 +37,25 @@ def _embedded_v4(addr: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     return None
 
 
+# IANA special-purpose blocks that some Python versions' `is_global` still calls global.
+_V4_SPECIAL = tuple(
+    ipaddress.IPv4Network(net)
+    for net in (
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "240.0.0.0/4",
+    )
+)
+
+
 def _v4_is_public(addr: ipaddress.IPv4Address) -> bool:
     # is_global alone lets multicast through; 100.64/10 (CGNAT) is not global.
+    if any(addr in net for net in _V4_SPECIAL):
+        return False
     return addr.is_global and not (
         addr.is_multicast
         or addr.is_private

@@ -133,6 +133,7 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
+FORMS_URLFIELD_ASSUME_HTTPS = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = var_dir() / "static"
@@ -204,7 +205,10 @@ CELERY_BEAT_SCHEDULE = {
 
 # Webhook pipeline (billing/webhook_tasks.py): batch events, reclaim leases, enqueue due deliveries.
 CELERY_IMPORTS = (*globals().get("CELERY_IMPORTS", ()), "billing.webhook_tasks")
-CELERY_BEAT_SCHEDULE["webhook-deliveries"] = {"task": "billing.deliveries_enqueue_due", "schedule": 1.0}
+CELERY_BEAT_SCHEDULE["webhook-deliveries"] = {
+    "task": "billing.deliveries_enqueue_due",
+    "schedule": 1.0,
+}
 
 # The management API's OpenAPI 3 schema (/v1/gateway/openapi.json) and its reference page.
 SPECTACULAR_SETTINGS = {

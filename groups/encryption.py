@@ -24,4 +24,6 @@ def decrypt(ciphertext: bytes | memoryview) -> str:
     try:
         return _fernet().decrypt(bytes(ciphertext)).decode()
     except InvalidToken as exc:
-        raise ValueError("secret cannot be decrypted with the configured GATEWAY_ENCRYPTION_KEY") from exc
+        raise ValueError(
+            "secret cannot be decrypted with the configured GATEWAY_ENCRYPTION_KEY"
+        ) from exc

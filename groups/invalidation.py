@@ -1,7 +1,7 @@
 """Tells every gateway process that a workspace's configuration changed (after commit).
 
 A PUBLISH names the workspace so processes drop only its cached entries; a global version counter,
-polled by each process, catches messages that pub/sub dropped (the consumer is routing/authcache.py).
+polled by each process, catches messages that pub/sub dropped (consumer: routing/authcache.py).
 """
 
 from __future__ import annotations
@@ -30,4 +30,6 @@ def publish(*, workspace_id: str) -> None:
         pipe.publish(CHANNEL, workspace_id)
         pipe.execute()
     except Exception:  # noqa: BLE001 - the write committed; caches expire by TTL as a last resort
-        logger.exception("config invalidation could not be published", extra={"workspace": workspace_id})
+        logger.exception(
+            "config invalidation could not be published", extra={"workspace": workspace_id}
+        )

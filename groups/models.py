@@ -1,4 +1,4 @@
-"""Tenants and their customer hierarchy: workspaces, org prefixes, domains, secrets, groups, limits."""
+"""Tenants and their customer hierarchy: workspaces, prefixes, domains, secrets, groups, limits."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ class Workspace(models.Model):
     name = models.CharField(max_length=255)
     onboarded = models.BooleanField(default=False)
     ed25519_public_key = models.TextField(
-        blank=True, default="", help_text="Base64 raw 32-byte key or PEM; verifies key registration."
+        blank=True,
+        default="",
+        help_text="Base64 raw 32-byte key or PEM; verifies key registration.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -50,7 +52,9 @@ class CustomDomain(models.Model):
     """A Host name whose inference traffic only accepts its workspace's keys."""
 
     host = models.CharField(max_length=253, unique=True)
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="custom_domains")
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="custom_domains"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -94,7 +98,11 @@ class Group(models.Model):
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
     )
     root = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
         help_text="The tree's root (itself for a root); its id is the Redis hash tag of the tree.",
     )
     depth = models.PositiveSmallIntegerField(default=1)
@@ -195,7 +203,9 @@ class AuditEvent(models.Model):
     workspace = models.ForeignKey(
         Workspace, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
     )
-    actor = models.CharField(max_length=255, help_text="mgmt:<key prefix>, staff:<username> or system")
+    actor = models.CharField(
+        max_length=255, help_text="mgmt:<key prefix>, staff:<username> or system"
+    )
     action = models.CharField(max_length=64)
     object_type = models.CharField(max_length=64)
     object_id = models.CharField(max_length=255)

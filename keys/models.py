@@ -1,4 +1,4 @@
-"""Credentials: workspace management keys and federated (customer) API keys. Only hashes are kept."""
+"""Credentials: workspace management keys and federated (customer) keys; only hashes are kept."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ class ManagementKey(models.Model):
     id = models.CharField(
         primary_key=True, max_length=40, default=new_management_key_id, editable=False
     )
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="management_keys")
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="management_keys"
+    )
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
     name = models.CharField(max_length=255, blank=True, default="")
@@ -47,7 +49,9 @@ class ApiKey(models.Model):
     slugs = models.JSONField(
         null=True, blank=True, help_text="Legacy users only: the subset of slugs this key may call."
     )
-    registered = models.BooleanField(default=False, help_text="Supplied by the workspace, not minted.")
+    registered = models.BooleanField(
+        default=False, help_text="Supplied by the workspace, not minted."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)

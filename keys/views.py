@@ -29,20 +29,18 @@ GROUP_KEYS = ["group api keys"]
 USER_KEYS = ["user api keys (legacy)"]
 
 
-class OwnerMixin:
-    """Keys hang off a live group (or, for the legacy routes, a live user) of the workspace."""
+class OwnedKeyView(GatewayAPIView):
+    """Keys hang off a live group (or, on the legacy routes, a live user) of the workspace."""
 
     legacy = False
 
     def owner(self, owner_id: str) -> Group:
         return group_selectors.group_get(
-            workspace=self.workspace,  # type: ignore[attr-defined]
-            group_id=owner_id,
-            legacy=self.legacy,
+            workspace=self.workspace, group_id=owner_id, legacy=self.legacy
         )
 
 
-class GroupKeyListView(OwnerMixin, GatewayAPIView):
+class GroupKeyListView(OwnedKeyView):
     @api_schema(
         response=page_serializer(ApiKeyV1Serializer),
         tags=GROUP_KEYS,
@@ -71,7 +69,7 @@ class GroupKeyListView(OwnerMixin, GatewayAPIView):
         return Response(api_key_minted_wire(key, plaintext))
 
 
-class GroupKeyRegisterView(OwnerMixin, GatewayAPIView):
+class GroupKeyRegisterView(OwnedKeyView):
     @api_schema(
         request=KeyRegisterSerializer,
         response=OkSerializer,
@@ -98,7 +96,7 @@ class GroupKeyRegisterView(OwnerMixin, GatewayAPIView):
         return Response({"ok": True})
 
 
-class GroupKeyDetailView(OwnerMixin, GatewayAPIView):
+class GroupKeyDetailView(OwnedKeyView):
     @api_schema(
         response=ApiKeyV1Serializer,
         tags=GROUP_KEYS,

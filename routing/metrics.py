@@ -1,18 +1,30 @@
-"""Prometheus text metrics of the inference path, kept per worker process.
+"""Prometheus metrics of the inference path: counted per worker, served summed over workers.
 
-Each gunicorn worker counts what it served and `/metrics` answers with that worker's numbers,
-labelled with `pid` so a scraper (or a sum over series) can tell workers apart.
+Each worker counts in memory (no I/O on the request path) and publishes a snapshot to Redis every
+second (`metrics_publish_loop`); `/metrics`, whichever worker answers it, renders the sum of every
+live worker's latest snapshot, so a scrape sees the whole node. Without Redis it falls back to its
+own numbers. A restarted worker's counters start again from zero (Prometheus treats it as a reset).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import os
+import socket
 from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import RedisError
 
 BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
+SNAPSHOT_PREFIX = "gw:metrics:"
+SNAPSHOT_TTL = 5
 Labels = tuple[tuple[str, str], ...]
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,34 +39,82 @@ class _Histogram:
         self.n += 1
 
 
-_counters: dict[str, dict[Labels, float]] = defaultdict(lambda: defaultdict(float))
-_histograms: dict[str, dict[Labels, _Histogram]] = defaultdict(lambda: defaultdict(_Histogram))
-_gauges: dict[str, float] = defaultdict(float, {"gateway_streams_in_flight": 0.0})
+@dataclass
+class Registry:
+    """Counters, histograms and gauges of one worker (or the sum of several)."""
+
+    counters: dict[str, dict[Labels, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float))
+    )
+    histograms: dict[str, dict[Labels, _Histogram]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(_Histogram))
+    )
+    gauges: dict[str, float] = field(
+        default_factory=lambda: defaultdict(float, {"gateway_streams_in_flight": 0.0})
+    )
+
+
+_local = Registry()
 _HELP = {
     "gateway_requests_total": "Inference requests by route, status and slug.",
-    "gateway_tokens_total": "Tokens by slug and direction (input, output, cached).",
-    "gateway_upstream_errors_total": "Upstream failures by kind.",
-    "gateway_limit_rejections_total": "Requests rejected by limits, by type.",
+    "gateway_tokens_total": "Tokens by slug and kind (input, output, cached).",
+    "gateway_upstream_errors_total": "Upstream failures by kind and slug.",
+    "gateway_limit_rejections_total": "Requests rejected by limits, by type and slug.",
     "gateway_request_duration_ms": "Total request time.",
-    "gateway_upstream_duration_ms": "Time spent waiting on the upstream.",
+    "gateway_upstream_duration_ms": "Time spent on the upstream (to its last byte).",
     "gateway_overhead_duration_ms": "Gateway time: total minus upstream.",
     "gateway_streams_in_flight": "Streaming responses currently relayed.",
+    "gateway_workers": "Worker processes whose snapshot is included.",
+    "gateway_usage_stream_depth": "Usage events waiting in the Redis stream for ingest.",
 }
 
 
 def metric_inc(name: str, labels: Labels, value: float = 1.0) -> None:
     """Add to a counter."""
-    _counters[name][labels] += value
+    _local.counters[name][labels] += value
 
 
 def metric_observe(name: str, labels: Labels, value_ms: float) -> None:
     """Record one duration (milliseconds) in a histogram."""
-    _histograms[name][labels].observe(value_ms)
+    _local.histograms[name][labels].observe(value_ms)
 
 
 def metric_gauge_add(name: str, delta: float) -> None:
     """Move a gauge."""
-    _gauges[name] += delta
+    _local.gauges[name] += delta
+
+
+def metrics_snapshot() -> dict[str, Any]:
+    """This worker's numbers as JSON-able data."""
+    return {
+        "c": [[n, list(lb), v] for n, s in _local.counters.items() for lb, v in s.items()],
+        "h": [
+            [n, list(lb), h.counts, h.total, h.n]
+            for n, s in _local.histograms.items()
+            for lb, h in s.items()
+        ],
+        "g": list(_local.gauges.items()),
+    }
+
+
+def metrics_merge(snapshots: list[dict[str, Any]]) -> Registry:
+    """The sum of several workers' snapshots."""
+    merged = Registry()
+    for snap in snapshots:
+        for name, labels, value in snap["c"]:
+            merged.counters[name][_labels(labels)] += value
+        for name, labels, counts, total, n in snap["h"]:
+            hist = merged.histograms[name][_labels(labels)]
+            hist.counts = [a + b for a, b in zip(hist.counts, counts, strict=True)]
+            hist.total += total
+            hist.n += n
+        for name, value in snap["g"]:
+            merged.gauges[name] += value
+    return merged
+
+
+def _labels(raw: list[Any]) -> Labels:
+    return tuple((str(k), str(v)) for k, v in raw)
 
 
 def _fmt(labels: Labels, extra: str = "") -> str:
@@ -66,20 +126,20 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def metrics_render() -> bytes:
-    """The Prometheus text exposition of this process."""
-    pid = (("pid", str(os.getpid())),)
+def metrics_render(registry: Registry | None = None) -> bytes:
+    """The Prometheus text exposition of a registry (default: this worker's)."""
+    registry = registry or _local
     lines: list[str] = []
-    for name, series in _counters.items():
+    for name, series in registry.counters.items():
         lines += [f"# HELP {name} {_HELP.get(name, name)}", f"# TYPE {name} counter"]
-        lines += [f"{name}{_fmt(pid + labels)} {value:g}" for labels, value in series.items()]
-    for name, series in _histograms.items():
+        lines += [f"{name}{_fmt(labels)} {value:g}" for labels, value in series.items()]
+    for name, hists in registry.histograms.items():
         lines += [f"# HELP {name} {_HELP.get(name, name)}", f"# TYPE {name} histogram"]
-        for labels, hist in series.items():
-            lines += _histogram_lines(name, pid + labels, hist)
-    for name, value in _gauges.items():
+        for labels, hist in hists.items():
+            lines += _histogram_lines(name, labels, hist)
+    for name, value in registry.gauges.items():
         lines += [f"# HELP {name} {_HELP.get(name, name)}", f"# TYPE {name} gauge"]
-        lines.append(f"{name}{_fmt(pid)} {value:g}")
+        lines.append(f"{name} {value:g}")
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -92,3 +152,40 @@ def _histogram_lines(name: str, labels: Labels, hist: _Histogram) -> list[str]:
     out.append(f"{name}_sum{_fmt(labels)} {hist.total:g}")
     out.append(f"{name}_count{_fmt(labels)} {hist.n}")
     return out
+
+
+def _snapshot_key() -> str:
+    return f"{SNAPSHOT_PREFIX}{socket.gethostname()}:{os.getpid()}"
+
+
+async def metrics_publish(client: Any) -> None:
+    """Store this worker's snapshot (expires unless refreshed)."""
+    await client.set(_snapshot_key(), json.dumps(metrics_snapshot()), ex=SNAPSHOT_TTL)
+
+
+async def metrics_publish_loop(client: Any, *, stop: asyncio.Event, interval: float = 1.0) -> None:
+    """Publish every `interval` seconds until `stop` is set."""
+    while not stop.is_set():
+        try:
+            await metrics_publish(client)
+        except (RedisError, OSError):
+            logger.debug("metrics snapshot not published", exc_info=True)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        except TimeoutError:
+            pass
+
+
+async def metrics_gather(client: Any, *, stream: str) -> bytes:
+    """The node's metrics: every live worker's snapshot summed (this worker's alone on failure)."""
+    try:
+        await metrics_publish(client)
+        keys = [key async for key in client.scan_iter(match=f"{SNAPSHOT_PREFIX}*", count=100)]
+        raws = await client.mget(keys) if keys else []
+        depth = await client.xlen(stream)
+    except (RedisError, OSError):
+        return metrics_render()
+    merged = metrics_merge([json.loads(raw) for raw in raws if raw])
+    merged.gauges["gateway_workers"] = float(sum(1 for raw in raws if raw))
+    merged.gauges["gateway_usage_stream_depth"] = float(depth)
+    return metrics_render(merged)

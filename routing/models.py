@@ -35,7 +35,9 @@ class Endpoint(models.Model):
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["slug"], condition=Q(deleted_at__isnull=True), name="endpoint_slug_unique_live"
+                fields=["slug"],
+                condition=Q(deleted_at__isnull=True),
+                name="endpoint_slug_unique_live",
             )
         ]
 

@@ -7,7 +7,6 @@ upstream.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -18,13 +17,16 @@ from typing import Any
 
 from django.conf import settings
 
+from billing.services import USAGE_STREAM
 from gateway_project.errors import AuthenticationFailed, GatewayError, NotFound, ValidationFailed
 from keys.hashing import key_hash
-from routing import authcache
 from routing.authcache import KeyEntry, domain_workspace, key_lookup, route_lookup
 from routing.exchange import Call, DisconnectWatch, Receive, Responder, Send
+from routing.lifecycle import listener_ensure
 from routing.limiter import Admission, limits_admit, limits_refund, limits_settle
-from routing.metrics import metric_inc, metric_observe, metrics_render
+from routing.metrics import metric_inc, metrics_gather
+from routing.observe import request_observe
+from routing.redis_pool import main_redis
 from routing.relay import relay_run
 from routing.targets import ResolvedEndpoint
 from routing.usage import usage_reserve
@@ -72,11 +74,12 @@ async def proxy_app(scope: MutableMapping[str, Any], receive: Receive, send: Sen
                 )
             )
     finally:
-        _observe(call)
+        route = ROUTES.get(call.path)
+        request_observe(call, route_label=route.kind if route else "unknown")
 
 
 async def _metrics(send: Send) -> None:
-    data = metrics_render()
+    data = await metrics_gather(main_redis(), stream=USAGE_STREAM)
     headers = [
         (b"content-type", b"text/plain; version=0.0.4"),
         (b"content-length", str(len(data)).encode()),
@@ -293,85 +296,3 @@ async def _reconcile(call: Call, admission: Admission) -> None:
             await limits_refund(reservation=admission.reservation)
     except Exception:  # noqa: BLE001 - counters self-heal as windows pass; log and go on
         logger.exception("limit reconcile failed", extra={"request_id": call.request_id})
-
-
-def _observe(call: Call) -> None:
-    total = call.elapsed_ms()
-    route = ROUTES.get(call.path)
-    route_label = route.kind if route else "unknown"
-    metric_inc(
-        "gateway_requests_total",
-        (("route", route_label), ("status", str(call.status)), ("slug", call.slug)),
-    )
-    metric_observe("gateway_request_duration_ms", (("route", route_label),), total)
-    if call.upstream_ms:
-        metric_observe("gateway_upstream_duration_ms", (("route", route_label),), call.upstream_ms)
-    metric_observe(
-        "gateway_overhead_duration_ms",
-        (("route", route_label),),
-        max(0.0, total - call.upstream_ms),
-    )
-    usage, entry = call.usage, call.entry
-    if usage is not None and call.event_status is not None:
-        for kind, value in (
-            ("input", usage.input_tokens),
-            ("output", usage.output_tokens),
-            ("cached", usage.cached_input_tokens),
-        ):
-            metric_inc("gateway_tokens_total", (("slug", call.slug), ("kind", kind)), value)
-    logger.info(
-        "inference request",
-        extra={
-            "request_id": call.request_id,
-            "route": route_label,
-            "status": call.status,
-            "error_code": call.error_code,
-            "workspace": entry.workspace_id if entry else None,
-            "group": entry.group_id if entry else None,
-            "key_prefix": entry.key_prefix if entry else None,
-            "slug": call.slug or None,
-            "stream": call.stream,
-            "target": call.target or None,
-            "event": call.event_status,
-            "input_tokens": usage.input_tokens if usage else None,
-            "output_tokens": usage.output_tokens if usage else None,
-            "usage_estimated": usage.estimated if usage else None,
-            "total_ms": round(total, 3),
-            "upstream_ms": round(call.upstream_ms, 3),
-            "first_byte_ms": call.first_byte_ms,
-        },
-    )
-
-
-async def proxy_startup() -> None:
-    """Lifespan startup (inside the worker's loop): HTTP session and the invalidation listener."""
-    from routing.upstream import upstream_session
-
-    upstream_session()
-    listener_ensure()
-
-
-_listener: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
-
-
-def listener_ensure() -> None:
-    """Start this loop's cache invalidation listener once."""
-    loop_id = id(asyncio.get_running_loop())
-    if loop_id not in _listener:
-        stop = asyncio.Event()
-        _listener[loop_id] = (asyncio.create_task(authcache.cache_listen(stop=stop)), stop)
-
-
-async def proxy_shutdown() -> None:
-    """Lifespan shutdown: stop the listener, close the HTTP session and Redis clients."""
-    from routing.redis_pool import close_all
-    from routing.upstream import upstream_close
-
-    entry = _listener.pop(id(asyncio.get_running_loop()), None)
-    if entry is not None:
-        task, stop = entry
-        stop.set()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    await upstream_close()
-    await close_all()

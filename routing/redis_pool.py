@@ -1,4 +1,4 @@
-"""Per-process asyncio Redis clients for the inference path, created lazily inside the running loop."""
+"""Per-process asyncio Redis clients for the inference path, created lazily inside the loop."""
 
 from __future__ import annotations
 

@@ -74,9 +74,7 @@ class EndpointDetailView(GatewayAPIView):
     )
     def patch(self, request: Request, endpoint_id: str) -> Response:
         selectors.endpoint_get(workspace=self.workspace, endpoint_id=endpoint_id)
-        data = patch_validate(
-            EndpointUpdateSerializer, body_object(request), immutable=("region",)
-        )
+        data = patch_validate(EndpointUpdateSerializer, body_object(request), immutable=("region",))
         endpoint = services.endpoint_update(
             workspace=self.workspace, endpoint_id=endpoint_id, actor=self.actor, **data
         )

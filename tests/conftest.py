@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.conf import settings
@@ -51,3 +51,9 @@ def other_workspace(db: None) -> Workspace:
     ws = Workspace.objects.create(name="Globex", onboarded=True)
     OrgPrefix.objects.create(workspace=ws, prefix="globex")
     return ws
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    """Admin logins in tests do not need a slow password hash."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

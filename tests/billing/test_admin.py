@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from django.test import Client
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
@@ -25,11 +24,6 @@ from billing.selectors import webhook_secrets_active
 from groups.models import AuditEvent, Workspace
 from tests.billing.conftest import SECRET
 from tests.fakes.webhook_receiver import WebhookReceiverThread
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def _action(client: Client, model: str, action: str, ids: list[str], **extra: str) -> Any:
@@ -226,3 +220,12 @@ def test_the_usage_dashboard_narrows_to_one_group(
     )
 
     assert dict(response.context["charts"])["acme/llama"][0].total == 1
+
+
+def test_a_compromise_rotation_drops_the_old_secret_at_once(
+    admin_client: Client, endpoint: WebhookEndpoint
+) -> None:
+    response = _action(admin_client, "webhookendpoint", "rotate_secret_now", [endpoint.pk])
+
+    [new] = re.findall(r"whsec_[A-Za-z0-9+/=]+", response.content.decode())
+    assert webhook_secrets_active(endpoint=endpoint, now=timezone.now()) == [new]

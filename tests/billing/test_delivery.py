@@ -291,3 +291,25 @@ def test_after_the_last_step_the_delivery_is_failed(
     assert delivery.status == DeliveryStatus.FAILED and delivery.attempts == 10
     assert delivery.next_attempt_at is None
     assert json.loads(receiver.receiver.deliveries[-1].body) == json.loads(bytes(delivery.body))
+
+
+def test_delivery_metrics_count_outcomes_from_the_database(
+    make_event: Callable[..., UsageEvent],
+    endpoint: WebhookEndpoint,
+    receiver: WebhookReceiverThread,
+) -> None:
+    from billing.selectors import delivery_metrics
+
+    make_event()
+    now = timezone.now() + timedelta(seconds=10)
+    delivery = _batched(now)
+    receiver.receiver.fail_next(1, 500)
+    delivery_attempt_run(delivery_id=delivery.id, now=now)
+    delivery_attempt_run(delivery_id=delivery.id, now=now + timedelta(seconds=10))
+    make_event()
+
+    metrics = delivery_metrics()
+
+    assert metrics["deliveries_delivered"] == 1 and metrics["deliveries_pending"] == 0
+    assert (metrics["attempts_succeeded"], metrics["attempts_failed"]) == (1, 1)
+    assert metrics["events_unbatched"] == 1

@@ -17,12 +17,6 @@ from tests.billing.conftest import endpoint_add
 from tests.billing.scripted_server import Reply, ScriptedServer
 from tests.fakes.webhook_receiver import WebhookReceiverThread
 
-# netguard (gateway_project/netguard.py, keysrouting) lets 192.0.0.0/24 through on Python 3.11,
-# whose ipaddress calls it global; strict, so this flips to a failure once the guard is fixed.
-NETGUARD_GAP = pytest.param(
-    "192.0.0.8",
-    marks=pytest.mark.xfail(strict=True, reason="netguard treats 192.0.0.0/24 as public"),
-)
 PRIVATE = [
     "127.0.0.1",
     "10.0.0.5",
@@ -32,7 +26,8 @@ PRIVATE = [
     "100.64.0.1",
     "0.0.0.0",
     "198.18.0.1",
-    NETGUARD_GAP,
+    "192.0.0.8",
+    "203.0.113.9",
     "224.0.0.1",
     "::1",
     "::ffff:127.0.0.1",

@@ -1,8 +1,8 @@
 """A billing webhook receiver that verifies Standard Webhooks signatures and records what it got.
 
 It stands in for a lab's billing backend in the demo and the tests. Verification uses the public
-`standardwebhooks` library, as a real receiver would. Failures can be injected: `fail_next(n, status)`
-answers the next n deliveries with `status` (e.g. 500 or 410).
+`standardwebhooks` library, as a real receiver would. Failures can be injected:
+`fail_next(n, status)` answers the next n deliveries with `status` (e.g. 500 or 410).
 
     python -m tests.fakes.webhook_receiver --port 8200 --secret whsec_...
 """
@@ -99,7 +99,9 @@ class WebhookReceiver:
 class WebhookReceiverThread:
     """Runs a receiver on its own loop in a background thread (for sync tests)."""
 
-    def __init__(self, *, secret: str | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, *, secret: str | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.receiver = WebhookReceiver(secret=secret)
         self._host, self._port = host, port
         self._loop = asyncio.new_event_loop()

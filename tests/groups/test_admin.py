@@ -15,12 +15,6 @@ from groups.selectors import group_models
 from tests.groups.conftest import GroupFactory, model
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    """admin_client creates a superuser per test; PBKDF2 would dominate the suite's time."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def _url(name: str, *args: Any) -> str:
     return reverse(f"admin:groups_{name}", args=args)
 

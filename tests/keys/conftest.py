@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -52,8 +51,3 @@ def signing_key(workspace: Workspace) -> Ed25519PrivateKey:
     workspace.save(update_fields=["ed25519_public_key"])
     return private
 
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    """The admin_client's superuser would otherwise cost a full PBKDF2 run per test."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

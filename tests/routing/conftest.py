@@ -35,8 +35,3 @@ def baseten(**fields: Any) -> dict[str, Any]:
 def openai(secret_id: str, **fields: Any) -> dict[str, Any]:
     return {"provider": "OPENAI", "target_model": "gpt-4o-mini", "secret_id": secret_id, **fields}
 
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    """The admin_client's superuser would otherwise cost a full PBKDF2 run per test."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

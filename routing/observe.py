@@ -1,0 +1,57 @@
+"""What each inference request leaves behind: metrics and one structured log line (never a key)."""
+
+from __future__ import annotations
+
+import logging
+
+from routing.exchange import Call
+from routing.metrics import metric_inc, metric_observe
+
+logger = logging.getLogger("gateway.request")
+
+
+def request_observe(call: Call, *, route_label: str) -> None:
+    """Count the request and write its log line."""
+    total = call.elapsed_ms()
+    metric_inc(
+        "gateway_requests_total",
+        (("route", route_label), ("status", str(call.status)), ("slug", call.slug)),
+    )
+    metric_observe("gateway_request_duration_ms", (("route", route_label),), total)
+    if call.upstream_ms:
+        metric_observe("gateway_upstream_duration_ms", (("route", route_label),), call.upstream_ms)
+    metric_observe(
+        "gateway_overhead_duration_ms",
+        (("route", route_label),),
+        max(0.0, total - call.upstream_ms),
+    )
+    usage, entry = call.usage, call.entry
+    if usage is not None and call.event_status is not None:
+        for kind, value in (
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cached", usage.cached_input_tokens),
+        ):
+            metric_inc("gateway_tokens_total", (("slug", call.slug), ("kind", kind)), value)
+    logger.info(
+        "inference request",
+        extra={
+            "request_id": call.request_id,
+            "route": route_label,
+            "status": call.status,
+            "error_code": call.error_code,
+            "workspace": entry.workspace_id if entry else None,
+            "group": entry.group_id if entry else None,
+            "key_prefix": entry.key_prefix if entry else None,
+            "slug": call.slug or None,
+            "stream": call.stream,
+            "target": call.target or None,
+            "event": call.event_status,
+            "input_tokens": usage.input_tokens if usage else None,
+            "output_tokens": usage.output_tokens if usage else None,
+            "usage_estimated": usage.estimated if usage else None,
+            "total_ms": round(total, 3),
+            "upstream_ms": round(call.upstream_ms, 3),
+            "first_byte_ms": call.first_byte_ms,
+        },
+    )
