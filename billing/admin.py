@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.forms import ModelForm
@@ -23,6 +24,7 @@ from billing.charts import slug_charts
 from billing.models import DeliveryAttempt, UsageEvent, WebhookDelivery, WebhookEndpoint
 from billing.selectors import UsageBucket, delivery_health, usage_by_slug
 from gateway_project.errors import GatewayError
+from gateway_project.netguard import url_check
 from groups.audit import staff_actor
 from groups.models import Workspace
 
@@ -116,9 +118,20 @@ def usage_dashboard(*, workspace: Workspace, group: str) -> dict[str, Any]:
 
 
 class WebhookEndpointForm(forms.ModelForm):  # type: ignore[type-arg]
+    url = forms.URLField(max_length=2048, assume_scheme="https")
+
     class Meta:
         model = WebhookEndpoint
-        fields = ("workspace", "url")
+        fields = ("workspace",)
+
+    def clean_url(self) -> str:
+        """The same SSRF guard the service applies, shown as a form error."""
+        url: str = self.cleaned_data["url"]
+        try:
+            url_check(url=url, allowlist=settings.GATEWAY_UPSTREAM_ALLOWLIST)
+        except GatewayError as exc:
+            raise forms.ValidationError(exc.message) from exc
+        return url
 
 
 @admin.register(WebhookEndpoint)

@@ -13,7 +13,7 @@ import socket
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import DataError, IntegrityError, transaction
 from django_redis import get_redis_connection
 from redis.exceptions import ResponseError
 
@@ -21,6 +21,7 @@ from billing.models import EventStatus, UsageEvent
 from billing.services import USAGE_STREAM, usage_events_store
 
 GROUP = "ingest"
+DEAD_LETTER_STREAM = "gw:usage:dead"
 BATCH = 500
 CLAIM_IDLE_MS = 30_000
 logger = logging.getLogger(__name__)
@@ -78,14 +79,29 @@ def _decode(entries: list[Any]) -> tuple[list[bytes], list[dict[str, Any]]]:
 def _store(client: Any, entries: list[Any]) -> int:
     ids, events = _decode(entries)
     if events:
-        with transaction.atomic():
-            usage_events_store(events=events)
+        try:
+            with transaction.atomic():
+                usage_events_store(events=events)
+        except (IntegrityError, DataError, KeyError, TypeError, ValueError):
+            _store_one_by_one(client, events)
     if ids:
         pipe = client.pipeline(transaction=False)
         pipe.xack(USAGE_STREAM, GROUP, *ids)
         pipe.xdel(USAGE_STREAM, *ids)
         pipe.execute()
     return len(events)
+
+
+def _store_one_by_one(client: Any, events: list[dict[str, Any]]) -> None:
+    # One bad event must not block the stream: park it in a dead-letter stream for staff.
+    # (A database that is down raises OperationalError above and the batch stays pending.)
+    for event in events:
+        try:
+            with transaction.atomic():
+                usage_events_store(events=[event])
+        except (IntegrityError, DataError, KeyError, TypeError, ValueError):
+            logger.exception("usage event parked in %s", DEAD_LETTER_STREAM)
+            client.xadd(DEAD_LETTER_STREAM, {"e": json.dumps(event)})
 
 
 def _reclaimed(client: Any, consumer: str) -> list[Any]:

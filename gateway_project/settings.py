@@ -133,7 +133,6 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
-FORMS_URLFIELD_ASSUME_HTTPS = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = var_dir() / "static"

@@ -18,7 +18,14 @@ from routing.metrics import metric_gauge_add, metric_inc
 from routing.redis_pool import main_redis
 from routing.streaming import SseRelay, model_rewrite, sse_error
 from routing.targets import ResolvedEndpoint, ResolvedTarget
-from routing.upstream import UpstreamTimeout, body_read, chunk_read, upstream_headers, upstream_open
+from routing.upstream import (
+    UpstreamRefused,
+    UpstreamTimeout,
+    body_read,
+    chunk_read,
+    upstream_headers,
+    upstream_open,
+)
 from routing.usage import Usage, usage_estimate, usage_parse
 
 FALLBACK_STATUSES = frozenset({429, 502, 503, 504})
@@ -79,7 +86,9 @@ async def _attempt(
     call: Call, target: ResolvedTarget, body: dict[str, Any], headers: dict[str, str]
 ) -> tuple[aiohttp.ClientResponse, bytes | None]:
     url = target.base_url + call.path.removeprefix("/v1")
-    sent = upstream_headers(client_headers=headers, credential=target.api_key)
+    sent = upstream_headers(
+        client_headers=headers, credential=target.api_key, request_id=call.request_id
+    )
     response = await upstream_open(
         url=url, body=_payload(body, target, usage_option=call.stream), headers=sent
     )
@@ -94,27 +103,47 @@ async def _attempt(
     return await upstream_open(url=url, body=payload, headers=sent), None
 
 
+async def _first_chunk(call: Call, response: aiohttp.ClientResponse) -> bytes:
+    """A stream's first bytes: until they arrive nothing is sent, so a failure can fall back."""
+    try:
+        first = await chunk_read(response.content, first=True)
+    except BaseException:
+        response.close()
+        raise
+    call.first_byte_ms = call.elapsed_ms()
+    return first
+
+
+async def _answer(
+    call: Call, response: aiohttp.ClientResponse, data: bytes | None
+) -> tuple[aiohttp.ClientResponse, bytes]:
+    """A usable response (with a stream's first bytes), or the upstream's error raised."""
+    if response.status < 300:
+        return response, (await _first_chunk(call, response) if call.stream else b"")
+    try:
+        raw = data if data is not None else await body_read(response)
+    finally:
+        response.release()
+    raise UpstreamAnswered(response.status, raw, response.headers.get("Retry-After"))
+
+
 async def upstream_pick(
     call: Call, endpoint: ResolvedEndpoint, body: dict[str, Any], headers: dict[str, str]
-) -> aiohttp.ClientResponse:
+) -> tuple[aiohttp.ClientResponse, bytes]:
     """The first usable upstream response; falls back only on failures nothing was sent for."""
     failure: GatewayError = bad_gateway("The endpoint has no target.")
     for target in endpoint.targets:
         call.target = f"{target.provider}#{target.position}"
         try:
-            response, data = await _attempt(call, target, body, headers)
+            return await _answer(call, *await _attempt(call, target, body, headers))
         except UpstreamTimeout:
             failure = gateway_timeout()
-        except (aiohttp.ClientError, OSError):
+        except (aiohttp.ClientError, OSError, UpstreamRefused):
             failure = bad_gateway()
-        else:
-            if response.status < 300:
-                return response
-            raw = data if data is not None else await body_read(response)
-            response.release()
-            failure = UpstreamAnswered(response.status, raw, response.headers.get("Retry-After"))
-            if response.status not in FALLBACK_STATUSES:
-                raise failure
+        except UpstreamAnswered as answered:
+            if answered.status not in FALLBACK_STATUSES:
+                raise
+            failure = answered
         metric_inc("gateway_upstream_errors_total", (("kind", failure.code), ("slug", call.slug)))
     raise failure
 
@@ -134,8 +163,9 @@ async def relay_run(
     response: aiohttp.ClientResponse | None = None
     relay = SseRelay(slug=call.slug, strip_usage=not _usage_asked(body)) if call.stream else None
     try:
-        response = await upstream_pick(call, endpoint, body, headers)
+        response, first = await upstream_pick(call, endpoint, body, headers)
         if relay is not None:
+            relay.feed_first = first
             await _stream(call, response, relay, body_bytes, responder, watch, started)
         else:
             await _json(call, response, body_bytes, responder, watch, started)
@@ -167,7 +197,8 @@ async def _json(
     started: float,
 ) -> None:
     data = await body_read(response)
-    call.upstream_ms = call.first_byte_ms = _since_ms(started)
+    call.upstream_ms = _since_ms(started)
+    call.first_byte_ms = call.elapsed_ms()
     data = model_rewrite(data, slug=call.slug)
     call.usage = _json_usage(data) or usage_estimate(
         body_bytes=body_bytes, output_chunks=len(data) // 4
@@ -205,7 +236,7 @@ async def _stream(
     await responder.start(response.status, head)
     metric_gauge_add("gateway_streams_in_flight", 1)
     try:
-        failure = await _pump(call, response, relay, responder, started)
+        failure = await _pump(response, relay, responder)
     finally:
         metric_gauge_add("gateway_streams_in_flight", -1)
     call.upstream_ms = _since_ms(started)
@@ -222,27 +253,20 @@ async def _stream(
 
 
 async def _pump(
-    call: Call,
-    response: aiohttp.ClientResponse,
-    relay: SseRelay,
-    responder: Responder,
-    started: float,
+    response: aiohttp.ClientResponse, relay: SseRelay, responder: Responder
 ) -> GatewayError | None:
-    reader = response.content
-    while True:
+    reader, data = response.content, relay.feed_first
+    while data:
+        out = relay.feed(data)
+        if out:
+            await responder.body(out, more=True)
         try:
             data = await chunk_read(reader)
         except UpstreamTimeout:
             return gateway_timeout()
         except aiohttp.ClientError:
             return bad_gateway("The upstream stream broke off.")
-        if not data:
-            return None
-        if call.first_byte_ms is None:
-            call.first_byte_ms = _since_ms(started)
-        out = relay.feed(data)
-        if out:
-            await responder.body(out, more=True)
+    return None
 
 
 async def _client_gone(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 import aiohttp
 from django.conf import settings
 
-from gateway_project.netguard import GuardedResolver
+from gateway_project.netguard import GuardedResolver, address_is_allowed, numeric_host
 
 # Never relayed in either direction (RFC 9110 §7.6.1) plus what the gateway sets itself.
 HOP_BY_HOP = frozenset(
@@ -30,6 +32,7 @@ _CLIENT_ONLY = HOP_BY_HOP | {
     "api-key",
     "cookie",
     "x-request-metadata",
+    "x-request-id",
     "accept-encoding",
     "content-type",
 }
@@ -76,21 +79,40 @@ async def upstream_close() -> None:
 
 
 def upstream_headers(
-    *, client_headers: Mapping[str, str], credential: str | None
+    *, client_headers: Mapping[str, str], credential: str | None, request_id: str
 ) -> dict[str, str]:
     """Headers sent upstream: the client's minus auth/hop-by-hop, plus the target's credential."""
     headers = {k: v for k, v in client_headers.items() if k not in _CLIENT_ONLY}
     headers["Content-Type"] = "application/json"
     headers["Accept-Encoding"] = "identity"  # the relay rewrites bytes: no compression upstream
+    headers["X-Request-ID"] = request_id  # upstream logs correlate with the usage event
     if credential:
         headers["Authorization"] = f"Bearer {credential}"
     return headers
+
+
+class UpstreamRefused(Exception):
+    """The upstream's address is not allowed (SSRF guard)."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _literal_allowed(host: str, allowlist: tuple[str, ...]) -> bool:
+    address = numeric_host(host)
+    return address is None or address_is_allowed(address, host=host, allowlist=allowlist)
+
+
+def upstream_guard(url: str) -> None:
+    """Connect-time SSRF rule for IP-literal hosts (names go through GuardedResolver)."""
+    host = urlsplit(url).hostname or ""
+    if not _literal_allowed(host, tuple(settings.GATEWAY_UPSTREAM_ALLOWLIST)):
+        raise UpstreamRefused(f"refusing to connect to {host!r}")
 
 
 async def upstream_open(
     *, url: str, body: bytes, headers: dict[str, str]
 ) -> aiohttp.ClientResponse:
     """POST and wait for the response head (bounded by the first-byte timeout)."""
+    upstream_guard(url)
     session = upstream_session()
     try:
         async with asyncio.timeout(settings.GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT):
@@ -99,10 +121,15 @@ async def upstream_open(
         raise UpstreamTimeout("The upstream did not answer in time.") from exc
 
 
-async def chunk_read(reader: aiohttp.StreamReader) -> bytes:
-    """The next body bytes as they arrive (b"" at the end); silence over the idle timeout raises."""
+async def chunk_read(reader: aiohttp.StreamReader, *, first: bool = False) -> bytes:
+    """The next body bytes as they arrive (b"" at the end); too long a silence raises.
+
+    The first read may wait up to the first-byte timeout (a model still prefilling), later ones
+    up to the idle timeout.
+    """
+    limit = settings.GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT if first else None
     try:
-        async with asyncio.timeout(settings.GATEWAY_UPSTREAM_IDLE_TIMEOUT):
+        async with asyncio.timeout(limit or settings.GATEWAY_UPSTREAM_IDLE_TIMEOUT):
             return await reader.readany()
     except TimeoutError as exc:
         raise UpstreamTimeout("The upstream stopped sending.") from exc

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
@@ -229,3 +230,15 @@ def test_a_compromise_rotation_drops_the_old_secret_at_once(
 
     [new] = re.findall(r"whsec_[A-Za-z0-9+/=]+", response.content.decode())
     assert webhook_secrets_active(endpoint=endpoint, now=timezone.now()) == [new]
+
+
+def test_adding_a_webhook_endpoint_on_a_private_address_is_a_form_error(
+    admin_client: Client, workspace: Workspace
+) -> None:
+    url = reverse("admin:billing_webhookendpoint_add")
+
+    response = admin_client.post(url, {"workspace": workspace.pk, "url": "https://10.0.0.7/hook"})
+
+    assert response.status_code == 200
+    assert "non-public address" in response.content.decode()
+    assert not WebhookEndpoint.objects.exists()

@@ -92,8 +92,12 @@ class WebhookReceiver:
         """The aiohttp application (POST /webhooks, GET /healthz)."""
         app = web.Application()
         app.router.add_post("/webhooks", self.handle)
-        app.router.add_get("/healthz", lambda _: web.json_response({"status": "ok"}))
+        app.router.add_get("/healthz", _healthz)
         return app
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
 
 
 class WebhookReceiverThread:

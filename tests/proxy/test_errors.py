@@ -182,6 +182,7 @@ def test_request_metadata_is_stripped_upstream_and_kept_on_the_event(gateway, te
     assert response.status_code == 200
     assert "x-request-metadata" not in upstream.requests[-1].headers
     assert "authorization" not in upstream.requests[-1].headers  # the target has no secret
+    assert upstream.requests[-1].headers["x-request-id"] == response.headers["x-request-id"]
     usage_ingest()
     assert UsageEvent.objects.get().request_metadata == metadata
 
@@ -267,3 +268,43 @@ def test_successful_request_keeps_its_limit_charge(gateway, workspace, upstream)
     statuses = [_post(gateway, tenant.key, _chat()).status_code for _ in range(2)]
 
     assert statuses == [200, 429]
+
+
+def test_api_key_scheme_is_accepted(gateway, tenant):
+    response = httpx.post(
+        f"{gateway.url}{CHAT}", json=_chat(), headers={"Authorization": f"Api-Key {tenant.key}"}
+    )
+
+    assert response.status_code == 200
+
+
+def test_baseten_target_uses_the_url_template_and_the_workspace_secret(
+    gateway, workspace, upstream, settings
+):
+    from groups.audit import SYSTEM_ACTOR
+    from groups.services import secret_create
+
+    settings.GATEWAY_BASETEN_URL_TEMPLATE = upstream.url  # placeholders are optional
+    secret = secret_create(workspace=workspace, name="bt", value="bt-key", actor=SYSTEM_ACTOR)
+    target = {"provider": "BASETEN", "model_id": "abcd1234", "secret_id": secret.id}
+    tenant = tenant_build(workspace=workspace, targets=[target])
+
+    response = _post(gateway, tenant.key, _chat())
+
+    assert response.status_code == 200 and response.json()["model"] == SLUG
+    assert upstream.requests[-1].headers["authorization"] == "Bearer bt-key"
+    assert upstream.requests[-1].json["model"] == "model"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_upstream_outside_the_allowlist_is_refused_at_connect_time(
+    gateway, workspace, upstream, settings, host
+):
+    url = upstream.url.replace("127.0.0.1", host)
+    tenant = tenant_build(workspace=workspace, targets=[compatible_target(url)])
+    settings.GATEWAY_UPSTREAM_ALLOWLIST = []
+
+    response = _post(gateway, tenant.key, _chat())
+
+    assert response.status_code == 502
+    assert upstream.requests == []

@@ -9,7 +9,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from billing.ingest import GROUP, usage_ingest
+from billing.ingest import DEAD_LETTER_STREAM, GROUP, usage_ingest
 from billing.models import UsageEvent
 from billing.services import USAGE_STREAM, usage_event_record
 
@@ -86,3 +86,16 @@ def test_entries_left_pending_by_a_dead_consumer_are_reclaimed(group, monkeypatc
     assert stored == 1
     assert UsageEvent.objects.get().request_id == "req-9"
     assert client.xpending(USAGE_STREAM, GROUP)["pending"] == 0
+
+
+def test_an_event_the_database_refuses_is_parked_without_blocking_the_rest(transactional_db, group):
+    broken = _event(group, "req-bad", "01J9X7Y0Z3K4M5N6P7Q8R9S0TA")
+    broken["groupId"] = "grp_does_not_exist"
+    _record(broken)
+    _record(_event(group, "req-ok", "01J9X7Y0Z3K4M5N6P7Q8R9S0TB"))
+
+    usage_ingest()
+
+    assert list(UsageEvent.objects.values_list("request_id", flat=True)) == ["req-ok"]
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    assert client.xlen(DEAD_LETTER_STREAM) == 1 and client.xlen(USAGE_STREAM) == 0

@@ -204,5 +204,7 @@ def test_two_hundred_concurrent_streams_keep_memory_flat(cluster):
         assert asyncio.run(round_of(200)) == [200] * 200
     after = rss()
 
-    print(f"200 streams x4 rounds: RSS after warm-up {warm >> 20} MiB, after 3 more {after >> 20} MiB")
+    print(
+        f"200 streams x4 rounds: RSS after warm-up {warm >> 20} MiB, after 3 more {after >> 20} MiB"
+    )
     assert after - warm < 16 * 1024 * 1024, (warm, after)
