@@ -136,8 +136,9 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, drf_exceptions.APIException):
         type_, code = _DRF_MAP.get(type(exc), ("invalid_request_error", exc.default_code))
         headers: dict[str, str] = {}
-        if isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:
-            headers["Retry-After"] = str(int(exc.wait))
+        wait = getattr(exc, "wait", None)
+        if isinstance(exc, drf_exceptions.Throttled) and wait is not None:
+            headers["Retry-After"] = str(int(wait))
         body = error_body(message=str(exc.detail), type=type_, code=code)
         return Response(body, status=exc.status_code, headers=headers)
     return None

@@ -14,9 +14,13 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway_project import embedded_redis
 from gateway_project.env import BASE_DIR, env_int, var_dir
+
+if TYPE_CHECKING:
+    from gateway_project.demo import DemoCredentials
 
 PY = sys.executable
 
@@ -152,7 +156,7 @@ def _stop(children: dict[str, subprocess.Popen[bytes]]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _banner(ports: dict[str, int], creds: object, logs: Path) -> str:
+def _banner(ports: dict[str, int], creds: DemoCredentials, logs: Path) -> str:
     base = f"http://127.0.0.1:{ports['gateway']}"
     c = creds
     return f"""

@@ -165,8 +165,7 @@ async def relay_run(
     try:
         response, first = await upstream_pick(call, endpoint, body, headers)
         if relay is not None:
-            relay.feed_first = first
-            await _stream(call, response, relay, body_bytes, responder, watch, started)
+            await _stream(call, response, first, relay, body_bytes, responder, watch, started)
         else:
             await _json(call, response, body_bytes, responder, watch, started)
     except asyncio.CancelledError:
@@ -220,6 +219,7 @@ def _json_usage(data: bytes) -> Usage | None:
 async def _stream(
     call: Call,
     response: aiohttp.ClientResponse,
+    first: bytes,
     relay: SseRelay,
     body_bytes: int,
     responder: Responder,
@@ -236,7 +236,7 @@ async def _stream(
     await responder.start(response.status, head)
     metric_gauge_add("gateway_streams_in_flight", 1)
     try:
-        failure = await _pump(response, relay, responder)
+        failure = await _pump(response, first, relay, responder)
     finally:
         metric_gauge_add("gateway_streams_in_flight", -1)
     call.upstream_ms = _since_ms(started)
@@ -253,9 +253,9 @@ async def _stream(
 
 
 async def _pump(
-    response: aiohttp.ClientResponse, relay: SseRelay, responder: Responder
+    response: aiohttp.ClientResponse, first: bytes, relay: SseRelay, responder: Responder
 ) -> GatewayError | None:
-    reader, data = response.content, relay.feed_first
+    reader, data = response.content, first
     while data:
         out = relay.feed(data)
         if out:

@@ -136,7 +136,9 @@ def tenant(gateway: GatewayThread, workspace: Workspace, upstream: FakeModelServ
 class StaticUpstream:
     """A loopback HTTP server answering every request with one fixed status and body."""
 
-    def __init__(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+    def __init__(
+        self, status: int, body: bytes, content_type: str = "application/json", stall: float = 0
+    ) -> None:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         class Handler(BaseHTTPRequestHandler):
@@ -144,6 +146,12 @@ class StaticUpstream:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
+                if stall:  # the head goes out at once, then nothing: a hung model server
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.flush()
+                    time.sleep(stall)
+                    return
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

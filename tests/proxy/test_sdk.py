@@ -44,6 +44,19 @@ def test_async_client_works(gateway, tenant):
     assert completion.choices[0].message.content.startswith("tok0")
 
 
+def test_async_client_streams(gateway, tenant):
+    async def call() -> list[str]:
+        async with openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=tenant.key) as client:
+            stream = await client.chat.completions.create(
+                model=SLUG, messages=MESSAGES, stream=True, max_tokens=3
+            )
+            return [chunk.choices[0].delta.content or "" async for chunk in stream]
+
+    pieces = asyncio.run(call())
+
+    assert "".join(pieces) == "tok0 tok1 tok2"
+
+
 def test_streaming_yields_chunks_with_the_slug_and_no_usage_chunk(gateway, tenant, upstream):
     client = _client(gateway, tenant.key)
 

@@ -150,3 +150,21 @@ def test_client_leaving_before_the_answer_cancels_the_upstream_without_an_event(
 
     wait_until(lambda: upstream.requests and upstream.requests[-1].completed is False, timeout=2)
     assert usage_ingest() == 0
+
+
+def test_stream_silent_before_its_first_byte_falls_back_to_the_next_target(
+    gateway, workspace, backup_upstream, settings
+):
+    from tests.proxy.conftest import StaticUpstream, compatible_target, tenant_build
+
+    settings.GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT = 0.3
+    silent = StaticUpstream(200, b"", content_type="text/event-stream", stall=2.0)
+    targets = [compatible_target(silent.url), compatible_target(backup_upstream.url, "b")]
+    tenant = tenant_build(workspace=workspace, targets=targets)
+
+    with _stream_request(gateway, tenant.key, tokens=2) as response:
+        events = list(_events(response.iter_lines()))
+    silent.stop()
+
+    assert response.status_code == 200 and events[-1] == "[DONE]"
+    assert backup_upstream.requests[-1].json["model"] == "b"
