@@ -7,7 +7,7 @@ TEST_ENV := GATEWAY_VAR_DIR=$(CURDIR)/var/test GATEWAY_UPSTREAM_ALLOWLIST=127.0.
 	GATEWAY_KEY_CACHE_TTL=30 SECRET_KEY=test-secret-key-not-for-production
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast test-slow lint bench bench-quick lock clean
+.PHONY: run test test-fast test-slow lint bench bench-quick lock clean fuzz
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,21 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# Longer bad-input runs: the hypothesis properties of tests/fuzz and schemathesis over the whole
+# management API, with many more examples than the suite's bounded runs.
+FUZZ_EXAMPLES ?= 1000
+SCHEMATHESIS_EXAMPLES ?= 200
+fuzz: $(STAMP)
+	GATEWAY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) GATEWAY_SCHEMATHESIS_EXAMPLES=$(SCHEMATHESIS_EXAMPLES) \
+		$(TEST_ENV) $(PY) -m pytest tests/fuzz tests/api/test_openapi.py $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
+
+# mypy strict with the django-stubs plugin (config: pyproject.toml [tool.mypy]).
+.PHONY: typecheck
+typecheck: $(STAMP)
+	$(PY) -m mypy .
 
 bench-quick: $(STAMP)
 	$(PY) -m bench.quick

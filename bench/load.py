@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.peers import BENCH_DIR, priority_prefix
+from bench.peers import BENCH_DIR, Proc, priority_prefix
 
 LOAD_CORE = "1"  # the load generator's core; the servers under test may use any core
 WRK_SCRIPT = BENCH_DIR / "post.lua"
@@ -206,3 +206,21 @@ def cpu_busy_percent(seconds: float = 1.0) -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return 100.0 * (busy1 - busy0) / max(1, total1 - total0)
+
+
+def tree_rss_mb(proc: Proc) -> dict[str, float]:
+    """RSS in MB of a process and of each of its descendants (by pid), via psutil."""
+    import psutil
+
+    try:
+        root = psutil.Process(proc.popen.pid)
+        members = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return {}
+    out: dict[str, float] = {}
+    for member in members:
+        try:
+            out[str(member.pid)] = member.memory_info().rss / 1e6
+        except psutil.Error:
+            continue
+    return out

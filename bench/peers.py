@@ -99,15 +99,18 @@ def proc_spawn(
     """Start a server in its own session so that stopping it stops its children too."""
     log = logs / f"{name}.log"
     with open(log, "ab") as out:
-        popen = subprocess.Popen(
-            [*priority_prefix(), *args],
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        try:
+            popen = subprocess.Popen(
+                [*priority_prefix(), *args],
+                cwd=cwd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise Unavailable(f"cannot start {name}: {exc}") from exc
     return Proc(name, popen, log)
 
 
@@ -388,21 +391,3 @@ def _node_version() -> str:
         ).stdout.strip()
     except OSError:
         return "?"
-
-
-def tree_rss_mb(proc: Proc) -> dict[str, float]:
-    """RSS in MB of a process and of each of its descendants (by pid), via psutil."""
-    import psutil
-
-    try:
-        root = psutil.Process(proc.popen.pid)
-        members = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return {}
-    out: dict[str, float] = {}
-    for member in members:
-        try:
-            out[str(member.pid)] = member.memory_info().rss / 1e6
-        except psutil.Error:
-            continue
-    return out

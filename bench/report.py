@@ -158,7 +158,8 @@ def markdown(record: RunRecord) -> str:
         f"# Gateway benchmark — {record.when}",
         "",
         f"Machine: {record.machine}.",
-        f"Load: {record.load}; {record.duration_s:g} s per scenario after a warm-up; latency is "
+        f"Load: {record.load}; {record.duration_s:g} s per scenario (c300_long_stream: at least "
+        "10 s) after a warm-up; latency is "
         "the full response time (streams included) of completed requests.",
         "Ratios are ours divided by the peer: above 1 is better for req/s, below 1 is better "
         "for latency. A measured system with 0 req/s and — latencies completed no request "
@@ -187,7 +188,7 @@ def markdown(record: RunRecord) -> str:
             lines.append(f"- {system}: not available ({record.missing[system]})")
         else:
             lines.append(f"- {system}: " + "; ".join(record.notes.get(system, [])))
-    busy = {s: b for s, b in record.background.items() if b >= 10}
+    busy = {s: b for s, b in record.background.items() if b > 15}
     if busy:
         lines += [
             "",

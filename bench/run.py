@@ -23,6 +23,7 @@ from bench.load import (
     load_run,
     load_tool,
     pin_description,
+    tree_rss_mb,
 )
 from bench.peers import BENCH_DIR, Proc, System, Unavailable
 from bench.report import SYSTEMS, RunRecord, machine_describe, markdown, write_all
@@ -36,6 +37,7 @@ SCENARIOS = [
     ("c128_stream", 128, True, False),
     ("c300_long_stream", 300, True, True),
 ]
+LONG_STREAM_MIN_S = 10.0  # one-second streams: at least ten rounds per connection
 PROMPT = "Benchmark prompt: reply with twenty tokens please."
 
 
@@ -106,7 +108,7 @@ def _drive(
 
 def _rss(system: System) -> dict[str, float]:
     """RSS of the system's own server (for direct: the fast fake server)."""
-    return peers.tree_rss_mb(system.procs[0]) if system.procs else {}
+    return tree_rss_mb(system.procs[0]) if system.procs else {}
 
 
 def _measure(
@@ -147,7 +149,7 @@ def _measure(
             concurrency=concurrency,
             stream=stream,
             slow=slow,
-            seconds=args.duration,
+            seconds=max(args.duration, LONG_STREAM_MIN_S) if slow else args.duration,
         )
         sent += result.requests
         record.results.setdefault(scenario, {})[name] = result
@@ -226,9 +228,10 @@ def _one_system(
     started = time.monotonic()
     try:
         system = _start(name, logs=logs, tmp=tmp, fakes=fakes)
-    except Unavailable as exc:
-        record.missing[name] = str(exc)
-        print(f"[{name}] not available: {exc}", flush=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to start is reported, never fatal
+        reason = str(exc) if isinstance(exc, Unavailable) else f"{type(exc).__name__}: {exc}"
+        record.missing[name] = reason
+        print(f"[{name}] not available: {reason}", flush=True)
         return
     record.notes[name] = system.notes
     busy = _quiet_wait()

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from bench import gateway, peers
-from bench.load import INSTALL_HINT, load_run, load_tool, pin_description
+from bench.load import INSTALL_HINT, load_run, load_tool, pin_description, tree_rss_mb
 from bench.peers import BENCH_DIR, Unavailable
 from bench.run import body_file
 
@@ -24,7 +24,7 @@ CONCURRENCY = 64
 
 
 def _workers_rss(system: peers.System) -> dict[str, float]:
-    tree = peers.tree_rss_mb(system.procs[0])
+    tree = tree_rss_mb(system.procs[0])
     master = next(iter(tree), None)
     return {pid: mb for pid, mb in tree.items() if pid != master}
 

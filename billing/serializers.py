@@ -51,21 +51,20 @@ def events_query_parse(params: QueryDict, *, now: datetime) -> EventsWindow:
         raise ValidationFailed(
             f"Unknown query parameter `{unknown[0]}`.", code="unknown_field", param=unknown[0]
         )
-    if params.get("cursor"):
-        return events_cursor_decode(params["cursor"])
-    if not params.get("start_time"):
+    cursor = params.get("cursor")
+    if cursor:
+        return events_cursor_decode(cursor)
+    start_time = params.get("start_time")
+    if not start_time:
         raise ValidationFailed(
             "start_time is required without a cursor.",
             code="missing_start_time",
             param="start_time",
         )
-    start = _time_parse(params["start_time"], param="start_time")
+    start = _time_parse(start_time, param="start_time")
     holdback = timedelta(seconds=settings.GATEWAY_EVENTS_HOLDBACK_SECONDS)
-    end = (
-        _time_parse(params["end_time"], param="end_time")
-        if params.get("end_time")
-        else now - holdback
-    )
+    end_time = params.get("end_time")
+    end = _time_parse(end_time, param="end_time") if end_time else now - holdback
     if start > end:
         raise ValidationFailed(
             "start_time must not be after end_time.", code="invalid_time_range", param="start_time"
@@ -112,13 +111,13 @@ def events_cursor_decode(cursor: str) -> EventsWindow:
         ) from exc
 
 
-class TokensSerializer(serializers.Serializer):
+class TokensSerializer(serializers.Serializer[Any]):
     inputTokens = serializers.IntegerField()  # noqa: N815 - wire names are camelCase
     outputTokens = serializers.IntegerField()  # noqa: N815
     cachedInputTokens = serializers.IntegerField()  # noqa: N815
 
 
-class UsageEventSerializer(serializers.Serializer):
+class UsageEventSerializer(serializers.Serializer[Any]):
     """A usage event as the events API returns it (the webhook shape without requestMetadata)."""
 
     idempotencyKey = serializers.CharField()  # noqa: N815

@@ -67,8 +67,12 @@ def webhook_endpoint_create(*, workspace: Any, url: str, actor: str) -> tuple[An
         endpoint = WebhookEndpoint.objects.create(workspace=workspace, url=url)
         WebhookSecret.objects.create(endpoint=endpoint, ciphertext=encrypt(secret))
         audit_record(
-            actor=actor, action="webhook_endpoint.create", obj_type="webhook_endpoint",
-            obj_id=endpoint.id, workspace_id=workspace.id, after={"url": url},
+            actor=actor,
+            action="webhook_endpoint.create",
+            obj_type="webhook_endpoint",
+            obj_id=endpoint.id,
+            workspace_id=workspace.id,
+            after={"url": url},
         )
     return endpoint, secret
 

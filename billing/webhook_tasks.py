@@ -20,7 +20,7 @@ def _queued_key(delivery_id: str) -> str:
     return f"billing:queued:{delivery_id}"
 
 
-@shared_task(name="billing.deliveries_enqueue_due", ignore_result=True)
+@shared_task(name="billing.deliveries_enqueue_due", ignore_result=True)  # type: ignore[untyped-decorator]
 def deliveries_enqueue_due() -> int:
     """Batch new events, reclaim dead leases, enqueue what is due; returns the enqueued count."""
     now = timezone.now()
@@ -34,7 +34,7 @@ def deliveries_enqueue_due() -> int:
     return enqueued
 
 
-@shared_task(
+@shared_task(  # type: ignore[untyped-decorator]
     name="billing.delivery_attempt", ignore_result=True, acks_late=True, reject_on_worker_lost=True
 )
 def delivery_attempt(delivery_id: str) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.urls import register_converter
 from django.views import defaults
@@ -26,6 +28,9 @@ from gateway_project.pagination import MAX_LIMIT
 from groups.audit import key_actor
 from groups.models import Workspace
 from keys.authentication import ManagementKeyAuthentication, ManagementScope
+from keys.models import ManagementKey
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class IdConverter:
@@ -60,36 +65,50 @@ class GatewayAPIView(APIView):
 
     @property
     def workspace(self) -> Workspace:
-        return self.request.auth.workspace  # type: ignore[union-attr]
+        return cast(ManagementKey, self.request.auth).workspace
 
     @property
     def actor(self) -> str:
-        return key_actor(self.request.auth.prefix)  # type: ignore[union-attr]
+        return key_actor(cast(ManagementKey, self.request.auth).prefix)
 
     def input(
-        self, serializer_class: type[serializers.Serializer], **kwargs: Any
+        self, serializer_class: type[serializers.Serializer[Any]], **kwargs: Any
     ) -> dict[str, Any]:
         """The request body validated by `serializer_class`; unknown fields rejected everywhere."""
         return strict_validate(serializer_class, body_object(self.request), **kwargs)
 
-    def query(self, serializer_class: type[serializers.Serializer]) -> dict[str, Any]:
+    def query(self, serializer_class: type[serializers.Serializer[Any]]) -> dict[str, Any]:
         """The declared query parameters validated by `serializer_class` (others are ignored)."""
         declared = serializer_class().fields
         params = {k: v for k, v in self.request.query_params.items() if k in declared}
         return strict_validate(serializer_class, params)
 
 
+def body_bytes(request: HttpRequest) -> bytes:
+    """The raw body, 413 in the envelope when it is over the upload limit (declared or streamed)."""
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    too_large = GatewayError("The request body is too large.", code="request_too_large", status=413)
+    if length.isdigit() and int(length) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        raise too_large
+    try:
+        return request.body
+    except RequestDataTooBig:
+        raise too_large from None
+
+
 def body_object(request: Request) -> dict[str, Any]:
     """The JSON object body: 413 too large, 415 not JSON, 400 malformed or not an object."""
-    length = request.META.get("CONTENT_LENGTH") or "0"
-    if length.isdigit() and int(length) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-        raise GatewayError("The request body is too large.", code="body_too_large", status=413)
-    if not request.body:
+    if not body_bytes(request):
         return {}
     media_type = (request.content_type or "").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise drf_exceptions.UnsupportedMediaType(media_type or "none")
-    data = request.data
+    try:
+        data = request.data
+    except RecursionError:
+        raise ValidationFailed(
+            "The request body is nested too deeply.", code="invalid_json"
+        ) from None
     if not isinstance(data, dict):
         raise ValidationFailed("The request body must be a JSON object.", code="invalid_body")
     json_values_check(data, "")
@@ -100,29 +119,33 @@ INT64_MAX = 2**63 - 1
 
 
 def json_values_check(value: Any, path: str) -> None:
-    """Refuse what no column can store: NUL, unpaired surrogates, integers beyond 64 bits."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            json_values_check(key, path)
-            json_values_check(item, f"{path}.{key}" if path else str(key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            json_values_check(item, f"{path}[{index}]")
-    elif isinstance(value, str):
-        if "\x00" in value or any("\ud800" <= ch <= "\udfff" for ch in value):
+    """Refuse what no column can store: NUL, unpaired surrogates, integers beyond 64 bits.
+
+    Iterative, so that a deeply nested body is a 400 and never a RecursionError."""
+    pending: list[tuple[Any, str]] = [(value, path)]
+    while pending:
+        item, where = pending.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                pending.append((key, where))
+                pending.append((child, f"{where}.{key}" if where else str(key)))
+        elif isinstance(item, list):
+            pending.extend((child, f"{where}[{index}]") for index, child in enumerate(item))
+        elif isinstance(item, str):
+            if "\x00" in item or any("\ud800" <= ch <= "\udfff" for ch in item):
+                raise ValidationFailed(
+                    "Strings may not contain NUL or unpaired surrogate characters.",
+                    code="invalid_characters",
+                    param=where or None,
+                )
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > INT64_MAX:
             raise ValidationFailed(
-                "Strings may not contain NUL or unpaired surrogate characters.",
-                code="invalid_characters",
-                param=path or None,
+                "Integers must fit in 64 bits.", code="number_out_of_range", param=where or None
             )
-    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX:
-        raise ValidationFailed(
-            "Integers must fit in 64 bits.", code="number_out_of_range", param=path or None
-        )
 
 
 def strict_validate(
-    serializer_class: type[serializers.Serializer], data: dict[str, Any], **kwargs: Any
+    serializer_class: type[serializers.Serializer[Any]], data: dict[str, Any], **kwargs: Any
 ) -> dict[str, Any]:
     """Validate `data`; an unknown field at any nesting level is 400 `unknown_field`."""
     serializer = serializer_class(data=data, **kwargs)
@@ -132,7 +155,7 @@ def strict_validate(
 
 
 def patch_validate(
-    serializer_class: type[serializers.Serializer],
+    serializer_class: type[serializers.Serializer[Any]],
     data: dict[str, Any],
     *,
     immutable: tuple[str, ...] = (),
@@ -152,12 +175,12 @@ def patch_validate(
     return validated
 
 
-def shape_check(field: serializers.Field, data: Any, path: str) -> None:
+def shape_check(field: serializers.Field[Any, Any, Any, Any], data: Any, path: str) -> None:
     """Walk `data` alongside the serializer tree: reject undeclared keys and non-string strings."""
     if isinstance(field, serializers.CharField) and data is not None and not isinstance(data, str):
         raise ValidationFailed(f"`{path}` must be a string.", code="invalid_type", param=path)
     if isinstance(field, (serializers.ListSerializer, serializers.ListField)):
-        if isinstance(data, list):
+        if isinstance(data, list) and field.child is not None:
             for index, item in enumerate(data):
                 shape_check(field.child, item, f"{path}[{index}]")
         return
@@ -174,20 +197,21 @@ def shape_check(field: serializers.Field, data: Any, path: str) -> None:
 class TimestampField(serializers.DateTimeField):
     """RFC 3339 UTC with a `Z` and milliseconds: 2026-05-05T12:00:00.123Z."""
 
-    def to_representation(self, value: Any) -> str | None:
+    # DRF renders None as None; its stubs declare `-> str`.
+    def to_representation(self, value: datetime | str | None) -> str | None:  # type: ignore[override]
         if value is None or isinstance(value, str):
             return value
         return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class ErrorDetailSerializer(serializers.Serializer):
+class ErrorDetailSerializer(serializers.Serializer[Any]):
     message = serializers.CharField()
     type = serializers.CharField()
     code = serializers.CharField()
     param = serializers.CharField(allow_null=True)
 
 
-class ErrorEnvelopeSerializer(serializers.Serializer):
+class ErrorEnvelopeSerializer(serializers.Serializer[Any]):
     error = ErrorDetailSerializer()
 
 
@@ -220,7 +244,7 @@ def api_schema(
     summary: str,
     errors: dict[int, str] | None = None,
     **kwargs: Any,
-) -> Any:
+) -> Callable[[F], F]:
     """`extend_schema` with the 200 body and every error envelope documented."""
     extra = {
         status: OpenApiResponse(ErrorEnvelopeSerializer, description=text)
@@ -236,13 +260,13 @@ def api_schema(
     )
 
 
-class PaginationSerializer(serializers.Serializer):
+class PaginationSerializer(serializers.Serializer[Any]):
     has_more = serializers.BooleanField()
     cursor = serializers.CharField(allow_null=True)
 
 
 @cache
-def page_serializer(item: type[serializers.Serializer]) -> type[serializers.Serializer]:
+def page_serializer(item: type[serializers.Serializer[Any]]) -> type[serializers.Serializer[Any]]:
     """The list body schema `{"items": [item...], "pagination": {...}}` for `item`."""
     name = item.__name__.removesuffix("Serializer") + "PageSerializer"
     attrs = {"items": item(many=True), "pagination": PaginationSerializer()}
@@ -261,7 +285,7 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
     """The envelope under /v1/, Django's page elsewhere."""
     if request.path.startswith("/v1/"):
         return gateway_not_found(request)
-    return defaults.page_not_found(request, exception)  # type: ignore[arg-type]
+    return defaults.page_not_found(request, exception)
 
 
 def handler500(request: HttpRequest) -> HttpResponse:
@@ -273,7 +297,7 @@ def handler500(request: HttpRequest) -> HttpResponse:
     return defaults.server_error(request)
 
 
-class ManagementKeyScheme(OpenApiAuthenticationExtension):
+class ManagementKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
     """Documents management keys as HTTP bearer auth (`Api-Key <key>` works as well)."""
 
     target_class = "keys.authentication.ManagementKeyAuthentication"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,9 +24,10 @@ from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from routing.lifecycle import proxy_shutdown, proxy_startup  # noqa: E402
 from routing.proxy import proxy_app  # noqa: E402
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[Mapping[str, Any]], Awaitable[None]]
+DjangoReceive = Callable[[], Awaitable[Mapping[str, Any]]]  # what ASGIHandler's stubs accept
 DJANGO_EXECUTORS = 8
 
 
@@ -45,7 +46,7 @@ class PooledExecutorASGIHandler(ASGIHandler):
                 self._idle.put_nowait(ThreadPoolExecutor(max_workers=1, thread_name_prefix=name))
         return self._idle
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: DjangoReceive, send: Send) -> None:
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         pool = self._pool()

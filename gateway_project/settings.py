@@ -84,7 +84,16 @@ def _database() -> dict[str, object]:
         )
     elif config["ENGINE"] == "django.db.backends.postgresql" and env_bool("GATEWAY_DB_POOL", True):
         # CONN_MAX_AGE must stay 0 under ASGI; the psycopg pool gives reuse instead.
-        options["pool"] = {"min_size": 1, "max_size": env_int("GATEWAY_DB_POOL_SIZE", 10)}
+        # `timeout`: how long a request waits for a connection (PostgreSQL down: an answer in
+        # seconds, not psycopg_pool's default 30 s).
+        options["pool"] = {
+            "min_size": 1,
+            "max_size": env_int("GATEWAY_DB_POOL_SIZE", 10),
+            "timeout": env_float("GATEWAY_DB_POOL_TIMEOUT", 5.0),
+        }
+        # With a pool, health checks make psycopg_pool test a connection before lending it: a
+        # PostgreSQL restart costs a reconnect, not errors from connections that died with it.
+        config["CONN_HEALTH_CHECKS"] = True
     config["OPTIONS"] = options
     return config
 

@@ -19,19 +19,19 @@ from groups.models import Group, LimitEnforcement, LimitType
 MAX_THRESHOLD = 2**63 - 1
 
 
-class RateLimitSerializer(serializers.Serializer):
+class RateLimitSerializer(serializers.Serializer[Any]):
     type = serializers.ChoiceField(choices=LimitType.choices)
     unit = serializers.ChoiceField(choices=["SECOND", "MINUTE"])
     threshold = serializers.IntegerField(min_value=0, max_value=MAX_THRESHOLD)
 
 
-class UsageLimitSerializer(serializers.Serializer):
+class UsageLimitSerializer(serializers.Serializer[Any]):
     type = serializers.ChoiceField(choices=LimitType.choices)
     unit = serializers.ChoiceField(choices=["DAY"])
     threshold = serializers.IntegerField(min_value=0, max_value=MAX_THRESHOLD)
 
 
-class ModelConfigSerializer(serializers.Serializer):
+class ModelConfigSerializer(serializers.Serializer[Any]):
     """A group's access to one slug with its limits."""
 
     slug = serializers.CharField(max_length=201)
@@ -52,24 +52,24 @@ class EffectiveUsageLimitSerializer(UsageLimitSerializer):
     source_group = serializers.CharField()
 
 
-class EffectiveModelSerializer(serializers.Serializer):
+class EffectiveModelSerializer(serializers.Serializer[Any]):
     slug = serializers.CharField()
     rate_limits = EffectiveRateLimitSerializer(many=True)
     usage_limits = EffectiveUsageLimitSerializer(many=True)
 
 
-class ModelConfigOutSerializer(serializers.Serializer):
+class ModelConfigOutSerializer(serializers.Serializer[Any]):
     slug = serializers.CharField()
     rate_limits = RateLimitSerializer(many=True)
     usage_limits = UsageLimitSerializer(many=True)
 
 
-class GroupMetadataSerializer(serializers.Serializer):
+class GroupMetadataSerializer(serializers.Serializer[Any]):
     name = serializers.CharField(max_length=255, allow_blank=True, required=False, default="")
     external_entity_id = serializers.CharField(min_length=1, max_length=255, trim_whitespace=False)
 
 
-class GroupHierarchySerializer(serializers.Serializer):
+class GroupHierarchySerializer(serializers.Serializer[Any]):
     limit_enforcement = serializers.ChoiceField(
         choices=LimitEnforcement.choices, required=False, allow_null=True, default=None
     )
@@ -78,28 +78,28 @@ class GroupHierarchySerializer(serializers.Serializer):
     )
 
 
-class GroupCreateSerializer(serializers.Serializer):
+class GroupCreateSerializer(serializers.Serializer[Any]):
     metadata = GroupMetadataSerializer()
     models = ModelsField()
     hierarchy = GroupHierarchySerializer(required=False)
 
 
-class GroupNameSerializer(serializers.Serializer):
+class GroupNameSerializer(serializers.Serializer[Any]):
     name = serializers.CharField(max_length=255, allow_blank=True)
 
 
-class GroupUpdateSerializer(serializers.Serializer):
+class GroupUpdateSerializer(serializers.Serializer[Any]):
     metadata = GroupNameSerializer(required=False)
     models = ModelsField(required=False)
 
 
-class GroupListQuerySerializer(serializers.Serializer):
+class GroupListQuerySerializer(serializers.Serializer[Any]):
     external_entity_id = serializers.CharField(
         max_length=255, required=False, trim_whitespace=False
     )
 
 
-class GroupV1Serializer(serializers.Serializer):
+class GroupV1Serializer(serializers.Serializer[Any]):
     id = serializers.CharField()
     metadata = GroupMetadataSerializer()
     models = ModelConfigOutSerializer(many=True)
@@ -108,25 +108,25 @@ class GroupV1Serializer(serializers.Serializer):
     created_at = TimestampField()
 
 
-class GroupDeletedSerializer(serializers.Serializer):
+class GroupDeletedSerializer(serializers.Serializer[Any]):
     id = serializers.CharField()
     metadata = GroupMetadataSerializer()
     deleted_at = TimestampField()
 
 
-class UserUpsertSerializer(serializers.Serializer):
+class UserUpsertSerializer(serializers.Serializer[Any]):
     customer_id = serializers.CharField(min_length=1, max_length=255, trim_whitespace=False)
     models = ModelsField()
 
 
-class UserV1Serializer(serializers.Serializer):
+class UserV1Serializer(serializers.Serializer[Any]):
     id = serializers.CharField()
     customer_id = serializers.CharField()
     models = ModelConfigOutSerializer(many=True)
     created_at = TimestampField()
 
 
-class UserDeletedSerializer(serializers.Serializer):
+class UserDeletedSerializer(serializers.Serializer[Any]):
     id = serializers.CharField()
     customer_id = serializers.CharField()
     deleted_at = TimestampField()

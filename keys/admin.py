@@ -5,7 +5,7 @@ Every write goes through keys.services so validation and the audit trail match t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django.contrib import admin
 from django.db.models import QuerySet
@@ -37,7 +37,10 @@ class MintedKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     mint_fields: tuple[str, ...] = ()
     detail_fields: tuple[str, ...] = ()
     actions = ["revoke_selected"]
-    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "workspace")
+    list_filter: ClassVar[tuple[Any, ...]] = (
+        ("revoked_at", admin.EmptyFieldListFilter),
+        "workspace",
+    )
     date_hierarchy = "created_at"
 
     def mint(self, request: HttpRequest, data: dict[str, Any]) -> tuple[Any, str]:

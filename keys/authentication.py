@@ -23,7 +23,7 @@ WWW_AUTHENTICATE = 'Bearer realm="gateway"'
 
 def presented_key(request: Request) -> str:
     """The key of `Authorization: Bearer <key>` or `Authorization: Api-Key <key>`."""
-    header = request.META.get("HTTP_AUTHORIZATION", "").strip()
+    header: str = request.META.get("HTTP_AUTHORIZATION", "").strip()
     if not header:
         raise AuthenticationFailed(
             "Missing management key: send `Authorization: Bearer <key>`.",

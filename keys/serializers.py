@@ -12,7 +12,7 @@ from groups.serializers import ModelConfigOutSerializer
 from keys.models import ApiKey
 
 
-class KeyMintSerializer(serializers.Serializer):
+class KeyMintSerializer(serializers.Serializer[Any]):
     name = serializers.CharField(max_length=255, allow_blank=True, required=False, default="")
 
 
@@ -26,12 +26,12 @@ class UserKeyMintSerializer(KeyMintSerializer):
     )
 
 
-class KeyRegisterSerializer(serializers.Serializer):
+class KeyRegisterSerializer(serializers.Serializer[Any]):
     key = serializers.CharField(trim_whitespace=False, max_length=1024)
     name = serializers.CharField(max_length=255, allow_blank=True, required=False, default="")
 
 
-class ApiKeyMintedSerializer(serializers.Serializer):
+class ApiKeyMintedSerializer(serializers.Serializer[Any]):
     api_key = serializers.CharField(help_text="Shown once; only a hash is stored.")
     prefix = serializers.CharField()
     name = serializers.CharField(allow_blank=True)
@@ -41,16 +41,16 @@ class UserApiKeyMintedSerializer(ApiKeyMintedSerializer):
     models = ModelConfigOutSerializer(many=True)
 
 
-class ApiKeyV1Serializer(serializers.Serializer):
+class ApiKeyV1Serializer(serializers.Serializer[Any]):
     prefix = serializers.CharField()
     name = serializers.CharField(allow_blank=True)
 
 
-class ApiKeyRevokedSerializer(serializers.Serializer):
+class ApiKeyRevokedSerializer(serializers.Serializer[Any]):
     prefix = serializers.CharField()
 
 
-class OkSerializer(serializers.Serializer):
+class OkSerializer(serializers.Serializer[Any]):
     ok = serializers.BooleanField()
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from gateway_project.api import LIST_PARAMETERS, GatewayAPIView, api_schema, page_serializer
+from gateway_project.api import (
+    LIST_PARAMETERS,
+    GatewayAPIView,
+    api_schema,
+    body_bytes,
+    page_serializer,
+)
 from gateway_project.pagination import page_body, paginate
 from groups import selectors as group_selectors
 from groups.models import Group
@@ -81,7 +87,7 @@ class GroupKeyRegisterView(OwnedKeyView):
     def post(self, request: Request, owner_id: str) -> Response:
         group = self.owner(owner_id)
         # The signature covers the exact bytes received: read them before DRF parses the body.
-        raw = request.body
+        raw = body_bytes(request)
         registration_signature_verify(
             workspace=self.workspace, body=raw, signature=request.headers.get(SIGNATURE_HEADER)
         )

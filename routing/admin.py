@@ -185,7 +185,7 @@ class EndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def construct_change_message(
         self, request: HttpRequest, form: Any, formsets: Any, add: bool = False
     ) -> list[dict[str, Any]]:
-        return construct_change_message(form, [], add)  # type: ignore[no-any-return]
+        return construct_change_message(form, [], add)
 
     def delete_model(self, request: HttpRequest, obj: Endpoint) -> None:
         endpoint_delete(

@@ -17,19 +17,31 @@ from typing import Any, Generic, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connections
+from django.db import DatabaseError, connections
 from redis.exceptions import RedisError
 
+from gateway_project.errors import GatewayError
 from groups.invalidation import CHANNEL, VERSION_KEY
 from groups.models import CustomDomain
 from groups.selectors import group_effective_models, group_enforced_limits
 from keys.selectors import api_key_resolve
 from routing.redis_pool import main_redis
 from routing.selectors import endpoint_route
+from routing.targets import ResolvedEndpoint
 
 logger = logging.getLogger(__name__)
 V = TypeVar("V")
 MAX_ENTRIES = 100_000
+# While the database is down an expired entry is served again for this long before the next try.
+STALE_RETRY_SECONDS = 1.0
+
+
+class ConfigurationUnavailable(GatewayError):
+    """The database is unreachable and the key (or slug, or host) is not in this process's cache."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "service_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +92,12 @@ class TtlCache(Generic[V]):
         self.inflight[key] = future
         generation = self.generation
         try:
-            value = await fill()
+            try:
+                value = await fill()
+            except DatabaseError as exc:
+                value = self._stale(key, exc)
+                future.set_result(value)
+                return value
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it, nobody else must log it
@@ -96,6 +113,19 @@ class TtlCache(Generic[V]):
             self.slots[key] = _Slot(time.monotonic() + ttl, value, owner)
         future.set_result(value)
         return value
+
+    def _stale(self, key: str, exc: DatabaseError) -> V | None:
+        """The database is down: keep serving what this process knew (invalidations still drop
+        entries), briefly; a key it never saw gets a 503 the client may retry."""
+        slot = self.slots.get(key)
+        logger.warning("configuration database unreachable: %s", exc.__class__.__name__)
+        if slot is None:
+            raise ConfigurationUnavailable(
+                "The gateway cannot reach its configuration store; retry shortly.",
+                headers={"Retry-After": "1"},
+            ) from exc
+        slot.expires = time.monotonic() + STALE_RETRY_SECONDS
+        return slot.value
 
     def _sweep(self) -> None:
         # Random unknown keys must not grow the cache without bound: drop the expired, then halve.
@@ -160,7 +190,7 @@ def _domains_load() -> dict[str, str]:
 
 
 _keys: TtlCache[KeyEntry] = TtlCache()
-_routes: TtlCache[Any] = TtlCache()
+_routes: TtlCache[ResolvedEndpoint] = TtlCache()
 _domains: TtlCache[dict[str, str]] = TtlCache()
 
 
@@ -175,7 +205,7 @@ async def key_lookup(*, plaintext: str, key_hash: str) -> KeyEntry | None:
     return await _keys.get(key_hash, lambda: _key_load_async(plaintext), _key_workspace)
 
 
-async def route_lookup(*, slug: str) -> Any:
+async def route_lookup(*, slug: str) -> ResolvedEndpoint | None:
     """The slug's ResolvedEndpoint, or None when no live endpoint has it."""
     return await _routes.get(slug, lambda: _route_load_async(slug=slug), _route_workspace)
 
@@ -190,7 +220,7 @@ def _key_workspace(entry: KeyEntry) -> str:
     return entry.workspace_id
 
 
-def _route_workspace(route: Any) -> str:
+def _route_workspace(route: ResolvedEndpoint) -> str:
     return str(route.workspace_id)
 
 
@@ -244,7 +274,7 @@ async def _listen_once(stop: asyncio.Event, *, reconnect: bool) -> None:
                 version, seen = await _version_check(client, version, seen)
                 next_poll = time.monotonic() + poll
     finally:
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
 
 
 async def _version_check(client: Any, version: Any, seen: int) -> tuple[Any, int]:

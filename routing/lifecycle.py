@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from routing import authcache
+from routing.limiter import adjustments_drain
 from routing.metrics import metrics_publish_loop
 from routing.redis_pool import close_all, main_redis
 from routing.upstream import upstream_close, upstream_session
@@ -16,6 +17,7 @@ async def proxy_startup() -> None:
     listener_ensure()
 
 
+SHUTDOWN_DRAIN_SECONDS = 5.0
 _background: dict[int, tuple[list[asyncio.Task[None]], asyncio.Event]] = {}
 
 
@@ -41,4 +43,5 @@ async def proxy_shutdown() -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     await upstream_close()
+    await adjustments_drain(timeout=SHUTDOWN_DRAIN_SECONDS)
     await close_all()

@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -343,8 +344,59 @@ async def _adjust(*, reservation: Reservation, deltas: dict[str, int], now: floa
     try:
         await _script_run(mode="adjust", counters=counters, amounts=amounts, now=now)
     except UNAVAILABLE as exc:
-        # Reconciling is best effort: the counters keep the reservation until they refill.
-        logger.warning("Limits Redis unreachable, counters not reconciled: %r", exc)
+        # The response is out; the adjustment is not lost with Redis: retry it in the background.
+        logger.warning("Limits Redis unreachable, counters reconciled later: %r", exc)
+        task = asyncio.get_running_loop().create_task(_adjust_retry(counters, amounts, now))
+        _pending_adjustments.add(task)
+        task.add_done_callback(_pending_adjustments.discard)
+
+
+# Background retries of adjustments that failed while the limits Redis was unreachable: backoff
+# up to ADJUST_RETRY_CAP seconds between tries, for ADJUST_RETRY_WINDOW seconds in all (a TOKEN
+# counter refills within a minute; DAY counters are what these retries protect). A try that timed
+# out after Redis ran it is applied again: that error is bounded by the requests in flight at the
+# moment Redis went away, as is what Redis itself loses in a crash.
+ADJUST_RETRY_FIRST = 0.2
+ADJUST_RETRY_CAP = 15.0
+ADJUST_RETRY_WINDOW = 900.0
+_pending_adjustments: set[asyncio.Task[None]] = set()
+
+
+async def _adjust_retry(
+    counters: list[ChargedCounter], amounts: list[int], now: float | None
+) -> None:
+    delay, deadline = ADJUST_RETRY_FIRST, time.monotonic() + ADJUST_RETRY_WINDOW
+    while time.monotonic() + delay < deadline:
+        await asyncio.sleep(delay)
+        try:
+            await _script_run(mode="adjust", counters=counters, amounts=amounts, now=now)
+        except UNAVAILABLE:
+            delay = min(delay * 2, ADJUST_RETRY_CAP)
+            continue
+        logger.info("Limit counters reconciled after Redis returned")
+        return
+    logger.error(
+        "Limit counters not reconciled: Redis unreachable for %.0f s; dropped %s on %s",
+        ADJUST_RETRY_WINDOW,
+        amounts,
+        [counter.key for counter in counters],
+    )
+
+
+def pending_adjustments() -> int:
+    """Adjustments of this process waiting for the limits Redis to come back."""
+    return len(_pending_adjustments)
+
+
+async def adjustments_drain(*, timeout: float) -> None:
+    """At worker shutdown: give pending adjustments `timeout` seconds, then log what is dropped."""
+    if not _pending_adjustments:
+        return
+    _done, left = await asyncio.wait(set(_pending_adjustments), timeout=timeout)
+    for task in left:
+        task.cancel()
+    if left:
+        logger.error("Worker stopping with %d limit adjustments not reconciled", len(left))
 
 
 _sync_clients: dict[str, redis.Redis | SyncRedisCluster] = {}
@@ -373,7 +425,7 @@ def _redis_clock(client: redis.Redis | SyncRedisCluster) -> float:
 
 
 def _usage_rows(
-    *, limits: list[EnforcedLimit], values: list[bytes | None], reset_at: str
+    *, limits: list[EnforcedLimit], values: list[bytes | str | None], reset_at: str
 ) -> list[dict[str, Any]]:
     # CASCADING chains can hold several counters per (type, unit): show the one with least room.
     best: dict[tuple[str, str], dict[str, Any]] = {}

@@ -183,7 +183,7 @@ def _body_parse(headers: dict[str, str], raw: bytes) -> dict[str, Any]:
         )
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ValidationFailed("The body is not valid JSON.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ValidationFailed("The body must be a JSON object.", code="invalid_json")
@@ -221,7 +221,7 @@ def _metadata(headers: dict[str, str]) -> dict[str, Any]:
         raise invalid
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise invalid from None
     if not isinstance(value, dict):
         raise invalid

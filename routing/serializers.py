@@ -13,7 +13,7 @@ from routing import selectors
 from routing.models import Endpoint, Provider, Region
 
 
-class TargetSerializer(serializers.Serializer):
+class TargetSerializer(serializers.Serializer[Any]):
     """One upstream; only its provider's fields are present (SPEC §3)."""
 
     provider = serializers.ChoiceField(choices=Provider.choices)
@@ -35,18 +35,18 @@ class TargetsField(serializers.JSONField):
     """The `targets` list, checked per provider by the routing services."""
 
 
-class EndpointCreateSerializer(serializers.Serializer):
+class EndpointCreateSerializer(serializers.Serializer[Any]):
     slug = serializers.CharField(max_length=201)
     targets = TargetsField()
     region = serializers.ChoiceField(choices=Region.choices, required=False)
 
 
-class EndpointUpdateSerializer(serializers.Serializer):
+class EndpointUpdateSerializer(serializers.Serializer[Any]):
     slug = serializers.CharField(max_length=201, required=False)
     targets = TargetsField(required=False)
 
 
-class EndpointV1Serializer(serializers.Serializer):
+class EndpointV1Serializer(serializers.Serializer[Any]):
     id = serializers.CharField()
     slug = serializers.CharField()
     region = serializers.ChoiceField(choices=Region.choices)
@@ -55,12 +55,12 @@ class EndpointV1Serializer(serializers.Serializer):
     updated_at = TimestampField()
 
 
-class EndpointDeletedSerializer(serializers.Serializer):
+class EndpointDeletedSerializer(serializers.Serializer[Any]):
     id = serializers.CharField()
     slug = serializers.CharField()
 
 
-class UsageStateSerializer(serializers.Serializer):
+class UsageStateSerializer(serializers.Serializer[Any]):
     type = serializers.ChoiceField(choices=LimitType.choices)
     unit = serializers.ChoiceField(choices=["DAY"])
     threshold = serializers.IntegerField()
@@ -68,7 +68,7 @@ class UsageStateSerializer(serializers.Serializer):
     reset_at = TimestampField(allow_null=True)
 
 
-class GroupUsageSerializer(serializers.Serializer):
+class GroupUsageSerializer(serializers.Serializer[Any]):
     customer_id = serializers.CharField()
     usage = serializers.DictField(child=UsageStateSerializer(many=True))
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin
+from django.forms.utils import ErrorDict
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
@@ -42,6 +43,7 @@ class ServiceForm(forms.ModelForm):  # type: ignore[type-arg]
     """A ModelForm whose `clean()` writes through a service; service errors become form errors."""
 
     actor = SYSTEM_ACTOR  # replaced per request by ServiceAdmin.get_form
+    _errors: ErrorDict | None  # BaseForm's; the stubs leave it undeclared
     param_fields: dict[str, str] = {}  # service error `param` prefix -> form field
 
     def service_save(self, data: dict[str, Any]) -> Any:
@@ -76,7 +78,7 @@ class ServiceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
     ) -> Any:
-        form = super().get_form(request, obj, change=change, **kwargs)
+        form = cast("type[ServiceForm]", super().get_form(request, obj, change=change, **kwargs))
         form.actor = actor_of(request)
         return form
 

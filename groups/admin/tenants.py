@@ -6,7 +6,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Model, Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -48,7 +48,7 @@ class WorkspaceForm(ServiceForm):
 
 
 class OrgPrefixInline(admin.TabularInline):  # type: ignore[type-arg]
-    model = OrgPrefix
+    model: type[Model] = OrgPrefix
     fields = ("prefix", "created_at")
     readonly_fields = fields
     extra = 0
@@ -78,15 +78,12 @@ class WorkspaceAdmin(ServiceAdmin):
         return self.inlines if obj is not None else ()
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Workspace]:
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                prefix_count=Count("org_prefixes", distinct=True),
-                live_group_count=Count(
-                    "groups", filter=Q(groups__deleted_at__isnull=True), distinct=True
-                ),
-            )
+        workspaces: QuerySet[Workspace] = super().get_queryset(request)
+        return workspaces.annotate(
+            prefix_count=Count("org_prefixes", distinct=True),
+            live_group_count=Count(
+                "groups", filter=Q(groups__deleted_at__isnull=True), distinct=True
+            ),
         )
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
@@ -197,6 +194,8 @@ class CustomDomainAdmin(NoChangeMixin, ServiceAdmin):
 
 class SecretForm(ServiceForm):
     """Write-only: the value is encrypted by the service and never rendered back."""
+
+    instance: Secret
 
     param_fields = {"name": "name", "value": "value"}
     value = forms.CharField(

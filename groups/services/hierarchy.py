@@ -206,16 +206,16 @@ def _models_write(group: Group, specs: list[ModelSpec]) -> None:
 
 
 def _external_id_check(*, workspace: Workspace, value: Any, param: str) -> str:
-    value = text_check(
+    external_id = text_check(
         value, param=param, code="invalid_external_entity_id", min_length=1, max_length=255
     )
     if Group.objects.filter(
-        workspace=workspace, external_entity_id=value, deleted_at__isnull=True
+        workspace=workspace, external_entity_id=external_id, deleted_at__isnull=True
     ).exists():
         raise ValidationFailed(
-            f"external_entity_id {value!r} is taken", code="external_id_taken", param=param
+            f"external_entity_id {external_id!r} is taken", code="external_id_taken", param=param
         )
-    return value
+    return external_id
 
 
 def _row_insert(group: Group, *, param: str) -> None:
@@ -364,7 +364,7 @@ def group_delete(*, workspace: Workspace, group_id: str, actor: str) -> Group:
     now = timezone.now()
     Group.objects.filter(pk__in=befores).update(deleted_at=now, updated_at=now)
     # keys depend on groups, never the reverse: reach ApiKey through the reverse relation.
-    live_keys = Group.api_keys.field.model.objects.filter(
+    live_keys = Group.api_keys.field.model._default_manager.filter(
         group_id__in=befores, revoked_at__isnull=True
     )
     revoked = sorted(live_keys.values_list("prefix", flat=True))
@@ -396,7 +396,10 @@ def group_delete(*, workspace: Workspace, group_id: str, actor: str) -> Group:
 def group_models_rename_slug(*, workspace_id: str, old_slug: str, new_slug: str) -> None:
     """Follow an endpoint rename in every group access and legacy key subset of the workspace."""
     GroupModel.objects.filter(group__workspace_id=workspace_id, slug=old_slug).update(slug=new_slug)
-    keys = Group.api_keys.field.model.objects.filter(workspace_id=workspace_id, slugs__isnull=False)
+    keys = Group.api_keys.field.model._default_manager.filter(
+        workspace_id=workspace_id, slugs__isnull=False
+    )
+    key: Any  # a keys.ApiKey, typed loosely: groups never imports keys
     for key in keys:
         if old_slug in key.slugs:
             key.slugs = [new_slug if slug == old_slug else slug for slug in key.slugs]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -34,8 +35,8 @@ def signer(workspace: Workspace) -> Ed25519PrivateKey:
     return private
 
 
-def signed_post(api: APIClient, path: str, raw: bytes, signature: bytes | None) -> object:
-    headers = (
+def signed_post(api: APIClient, path: str, raw: bytes, signature: bytes | None) -> Any:
+    headers: dict[str, Any] = (
         {} if signature is None else {"HTTP_X_SIGNATURE": base64.b64encode(signature).decode()}
     )
     return api.post(path, raw, content_type="application/json", **headers)

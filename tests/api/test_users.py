@@ -50,7 +50,8 @@ def test_key_restricted_to_a_subset(api: APIClient, user: dict) -> None:
     assert response.status_code == 200, body
     assert set(body) == {"api_key", "prefix", "name", "models"}
     assert [m["slug"] for m in body["models"]] == ["acme/llama"]
-    assert key_selectors.api_key_resolve(plaintext=body["api_key"]).slugs == ["acme/llama"]
+    key = key_selectors.api_key_resolve(plaintext=body["api_key"])
+    assert key is not None and key.slugs == ["acme/llama"]
 
 
 def test_key_without_subset_may_call_every_model(api: APIClient, user: dict) -> None:

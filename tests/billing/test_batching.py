@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.utils import timezone
 
@@ -15,7 +15,7 @@ from groups.models import Workspace
 from tests.billing.conftest import endpoint_add
 
 
-def _later(seconds: float = 10) -> object:
+def _later(seconds: float = 10) -> datetime:
     return timezone.now() + timedelta(seconds=seconds)
 
 

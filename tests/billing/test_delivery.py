@@ -126,10 +126,12 @@ def test_a_receiver_down_for_three_days_gets_every_event_afterwards_on_the_publi
     start = timezone.now() + timedelta(seconds=10)
     outage_end = start + timedelta(days=3)
     made: list[UsageEvent] = []
-    new_events = {
-        start + timedelta(hours=h): (lambda: made.append(make_event()) or made[-1])
-        for h in (0, 20, 50, 71)
-    }
+
+    def make_one() -> UsageEvent:
+        made.append(make_event())
+        return made[-1]
+
+    new_events = {start + timedelta(hours=h): make_one for h in (0, 20, 50, 71)}
 
     _drive(
         start=start,
@@ -191,7 +193,8 @@ def test_redirects_are_not_followed(
     assert attempt is not None and attempt.status_code == 307
     assert receiver.receiver.deliveries == []
     delivery.refresh_from_db()
-    assert delivery.status == DeliveryStatus.PENDING and delivery.next_attempt_at > now
+    assert delivery.status == DeliveryStatus.PENDING
+    assert delivery.next_attempt_at is not None and delivery.next_attempt_at > now
 
 
 def test_retry_after_is_honoured_within_the_step_bounds(
@@ -209,11 +212,13 @@ def test_retry_after_is_honoured_within_the_step_bounds(
 
         delivery_attempt_run(delivery_id=delivery.id, now=now)
         delivery.refresh_from_db()
+        assert delivery.next_attempt_at is not None
         first_wait = delivery.next_attempt_at - now
         delivery_attempt_run(delivery_id=delivery.id, now=delivery.next_attempt_at)
         second_at = delivery.next_attempt_at
         delivery.refresh_from_db()
 
+    assert delivery.next_attempt_at is not None
     assert first_wait == timedelta(seconds=8)
     assert delivery.next_attempt_at - second_at == timedelta(seconds=600)
 

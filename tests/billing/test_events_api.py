@@ -25,7 +25,7 @@ def api(workspace: Workspace) -> Callable[..., Any]:
     client = Client()
 
     def get(query: str = "", *, key: str | None = plaintext) -> Any:
-        headers = {"HTTP_AUTHORIZATION": f"Bearer {key}"} if key else {}
+        headers: dict[str, Any] = {"HTTP_AUTHORIZATION": f"Bearer {key}"} if key else {}
         return client.get(f"/v1/gateway/events?{query}", **headers)
 
     return get

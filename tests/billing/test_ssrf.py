@@ -117,12 +117,16 @@ def test_the_request_goes_to_the_checked_address_with_the_original_host_header(
     resolved: list[str] = []
     make_event()
 
+    def resolve(host: str) -> list[str]:
+        resolved.append(host)
+        return ["127.0.0.1"]
+
     with ScriptedServer(Reply(204)) as server:
         port = server.url.split(":")[2].split("/")[0]
         attempt = _send(
             workspace=workspace,
             url=f"http://hooks.example.test:{port}/hook",
-            resolve=lambda host: resolved.append(host) or ["127.0.0.1"],
+            resolve=resolve,
         )
         [request] = server.requests
 

@@ -180,7 +180,7 @@ class _Job:
         """The non-streaming JSON body."""
         text = " ".join(f"tok{i}" for i in range(self.completion_tokens))
         message = {"role": "assistant", "content": text, "refusal": None}
-        body = {"message": message} if self.chat else {"text": text}
+        body: dict[str, Any] = {"message": message} if self.chat else {"text": text}
         choice = {"index": 0, **body, "logprobs": None, "finish_reason": self.finish_reason}
         out = self._head("chat.completion" if self.chat else "text_completion")
         out |= {"choices": [choice], "system_fingerprint": "fp_fake"}
@@ -196,7 +196,7 @@ class _Job:
         return b"data: " + _dumps(out).encode() + b"\n\n"
 
     def _choice(self, delta: dict[str, Any], text: str, finish: str | None) -> dict[str, Any]:
-        body = {"delta": delta} if self.chat else {"text": text}
+        body: dict[str, Any] = {"delta": delta} if self.chat else {"text": text}
         return {"index": 0, **body, "logprobs": None, "finish_reason": finish}
 
     def events(self) -> Iterator[tuple[bytes, bool]]:

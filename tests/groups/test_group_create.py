@@ -54,6 +54,7 @@ def test_creation_writes_an_audit_row(make_group: GroupFactory) -> None:
     event = AuditEvent.objects.get(object_id=group.id, action="group.create")
 
     assert event.actor == SYSTEM_ACTOR and event.workspace_id == group.workspace_id
+    assert event.after is not None
     assert event.after["models"][0]["rate_limits"] == [
         {"type": "TOKEN", "unit": "SECOND", "threshold": 5}
     ]

@@ -58,6 +58,7 @@ def test_update_writes_before_and_after_to_the_audit(make_group: GroupFactory) -
     _update(group, name="new")
 
     event = AuditEvent.objects.get(object_id=group.id, action="group.update")
+    assert event.before is not None and event.after is not None
     assert (event.before["name"], event.after["name"]) == ("old", "new")
 
 

@@ -50,4 +50,3 @@ def signing_key(workspace: Workspace) -> Ed25519PrivateKey:
     workspace.ed25519_public_key = base64.b64encode(raw).decode()
     workspace.save(update_fields=["ed25519_public_key"])
     return private
-

@@ -33,7 +33,7 @@ def test_scope_must_be_manage_or_view(workspace: Workspace) -> None:
 
 def test_authenticate_returns_the_live_key_with_its_workspace(
     workspace: Workspace, django_assert_num_queries
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     key, plaintext = management_key_create(workspace=workspace, actor=SYSTEM_ACTOR, scope="VIEW")
 
     with django_assert_num_queries(1):

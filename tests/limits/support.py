@@ -57,7 +57,7 @@ def wait_until(condition: Callable[[], bool], *, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def counters_snapshot() -> dict[bytes, bytes | None]:
+def counters_snapshot() -> dict[bytes, bytes | str | None]:
     """Every limit counter of the limits Redis (single node or cluster) and its value."""
     client = sync_client()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import tempfile
@@ -17,6 +18,7 @@ from routing.limiter import (
     group_usage_read,
     limits_admit,
     limits_settle,
+    pending_adjustments,
 )
 from tests.limits.support import (
     T0,
@@ -75,17 +77,32 @@ def test_fail_open_admits_without_a_reservation_and_logs(
     assert "fail open" in caplog.text
 
 
-def test_settle_with_redis_down_logs_and_returns(
+def test_settle_with_redis_down_is_retried_until_redis_answers(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    reservation = admit().reservation
-    assert reservation is not None
-    settings.GATEWAY_LIMITS_REDIS_URL = f"redis://127.0.0.1:{DEAD_PORT}/0"
+    """A stream that ends while Redis is away still has its reservation reconciled afterwards."""
+    daily = [usage("TOKEN", 1000)]
+    live_url = settings.GATEWAY_LIMITS_REDIS_URL
 
-    with caplog.at_level(logging.WARNING, logger="routing.limiter"):
-        run(limits_settle(reservation=reservation, actual_tokens=5))
+    async def settle_across_an_outage() -> tuple[int, int]:
+        admission = await limits_admit(limits=daily, reserve_tokens=300, slug="acme/llama", now=T0)
+        assert admission.reservation is not None
+        settings.GATEWAY_LIMITS_REDIS_URL = f"redis://127.0.0.1:{DEAD_PORT}/0"
+        await limits_settle(reservation=admission.reservation, actual_tokens=40, now=T0)
+        waiting = pending_adjustments()
+        settings.GATEWAY_LIMITS_REDIS_URL = live_url
+        deadline = time.monotonic() + 10
+        while pending_adjustments() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return waiting, pending_adjustments()
 
-    assert "not reconciled" in caplog.text
+    with caplog.at_level(logging.INFO, logger="routing.limiter"):
+        waiting, left = run(settle_across_an_outage())
+
+    assert (waiting, left) == (1, 0)
+    assert "reconciled later" in caplog.text and "reconciled after Redis returned" in caplog.text
+    used = group_usage_read(group=None, enforced={"acme/llama": daily}, now=T0)
+    assert used["acme/llama"][0]["current_usage"] == 40
 
 
 def test_limiter_recovers_by_itself_when_redis_comes_back(dead_redis: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
@@ -29,7 +30,7 @@ def _post(gateway, key, headers=None, stream=False):
 def query_log(monkeypatch):
     """Every SQL statement run by any thread of this process."""
     statements: list[str] = []
-    original = CursorWrapper._execute_with_wrappers
+    original = CursorWrapper._execute_with_wrappers  # type: ignore[attr-defined]
 
     def counting(self, sql, *args, **kwargs):
         statements.append(sql)
@@ -147,3 +148,51 @@ def test_custom_domain_only_accepts_its_own_workspaces_keys(
     assert own.status_code == 200
     assert foreign.status_code == 401
     assert default_host.status_code == 200
+
+
+class _Outage:
+    """A fill that answers from a dict until `down` is set, then fails like an unreachable DB."""
+
+    def __init__(self, values):
+        self.values = values
+        self.down = False
+        self.calls = 0
+
+    async def __call__(self, key):
+        self.calls += 1
+        if self.down:
+            from django.db import OperationalError
+
+            raise OperationalError("connection refused")
+        return self.values.get(key)
+
+
+def _get(cache, outage, key):
+    return asyncio.run(cache.get(key, lambda: outage(key), lambda value: "ws_1"))
+
+
+def test_database_outage_serves_known_entries_and_503s_unknown_ones():
+    cache: authcache.TtlCache[str] = authcache.TtlCache()
+    outage = _Outage({"known": "entry"})
+    assert _get(cache, outage, "known") == "entry"
+    outage.down = True
+    cache.slots["known"].expires = 0.0  # the entry expires; its refill fails
+
+    assert _get(cache, outage, "known") == "entry"
+    calls = outage.calls
+    assert _get(cache, outage, "known") == "entry"
+    assert outage.calls == calls, "a stale entry is kept for a moment, not refilled per request"
+    with pytest.raises(authcache.ConfigurationUnavailable) as caught:
+        _get(cache, outage, "never-seen")
+    assert caught.value.status == 503 and caught.value.headers == {"Retry-After": "1"}
+
+
+def test_invalidated_entries_are_not_served_during_an_outage():
+    cache: authcache.TtlCache[str] = authcache.TtlCache()
+    outage = _Outage({"revoked": "entry"})
+    _get(cache, outage, "revoked")
+    outage.down = True
+    cache.drop_workspace("ws_1")
+
+    with pytest.raises(authcache.ConfigurationUnavailable):
+        _get(cache, outage, "revoked")

@@ -6,12 +6,15 @@ import asyncio
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from billing.ingest import usage_ingest
 from billing.models import UsageEvent
 from tests.proxy.conftest import SLUG, GatewayThread, compatible_target, tenant_build
 
-MESSAGES = [{"role": "user", "content": "say hello to the gateway"}]
+MESSAGES: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "say hello to the gateway"}
+]
 
 
 def _client(gateway: GatewayThread, key: str) -> openai.OpenAI:
@@ -24,7 +27,7 @@ def test_sync_chat_completion_shows_the_slug_and_records_usage(gateway, tenant, 
     completion = client.chat.completions.create(model=SLUG, messages=MESSAGES, max_tokens=5)
 
     assert completion.model == SLUG
-    assert completion.usage.completion_tokens == 5
+    assert completion.usage is not None and completion.usage.completion_tokens == 5
     assert upstream.requests[-1].json["model"] == "fake-model"
     assert usage_ingest() == 1
     event = UsageEvent.objects.get()
@@ -41,7 +44,7 @@ def test_async_client_works(gateway, tenant):
     completion = asyncio.run(call())
 
     assert completion.model == SLUG
-    assert completion.choices[0].message.content.startswith("tok0")
+    assert (completion.choices[0].message.content or "").startswith("tok0")
 
 
 def test_async_client_streams(gateway, tenant):
@@ -84,7 +87,8 @@ def test_streaming_keeps_the_usage_chunk_when_asked(gateway, tenant):
         )
     )
 
-    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 3
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage is not None and usage.completion_tokens == 3
     assert usage_ingest() == 1
 
 

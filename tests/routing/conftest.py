@@ -34,4 +34,3 @@ def baseten(**fields: Any) -> dict[str, Any]:
 
 def openai(secret_id: str, **fields: Any) -> dict[str, Any]:
     return {"provider": "OPENAI", "target_model": "gpt-4o-mini", "secret_id": secret_id, **fields}
-

@@ -111,7 +111,10 @@ def test_editing_renames_and_replaces_targets(admin_client: Client, workspace: W
         workspace=workspace, actor=SYSTEM_ACTOR, slug="acme/llama", targets=[compat()]
     )
     existing = list(Target.objects.filter(endpoint=endpoint).values_list("id", flat=True))
-    rows = [{**COMPAT_ROW, "DELETE": True}, {"provider": "BASETEN", "model_id": "abcd1234"}]
+    rows: list[dict[str, Any]] = [
+        {**COMPAT_ROW, "DELETE": True},
+        {"provider": "BASETEN", "model_id": "abcd1234"},
+    ]
     data = {"slug": "acme/llama-v2", **inline(rows, initial=1, ids=existing)}
     data[f"{PREFIX}-0-endpoint"] = endpoint.id
     data[f"{PREFIX}-1-endpoint"] = endpoint.id

@@ -62,7 +62,8 @@ def test_create_is_audited_and_invalidates(
         endpoint = create(workspace)
 
     event = AuditEvent.objects.get(object_id=endpoint.id)
-    assert event.action == "endpoint.create" and event.after["slug"] == "acme/llama"
+    assert event.action == "endpoint.create"
+    assert event.after is not None and event.after["slug"] == "acme/llama"
     assert len(callbacks) == 1
 
 
@@ -184,6 +185,7 @@ def test_update_replaces_the_target_list(
 
     assert [t.provider for t in Target.objects.filter(endpoint=endpoint)] == ["OPENAI"]
     event = AuditEvent.objects.get(object_id=endpoint.id, action="endpoint.update")
+    assert event.before is not None and event.after is not None
     assert len(event.before["targets"]) == 2 and len(event.after["targets"]) == 1
     assert len(callbacks) == 1
 

@@ -1,0 +1,93 @@
+"""SIGKILL one gunicorn worker while 200 streams are in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import psutil
+import pytest
+
+from tests.faults.ledger import accounting_check
+from tests.faults.processes import Gateway, wait_until
+from tests.faults.traffic import (
+    Outcome,
+    burst,
+    call,
+    chat_body,
+    new_session,
+    reserved_tokens,
+    summary,
+)
+
+pytestmark = pytest.mark.slow
+STREAMS = 200
+TOKENS, DELAY_MS = 60, 50  # each stream lasts about three seconds
+# One idle uvicorn worker accepts a whole burst of connections at once: arrivals are paced so that
+# both workers take a share, as they do under real traffic.
+ARRIVAL_GAP = 0.005
+
+
+async def _streams_with_a_kill(
+    gateway: Gateway, key: str, body: bytes
+) -> tuple[int, dict[int, int], list[Outcome]]:
+    """Start the streams, SIGKILL the busiest worker once every stream has its head."""
+    heads = asyncio.Event()
+    seen: list[Outcome] = []
+
+    def on_head(outcome: Outcome) -> None:
+        seen.append(outcome)
+        if len(seen) == STREAMS:
+            heads.set()
+
+    async with new_session() as session:
+        tasks = []
+        for _ in range(STREAMS):
+            request = call(session, base=gateway.url, key=key, body=body, on_head=on_head)
+            tasks.append(asyncio.create_task(request))
+            await asyncio.sleep(ARRIVAL_GAP)  # pacing arrivals, not waiting for a condition
+        async with asyncio.timeout(30):
+            await heads.wait()
+        held = {worker.pid: gateway.streams_held(worker) for worker in gateway.workers()}
+        victim = max(held, key=held.__getitem__)
+        os.kill(victim, signal.SIGKILL)
+        return victim, held, list(await asyncio.gather(*tasks))
+
+
+def _respawned(gateway: Gateway, victim: int) -> bool:
+    pids = {worker.pid for worker in gateway.workers() if worker.status() != psutil.STATUS_ZOMBIE}
+    return len(pids) == 2 and victim not in pids
+
+
+def test_a_killed_gateway_worker_fails_only_its_own_streams(stack):
+    tenant, gateway = stack.tenant, stack.gateway
+    body = chat_body(slug=tenant["slug"], tokens=TOKENS, delay_ms=DELAY_MS)
+
+    victim, held, outcomes = asyncio.run(_streams_with_a_kill(gateway, tenant["key"], body))
+    wait_until(lambda: _respawned(gateway, victim), timeout=30, what="gunicorn respawns a worker")
+    after = asyncio.run(burst(base=gateway.url, key=tenant["key"], bodies=[body] * 20))
+
+    killed = held[victim]
+    others = sum(held.values()) - killed
+    broken = [o for o in outcomes if not o.complete]
+    print(
+        f"\n[worker kill] injected: SIGKILL gateway worker {victim} holding {killed} of {STREAMS}"
+        f" streams (the other worker held {others}); counted: {summary(outcomes)};"
+        f" after the respawn: {summary(after)}"
+    )
+    assert others > 0, f"every stream was on one worker ({held}): nothing shows the others survive"
+    assert len(broken) == killed, f"{len(broken)} streams failed, the killed worker held {killed}"
+    assert all(o.status == 200 and o.error for o in broken), summary(broken)
+    assert all(o.complete for o in after), f"after the respawn: {summary(after)}"
+    accounting = accounting_check(
+        stack=stack,
+        outcomes=outcomes + after,
+        charged_without_event=killed,
+        tokens_without_event=killed * reserved_tokens(body),
+    )
+    print(
+        f"[worker kill] counted: {accounting.line()}; the {killed} killed streams stay charged"
+        " (admitted, no event: the worker died before it could record or refund)"
+    )
+    assert accounting.events == STREAMS - killed + len(after), accounting.line()
