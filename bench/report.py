@@ -16,6 +16,7 @@ from bench.peers import BENCH_DIR, PEERS_DIR
 SYSTEMS = ("direct", "gateway", "portkey", "litellm")
 MATPLOTLIB_PIN = "matplotlib==3.11.2"
 README_BEGIN, README_END = "<!-- bench:latest -->", "<!-- /bench:latest -->"
+SUMMARY_MARKERS = ("<!-- bench:summary -->", "<!-- /bench:summary -->")
 
 
 @dataclass
@@ -268,17 +269,56 @@ def chart_png(record: RunRecord, path: Path) -> str | None:
     return None
 
 
-def readme_update(table_md: str, *, readme: Path = BENCH_DIR / "README.md") -> None:
-    """Replace the block between the README's bench markers with the latest report."""
+def summary(record: RunRecord) -> str:
+    """The short table of the project README: req/s and p99 per scenario, ratios to the peers."""
+    lines = [
+        f"Latest `make bench` ({record.when[:16].replace('T', ' ')} UTC) on {record.machine};"
+        " auth, two limits and usage recording on; full report in"
+        " [bench/results/latest.md](bench/results/latest.md).",
+        "",
+        "| scenario | ours req/s | Portkey | LiteLLM | ours/Portkey | ours/LiteLLM | ours p99 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, *_ in record.scenarios:
+        ours, portkey, litellm = (_value(record, name, s, "rps") for s in SYSTEMS[1:4])
+        p99 = _value(record, name, "gateway", "p99_ms")
+        cells = [_cell(ours, 0), _cell(portkey, 0), _cell(litellm, 0)]
+        cells += [_ratio(ours, portkey), _ratio(ours, litellm), _cell(p99, 1)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    direct = _value(record, "c1_json", "direct", "p50_ms")
+    added = {
+        s: None
+        if direct is None or (v := _value(record, "c1_json", s, "p50_ms")) is None
+        else v - direct
+        for s in ("gateway", "portkey", "litellm")
+    }
+    lines += [
+        "",
+        "Added latency at concurrency 1 (p50, vs direct): ours "
+        + ", Portkey ".join(
+            [_cell(added["gateway"], 2) + " ms", _cell(added["portkey"], 2) + " ms"]
+        )
+        + f", LiteLLM {_cell(added['litellm'], 2)} ms.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def readme_update(
+    block_md: str,
+    *,
+    readme: Path = BENCH_DIR / "README.md",
+    markers: tuple[str, str] = (README_BEGIN, README_END),
+) -> None:
+    """Replace the block between a README's bench markers with `block_md`."""
+    begin, end = markers
     if not readme.exists():
         return
     text = readme.read_text()
-    if README_BEGIN not in text or README_END not in text:
+    if begin not in text or end not in text:
         return
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    body = table_md.replace("# Gateway benchmark", "### Latest run", 1)
-    readme.write_text(f"{head}{README_BEGIN}\n{body}{README_END}{tail}")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{begin}\n{block_md}{end}{tail}")
 
 
 def write_all(record: RunRecord, out_dir: Path) -> list[str]:
@@ -297,5 +337,9 @@ def write_all(record: RunRecord, out_dir: Path) -> list[str]:
     (out_dir / "latest.md").write_text(table)
     written.append(str(out_dir / "latest.md"))
     if out_dir.resolve() == (BENCH_DIR / "results").resolve():  # only the default run
-        readme_update(table.replace("](latency.png)", "](results/latency.png)"))
+        body = table.replace("# Gateway benchmark", "### Latest run", 1)
+        readme_update(body.replace("](latency.png)", "](results/latency.png)"))
+        readme_update(
+            summary(record), readme=BENCH_DIR.parent / "README.md", markers=SUMMARY_MARKERS
+        )
     return written

@@ -121,7 +121,11 @@ def _next_state(
     if outcome.status_code == 410:
         return {"status": DeliveryStatus.DISABLED, "next_attempt_at": None}
     retry_after = retry_after_parse(outcome.retry_after, now=now)
-    delay = retry_delay(attempts=delivery.attempts, retry_after=retry_after, rng=rng)
+    first = delivery.attempt_log.order_by("number").values_list("started_at", flat=True).first()
+    since_first = (now - first).total_seconds() if first is not None else None
+    delay = retry_delay(
+        attempts=delivery.attempts, since_first=since_first, retry_after=retry_after, rng=rng
+    )
     if delay is None:
         return {"status": DeliveryStatus.FAILED, "next_attempt_at": None}
     return {"status": DeliveryStatus.PENDING, "next_attempt_at": now + delay}

@@ -29,16 +29,31 @@ def retry_after_parse(value: str | None, *, now: datetime) -> float | None:
 
 
 def retry_delay(
-    *, attempts: int, retry_after: float | None = None, rng: random.Random | None = None
+    *,
+    attempts: int,
+    since_first: float | None = None,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
 ) -> timedelta | None:
     """Wait before the next try after `attempts` failed tries; None once the schedule is spent.
 
-    The step gets ±20% jitter; a `Retry-After` is honoured but kept within [1x, 2x] of the step.
+    Try n+1 is due at the published cumulative time of step n, plus up to ±20% of step n as
+    jitter, counted from the first try (`since_first` seconds ago) so that jitter never accumulates;
+    the last step's jitter is positive only. Together: the schedule always spans at least its
+    nominal 75.6 h, so a receiver that is down for 3 days still gets every delivery afterwards.
+    Between two tries there are always at least 80% of the step. A `Retry-After` is honoured but
+    kept within [1x, 2x] of the step.
     """
     if attempts < 1 or attempts > len(RETRY_STEPS):
         return None
     step = RETRY_STEPS[attempts - 1]
     if retry_after is not None:
         return timedelta(seconds=min(max(retry_after, step), 2 * step))
-    factor = (rng or random).uniform(1 - JITTER, 1 + JITTER)
-    return timedelta(seconds=step * factor)
+    swing = (rng or random).uniform(-1.0, 1.0)
+    if attempts == len(RETRY_STEPS):
+        swing = abs(swing)
+    jitter = JITTER * swing * step
+    if since_first is None:
+        return timedelta(seconds=step + jitter)
+    due = sum(RETRY_STEPS[:attempts]) + jitter - since_first
+    return timedelta(seconds=max(due, (1 - JITTER) * step))

@@ -45,6 +45,37 @@ def test_every_jittered_delay_stays_within_twenty_percent_of_its_step() -> None:
     assert len({d for _, d in delays}) > 100
 
 
+def _schedule(rng: random.Random) -> list[float]:
+    """Times of the ten tries (seconds after the first), each made the moment it is due."""
+    times = [0.0]
+    for n in range(1, len(RETRY_STEPS) + 1):
+        delay = retry_delay(attempts=n, since_first=times[-1], rng=rng)
+        assert delay is not None
+        times.append(times[-1] + delay.total_seconds())
+    return times
+
+
+def test_jitter_does_not_accumulate_and_the_schedule_outlasts_a_three_day_outage() -> None:
+    rng = random.Random(11)
+    nominal = [float(sum(RETRY_STEPS[:n])) for n in range(len(RETRY_STEPS) + 1)]
+
+    runs = [_schedule(rng) for _ in range(500)]
+
+    for times in runs:
+        for n in range(1, len(times)):
+            step = RETRY_STEPS[n - 1]
+            assert abs(times[n] - nominal[n]) <= 0.2 * step + 1e-6
+            assert times[n] - times[n - 1] >= 0.8 * step - 1e-6
+        assert times[-1] >= nominal[-1] > 72 * 3600
+    assert len({round(times[-1]) for times in runs}) > 100
+
+
+def test_a_late_try_keeps_at_least_most_of_a_step_before_the_next() -> None:
+    delay = retry_delay(attempts=3, since_first=10 * 3600, rng=NoJitter())
+
+    assert delay == timedelta(seconds=0.8 * 1800)
+
+
 def test_after_the_tenth_failure_there_is_no_next_attempt() -> None:
     assert retry_delay(attempts=10) is None
 
