@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import connections
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from billing.models import UsageEvent
 
@@ -18,14 +20,40 @@ USAGE_STREAM = "gw:usage"
 _usage_logger = logging.getLogger("billing.usage")
 
 
-async def usage_event_record(*, client: Any, event: dict[str, Any]) -> None:
-    """Make one usage event durable: XADD to the usage stream, or a DB insert if Redis fails."""
+# KEYS: the usage stream, the in-flight journal hash. ARGV: event JSON, the journal field.
+_RECORD_SCRIPT = """
+redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[2])
+return 1
+"""
+_RECORD_SHA = hashlib.sha1(_RECORD_SCRIPT.encode()).hexdigest()
+
+
+async def usage_event_record(
+    *, client: Any, event: dict[str, Any], note: tuple[str, str] | None = None
+) -> None:
+    """Make one usage event durable: XADD to the usage stream, or a DB insert if Redis fails.
+
+    `note` (hash key, field) is the request's in-flight journal note, removed in the same step.
+    """
     payload = json.dumps(event, separators=(",", ":"))
     try:
-        await client.xadd(USAGE_STREAM, {"e": payload})
+        if note is None:
+            await client.xadd(USAGE_STREAM, {"e": payload})
+            return
+        try:
+            await client.evalsha(_RECORD_SHA, 2, USAGE_STREAM, note[0], payload, note[1])
+        except NoScriptError:
+            await client.script_load(_RECORD_SCRIPT)
+            await client.evalsha(_RECORD_SHA, 2, USAGE_STREAM, note[0], payload, note[1])
     except (RedisError, OSError):
         _usage_logger.warning("usage stream unavailable; inserting directly", exc_info=True)
         await sync_to_async(_store_and_release, thread_sensitive=False)([event])
+        if note is not None:
+            # Stored: the note may go (if it stays, a reaper's event for it is a duplicate
+            # request id, which ingest drops).
+            with contextlib.suppress(RedisError, OSError):
+                await client.hdel(*note)
 
 
 def usage_events_store(*, events: list[dict[str, Any]]) -> None:

@@ -209,6 +209,8 @@ GATEWAY_ENDPOINT_CATALOG = "routing.selectors.endpoint_live_slugs"
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
     "usage-ingest": {"task": "billing.usage_ingest", "schedule": 1.0},
+    # Requests of gateway workers that died mid-request (routing/journal.py).
+    "inflight-reap": {"task": "billing.inflight_reap", "schedule": 5.0},
 }
 
 # Webhook pipeline (billing/webhook_tasks.py): batch events, reclaim leases, enqueue due deliveries.

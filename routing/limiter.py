@@ -419,6 +419,20 @@ def _sync_client() -> redis.Redis | SyncRedisCluster:
     return client
 
 
+def limits_adjust_sync(*, counters: Sequence[ChargedCounter], amounts: Sequence[int]) -> None:
+    """The adjust step from synchronous code (Celery): add `amounts` to `counters`."""
+    client = _sync_client()
+    args: list[Any] = ["adjust", ""]
+    for counter, amount in zip(counters, amounts, strict=True):
+        args += [PERIOD_US[counter.unit], counter.threshold, amount]
+    keys = [counter.key for counter in counters]
+    try:
+        client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+    except rx.NoScriptError:
+        client.script_load(SCRIPT)
+        client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+
+
 def _redis_clock(client: redis.Redis | SyncRedisCluster) -> float:
     seconds, microseconds = client.time()
     return seconds + microseconds / 1_000_000

@@ -7,6 +7,7 @@ upstream.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -22,6 +23,7 @@ from gateway_project.errors import AuthenticationFailed, GatewayError, NotFound,
 from keys.hashing import key_hash
 from routing.authcache import KeyEntry, domain_workspace, key_lookup, route_lookup
 from routing.exchange import Call, DisconnectWatch, Receive, Responder, Send
+from routing.journal import journal_close, journal_note, journal_open
 from routing.lifecycle import listener_ensure
 from routing.limiter import Admission, limits_admit, limits_refund, limits_settle
 from routing.metrics import metric_inc, metrics_gather
@@ -270,6 +272,13 @@ async def _admitted_relay(
     admission = await _admit(call, entry, body, body_bytes)
     for name, value in admission.headers.items() if admission else ():
         responder.header_add(name, value)
+    # Journaled while it runs (concurrently with the upstream call: no added latency).
+    note = journal_note(
+        call, body_bytes=body_bytes, reservation=admission.reservation if admission else None
+    )
+    call.journal = asyncio.ensure_future(
+        journal_open(main_redis(), request_id=call.request_id, note=note)
+    )
     watch = DisconnectWatch(receive)
     try:
         await relay_run(
@@ -283,12 +292,15 @@ async def _admitted_relay(
         )
     finally:
         watch.disarm()
-        if admission is not None:
-            await _reconcile(call, admission)
+        await _reconcile(call, admission)
 
 
-async def _reconcile(call: Call, admission: Admission) -> None:
+async def _reconcile(call: Call, admission: Admission | None) -> None:
     # The response is already out: a failure here must not turn into an error for the client.
+    if call.event_status is None and call.journal is not None and await call.journal:
+        await journal_close(main_redis(), request_id=call.request_id)
+    if admission is None:
+        return
     try:
         if call.event_status is not None and call.usage is not None:
             await limits_settle(reservation=admission.reservation, actual_tokens=call.usage.total)

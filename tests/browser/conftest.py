@@ -28,9 +28,12 @@ ARTIFACTS = BASE_DIR / "var" / "test-artifacts" / "browser"
 STAFF = ("support", "support-password-123")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the session (the system browser: nothing is downloaded)."""
+    """One headless Chromium for this package (the system browser: nothing is downloaded).
+
+    Package scope: Playwright's sync API runs an event loop in this thread until it stops, and
+    the rest of the suite needs a thread with no running loop (asyncio.run)."""
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium"

@@ -118,7 +118,7 @@ def _events_settled(
     return events if complete <= {e.request_id for e in events} else None
 
 
-def _tenant_db(stack: Any) -> dict[str, str]:
+def tenant_db(stack: Any) -> dict[str, str]:
     return {"database_url": stack.database_url, "workspace_id": stack.tenant["workspace_id"]}
 
 
@@ -136,12 +136,12 @@ def accounting_check(
     answered = {o.request_id for o in outcomes if o.status == 200 and o.request_id}
     try:
         events = wait_until(
-            lambda: _events_settled(complete=complete, **_tenant_db(stack)),
+            lambda: _events_settled(complete=complete, **tenant_db(stack)),
             timeout=PIPELINE_TIMEOUT,
             interval=0.25,
         )
     except AssertionError:
-        stored = {e.request_id for e in events_read(**_tenant_db(stack))}
+        stored = {e.request_id for e in events_read(**tenant_db(stack))}
         missing = len(complete - stored)
         raise AssertionError(
             f"{missing} of {len(complete)} complete responses have no usage event"

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 
 import psutil
 import pytest
 
-from tests.faults.ledger import accounting_check
+from tests.faults.ledger import accounting_check, events_read, tenant_db
 from tests.faults.processes import Gateway, wait_until
 from tests.faults.traffic import (
     Outcome,
@@ -17,7 +18,6 @@ from tests.faults.traffic import (
     call,
     chat_body,
     new_session,
-    reserved_tokens,
     summary,
 )
 
@@ -27,6 +27,8 @@ TOKENS, DELAY_MS = 60, 50  # each stream lasts about three seconds
 # One idle uvicorn worker accepts a whole burst of connections at once: arrivals are paced so that
 # both workers take a share, as they do under real traffic.
 ARRIVAL_GAP = 0.005
+# Heartbeat TTL (10 s) + missing grace (5 s) + two reaper periods (5 s each), with room to spare.
+REAP_TIMEOUT = 60.0
 
 
 async def _streams_with_a_kill(
@@ -80,14 +82,19 @@ def test_a_killed_gateway_worker_fails_only_its_own_streams(stack):
     assert len(broken) == killed, f"{len(broken)} streams failed, the killed worker held {killed}"
     assert all(o.status == 200 and o.error for o in broken), summary(broken)
     assert all(o.complete for o in after), f"after the respawn: {summary(after)}"
-    accounting = accounting_check(
-        stack=stack,
-        outcomes=outcomes + after,
-        charged_without_event=killed,
-        tokens_without_event=killed * reserved_tokens(body),
+    respawned_at = time.monotonic()
+    everything = {o.request_id for o in outcomes + after if o.request_id}
+    wait_until(
+        lambda: everything <= {e.request_id for e in events_read(**tenant_db(stack))},
+        timeout=REAP_TIMEOUT,
+        what="an event for every stream, the killed worker's included",
     )
+    reaped_after = time.monotonic() - respawned_at
+    accounting = accounting_check(stack=stack, outcomes=outcomes + after)
     print(
-        f"[worker kill] counted: {accounting.line()}; the {killed} killed streams stay charged"
-        " (admitted, no event: the worker died before it could record or refund)"
+        f"[worker kill] counted: {accounting.line()}; the {killed} killed streams became"
+        f" cancelled events (estimated tokens, reservations settled) {reaped_after:.1f}s after"
+        " the respawn (the dead worker's heartbeat expired, the reaper ran)"
     )
-    assert accounting.events == STREAMS - killed + len(after), accounting.line()
+    assert accounting.events == STREAMS + len(after), accounting.line()
+    assert accounting.cancelled == killed, accounting.line()

@@ -1,0 +1,200 @@
+"""The in-flight journal: no billable request is lost with the worker that served it.
+
+Every request that goes upstream is noted in one Redis hash (`gw:inflight`, field = request id)
+while it runs; the usage event's XADD deletes the note in the same MULTI. Each gateway worker
+refreshes a heartbeat key every HEARTBEAT_EVERY seconds. A worker that dies mid-request (SIGKILL,
+OOM kill, a node lost) leaves notes behind whose heartbeat has expired: `journal_reap` (Celery
+beat) turns each into a `cancelled` usage event with estimated tokens (prompt bytes / 4, no
+completion tokens: what was streamed died with the worker) and settles the request's TOKEN
+reservations to that estimate, exactly as a client disconnect would have.
+
+A worker is declared gone only after its heartbeat has been missing for MISSING_GRACE seconds
+across two reaper passes, so a Redis restart that loses the heartbeat keys (and not the hash) reaps
+nothing. Reaping is idempotent: the note's HDEL and the event's XADD are one Lua step, and ingest
+keeps one event per request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from billing.services import USAGE_STREAM
+from gateway_project.ids import new_ulid
+from routing.exchange import Call
+from routing.limiter import ChargedCounter, Reservation, limits_adjust_sync
+
+logger = logging.getLogger(__name__)
+
+INFLIGHT_KEY = "gw:inflight"
+WORKER_PREFIX = "gw:worker:"
+MISSING_PREFIX = "gw:worker-missing:"
+HEARTBEAT_EVERY = 2.0
+HEARTBEAT_TTL = 10
+# How long a heartbeat must stay missing across reaper passes (a Redis restart that lost the
+# heartbeat keys sees them rewritten within HEARTBEAT_EVERY).
+MISSING_GRACE = 5.0
+
+# KEYS: the journal hash, the usage stream. ARGV: request id, event JSON. The event is added only
+# by whoever removes the note, so two reapers (or a reaper and a late worker) never both add one.
+_REAP_SCRIPT = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+  redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+_worker: tuple[int, str] | None = None
+
+
+def worker_id() -> str:
+    """This process's id in the journal (host, pid and a start ULID: pids are reused)."""
+    global _worker
+    pid = os.getpid()
+    if _worker is None or _worker[0] != pid:
+        _worker = (pid, f"{socket.gethostname()}:{pid}:{new_ulid()}")
+    return _worker[1]
+
+
+def _timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def journal_note(call: Call, *, body_bytes: int, reservation: Reservation | None) -> str:
+    """The note of one request: what its usage event needs, should its worker die."""
+    entry = call.entry
+    assert entry is not None
+    counters = [
+        [c.key, c.type, c.unit, c.threshold] for c in (reservation.counters if reservation else ())
+    ]
+    note = {
+        "worker": worker_id(),
+        "at": time.time(),
+        "requestMetadata": call.metadata,
+        "modelSlug": call.slug,
+        "externalCustomerId": entry.external_id,
+        "apiKeyPrefix": entry.key_prefix,
+        "groupId": entry.group_id,
+        "workspaceId": entry.workspace_id,
+        "bodyBytes": body_bytes,
+        "reserved": reservation.reserved_tokens if reservation else 0,
+        "counters": counters,
+    }
+    return json.dumps(note, separators=(",", ":"))
+
+
+async def journal_open(client: Any, *, request_id: str, note: str) -> bool:
+    """Write the note (best effort: without Redis the request still runs, unjournaled)."""
+    try:
+        await client.hset(INFLIGHT_KEY, request_id, note)
+    except (RedisError, OSError):
+        logger.warning("in-flight journal unavailable", extra={"request_id": request_id})
+        return False
+    return True
+
+
+async def journal_close(client: Any, *, request_id: str) -> None:
+    """Drop the note of a request that produced no usage event (refused upstream, error)."""
+    try:
+        await client.hdel(INFLIGHT_KEY, request_id)
+    except (RedisError, OSError):
+        logger.warning("in-flight note not removed", extra={"request_id": request_id})
+
+
+async def heartbeat_loop(client: Any, *, stop: asyncio.Event) -> None:
+    """Refresh this worker's heartbeat until `stop` is set; delete it on a clean stop."""
+    key = WORKER_PREFIX + worker_id()
+    while not stop.is_set():
+        try:
+            await client.set(key, "1", ex=HEARTBEAT_TTL)
+        except (RedisError, OSError):
+            logger.debug("heartbeat not written", exc_info=True)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_EVERY)
+        except TimeoutError:
+            pass
+
+
+def _worker_gone(client: Any, worker: str, *, now: float) -> bool:
+    """True once the worker's heartbeat has been missing for MISSING_GRACE seconds."""
+    if client.exists(WORKER_PREFIX + worker):
+        return False
+    missing = MISSING_PREFIX + worker
+    client.set(missing, repr(now), nx=True, ex=24 * 3600)
+    since = float(client.get(missing) or now)
+    return now - since >= MISSING_GRACE
+
+
+def _reaped_event(request_id: str, note: dict[str, Any]) -> dict[str, Any]:
+    input_tokens = max(1, int(note["bodyBytes"]) // 4)
+    return {
+        "idempotencyKey": new_ulid(),
+        "timestamp": _timestamp(),
+        "requestId": request_id,
+        "requestMetadata": note["requestMetadata"],
+        "modelSlug": note["modelSlug"],
+        "externalCustomerId": note["externalCustomerId"],
+        "externalEntityId": note["externalCustomerId"],
+        "apiKeyPrefix": note["apiKeyPrefix"],
+        "groupId": note["groupId"],
+        "status": "cancelled",
+        "tokens": {"inputTokens": input_tokens, "outputTokens": 0, "cachedInputTokens": 0},
+        "workspaceId": note["workspaceId"],
+        "usageEstimated": True,
+        "httpStatus": 499,
+        "target": "",
+        "totalMs": round(max(0.0, time.time() - float(note["at"])) * 1000, 3),
+        "upstreamMs": 0.0,
+        "firstByteMs": None,
+    }
+
+
+def journal_reap(*, client: Any, now: float | None = None) -> int:
+    """Turn the notes of dead workers into cancelled usage events; returns how many."""
+    now = time.time() if now is None else now
+    gone: dict[str, bool] = {}
+    reaped = 0
+    for raw_id, raw_note in client.hscan_iter(INFLIGHT_KEY, count=500):
+        request_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+        note = json.loads(raw_note)
+        worker = note["worker"]
+        if worker not in gone:
+            gone[worker] = _worker_gone(client, worker, now=now)
+        if not gone[worker]:
+            continue
+        event = _reaped_event(request_id, note)
+        payload = json.dumps(event, separators=(",", ":"))
+        if not client.eval(_REAP_SCRIPT, 2, INFLIGHT_KEY, USAGE_STREAM, request_id, payload):
+            continue  # recorded meanwhile by its worker or another reaper
+        reaped += 1
+        tokens = event["tokens"]["inputTokens"]
+        _settle(note, actual_tokens=tokens, request_id=request_id)
+    if reaped:
+        logger.warning("reaped %d requests of dead gateway workers %s", reaped, sorted(gone))
+    return reaped
+
+
+def _settle(note: dict[str, Any], *, actual_tokens: int, request_id: str) -> None:
+    counters = [
+        ChargedCounter(key=key, type=kind, unit=unit, threshold=int(threshold), cost=0)
+        for key, kind, unit, threshold in note["counters"]
+        if kind == "TOKEN"
+    ]
+    delta = actual_tokens - int(note["reserved"])
+    if not counters or delta == 0:
+        return
+    try:
+        limits_adjust_sync(counters=counters, amounts=[delta] * len(counters))
+    except (RedisError, OSError, TimeoutError):
+        logger.exception(
+            "reaped request's reservation not settled", extra={"request_id": request_id}
+        )

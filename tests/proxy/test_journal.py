@@ -1,0 +1,159 @@
+"""The in-flight journal: a request is noted while it runs, and a dead worker's requests become
+cancelled usage events with their reservations settled (routing/journal.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+import redis
+from django.conf import settings
+
+from billing.ingest import usage_ingest
+from billing.models import UsageEvent
+from billing.services import USAGE_STREAM
+from groups.limits import EnforcedLimit
+from routing import journal
+from routing.authcache import KeyEntry
+from routing.exchange import Call
+from routing.limiter import group_usage_read, limits_admit
+from routing.redis_pool import close_all
+from tests.proxy.conftest import SLUG, compatible_target, tenant_build
+
+CHAT = "/v1/chat/completions"
+DAILY = [EnforcedLimit("grp_j", "grp_j", "USAGE", "TOKEN", "DAY", 100_000)]
+
+
+def _client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def _events() -> list[dict]:
+    entries: list = _client().xrange(USAGE_STREAM) or []
+    return [json.loads(fields[b"e"]) for _, fields in entries]
+
+
+def _entry() -> KeyEntry:
+    return KeyEntry(
+        workspace_id="ws_j",
+        onboarded=True,
+        group_id="grp_j",
+        root_group_id="grp_j",
+        external_id="cust_j",
+        key_prefix="sky_journal00001",
+        allowed_slugs=frozenset({SLUG}),
+        limits={SLUG: DAILY},
+    )
+
+
+def _orphan(request_id: str, *, worker: str, body_bytes: int, reserve: int) -> None:
+    """What a worker leaves behind when it is killed mid-request: a charged reservation and a
+    note, no usage event."""
+
+    async def run() -> None:
+        admission = await limits_admit(limits=DAILY, reserve_tokens=reserve, slug=SLUG)
+        call = Call(request_id=request_id, path=CHAT, entry=_entry(), slug=SLUG)
+        call.metadata = {"ticket": "T-1"}
+        note = journal.journal_note(call, body_bytes=body_bytes, reservation=admission.reservation)
+        note = json.dumps({**json.loads(note), "worker": worker})
+        client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+        assert await journal.journal_open(client, request_id=request_id, note=note)
+        await client.aclose()
+        await close_all()
+
+    asyncio.run(run())
+
+
+def _tokens_today() -> int:
+    usage = group_usage_read(group=None, enforced={SLUG: DAILY})
+    return int(usage[SLUG][0]["current_usage"] or 0)
+
+
+def test_a_served_request_leaves_no_note_and_one_event(gateway, workspace, upstream):
+    tenant = tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
+    body = {"model": SLUG, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+    response = httpx.post(
+        f"{gateway.url}{CHAT}", json=body, headers={"Authorization": f"Bearer {tenant.key}"}
+    )
+
+    assert response.status_code == 200
+    assert _client().hlen(journal.INFLIGHT_KEY) == 0
+    assert [e["requestId"] for e in _events()] == [response.headers["x-request-id"]]
+
+
+def test_a_request_refused_upstream_leaves_no_note(gateway, workspace, unavailable_upstream):
+    tenant = tenant_build(
+        workspace=workspace, targets=[compatible_target(unavailable_upstream.url)]
+    )
+    body = {"model": SLUG, "messages": [{"role": "user", "content": "hi"}]}
+
+    response = httpx.post(
+        f"{gateway.url}{CHAT}", json=body, headers={"Authorization": f"Bearer {tenant.key}"}
+    )
+
+    assert response.status_code >= 500
+    assert _client().hlen(journal.INFLIGHT_KEY) == 0
+    assert _events() == []
+
+
+def test_a_dead_workers_request_becomes_one_cancelled_event_and_its_reservation_settles(
+    workspace,
+):
+    _orphan("req-dead-1", worker="gone:1:X", body_bytes=400, reserve=4_100)
+    assert _tokens_today() == 4_100
+    client = _client()
+
+    first = journal.journal_reap(client=client)
+    later = journal.journal_reap(client=client, now=_now() + journal.MISSING_GRACE + 1)
+    again = journal.journal_reap(client=client, now=_now() + journal.MISSING_GRACE + 2)
+
+    assert (first, later, again) == (0, 1, 0), "reaped once, after the heartbeat stayed missing"
+    [event] = _events()
+    assert event["requestId"] == "req-dead-1" and event["status"] == "cancelled"
+    assert event["usageEstimated"] is True and event["requestMetadata"] == {"ticket": "T-1"}
+    assert event["tokens"] == {"inputTokens": 100, "outputTokens": 0, "cachedInputTokens": 0}
+    assert _tokens_today() == 100, "the reservation is settled to the event's tokens"
+    assert client.hlen(journal.INFLIGHT_KEY) == 0
+
+
+def test_a_live_workers_requests_are_never_reaped(workspace):
+    client = _client()
+    client.set(journal.WORKER_PREFIX + "alive:2:Y", "1", ex=journal.HEARTBEAT_TTL)
+    _orphan("req-live-1", worker="alive:2:Y", body_bytes=40, reserve=50)
+
+    reaped = [journal.journal_reap(client=client, now=_now() + 60 * k) for k in range(3)]
+
+    assert reaped == [0, 0, 0]
+    assert client.hlen(journal.INFLIGHT_KEY) == 1 and _events() == []
+
+
+@pytest.mark.django_db
+def test_a_reaped_event_and_a_late_one_from_the_worker_store_once(workspace):
+    from groups.models import Group
+
+    group = Group(workspace=workspace, external_entity_id="cust_j")
+    group.root = group
+    group.save()
+    _orphan("req-late-1", worker="gone:3:Z", body_bytes=40, reserve=50)
+    client = _client()
+    journal.journal_reap(client=client)
+    journal.journal_reap(client=client, now=_now() + journal.MISSING_GRACE + 1)
+    [reaped] = _events()
+    late = {**reaped, "idempotencyKey": "01J9X7Y0Z3K4M5N6P7Q8R9S0TZ", "status": "completed"}
+    for event in (reaped, late):
+        event.update(workspaceId=workspace.id, groupId=group.id)
+    client.delete(USAGE_STREAM)
+    for event in (reaped, late):
+        client.xadd(USAGE_STREAM, {"e": json.dumps(event)})
+
+    usage_ingest()
+
+    assert UsageEvent.objects.filter(request_id="req-late-1").count() == 1
+
+
+def _now() -> float:
+    seconds, micros = _client().time()
+    return seconds + micros / 1e6
