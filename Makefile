@@ -7,7 +7,8 @@ TEST_ENV := GATEWAY_VAR_DIR=$(CURDIR)/var/test GATEWAY_UPSTREAM_ALLOWLIST=127.0.
 	GATEWAY_KEY_CACHE_TTL=30 SECRET_KEY=test-secret-key-not-for-production
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast test-slow lint bench bench-quick lock clean fuzz
+.PHONY: run test test-fast test-slow lint bench bench-quick bench-limits bench-usage-write bench-soak \
+	lock clean fuzz
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +51,17 @@ bench-quick: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+# The pieces on their own: limiter cost with 0, 2 and 8 limits; XADD vs DB insert for usage events;
+# per-worker RSS over 100k requests (bench/results/soak.md).
+bench-limits: $(STAMP)
+	$(PY) -m bench.limits
+
+bench-usage-write: $(STAMP)
+	$(PY) -m bench.usage_write
+
+bench-soak: $(STAMP)
+	$(PY) -m bench.soak
 
 lock:
 	rm -rf /tmp/gateway-lock && $(PYTHON) -m venv /tmp/gateway-lock

@@ -22,7 +22,8 @@ from routing import authcache
 from tests.billing.conftest import endpoint_add
 from tests.fakes.model_server import FakeModelServerThread
 from tests.fakes.webhook_receiver import WebhookReceiverThread
-from tests.proxy.conftest import GatewayThread, compatible_target, tenant_build, wait_until
+from tests.proxy.conftest import GatewayThread, compatible_target, tenant_build
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 N = 12

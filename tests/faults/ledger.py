@@ -17,8 +17,8 @@ import psycopg
 from aiohttp import web
 
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.faults.processes import wait_until
 from tests.faults.traffic import Outcome
+from tests.waiting import wait_until
 
 SETTLE_TIMEOUT = 20.0
 PIPELINE_TIMEOUT = 75.0  # ingest reclaims entries a failed consumer left pending after 30 s

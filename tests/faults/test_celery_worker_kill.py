@@ -9,8 +9,8 @@ from collections import defaultdict
 import pytest
 
 from tests.faults.ledger import accounting_check
-from tests.faults.processes import wait_until
 from tests.faults.traffic import burst, chat_body, summary
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 REQUESTS = 300

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from tests.faults.ledger import accounting_check, events_read, tenant_db
-from tests.faults.processes import Gateway, wait_until
+from tests.faults.processes import Gateway
 from tests.faults.traffic import (
     Outcome,
     burst,
@@ -20,6 +20,7 @@ from tests.faults.traffic import (
     new_session,
     summary,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 STREAMS = 200

@@ -13,8 +13,8 @@ import redis
 from billing.services import USAGE_STREAM
 from routing.metrics import SNAPSHOT_PREFIX
 from tests.faults.ledger import accounting_check
-from tests.faults.processes import wait_until
 from tests.faults.traffic import Load, Outcome, burst, chat_body, summary
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 CONCURRENCY = 10

@@ -10,8 +10,8 @@ import redis
 
 from routing.limiter import SCRIPT_SHA
 from tests.faults.ledger import accounting_check
-from tests.faults.processes import wait_until
 from tests.faults.traffic import Load, Outcome, chat_body, summary
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 CONCURRENCY = 20

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,23 +20,10 @@ from routing import authcache
 from routing.models import Endpoint
 from routing.services import endpoint_create
 from tests.fakes.model_server import FakeModelServerThread
+from tests.waiting import wait_until
 
 SLUG = "acme/llama"
 UPSTREAM_MODEL = "fake-model"
-
-
-def wait_until(
-    predicate: Callable[[], Any], *, timeout: float = 5.0, interval: float = 0.01
-) -> Any:
-    """Poll `predicate` until it returns a truthy value; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 class GatewayThread:

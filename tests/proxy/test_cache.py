@@ -14,7 +14,8 @@ from groups.services import custom_domain_add, group_update, workspace_set_onboa
 from keys.services import api_key_revoke
 from routing import authcache
 from routing.services import endpoint_delete
-from tests.proxy.conftest import SLUG, compatible_target, tenant_build, wait_until
+from tests.proxy.conftest import SLUG, compatible_target, tenant_build
+from tests.waiting import wait_until
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": SLUG, "messages": [{"role": "user", "content": "hi"}]}

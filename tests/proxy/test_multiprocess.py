@@ -23,7 +23,7 @@ from django.conf import settings
 
 from routing.metrics import SNAPSHOT_PREFIX
 from tests.fakes.model_server import FakeModelServerThread
-from tests.proxy.conftest import wait_until
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

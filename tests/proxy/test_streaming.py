@@ -9,7 +9,8 @@ import httpx
 
 from billing.ingest import usage_ingest
 from billing.models import UsageEvent
-from tests.proxy.conftest import SLUG, wait_until
+from tests.proxy.conftest import SLUG
+from tests.waiting import wait_until
 
 CHAT = "/v1/chat/completions"
 

@@ -17,6 +17,7 @@ from groups.audit import SYSTEM_ACTOR
 from groups.models import Workspace
 from keys import services as key_services
 from routing import services as routing_services
+from tests.proxy.conftest import gateway, tenant, upstream  # noqa: F401 - fixtures of this suite
 
 
 @dataclass

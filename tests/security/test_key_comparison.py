@@ -17,14 +17,7 @@ from groups.models import Workspace
 from keys import hashing
 from keys.selectors import management_key_authenticate
 from keys.services import management_key_create
-from tests.proxy.conftest import (  # noqa: F401 - fixtures reused from the proxy suite
-    SLUG,
-    GatewayThread,
-    Tenant,
-    gateway,
-    tenant,
-    upstream,
-)
+from tests.proxy.conftest import GatewayThread, Tenant
 
 UNKNOWN_MANAGEMENT = "gwm_000000000000.unknownunknownunknownunknownunknown0000"
 UNKNOWN_FEDERATED = "sky_000000000000.unknownunknownunknownunknownunknown0000"

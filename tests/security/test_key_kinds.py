@@ -9,14 +9,7 @@ from rest_framework.test import APIClient
 
 from groups.models import Workspace
 from keys.hashing import FEDERATED_PREFIX
-from tests.proxy.conftest import (  # noqa: F401 - fixtures reused from the proxy suite
-    SLUG,
-    GatewayThread,
-    Tenant,
-    gateway,
-    tenant,
-    upstream,
-)
+from tests.proxy.conftest import SLUG, GatewayThread, Tenant
 from tests.security.conftest import World
 from tests.security.routes import ROUTES, Route
 from tests.security.test_tenant_isolation import path_values, send
