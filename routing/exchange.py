@@ -35,7 +35,6 @@ class Call:
     upstream_ms: float = 0.0
     first_byte_ms: float | None = None
     stream: bool = False
-    journal: asyncio.Task[bool] | None = None  # the in-flight note's write (routing/journal.py)
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the request arrived."""

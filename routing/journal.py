@@ -1,8 +1,11 @@
 """The in-flight journal: no billable request is lost with the worker that served it.
 
 Every request that goes upstream is noted in one Redis hash (`gw:inflight`, field = request id)
-while it runs; the usage event's XADD deletes the note in the same MULTI. Each gateway worker
-refreshes a heartbeat key every HEARTBEAT_EVERY seconds. A worker that dies mid-request (SIGKILL,
+while it runs. Notes are buffered per worker and written in one HSET every FLUSH_EVERY seconds, so
+a request that ends sooner (most JSON calls) never touches Redis for its note; a note that was
+written is deleted by the usage event's XADD in the same Lua step. Each gateway worker refreshes a
+heartbeat key every HEARTBEAT_EVERY seconds. What a SIGKILL can lose is the requests that started
+within the last FLUSH_EVERY seconds. A worker that dies mid-request (SIGKILL,
 OOM kill, a node lost) leaves notes behind whose heartbeat has expired: `journal_reap` (Celery
 beat) turns each into a `cancelled` usage event with estimated tokens (prompt bytes / 4, no
 completion tokens: what was streamed died with the worker) and settles the request's TOKEN
@@ -17,6 +20,7 @@ keeps one event per request id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -92,22 +96,85 @@ def journal_note(call: Call, *, body_bytes: int, reservation: Reservation | None
     return json.dumps(note, separators=(",", ":"))
 
 
-async def journal_open(client: Any, *, request_id: str, note: str) -> bool:
-    """Write the note (best effort: without Redis the request still runs, unjournaled)."""
-    try:
-        await client.hset(INFLIGHT_KEY, request_id, note)
-    except (RedisError, OSError):
-        logger.warning("in-flight journal unavailable", extra={"request_id": request_id})
+FLUSH_EVERY = 0.02
+
+
+class Journal:
+    """This worker's notes: buffered, written by `flush_loop`, dropped when their request ends."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, str] = {}  # noted, not written yet
+        self.flushing: set[str] = set()  # in the HSET being sent now
+        self.ended_while_flushing: set[str] = set()
+        self.written: set[str] = set()
+
+    def open(self, request_id: str, note: str) -> None:
+        """Note a request that is about to go upstream."""
+        self.pending[request_id] = note
+
+    def end(self, request_id: str) -> bool:
+        """Forget the note; True when Redis holds it (the caller deletes it with the event)."""
+        if self.pending.pop(request_id, None) is not None:
+            return False
+        if request_id in self.flushing:
+            self.ended_while_flushing.add(request_id)  # deleted once the HSET is done
+            return False
+        if request_id in self.written:
+            self.written.discard(request_id)
+            return True
         return False
-    return True
+
+    async def flush(self, client: Any) -> None:
+        """Write the pending notes in one HSET, then delete those that ended meanwhile."""
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, {}
+        self.flushing = set(batch)
+        try:
+            await client.hset(INFLIGHT_KEY, mapping=batch)
+        except (RedisError, OSError):
+            logger.warning("in-flight journal unavailable: %d notes not written", len(batch))
+            self.flushing, self.ended_while_flushing = set(), set()
+            return
+        ended, self.ended_while_flushing = self.ended_while_flushing, set()
+        self.written |= self.flushing - ended
+        self.flushing = set()
+        if ended:
+            with contextlib.suppress(RedisError, OSError):
+                await client.hdel(INFLIGHT_KEY, *ended)
+
+
+_journals: dict[int, Journal] = {}
+
+
+def journal() -> Journal:
+    """The running loop's journal (one per worker)."""
+    loop_id = id(asyncio.get_running_loop())
+    found = _journals.get(loop_id)
+    if found is None:
+        found = _journals[loop_id] = Journal()
+    return found
 
 
 async def journal_close(client: Any, *, request_id: str) -> None:
-    """Drop the note of a request that produced no usage event (refused upstream, error)."""
-    try:
-        await client.hdel(INFLIGHT_KEY, request_id)
-    except (RedisError, OSError):
-        logger.warning("in-flight note not removed", extra={"request_id": request_id})
+    """End the note of a request that produced no usage event (refused upstream, error)."""
+    if journal().end(request_id):
+        try:
+            await client.hdel(INFLIGHT_KEY, request_id)
+        except (RedisError, OSError):
+            logger.warning("in-flight note not removed", extra={"request_id": request_id})
+
+
+async def flush_loop(client: Any, *, stop: asyncio.Event) -> None:
+    """Write this worker's pending notes every FLUSH_EVERY seconds until `stop` is set."""
+    book = journal()
+    while not stop.is_set():
+        await book.flush(client)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=FLUSH_EVERY)
+        except TimeoutError:
+            pass
+    _journals.pop(id(asyncio.get_running_loop()), None)
 
 
 async def heartbeat_loop(client: Any, *, stop: asyncio.Event) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from routing import authcache
-from routing.journal import heartbeat_loop
+from routing.journal import flush_loop, heartbeat_loop
 from routing.limiter import adjustments_drain
 from routing.metrics import metrics_publish_loop
 from routing.redis_pool import close_all, main_redis
@@ -31,6 +31,7 @@ def listener_ensure() -> None:
             asyncio.create_task(authcache.cache_listen(stop=stop)),
             asyncio.create_task(metrics_publish_loop(main_redis(), stop=stop)),
             asyncio.create_task(heartbeat_loop(main_redis(), stop=stop)),
+            asyncio.create_task(flush_loop(main_redis(), stop=stop)),
         ]
         _background[loop_id] = (tasks, stop)
 

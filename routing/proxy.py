@@ -7,7 +7,6 @@ upstream.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -23,7 +22,7 @@ from gateway_project.errors import AuthenticationFailed, GatewayError, NotFound,
 from keys.hashing import key_hash
 from routing.authcache import KeyEntry, domain_workspace, key_lookup, route_lookup
 from routing.exchange import Call, DisconnectWatch, Receive, Responder, Send
-from routing.journal import journal_close, journal_note, journal_open
+from routing.journal import journal, journal_close, journal_note
 from routing.lifecycle import listener_ensure
 from routing.limiter import Admission, limits_admit, limits_refund, limits_settle
 from routing.metrics import metric_inc, metrics_gather
@@ -272,13 +271,10 @@ async def _admitted_relay(
     admission = await _admit(call, entry, body, body_bytes)
     for name, value in admission.headers.items() if admission else ():
         responder.header_add(name, value)
-    # Journaled while it runs (concurrently with the upstream call: no added latency).
     note = journal_note(
         call, body_bytes=body_bytes, reservation=admission.reservation if admission else None
     )
-    call.journal = asyncio.ensure_future(
-        journal_open(main_redis(), request_id=call.request_id, note=note)
-    )
+    journal().open(call.request_id, note)
     watch = DisconnectWatch(receive)
     try:
         await relay_run(
@@ -297,7 +293,7 @@ async def _admitted_relay(
 
 async def _reconcile(call: Call, admission: Admission | None) -> None:
     # The response is already out: a failure here must not turn into an error for the client.
-    if call.event_status is None and call.journal is not None and await call.journal:
+    if call.event_status is None:
         await journal_close(main_redis(), request_id=call.request_id)
     if admission is None:
         return

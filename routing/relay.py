@@ -14,7 +14,7 @@ from billing.services import usage_event_record
 from gateway_project.errors import GatewayError
 from gateway_project.ids import new_ulid
 from routing.exchange import Call, DisconnectWatch, Responder
-from routing.journal import INFLIGHT_KEY
+from routing.journal import INFLIGHT_KEY, journal
 from routing.metrics import metric_gauge_add, metric_inc
 from routing.redis_pool import main_redis
 from routing.streaming import SseRelay, model_rewrite, sse_error
@@ -323,6 +323,5 @@ async def event_record(call: Call, *, status: str) -> None:
         "upstreamMs": round(call.upstream_ms, 3),
         "firstByteMs": None if call.first_byte_ms is None else round(call.first_byte_ms, 3),
     }
-    journaled = call.journal is not None and await call.journal
-    note = (INFLIGHT_KEY, call.request_id) if journaled else None
+    note = (INFLIGHT_KEY, call.request_id) if journal().end(call.request_id) else None
     await usage_event_record(client=main_redis(), event=event, note=note)

@@ -21,6 +21,7 @@ from routing.exchange import Call
 from routing.limiter import group_usage_read, limits_admit
 from routing.redis_pool import close_all
 from tests.proxy.conftest import SLUG, compatible_target, tenant_build
+from tests.waiting import wait_until
 
 CHAT = "/v1/chat/completions"
 DAILY = [EnforcedLimit("grp_j", "grp_j", "USAGE", "TOKEN", "DAY", 100_000)]
@@ -59,7 +60,9 @@ def _orphan(request_id: str, *, worker: str, body_bytes: int, reserve: int) -> N
         note = journal.journal_note(call, body_bytes=body_bytes, reservation=admission.reservation)
         note = json.dumps({**json.loads(note), "worker": worker})
         client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
-        assert await journal.journal_open(client, request_id=request_id, note=note)
+        book = journal.Journal()
+        book.open(request_id, note)
+        await book.flush(client)
         await client.aclose()
         await close_all()
 
@@ -71,17 +74,61 @@ def _tokens_today() -> int:
     return int(usage[SLUG][0]["current_usage"] or 0)
 
 
-def test_a_served_request_leaves_no_note_and_one_event(gateway, workspace, upstream):
+def test_a_running_stream_is_noted_and_its_event_removes_the_note(gateway, workspace, upstream):
     tenant = tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
-    body = {"model": SLUG, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    body = {
+        "model": SLUG,
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        "max_tokens": 40,
+        "fake": {"delay_ms": 25},  # a one-second stream: its note is flushed meanwhile
+    }
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    client = _client()
+
+    with httpx.stream("POST", f"{gateway.url}{CHAT}", json=body, headers=headers) as response:
+        noted = wait_until(lambda: client.hkeys(journal.INFLIGHT_KEY), timeout=5)
+        response.read()
+
+    assert noted == [response.headers["x-request-id"].encode()]
+    assert client.hlen(journal.INFLIGHT_KEY) == 0
+    assert [e["requestId"] for e in _events()] == [response.headers["x-request-id"]]
+
+
+def test_a_quick_request_never_writes_a_note(gateway, workspace, upstream):
+    tenant = tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
+    body = {"model": SLUG, "messages": [{"role": "user", "content": "hi"}]}
+    client = _client()
+    client.config_resetstat()
 
     response = httpx.post(
         f"{gateway.url}{CHAT}", json=body, headers={"Authorization": f"Bearer {tenant.key}"}
     )
 
     assert response.status_code == 200
-    assert _client().hlen(journal.INFLIGHT_KEY) == 0
+    stats = client.info("commandstats")
+    assert "cmdstat_hset" not in stats and "cmdstat_hdel" not in stats, sorted(stats)
     assert [e["requestId"] for e in _events()] == [response.headers["x-request-id"]]
+
+
+def test_a_note_ended_during_its_flush_is_deleted_after_it():
+    async def run() -> tuple[bool, int, bool]:
+        client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+        book = journal.Journal()
+        book.open("req-a", "{}")
+        book.open("req-b", "{}")
+        flushing = asyncio.ensure_future(book.flush(client))
+        await asyncio.sleep(0)  # the flush has taken the batch and is waiting on Redis
+        ended_in_flight = book.end("req-a")
+        await flushing
+        left = await client.hlen(journal.INFLIGHT_KEY)
+        written = book.end("req-b")
+        await client.aclose()
+        return ended_in_flight, left, written
+
+    ended_in_flight, left, written = asyncio.run(run())
+
+    assert (ended_in_flight, left, written) == (False, 1, True)
 
 
 def test_a_request_refused_upstream_leaves_no_note(gateway, workspace, unavailable_upstream):
