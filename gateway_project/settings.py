@@ -166,7 +166,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "gateway_project.logs.JsonFormatter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    # Buffered: one write per half second under load, WARNING and above at once.
+    "handlers": {
+        "console": {"class": "gateway_project.logs.BufferedStreamHandler", "formatter": "json"}
+    },
     "root": {"handlers": ["console"], "level": env_str("GATEWAY_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
