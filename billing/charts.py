@@ -1,4 +1,5 @@
-"""Bar charts for the usage dashboard, drawn as inline SVG on the server (no JS, no CDN)."""
+"""Bar charts for the usage dashboard: the data for Chart.js (served from billing/static, never a
+CDN) and the same bars as inline SVG, shown when scripts are off."""
 
 from __future__ import annotations
 
@@ -27,8 +28,21 @@ class Chart:
     bars: list[Bar]
     total: int
     peak: int
+    labels: list[str]
+    values: list[int]
+    metric: str
     width: int = WIDTH
     height: int = HEIGHT
+
+    @property
+    def data(self) -> dict[str, object]:
+        """What the page's Chart.js script draws (passed through `json_script`)."""
+        return {
+            "title": self.title,
+            "labels": self.labels,
+            "values": self.values,
+            "metric": self.metric,
+        }
 
 
 def chart_build(*, title: str, buckets: Sequence[UsageBucket], metric: str, stamp: str) -> Chart:
@@ -36,12 +50,21 @@ def chart_build(*, title: str, buckets: Sequence[UsageBucket], metric: str, stam
     values = [int(getattr(b, metric)) for b in buckets]
     peak = max(values, default=0)
     slot = WIDTH / max(len(values), 1)
-    bars = []
+    bars, labels = [], []
     for index, (bucket, value) in enumerate(zip(buckets, values, strict=True)):
+        labels.append(bucket.start.strftime(stamp))
         height = HEIGHT * value / peak if peak else 0.0
         tooltip = f"{bucket.start.strftime(stamp)}: {value:,} {metric}"
         bars.append(Bar(index * slot, HEIGHT - height, max(slot - GAP, 1.0), height, tooltip))
-    return Chart(title=title, bars=bars, total=sum(values), peak=peak)
+    return Chart(
+        title=title,
+        bars=bars,
+        total=sum(values),
+        peak=peak,
+        labels=labels,
+        values=values,
+        metric=metric,
+    )
 
 
 def slug_charts(*, day: Sequence[UsageBucket], month: Sequence[UsageBucket]) -> list[Chart]:

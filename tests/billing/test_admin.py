@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -205,6 +206,17 @@ def test_the_usage_dashboard_charts_requests_and_tokens_per_slug(
     assert charts["acme/qwen"][0].total == 0 and charts["acme/qwen"][3].total == 207
     assert len(llama_day.bars) == 24 and len(llama_month.bars) == 30
     assert b"<svg" in response.content and b"cdn" not in response.content.lower()
+    assert b"/static/billing/vendor/chart-4.6.1.umd.min.js" in response.content
+    embedded = [
+        json.loads(block)
+        for block in re.findall(
+            r'<script type="application/json">(.*?)</script>', response.content.decode()
+        )
+    ]
+    assert len(embedded) == 8  # 4 charts per slug, each with the data Chart.js draws
+    tokens_day = next(d for d in embedded if d["title"] == "Tokens, last 24 h" and sum(d["values"]))
+    assert tokens_day["metric"] == "tokens" and sum(tokens_day["values"]) == 300
+    assert len(tokens_day["labels"]) == 24
 
 
 def test_the_usage_dashboard_narrows_to_one_group(

@@ -199,7 +199,15 @@ def test_the_usage_dashboard_draws_a_chart_per_slug(staff_page: Any, shots: Shot
         "Requests, last 30 days: 3 (peak 2)",
         "Tokens, last 30 days: 900 (peak 800)",
     ]
+    assert page.locator("figure.usage-chart.drawn canvas").count() == 4
+    drawn = page.evaluate(
+        "Object.values(Chart.instances).map(c => c.data.datasets[0].data.reduce((a, b) => a + b))"
+    )
+    assert sorted(drawn) == [2, 3, 800, 900], "Chart.js drew each chart from the page's data"
+    assert page.locator("script[src*='/static/billing/vendor/chart-']").count() == 1
+    # The server-drawn SVG stays in the page for browsers without scripts, hidden here.
     assert page.locator("figure.usage-chart svg rect").count() == 24 * 2 + 30 * 2
+    assert not page.locator("figure.usage-chart svg").first.is_visible()
 
 
 def test_a_user_without_staff_status_cannot_log_in(
