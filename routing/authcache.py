@@ -28,6 +28,7 @@ from keys.selectors import api_key_resolve
 from routing.redis_pool import main_redis
 from routing.selectors import endpoint_route
 from routing.targets import ResolvedEndpoint
+from routing.ticks import pause
 
 logger = logging.getLogger(__name__)
 V = TypeVar("V")
@@ -249,10 +250,7 @@ async def cache_listen(*, stop: asyncio.Event) -> None:
             reconnect = True
             logger.warning("cache invalidation listener lost Redis; retrying")
             cache_drop(workspace_id=None)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
-            except TimeoutError:
-                pass
+            await pause(stop, 1.0)
 
 
 async def _listen_once(stop: asyncio.Event, *, reconnect: bool) -> None:

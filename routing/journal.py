@@ -35,6 +35,7 @@ from billing.services import USAGE_STREAM
 from gateway_project.ids import new_ulid
 from routing.exchange import Call
 from routing.limiter import ChargedCounter, Reservation, limits_adjust_sync
+from routing.ticks import every
 
 logger = logging.getLogger(__name__)
 
@@ -168,27 +169,19 @@ async def journal_close(client: Any, *, request_id: str) -> None:
 async def flush_loop(client: Any, *, stop: asyncio.Event) -> None:
     """Write this worker's pending notes every FLUSH_EVERY seconds until `stop` is set."""
     book = journal()
-    while not stop.is_set():
+    async for _ in every(stop, FLUSH_EVERY):
         await book.flush(client)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=FLUSH_EVERY)
-        except TimeoutError:
-            pass
     _journals.pop(id(asyncio.get_running_loop()), None)
 
 
 async def heartbeat_loop(client: Any, *, stop: asyncio.Event) -> None:
-    """Refresh this worker's heartbeat until `stop` is set; delete it on a clean stop."""
+    """Refresh this worker's heartbeat until `stop` is set (it lapses HEARTBEAT_TTL s later)."""
     key = WORKER_PREFIX + worker_id()
-    while not stop.is_set():
+    async for _ in every(stop, HEARTBEAT_EVERY):
         try:
             await client.set(key, "1", ex=HEARTBEAT_TTL)
         except (RedisError, OSError):
             logger.debug("heartbeat not written", exc_info=True)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_EVERY)
-        except TimeoutError:
-            pass
 
 
 def _worker_gone(client: Any, worker: str, *, now: float) -> bool:

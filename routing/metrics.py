@@ -20,6 +20,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from routing.ticks import every
+
 BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
 SNAPSHOT_PREFIX = "gw:metrics:"
 SNAPSHOT_TTL = 5
@@ -165,15 +167,11 @@ async def metrics_publish(client: Any) -> None:
 
 async def metrics_publish_loop(client: Any, *, stop: asyncio.Event, interval: float = 1.0) -> None:
     """Publish every `interval` seconds until `stop` is set."""
-    while not stop.is_set():
+    async for _ in every(stop, interval):
         try:
             await metrics_publish(client)
         except (RedisError, OSError):
             logger.debug("metrics snapshot not published", exc_info=True)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval)
-        except TimeoutError:
-            pass
 
 
 async def metrics_gather(client: Any, *, stream: str) -> bytes:
