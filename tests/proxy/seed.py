@@ -12,7 +12,7 @@ import sys
 import django
 
 
-def _create(upstream_url: str) -> dict[str, str]:
+def _create(upstream_url: str, requests_per_minute: str = "") -> dict[str, str]:
     from django.core.management import call_command
 
     from groups.audit import SYSTEM_ACTOR
@@ -29,7 +29,12 @@ def _create(upstream_url: str) -> dict[str, str]:
         "target_model": "fake-model",
     }
     endpoint_create(workspace=workspace, actor=SYSTEM_ACTOR, slug="acme/llama", targets=[target])
-    model = {"slug": "acme/llama", "rate_limits": [], "usage_limits": []}
+    rate = (
+        [{"type": "REQUEST", "unit": "MINUTE", "threshold": int(requests_per_minute)}]
+        if requests_per_minute
+        else []
+    )
+    model = {"slug": "acme/llama", "rate_limits": rate, "usage_limits": []}
     group = group_create(
         workspace=workspace, actor=SYSTEM_ACTOR, external_entity_id="c1", models=[model]
     )

@@ -66,16 +66,29 @@ def _seed(env: dict[str, str], *args: str) -> dict[str, str]:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], psutil.Process]]:
     """(gateway URL, seeded credentials, gunicorn master) with 2 workers over a fake upstream."""
+    yield from _gateway(tmp_path, workers=2)
+
+
+@pytest.fixture
+def limited_cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], psutil.Process]]:
+    """The same with 4 workers and a REQUEST/MINUTE limit of 100 on the key's group."""
+    yield from _gateway(tmp_path, workers=4, requests_per_minute=100)
+
+
+def _gateway(
+    tmp_path: Path, *, workers: int, requests_per_minute: int | None = None
+) -> Iterator[tuple[str, dict[str, str], psutil.Process]]:
     with FakeModelServerThread(record=False) as upstream:
         env = _env(tmp_path)
-        seeded = _seed(env, "create", upstream.url)
+        limit = [str(requests_per_minute)] if requests_per_minute else []
+        seeded = _seed(env, "create", upstream.url, *limit)
         port = _free_port()
         command = [
             str(Path(sys.executable).parent / "gunicorn"),
             "-k",
             "uvicorn_worker.UvicornWorker",
             "-w",
-            "2",
+            str(workers),
             "-b",
             f"127.0.0.1:{port}",
             "gateway_project.asgi:application",
@@ -208,3 +221,40 @@ def test_two_hundred_concurrent_streams_keep_memory_flat(cluster):
         f"200 streams x4 rounds: RSS after warm-up {warm >> 20} MiB, after 3 more {after >> 20} MiB"
     )
     assert after - warm < 16 * 1024 * 1024, (warm, after)
+
+
+def test_four_workers_and_two_hundred_clients_admit_exactly_a_minute_limit_of_100(limited_cluster):
+    url, seeded, master = limited_cluster
+    wait_until(lambda: len(master.children()) == 4, timeout=30, what="four workers")
+    headers = {"Authorization": f"Bearer {seeded['key']}"}
+
+    async def one(session: aiohttp.ClientSession, go: asyncio.Event) -> tuple[int, dict, float]:
+        await go.wait()
+        async with session.post(f"{url}/v1/chat/completions", json=BODY, headers=headers) as r:
+            return r.status, await r.json(), time.monotonic()
+
+    async def crowd() -> tuple[list[tuple[int, dict, float]], float]:
+        # One connection per client (gunicorn spreads connections over its workers).
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            go = asyncio.Event()
+            tasks = [asyncio.create_task(one(session, go)) for _ in range(200)]
+            await asyncio.sleep(0)  # every client is waiting at the gate
+            started = time.monotonic()
+            go.set()
+            return list(await asyncio.gather(*tasks)), started
+
+    results, started = asyncio.run(crowd())
+
+    admitted = [r for r in results if r[0] == 200]
+    rejected = [r for r in results if r[0] != 200]
+    last_admit = max(at for _, _, at in admitted) - started
+    # GCRA refills one request every 0.6 s: exactly 100 while the crowd is served within that.
+    refills = int(last_admit / 0.6)
+    print(
+        f"\n4 workers, 200 concurrent clients, REQUEST/MINUTE 100: {len(admitted)} admitted,"
+        f" {len(rejected)} rejected, last admission {last_admit:.2f}s after the start"
+    )
+    assert 100 <= len(admitted) <= 100 + refills
+    assert {status for status, _, _ in rejected} == {429}
+    assert {body["error"]["code"] for _, body, _ in rejected} == {"rate_limit_exceeded"}
