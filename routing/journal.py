@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -104,13 +105,14 @@ class Journal:
     """This worker's notes: buffered, written by `flush_loop`, dropped when their request ends."""
 
     def __init__(self) -> None:
-        self.pending: dict[str, str] = {}  # noted, not written yet
+        # Noted, not written yet; the note is serialized only if a flush finds it still running.
+        self.pending: dict[str, Callable[[], str]] = {}
         self.flushing: set[str] = set()  # in the HSET being sent now
         self.ended_while_flushing: set[str] = set()
         self.written: set[str] = set()
 
-    def open(self, request_id: str, note: str) -> None:
-        """Note a request that is about to go upstream."""
+    def open(self, request_id: str, note: Callable[[], str]) -> None:
+        """Note a request that is about to go upstream (`note()` builds its JSON when needed)."""
         self.pending[request_id] = note
 
     def end(self, request_id: str) -> bool:
@@ -129,7 +131,8 @@ class Journal:
         """Write the pending notes in one HSET, then delete those that ended meanwhile."""
         if not self.pending:
             return
-        batch, self.pending = self.pending, {}
+        notes, self.pending = self.pending, {}
+        batch = {request_id: note() for request_id, note in notes.items()}
         self.flushing = set(batch)
         try:
             await client.hset(INFLIGHT_KEY, mapping=batch)

@@ -13,6 +13,7 @@ import math
 import uuid
 from collections.abc import MutableMapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -271,10 +272,10 @@ async def _admitted_relay(
     admission = await _admit(call, entry, body, body_bytes)
     for name, value in admission.headers.items() if admission else ():
         responder.header_add(name, value)
-    note = journal_note(
-        call, body_bytes=body_bytes, reservation=admission.reservation if admission else None
+    reservation = admission.reservation if admission else None
+    journal().open(
+        call.request_id, partial(journal_note, call, body_bytes=body_bytes, reservation=reservation)
     )
-    journal().open(call.request_id, note)
     watch = DisconnectWatch(receive)
     try:
         await relay_run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import random
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from itertools import count
@@ -11,7 +12,8 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from billing.models import UsageEvent, WebhookEndpoint, WebhookSecret
+from billing.batching import events_batch
+from billing.models import UsageEvent, WebhookDelivery, WebhookEndpoint, WebhookSecret
 from groups.encryption import encrypt
 from groups.models import Group, Workspace
 from tests.fakes.webhook_receiver import WebhookReceiverThread
@@ -70,3 +72,16 @@ def endpoint_add(*, workspace: Workspace, url: str, secret: str = SECRET) -> Web
 def endpoint(workspace: Workspace, receiver: WebhookReceiverThread) -> WebhookEndpoint:
     """The workspace's endpoint, pointing at `receiver`."""
     return endpoint_add(workspace=workspace, url=receiver.url)
+
+
+class NoJitter(random.Random):
+    """The middle of every jitter range: the published retry schedule exactly."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return (a + b) / 2
+
+
+def batched_delivery(now: datetime) -> WebhookDelivery:
+    """Batch the pending events at `now` into the one delivery the test expects."""
+    events_batch(now=now)
+    return WebhookDelivery.objects.get()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -22,19 +21,9 @@ from billing.models import (
 )
 from billing.schedule import RETRY_STEPS
 from billing.selectors import deliveries_due
-from tests.billing.conftest import SECRET
+from tests.billing.conftest import SECRET, NoJitter, batched_delivery
 from tests.billing.scripted_server import Reply, ScriptedServer
 from tests.fakes.webhook_receiver import WebhookReceiverThread
-
-
-class NoJitter(random.Random):
-    def uniform(self, a: float, b: float) -> float:
-        return (a + b) / 2
-
-
-def _batched(now: datetime) -> WebhookDelivery:
-    events_batch(now=now)
-    return WebhookDelivery.objects.get()
 
 
 def test_a_delivery_verifies_with_standardwebhooks_and_svix(
@@ -45,7 +34,7 @@ def test_a_delivery_verifies_with_standardwebhooks_and_svix(
     svix = pytest.importorskip("svix.webhooks")
     event = make_event()
     now = timezone.now() + timedelta(seconds=10)
-    delivery = _batched(now)
+    delivery = batched_delivery(now)
 
     delivery_attempt_run(delivery_id=delivery.id, now=now)
 
@@ -74,7 +63,7 @@ def test_500_then_200_sends_the_same_bytes_and_webhook_id_twice(
 ) -> None:
     make_event()
     now = timezone.now() + timedelta(seconds=10)
-    delivery = _batched(now)
+    delivery = batched_delivery(now)
     receiver.receiver.fail_next(1, 500)
 
     first = delivery_attempt_run(delivery_id=delivery.id, now=now, rng=NoJitter())
@@ -162,7 +151,7 @@ def test_410_disables_the_endpoint_and_parks_its_deliveries(
 ) -> None:
     make_event()
     now = timezone.now() + timedelta(seconds=10)
-    delivery = _batched(now)
+    delivery = batched_delivery(now)
     receiver.receiver.fail_next(1, 410)
 
     delivery_attempt_run(delivery_id=delivery.id, now=now)
@@ -186,7 +175,7 @@ def test_redirects_are_not_followed(
         endpoint_add(workspace=workspace, url=server.url)  # type: ignore[arg-type]
         make_event()
         now = timezone.now() + timedelta(seconds=10)
-        delivery = _batched(now)
+        delivery = batched_delivery(now)
 
         attempt = delivery_attempt_run(delivery_id=delivery.id, now=now)
 
@@ -208,7 +197,7 @@ def test_retry_after_is_honoured_within_the_step_bounds(
         endpoint_add(workspace=workspace, url=server.url)  # type: ignore[arg-type]
         make_event()
         now = timezone.now() + timedelta(seconds=10)
-        delivery = _batched(now)
+        delivery = batched_delivery(now)
 
         delivery_attempt_run(delivery_id=delivery.id, now=now)
         delivery.refresh_from_db()
@@ -232,7 +221,7 @@ def test_the_stored_response_body_is_truncated_to_2_kib(
         endpoint_add(workspace=workspace, url=server.url)  # type: ignore[arg-type]
         make_event()
         now = timezone.now() + timedelta(seconds=10)
-        delivery = _batched(now)
+        delivery = batched_delivery(now)
 
         attempt = delivery_attempt_run(delivery_id=delivery.id, now=now)
 
@@ -250,7 +239,7 @@ def test_a_connection_error_is_a_recorded_failed_attempt(
     endpoint_add(workspace=workspace, url=url)  # type: ignore[arg-type]
     make_event()
     now = timezone.now() + timedelta(seconds=10)
-    delivery = _batched(now)
+    delivery = batched_delivery(now)
 
     attempt = delivery_attempt_run(delivery_id=delivery.id, now=now)
 
@@ -271,7 +260,7 @@ def test_proxy_environment_variables_are_ignored(
     monkeypatch.delenv("no_proxy", raising=False)
     make_event()
     now = timezone.now() + timedelta(seconds=10)
-    delivery = _batched(now)
+    delivery = batched_delivery(now)
 
     attempt = delivery_attempt_run(delivery_id=delivery.id, now=now)
 
@@ -285,7 +274,7 @@ def test_after_the_last_step_the_delivery_is_failed(
 ) -> None:
     make_event()
     now = timezone.now() + timedelta(seconds=10)
-    delivery = _batched(now)
+    delivery = batched_delivery(now)
     receiver.receiver.fail_next(10, 500)
 
     for _ in range(10):
@@ -307,7 +296,7 @@ def test_delivery_metrics_count_outcomes_from_the_database(
 
     make_event()
     now = timezone.now() + timedelta(seconds=10)
-    delivery = _batched(now)
+    delivery = batched_delivery(now)
     receiver.receiver.fail_next(1, 500)
     delivery_attempt_run(delivery_id=delivery.id, now=now)
     delivery_attempt_run(delivery_id=delivery.id, now=now + timedelta(seconds=10))

@@ -16,15 +16,10 @@ from billing.attempts import (
     delivery_claim,
     lease_seconds,
 )
-from billing.batching import events_batch
-from billing.models import DeliveryAttempt, UsageEvent, WebhookDelivery, WebhookEndpoint
+from billing.models import DeliveryAttempt, UsageEvent, WebhookEndpoint
 from billing.selectors import deliveries_due
+from tests.billing.conftest import batched_delivery
 from tests.fakes.webhook_receiver import WebhookReceiverThread
-
-
-def _delivery(now: object) -> WebhookDelivery:
-    events_batch(now=now)  # type: ignore[arg-type]
-    return WebhookDelivery.objects.get()
 
 
 def test_two_claims_of_one_delivery_make_one_attempt(
@@ -34,7 +29,7 @@ def test_two_claims_of_one_delivery_make_one_attempt(
 ) -> None:
     make_event()
     now = timezone.now() + timedelta(seconds=10)
-    delivery = _delivery(now)
+    delivery = batched_delivery(now)
 
     first = delivery_attempt_run(delivery_id=delivery.id, now=now)
     second = delivery_attempt_run(delivery_id=delivery.id, now=now)
@@ -48,7 +43,7 @@ def test_a_claimed_delivery_is_neither_due_nor_claimable_until_its_lease_expires
 ) -> None:
     make_event()
     now = timezone.now() + timedelta(seconds=10)
-    delivery = _delivery(now)
+    delivery = batched_delivery(now)
 
     claimed = delivery_claim(delivery_id=delivery.id, now=now)
 
@@ -67,7 +62,7 @@ def test_a_worker_lost_mid_attempt_is_resent_with_the_same_id_and_bytes_after_th
 ) -> None:
     make_event()
     now = timezone.now() + timedelta(seconds=10)
-    delivery = _delivery(now)
+    delivery = batched_delivery(now)
     delivery_claim(delivery_id=delivery.id, now=now)  # the worker holding this claim dies
     later = now + timedelta(seconds=lease_seconds() + 1)
 
@@ -92,7 +87,7 @@ def test_racing_workers_make_exactly_one_http_attempt(
         pytest.skip("row locks with skip_locked need PostgreSQL; SQLite serializes writers")
     make_event()
     now = timezone.now() + timedelta(seconds=10)
-    delivery = _delivery(now)
+    delivery = batched_delivery(now)
     barrier = threading.Barrier(8)
     results: list[object] = []
 

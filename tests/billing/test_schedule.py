@@ -7,15 +7,9 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 from billing.schedule import RETRY_STEPS, retry_after_parse, retry_delay
+from tests.billing.conftest import NoJitter
 
 NOW = datetime(2026, 5, 5, 12, 0, tzinfo=UTC)
-
-
-class NoJitter(random.Random):
-    """The middle of every jitter range."""
-
-    def uniform(self, a: float, b: float) -> float:
-        return (a + b) / 2
 
 
 def test_without_jitter_the_delays_are_the_published_schedule() -> None:

@@ -61,7 +61,7 @@ def _orphan(request_id: str, *, worker: str, body_bytes: int, reserve: int) -> N
         note = json.dumps({**json.loads(note), "worker": worker})
         client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
         book = journal.Journal()
-        book.open(request_id, note)
+        book.open(request_id, lambda: note)
         await book.flush(client)
         await client.aclose()
         await close_all()
@@ -100,7 +100,7 @@ def test_a_request_that_ends_before_the_flush_costs_no_redis_command():
         client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
         await client.config_resetstat()
         book = journal.Journal()
-        book.open("req-quick", "{}")
+        book.open("req-quick", lambda: "{}")
         held = book.end("req-quick")
         await book.flush(client)
         stats = await client.info("commandstats")
@@ -130,8 +130,8 @@ def test_a_note_ended_during_its_flush_is_deleted_after_it():
     async def run() -> tuple[bool, int, bool]:
         client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
         book = journal.Journal()
-        book.open("req-a", "{}")
-        book.open("req-b", "{}")
+        book.open("req-a", lambda: "{}")
+        book.open("req-b", lambda: "{}")
         flushing = asyncio.ensure_future(book.flush(client))
         await asyncio.sleep(0)  # the flush has taken the batch and is waiting on Redis
         ended_in_flight = book.end("req-a")
