@@ -37,9 +37,38 @@ def _actor(request: HttpRequest) -> str:
     return staff_actor(request.user.get_username())
 
 
+class QuarantinedFilter(admin.SimpleListFilter):
+    """Events a pipeline step set aside, and events ingest stored with a change."""
+
+    title = "quarantine"
+    parameter_name = "quarantine"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("quarantined", "Quarantined"), ("noted", "Changed at ingest")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "quarantined":
+            return queryset.filter(quarantined_at__isnull=False)
+        if self.value() == "noted":
+            return queryset.exclude(ingest_note="")
+        return queryset
+
+
+def _json_shown(value: Any) -> str:
+    """Stored JSON for a page, whatever it holds (escaped, so nothing in it can break the page)."""
+    try:
+        shown = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+        shown.encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, indent=2, default=str)
+    except (ValueError, RecursionError) as exc:
+        return f"(cannot be shown: {exc})"
+    return shown
+
+
 @admin.register(UsageEvent)
 class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """The billing truth: read-only."""
+    """The billing truth: read-only, except releasing an event from quarantine."""
 
     list_display = (
         "timestamp",
@@ -52,8 +81,17 @@ class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "output_tokens",
         "cached_input_tokens",
         "batched_at",
+        "quarantined_at",
     )
-    list_filter = ("status", "workspace", ("batched_at", admin.EmptyFieldListFilter))
+    list_filter = (
+        QuarantinedFilter,
+        "status",
+        "workspace",
+        ("batched_at", admin.EmptyFieldListFilter),
+    )
+    actions = ["release"]
+    exclude = ("request_metadata",)  # shown escaped by metadata_shown, whatever it holds
+    readonly_fields = ("metadata_shown",)
     search_fields = ("=request_id", "=idempotency_key", "api_key_prefix", "=external_entity_id")
     list_select_related = ("workspace",)
     date_hierarchy = "timestamp"
@@ -63,10 +101,28 @@ class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+        # No event is ever edited; the permission only unlocks the release action.
+        return obj is None and super().has_change_permission(request)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[UsageEvent]:
+        return super().get_queryset(request).defer("request_metadata")
+
+    @admin.display(description="Request metadata")
+    def metadata_shown(self, obj: UsageEvent) -> str:
+        metadata = obj.request_metadata
+        return getattr(metadata, "reason", None) or _json_shown(metadata)
+
+    @admin.action(
+        description="Release from quarantine (batch again on the next beat)",
+        permissions=("change",),
+    )
+    def release(self, request: HttpRequest, queryset: QuerySet[UsageEvent]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        count = services.usage_events_release(ids=ids, actor=_actor(request))
+        self.message_user(request, f"Released {count} quarantined event(s).")
 
     def get_urls(self) -> list[URLPattern]:
         dashboard = path(
@@ -271,7 +327,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ("=id", "endpoint__url")
     list_select_related = ("endpoint",)
     inlines = [DeliveryAttemptInline]
-    actions = ["resend", "recover_failed_since"]
+    actions = ["resend", "release", "recover_failed_since"]
     fields = (
         "id",
         "endpoint",
@@ -297,7 +353,19 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description="Body (frozen)")
     def body_json(self, obj: WebhookDelivery) -> str:
-        return json.dumps(json.loads(bytes(obj.body)), indent=2, ensure_ascii=False)
+        try:
+            return _json_shown(json.loads(bytes(obj.body)))
+        except (ValueError, RecursionError):
+            return bytes(obj.body).decode("utf-8", errors="backslashreplace")
+
+    @admin.action(
+        description="Release from quarantine (one more attempt, same id and bytes)",
+        permissions=("change",),
+    )
+    def release(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        count = services.deliveries_release(ids=ids, actor=_actor(request))
+        self.message_user(request, f"Released {count} quarantined delivery(ies).")
 
     @admin.action(description="Resend (one more attempt, same id and bytes)")
     def resend(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:

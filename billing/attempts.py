@@ -1,7 +1,12 @@
-"""The delivery state machine: claim under a lease, attempt once, record, reschedule."""
+"""The delivery state machine: claim under a lease, attempt once, record, reschedule.
+
+An attempt that raises (a body or header that cannot be sent, a secret that cannot be read) puts
+its delivery in `quarantined` with the error, instead of leaving it to be retried forever.
+"""
 
 from __future__ import annotations
 
+import logging
 import random
 from datetime import datetime, timedelta
 
@@ -12,12 +17,14 @@ from django.utils import timezone
 
 from billing.delivery import Outcome, Resolve, webhook_post
 from billing.models import DeliveryAttempt, DeliveryStatus, WebhookDelivery
+from billing.sanitize import text_clean
 from billing.schedule import retry_after_parse, retry_delay
 from billing.selectors import webhook_secrets_active
 from billing.services import webhook_endpoint_set_enabled
 from groups.audit import SYSTEM_ACTOR
 
 LEASE_MARGIN_SECONDS = 5.0
+logger = logging.getLogger(__name__)
 
 
 def lease_seconds() -> float:
@@ -65,14 +72,27 @@ def delivery_attempt_run(
     if not delivery.endpoint.enabled:
         _delivery_park(delivery=delivery)
         return None
-    outcome = webhook_post(
-        url=delivery.endpoint.url,
-        msg_id=delivery.id,
-        body=bytes(delivery.body),
-        secrets=webhook_secrets_active(endpoint=delivery.endpoint, now=now),
-        resolve=resolve,
+    try:
+        outcome = webhook_post(
+            url=delivery.endpoint.url,
+            msg_id=delivery.id,
+            body=bytes(delivery.body),
+            secrets=webhook_secrets_active(endpoint=delivery.endpoint, now=now),
+            resolve=resolve,
+        )
+        return attempt_record(delivery=delivery, outcome=outcome, now=now, rng=rng)
+    except Exception as exc:  # noqa: BLE001 - whatever it is, it must not be retried forever
+        delivery_quarantine(delivery=delivery, error=f"{type(exc).__name__}: {exc}")
+        return None
+
+
+def delivery_quarantine(*, delivery: WebhookDelivery, error: str) -> None:
+    """Set a delivery that cannot be attempted aside, with its error, until staff release it."""
+    error = text_clean(error)[:500]
+    logger.error("webhook delivery %s quarantined: %s", delivery.pk, error)
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        status=DeliveryStatus.QUARANTINED, lease_until=None, next_attempt_at=None, last_error=error
     )
-    return attempt_record(delivery=delivery, outcome=outcome, now=now, rng=rng)
 
 
 def _delivery_park(*, delivery: WebhookDelivery) -> None:
@@ -93,14 +113,16 @@ def attempt_record(
         started_at=now,
         duration_ms=outcome.duration_ms,
         status_code=outcome.status_code,
-        response_body=outcome.response_body,
-        error=outcome.error,
+        response_body=text_clean(outcome.response_body),
+        error=text_clean(outcome.error),
     )
     changes = _next_state(delivery=delivery, outcome=outcome, now=now, rng=rng)
     WebhookDelivery.objects.filter(pk=delivery.pk, attempts=delivery.attempts).update(
         lease_until=None,
         last_status_code=outcome.status_code,
-        last_error=outcome.error or ("" if outcome.delivered else outcome.response_body[:500]),
+        last_error=text_clean(
+            outcome.error or ("" if outcome.delivered else outcome.response_body[:500])
+        ),
         **changes,
     )
     if outcome.status_code == 410:

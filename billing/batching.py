@@ -1,7 +1,13 @@
-"""Usage events -> webhook deliveries: <= 100 events per enabled endpoint, bytes frozen."""
+"""Usage events -> webhook deliveries: <= 100 events per enabled endpoint, bytes frozen.
+
+Each event is serialized on its own: one that cannot be (an unpaired surrogate, NaN, metadata that
+cannot be read back) is quarantined with its error and the others are batched without it. A
+workspace whose batching fails for any other reason is skipped for this beat, never the others.
+"""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -9,11 +15,13 @@ from django.db import connection, transaction
 from django.db.models import Count, Min
 
 from billing.models import UsageEvent, WebhookDelivery, WebhookEndpoint
-from billing.wire import batch_body
+from billing.sanitize import text_clean
+from billing.wire import batch_body, event_bytes
 
 # The beat runs every second, so a partial batch waits at most GATEWAY_WEBHOOK_FLUSH_SECONDS.
 BEAT_SECONDS = 1.0
 MAX_EVENTS_PER_RUN = 5000
+logger = logging.getLogger(__name__)
 
 
 class _Raced(Exception):
@@ -28,6 +36,8 @@ def events_batch(*, now: datetime) -> list[str]:
             created += _workspace_batch(workspace_id=workspace_id, count=count, now=now)
         except _Raced:
             continue
+        except Exception:
+            logger.exception("batching failed for workspace %s; the others go on", workspace_id)
     return created
 
 
@@ -38,7 +48,7 @@ def _workspaces_due(*, now: datetime) -> list[tuple[str, int]]:
         seconds=max(0.0, settings.GATEWAY_WEBHOOK_FLUSH_SECONDS - BEAT_SECONDS)
     )
     rows = (
-        UsageEvent.objects.filter(batched_at__isnull=True)
+        UsageEvent.objects.filter(batched_at__isnull=True, quarantined_at__isnull=True)
         .values("workspace_id")
         .annotate(n=Count("pk"), oldest=Min("created_at"))
     )
@@ -52,7 +62,9 @@ def _workspaces_due(*, now: datetime) -> list[tuple[str, int]]:
 
 def _events_claim(*, workspace_id: str, count: int, now: datetime) -> list[UsageEvent]:
     """Lock and mark up to `count` unbatched events of a workspace, oldest first."""
-    pending = UsageEvent.objects.filter(workspace_id=workspace_id, batched_at__isnull=True)
+    pending = UsageEvent.objects.filter(
+        workspace_id=workspace_id, batched_at__isnull=True, quarantined_at__isnull=True
+    )
     if connection.vendor == "postgresql":
         # Concurrent batchers take disjoint rows instead of queueing on each other's locks.
         pending = pending.select_for_update(skip_locked=True)
@@ -70,11 +82,12 @@ def _events_claim(*, workspace_id: str, count: int, now: datetime) -> list[Usage
 def _workspace_batch(*, workspace_id: str, count: int, now: datetime) -> list[str]:
     """One transaction: mark the events batched and create one delivery per batch and endpoint."""
     events = _events_claim(workspace_id=workspace_id, count=count, now=now)
+    parts = _serialized(events=events, now=now)
     endpoints = list(WebhookEndpoint.objects.filter(workspace_id=workspace_id, enabled=True))
     size = settings.GATEWAY_WEBHOOK_BATCH_SIZE
     deliveries = []
-    for start in range(0, len(events), size):
-        chunk = events[start : start + size]
+    for start in range(0, len(parts), size):
+        chunk = parts[start : start + size]
         body = batch_body(chunk)
         deliveries += [
             WebhookDelivery(
@@ -84,3 +97,18 @@ def _workspace_batch(*, workspace_id: str, count: int, now: datetime) -> list[st
         ]
     WebhookDelivery.objects.bulk_create(deliveries)
     return [d.id for d in deliveries]
+
+
+def _serialized(*, events: list[UsageEvent], now: datetime) -> list[bytes]:
+    """Each event's wire bytes; one that cannot be serialized is quarantined, not batched."""
+    parts = []
+    for event in events:
+        try:
+            parts.append(event_bytes(event))
+        except Exception as exc:  # noqa: BLE001 - one event must not hold back its batch
+            error = text_clean(f"{type(exc).__name__}: {exc}")[:500]
+            logger.error("usage event %s quarantined: %s", event.pk, error)
+            UsageEvent.objects.filter(pk=event.pk).update(
+                batched_at=None, quarantined_at=now, quarantine_error=error
+            )
+    return parts

@@ -2,6 +2,9 @@
 
 Consumer-group semantics give at-least-once: an entry is acknowledged (and deleted) only after its
 row is committed; entries a crashed consumer left pending are reclaimed after CLAIM_IDLE_MS.
+An event the database refuses is stored without its metadata (noted on the row) so its tokens are
+billed; only one that cannot be stored at all (no workspace, group or request id) is parked in the
+dead-letter stream, and counted.
 """
 
 from __future__ import annotations
@@ -13,12 +16,19 @@ import socket
 from datetime import datetime
 from typing import Any
 
-from django.db import DataError, IntegrityError, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.utils import timezone
 from django_redis import get_redis_connection
 from redis.exceptions import ResponseError
 
 from billing.models import EventStatus, UsageEvent
-from billing.services import USAGE_STREAM, usage_events_store
+from billing.sanitize import count_clean, float_clean, metadata_sanitize, text_clean
+from billing.services import (
+    BILLING_METRICS_KEY,
+    DEAD_LETTERS_METRIC,
+    USAGE_STREAM,
+    usage_events_store,
+)
 
 GROUP = "ingest"
 DEAD_LETTER_STREAM = "gw:usage:dead"
@@ -28,29 +38,76 @@ logger = logging.getLogger(__name__)
 
 
 def usage_event_build(*, event: dict[str, Any]) -> UsageEvent:
-    """The UsageEvent row for one stream payload."""
-    tokens = event.get("tokens") or {}
+    """The UsageEvent row for one stream payload, cleaned so the database can always store it."""
+    notes = [str(event.get("ingestNote") or "")]
+    metadata, note = metadata_sanitize(event.get("requestMetadata"))
+    notes.append(note)
+    tokens = event.get("tokens")
+    tokens = tokens if isinstance(tokens, dict) else {}
     return UsageEvent(
-        idempotency_key=event["idempotencyKey"],
-        request_id=event["requestId"],
-        timestamp=datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")),
-        workspace_id=event["workspaceId"],
-        group_id=event["groupId"],
-        external_entity_id=event.get("externalEntityId") or "",
-        api_key_prefix=event.get("apiKeyPrefix") or "",
-        model_slug=event["modelSlug"],
-        request_metadata=event.get("requestMetadata") or {},
-        status=event.get("status") or EventStatus.COMPLETED,
-        input_tokens=int(tokens.get("inputTokens") or 0),
-        output_tokens=int(tokens.get("outputTokens") or 0),
-        cached_input_tokens=int(tokens.get("cachedInputTokens") or 0),
+        idempotency_key=_text(event, "idempotencyKey", 26, notes, required=True),
+        request_id=_text(event, "requestId", 64, notes, required=True),
+        timestamp=_timestamp(event.get("timestamp"), notes),
+        workspace_id=_text(event, "workspaceId", 40, notes, required=True),
+        group_id=_text(event, "groupId", 40, notes, required=True),
+        external_entity_id=_text(event, "externalEntityId", 255, notes),
+        api_key_prefix=_text(event, "apiKeyPrefix", 16, notes),
+        model_slug=_text(event, "modelSlug", 201, notes, required=True),
+        request_metadata=metadata,
+        status=_status(event.get("status")),
+        input_tokens=_count(tokens, "inputTokens", notes),
+        output_tokens=_count(tokens, "outputTokens", notes),
+        cached_input_tokens=_count(tokens, "cachedInputTokens", notes),
         usage_estimated=bool(event.get("usageEstimated")),
-        http_status=int(event.get("httpStatus") or 200),
-        target=event.get("target") or "",
-        total_ms=float(event.get("totalMs") or 0),
-        upstream_ms=float(event.get("upstreamMs") or 0),
-        first_byte_ms=event.get("firstByteMs"),
+        http_status=int(min(max(float_clean(event.get("httpStatus") or 200) or 0, 0), 32767)),
+        target=_text(event, "target", 64, notes),
+        total_ms=float_clean(event.get("totalMs") or 0) or 0.0,
+        upstream_ms=float_clean(event.get("upstreamMs") or 0) or 0.0,
+        first_byte_ms=float_clean(event.get("firstByteMs")),
+        ingest_note=text_clean("; ".join(n for n in notes if n))[:500],
     )
+
+
+def _text(
+    event: dict[str, Any], key: str, limit: int, notes: list[str], *, required: bool = False
+) -> str:
+    """A text column's value; a key column that would need changing makes the event unstorable."""
+    value = event.get(key)
+    if not isinstance(value, str) or not value:
+        if required:
+            raise KeyError(f"{key} is missing or not a string")
+        if value not in (None, ""):
+            notes.append(f"{key}: not a string, left empty")
+        return ""
+    clean = text_clean(value)
+    if clean != value or len(clean) > limit:
+        if required:
+            raise ValueError(f"{key} cannot be stored as it is")
+        notes.append(f"{key}: cleaned to fit")
+    return clean[:limit]
+
+
+def _status(value: Any) -> str:
+    return value if isinstance(value, str) and value in EventStatus.values else "completed"
+
+
+def _timestamp(value: Any, notes: list[str]) -> datetime:
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        notes.append(f"timestamp {str(value)[:40]!r} unreadable: ingest time used")
+        return timezone.now()
+    return moment
+
+
+def _count(tokens: dict[str, Any], key: str, notes: list[str]) -> int:
+    number = count_clean(tokens.get(key))
+    if number is None:
+        notes.append(f"tokens.{key} {str(tokens.get(key))[:40]!r} is not a count: 0 stored")
+        return 0
+    return number
 
 
 def _consumer() -> str:
@@ -65,43 +122,91 @@ def _group_ensure(client: Any) -> None:
             raise
 
 
-def _decode(entries: list[Any]) -> tuple[list[bytes], list[dict[str, Any]]]:
+def _decode(client: Any, entries: list[Any]) -> tuple[list[bytes], list[dict[str, Any]]]:
     ids, events = [], []
     for entry_id, fields in entries:
         ids.append(entry_id)
+        raw = fields.get(b"e") if isinstance(fields, dict) else None
         try:
-            events.append(json.loads(fields[b"e"]))
-        except (KeyError, TypeError, ValueError):
-            logger.error("dropping malformed usage stream entry", extra={"entry": str(entry_id)})
+            event = json.loads(raw) if raw is not None else None
+        except (TypeError, ValueError, RecursionError) as exc:
+            event, error = None, f"unreadable stream entry: {exc}"
+        else:
+            error = "not a JSON object"
+        if isinstance(event, dict):
+            events.append(event)
+        else:
+            dead_letter_park(client, raw=raw if isinstance(raw, bytes) else b"", error=error)
     return ids, events
 
 
 def _store(client: Any, entries: list[Any]) -> int:
-    ids, events = _decode(entries)
+    ids, events = _decode(client, entries)
+    stored = len(events)
     if events:
         try:
             with transaction.atomic():
                 usage_events_store(events=events)
-        except (IntegrityError, DataError, KeyError, TypeError, ValueError):
-            _store_one_by_one(client, events)
+        except Exception as exc:  # noqa: BLE001 - then each on its own, to find the bad one
+            database_down_reraise(exc)
+            stored = sum(_store_one(client, event) for event in events)
     if ids:
         pipe = client.pipeline(transaction=False)
         pipe.xack(USAGE_STREAM, GROUP, *ids)
         pipe.xdel(USAGE_STREAM, *ids)
         pipe.execute()
-    return len(events)
+    return stored
 
 
-def _store_one_by_one(client: Any, events: list[dict[str, Any]]) -> None:
-    # One bad event must not block the stream: park it in a dead-letter stream for staff.
-    # (A database that is down raises OperationalError above and the batch stays pending.)
-    for event in events:
-        try:
-            with transaction.atomic():
-                usage_events_store(events=[event])
-        except (IntegrityError, DataError, KeyError, TypeError, ValueError):
-            logger.exception("usage event parked in %s", DEAD_LETTER_STREAM)
-            client.xadd(DEAD_LETTER_STREAM, {"e": json.dumps(event)})
+def _store_one(client: Any, event: dict[str, Any]) -> bool:
+    """One event on its own, so a bad one cannot block the stream; parked if it is unstorable."""
+    try:
+        usage_event_store_lenient(event=event)
+    except Exception as exc:  # noqa: BLE001 - one bad event must not block the stream
+        database_down_reraise(exc)
+        raw = json.dumps(event, default=str).encode()
+        dead_letter_park(client, raw=raw, error=f"{type(exc).__name__}: {exc}")
+        return False
+    return True
+
+
+def usage_event_store_lenient(*, event: dict[str, Any]) -> None:
+    """Store one event; if the database refuses it, store it without its metadata, noted.
+
+    Raises only when even that is refused (no workspace or group, no request id...).
+    """
+    try:
+        with transaction.atomic():
+            usage_events_store(events=[event])
+        return
+    except Exception as exc:  # noqa: BLE001 - any refusal: the tokens are stored all the same
+        database_down_reraise(exc)
+        reason = text_clean(f"{type(exc).__name__}: {exc}")[:200]
+    bare = {**event, "requestMetadata": None, "ingestNote": f"requestMetadata dropped: {reason}"}
+    with transaction.atomic():
+        usage_events_store(events=[bare])
+
+
+def database_down_reraise(exc: Exception) -> None:
+    """Re-raise `exc` when the database itself is unreachable: then nothing is the event's fault
+    and the entries stay pending. Anything else is this event's problem."""
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError:
+        raise exc from None
+
+
+def dead_letter_park(client: Any, *, raw: bytes, error: str) -> None:
+    """Keep an event the database cannot hold in the dead-letter stream, counted for /metrics."""
+    error = text_clean(error)[:500]
+    logger.error("usage event parked in %s: %s", DEAD_LETTER_STREAM, error)
+    pipe = client.pipeline(transaction=False)
+    pipe.xadd(DEAD_LETTER_STREAM, {"e": raw, "error": error})
+    pipe.hincrby(BILLING_METRICS_KEY, DEAD_LETTERS_METRIC, 1)
+    pipe.execute()
 
 
 def _reclaimed(client: Any, consumer: str) -> list[Any]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from django.db import models
 from django.db.models import Q
 
@@ -12,6 +15,25 @@ from groups.models import Group, Workspace
 class EventStatus(models.TextChoices):
     COMPLETED = "completed"
     CANCELLED = "cancelled"
+
+
+class UnreadableMetadata(dict[str, Any]):
+    """Stored metadata Python cannot read back (nested too deep, a number too long): it reads as
+    empty, and batching quarantines an event holding it instead of failing the whole batch."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+class MetadataDecoder(json.JSONDecoder):
+    """Reads any stored metadata without raising, so no single row can break a list of events."""
+
+    def decode(self, s: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().decode(s, *args, **kwargs)
+        except (RecursionError, ValueError) as exc:
+            return UnreadableMetadata(f"unreadable requestMetadata: {exc}"[:200])
 
 
 class UsageEvent(models.Model):
@@ -25,7 +47,7 @@ class UsageEvent(models.Model):
     external_entity_id = models.CharField(max_length=255)
     api_key_prefix = models.CharField(max_length=16)
     model_slug = models.CharField(max_length=201)
-    request_metadata = models.JSONField(default=dict, blank=True)
+    request_metadata = models.JSONField(default=dict, blank=True, decoder=MetadataDecoder)
     status = models.CharField(max_length=16, choices=EventStatus.choices)
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
@@ -37,6 +59,11 @@ class UsageEvent(models.Model):
     upstream_ms = models.FloatField(default=0)
     first_byte_ms = models.FloatField(null=True, blank=True)
     batched_at = models.DateTimeField(null=True, blank=True)
+    ingest_note = models.CharField(
+        max_length=500, blank=True, default="", help_text="What ingest had to drop or change"
+    )
+    quarantined_at = models.DateTimeField(null=True, blank=True)
+    quarantine_error = models.CharField(max_length=500, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -49,6 +76,11 @@ class UsageEvent(models.Model):
                 name="usage_event_unbatched",
             ),
             models.Index(fields=["group", "timestamp"]),
+            models.Index(
+                fields=["quarantined_at"],
+                condition=Q(quarantined_at__isnull=False),
+                name="usage_event_quarantined",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -97,6 +129,7 @@ class DeliveryStatus(models.TextChoices):
     DELIVERED = "delivered"
     FAILED = "failed"
     DISABLED = "disabled"
+    QUARANTINED = "quarantined"
 
 
 class WebhookDelivery(models.Model):
@@ -127,7 +160,12 @@ class WebhookDelivery(models.Model):
                 fields=["next_attempt_at"],
                 condition=Q(status="pending"),
                 name="delivery_due",
-            )
+            ),
+            models.Index(
+                fields=["created_at"],
+                condition=Q(status="quarantined"),
+                name="delivery_quarantined",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -53,6 +53,7 @@ def events_page(
 ) -> tuple[list[UsageEvent], bool]:
     """Up to `limit` events of the window by (timestamp, key), and whether more follow."""
     events = _events_in(workspace=workspace, window=window)
+    events = events.defer("request_metadata")  # not in the API, and never needed to answer
     rows = list(events.order_by("timestamp", "idempotency_key")[: limit + 1])
     return rows[:limit], len(rows) > limit
 
@@ -72,16 +73,26 @@ def _events_in(*, workspace: Workspace, window: EventsWindow) -> QuerySet[UsageE
 
 
 def delivery_health(*, workspace: Workspace, now: datetime) -> dict[str, Any]:
-    """Pending and failed delivery counts and the age in seconds of the oldest pending one."""
+    """Pending, failed and quarantined deliveries, the age in seconds of the oldest pending one,
+    and events waiting to be batched or quarantined."""
     stats = WebhookDelivery.objects.filter(endpoint__workspace=workspace).aggregate(
         pending=Count("pk", filter=Q(status=DeliveryStatus.PENDING)),
         failed=Count("pk", filter=Q(status=DeliveryStatus.FAILED)),
+        quarantined=Count("pk", filter=Q(status=DeliveryStatus.QUARANTINED)),
         oldest=Min("created_at", filter=Q(status=DeliveryStatus.PENDING)),
     )
     oldest = stats.pop("oldest")
-    unbatched = UsageEvent.objects.filter(workspace=workspace, batched_at__isnull=True).count()
+    events = UsageEvent.objects.filter(workspace=workspace).aggregate(
+        unbatched=Count("pk", filter=Q(batched_at__isnull=True, quarantined_at__isnull=True)),
+        quarantined=Count("pk", filter=Q(quarantined_at__isnull=False)),
+    )
     age = (now - oldest).total_seconds() if oldest else None
-    return {**stats, "oldest_pending_age_seconds": age, "unbatched_events": unbatched}
+    return {
+        **stats,
+        "oldest_pending_age_seconds": age,
+        "unbatched_events": events["unbatched"],
+        "quarantined_events": events["quarantined"],
+    }
 
 
 @dataclass(frozen=True)
@@ -144,5 +155,15 @@ def delivery_metrics() -> dict[str, int]:
         **{f"deliveries_{status}": by_status.get(status, 0) for status in DeliveryStatus.values},
         "attempts_succeeded": attempts["ok"],
         "attempts_failed": attempts["total"] - attempts["ok"],
-        "events_unbatched": UsageEvent.objects.filter(batched_at__isnull=True).count(),
+        "events_unbatched": UsageEvent.objects.filter(
+            batched_at__isnull=True, quarantined_at__isnull=True
+        ).count(),
+    }
+
+
+def quarantine_counts() -> dict[str, int]:
+    """Events and deliveries set aside for staff (both counts use a partial index)."""
+    return {
+        "events": UsageEvent.objects.filter(quarantined_at__isnull=False).count(),
+        "deliveries": WebhookDelivery.objects.filter(status=DeliveryStatus.QUARANTINED).count(),
     }

@@ -17,6 +17,11 @@ from billing.models import UsageEvent
 # --- Usage events (the inference path's public face; SPEC §9) ---------------------------------
 
 USAGE_STREAM = "gw:usage"
+# Billing numbers every node's /metrics serves (a Redis hash: metric name -> value).
+BILLING_METRICS_KEY = "gw:billing:metrics"
+DEAD_LETTERS_METRIC = "gateway_usage_dead_letters_total"
+QUARANTINED_EVENTS_METRIC = "gateway_billing_quarantined_events"
+QUARANTINED_DELIVERIES_METRIC = "gateway_billing_quarantined_deliveries"
 _usage_logger = logging.getLogger("billing.usage")
 
 
@@ -65,8 +70,11 @@ def usage_events_store(*, events: list[dict[str, Any]]) -> None:
 
 
 def _store_and_release(events: list[dict[str, Any]]) -> None:
+    from billing.ingest import usage_event_store_lenient
+
     try:
-        usage_events_store(events=events)
+        for event in events:
+            usage_event_store_lenient(event=event)
     finally:
         connections.close_all()
 
@@ -240,3 +248,55 @@ def deliveries_recover(*, since: Any, actor: str, workspace: Any = None, now: An
             after={"since": since.isoformat(), "count": count},
         )
     return count
+
+
+# --- Quarantine: rows a pipeline step set aside, released by staff once the cause is fixed ----
+
+
+def usage_events_release(*, ids: list[str], actor: str) -> int:
+    """Put quarantined events back in line for batching (the next beat tries them again)."""
+    from django.db import transaction
+
+    from billing.models import UsageEvent
+    from groups.audit import audit_record
+
+    with transaction.atomic():
+        events = UsageEvent.objects.filter(pk__in=ids, quarantined_at__isnull=False)
+        released = list(events.values_list("pk", "workspace_id", "quarantine_error"))
+        events.update(quarantined_at=None, quarantine_error="", batched_at=None)
+        for pk, workspace_id, error in released:
+            audit_record(
+                actor=actor,
+                action="usage_event.release",
+                obj_type="usage_event",
+                obj_id=pk,
+                workspace_id=workspace_id,
+                before={"quarantine_error": error},
+            )
+    return len(released)
+
+
+def deliveries_release(*, ids: list[str], actor: str, now: Any = None) -> int:
+    """Make quarantined deliveries pending again, due now (same id and bytes)."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from billing.models import DeliveryStatus, WebhookDelivery
+    from groups.audit import audit_record
+
+    with transaction.atomic():
+        deliveries = WebhookDelivery.objects.filter(pk__in=ids, status=DeliveryStatus.QUARANTINED)
+        released = list(deliveries.values_list("pk", "endpoint__workspace_id", "last_error"))
+        deliveries.update(
+            status=DeliveryStatus.PENDING, next_attempt_at=now or timezone.now(), lease_until=None
+        )
+        for pk, workspace_id, error in released:
+            audit_record(
+                actor=actor,
+                action="webhook_delivery.release",
+                obj_type="webhook_delivery",
+                obj_id=pk,
+                workspace_id=workspace_id,
+                before={"status": DeliveryStatus.QUARANTINED, "last_error": error},
+            )
+    return len(released)

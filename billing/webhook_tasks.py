@@ -1,19 +1,32 @@
 """Celery tasks of the webhook pipeline. The schedule lives in the database, never in countdowns.
 
 `deliveries_enqueue_due` (beat, every second) freezes due usage events into deliveries, releases
-expired leases and enqueues due deliveries; `delivery_attempt` makes one attempt. A Redis marker per
-queued delivery keeps a backlog from being enqueued again on every beat.
+expired leases, enqueues due deliveries and publishes the quarantine counts for /metrics; each step
+runs even when another failed. `delivery_attempt` makes one attempt. A Redis marker per queued
+delivery keeps a backlog from being enqueued again on every beat.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
 from celery import shared_task
 from django.core.cache import cache
 from django.utils import timezone
+from django_redis import get_redis_connection
 
 from billing.attempts import deliveries_lease_reclaim, delivery_attempt_run, lease_seconds
 from billing.batching import events_batch
-from billing.selectors import deliveries_due
+from billing.selectors import deliveries_due, quarantine_counts
+from billing.services import (
+    BILLING_METRICS_KEY,
+    QUARANTINED_DELIVERIES_METRIC,
+    QUARANTINED_EVENTS_METRIC,
+)
+
+logger = logging.getLogger(__name__)
 
 
 def _queued_key(delivery_id: str) -> str:
@@ -24,14 +37,45 @@ def _queued_key(delivery_id: str) -> str:
 def deliveries_enqueue_due() -> int:
     """Batch new events, reclaim dead leases, enqueue what is due; returns the enqueued count."""
     now = timezone.now()
-    events_batch(now=now)
-    deliveries_lease_reclaim(now=now)
+    _step(events_batch, now)
+    _step(deliveries_lease_reclaim, now)
+    enqueued = _step(_deliveries_enqueue, now)
+    _step(_quarantine_publish, now)
+    return enqueued or 0
+
+
+def _step(run: Callable[..., object], now: datetime) -> int | None:
+    """One step of the beat; its failure is logged and does not stop the steps after it."""
+    try:
+        result = run(now=now)
+    except Exception:
+        logger.exception("billing beat step %s failed", run.__name__)
+        return None
+    return result if isinstance(result, int) else None
+
+
+def _deliveries_enqueue(*, now: datetime) -> int:
     enqueued = 0
     for delivery_id in deliveries_due(now=now):
-        if cache.add(_queued_key(delivery_id), 1, timeout=int(lease_seconds())):
-            delivery_attempt.delay(delivery_id)
-            enqueued += 1
+        try:
+            if cache.add(_queued_key(delivery_id), 1, timeout=int(lease_seconds())):
+                delivery_attempt.delay(delivery_id)
+                enqueued += 1
+        except Exception:
+            logger.exception("webhook delivery %s not enqueued", delivery_id)
     return enqueued
+
+
+def _quarantine_publish(*, now: datetime) -> None:
+    """The quarantine gauges, where /metrics on every node reads them."""
+    counts = quarantine_counts()
+    get_redis_connection("default").hset(
+        BILLING_METRICS_KEY,
+        mapping={
+            QUARANTINED_EVENTS_METRIC: counts["events"],
+            QUARANTINED_DELIVERIES_METRIC: counts["deliveries"],
+        },
+    )
 
 
 @shared_task(  # type: ignore[untyped-decorator]

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from billing.models import UsageEvent
+from billing.models import UnreadableMetadata, UsageEvent
 
 BATCH_TYPE = "API_BILLING_USAGE"
 
@@ -18,12 +18,16 @@ def timestamp_wire(value: datetime) -> str:
 
 
 def event_wire(event: UsageEvent, *, metadata: bool = True) -> dict[str, Any]:
-    """One event in camelCase; the events API leaves `requestMetadata` out."""
+    """One event in camelCase; the events API leaves `requestMetadata` out (and never loads it)."""
     wire: dict[str, Any] = {
         "idempotencyKey": event.idempotency_key,
         "timestamp": timestamp_wire(event.timestamp),
         "requestId": event.request_id,
-        "requestMetadata": event.request_metadata,
+    }
+    if metadata:
+        wire["requestMetadata"] = _metadata(event)
+    return {
+        **wire,
         "modelSlug": event.model_slug,
         "externalCustomerId": event.external_entity_id,
         "externalEntityId": event.external_entity_id,
@@ -36,12 +40,23 @@ def event_wire(event: UsageEvent, *, metadata: bool = True) -> dict[str, Any]:
             "cachedInputTokens": event.cached_input_tokens,
         },
     }
-    if not metadata:
-        del wire["requestMetadata"]
-    return wire
 
 
-def batch_body(events: Iterable[UsageEvent]) -> bytes:
-    """The frozen bytes of one webhook delivery: compact UTF-8 JSON, serialized exactly once."""
-    body = {"type": BATCH_TYPE, "data": {"events": [event_wire(e) for e in events]}}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+def _metadata(event: UsageEvent) -> Any:
+    if isinstance(event.request_metadata, UnreadableMetadata):
+        raise ValueError(event.request_metadata.reason)
+    return event.request_metadata
+
+
+def event_bytes(event: UsageEvent) -> bytes:
+    """One event as strict UTF-8 JSON; raises for what a receiver could not parse (unpaired
+    surrogates, NaN or Infinity, metadata that could not be read back)."""
+    wire = event_wire(event)
+    return json.dumps(wire, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def batch_body(parts: Iterable[bytes]) -> bytes:
+    """The frozen bytes of one webhook delivery from its events' `event_bytes`: compact UTF-8
+    JSON, serialized exactly once."""
+    head = f'{{"type":"{BATCH_TYPE}","data":{{"events":['.encode()
+    return head + b",".join(parts) + b"]}}"

@@ -20,6 +20,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from billing.services import BILLING_METRICS_KEY
 from routing.ticks import every
 
 BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
@@ -68,6 +69,9 @@ _HELP = {
     "gateway_streams_in_flight": "Streaming responses currently relayed.",
     "gateway_workers": "Worker processes whose snapshot is included.",
     "gateway_usage_stream_depth": "Usage events waiting in the Redis stream for ingest.",
+    "gateway_usage_dead_letters_total": "Usage events the database could not store at all.",
+    "gateway_billing_quarantined_events": "Usage events set aside by batching, awaiting staff.",
+    "gateway_billing_quarantined_deliveries": "Webhook deliveries set aside, awaiting staff.",
 }
 
 
@@ -181,9 +185,25 @@ async def metrics_gather(client: Any, *, stream: str) -> bytes:
         keys = [key async for key in client.scan_iter(match=f"{SNAPSHOT_PREFIX}*", count=100)]
         raws = await client.mget(keys) if keys else []
         depth = await client.xlen(stream)
+        billing = await client.hgetall(BILLING_METRICS_KEY)
     except (RedisError, OSError):
         return metrics_render()
     merged = metrics_merge([json.loads(raw) for raw in raws if raw])
     merged.gauges["gateway_workers"] = float(sum(1 for raw in raws if raw))
     merged.gauges["gateway_usage_stream_depth"] = float(depth)
+    _billing_merge(merged, billing)
     return metrics_render(merged)
+
+
+def _billing_merge(merged: Registry, billing: dict[bytes, bytes]) -> None:
+    """The billing pipeline's numbers (written by Celery, the same for every node)."""
+    for raw_name, raw_value in billing.items():
+        name = raw_name.decode(errors="replace")
+        try:
+            value = float(raw_value)
+        except ValueError:
+            continue
+        if name.endswith("_total"):
+            merged.counters[name][()] = value
+        else:
+            merged.gauges[name] = value
