@@ -143,8 +143,9 @@ def test_unreadable_token_counts_do_not_stop_the_event_being_stored(group: Group
 
 # --- batching, enqueue, send ------------------------------------------------------------------
 
-# Stored metadata Python cannot read back: jsonb (and SQLite) keep nesting this deep.
-UNREADABLE = "[" * 3000 + "]" * 3000
+# Stored metadata Python cannot read back (an integer past its 4300-digit limit), which jsonb
+# and SQLite's JSON both accept.
+UNREADABLE = '{"a":1' + "0" * 5000 + "}"
 
 
 def metadata_poison(event: UsageEvent, raw: str = UNREADABLE) -> None:
