@@ -24,14 +24,12 @@ from redis.exceptions import ResponseError
 from billing.models import EventStatus, UsageEvent
 from billing.sanitize import count_clean, float_clean, metadata_sanitize, text_clean
 from billing.services import (
-    BILLING_METRICS_KEY,
-    DEAD_LETTERS_METRIC,
     USAGE_STREAM,
+    usage_dead_letter_park,
     usage_events_store,
 )
 
 GROUP = "ingest"
-DEAD_LETTER_STREAM = "gw:usage:dead"
 BATCH = 500
 CLAIM_IDLE_MS = 30_000
 logger = logging.getLogger(__name__)
@@ -136,7 +134,9 @@ def _decode(client: Any, entries: list[Any]) -> tuple[list[bytes], list[dict[str
         if isinstance(event, dict):
             events.append(event)
         else:
-            dead_letter_park(client, raw=raw if isinstance(raw, bytes) else b"", error=error)
+            usage_dead_letter_park(
+                client=client, raw=raw if isinstance(raw, bytes) else b"", error=error
+            )
     return ids, events
 
 
@@ -165,7 +165,7 @@ def _store_one(client: Any, event: dict[str, Any]) -> bool:
     except Exception as exc:  # noqa: BLE001 - one bad event must not block the stream
         database_down_reraise(exc)
         raw = json.dumps(event, default=str).encode()
-        dead_letter_park(client, raw=raw, error=f"{type(exc).__name__}: {exc}")
+        usage_dead_letter_park(client=client, raw=raw, error=f"{type(exc).__name__}: {exc}")
         return False
     return True
 
@@ -197,16 +197,6 @@ def database_down_reraise(exc: Exception) -> None:
             cursor.execute("SELECT 1")
     except DatabaseError:
         raise exc from None
-
-
-def dead_letter_park(client: Any, *, raw: bytes, error: str) -> None:
-    """Keep an event the database cannot hold in the dead-letter stream, counted for /metrics."""
-    error = text_clean(error)[:500]
-    logger.error("usage event parked in %s: %s", DEAD_LETTER_STREAM, error)
-    pipe = client.pipeline(transaction=False)
-    pipe.xadd(DEAD_LETTER_STREAM, {"e": raw, "error": error})
-    pipe.hincrby(BILLING_METRICS_KEY, DEAD_LETTERS_METRIC, 1)
-    pipe.execute()
 
 
 def _reclaimed(client: Any, consumer: str) -> list[Any]:

@@ -17,6 +17,7 @@ from billing.models import UsageEvent
 # --- Usage events (the inference path's public face; SPEC §9) ---------------------------------
 
 USAGE_STREAM = "gw:usage"
+DEAD_LETTER_STREAM = "gw:usage:dead"
 # Billing numbers every node's /metrics serves (a Redis hash: metric name -> value).
 BILLING_METRICS_KEY = "gw:billing:metrics"
 DEAD_LETTERS_METRIC = "gateway_usage_dead_letters_total"
@@ -67,6 +68,19 @@ def usage_events_store(*, events: list[dict[str, Any]]) -> None:
 
     rows = [usage_event_build(event=event) for event in events]
     UsageEvent.objects.bulk_create(rows, ignore_conflicts=True)
+
+
+def usage_dead_letter_park(*, client: Any, raw: bytes, error: str) -> None:
+    """Keep a usage event that cannot be stored at all in the dead-letter stream, with its error,
+    and count it for /metrics."""
+    from billing.sanitize import text_clean
+
+    error = text_clean(error)[:500]
+    _usage_logger.error("usage event parked in %s: %s", DEAD_LETTER_STREAM, error)
+    pipe = client.pipeline(transaction=False)
+    pipe.xadd(DEAD_LETTER_STREAM, {"e": raw, "error": error})
+    pipe.hincrby(BILLING_METRICS_KEY, DEAD_LETTERS_METRIC, 1)
+    pipe.execute()
 
 
 def _store_and_release(events: list[dict[str, Any]]) -> None:

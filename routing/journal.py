@@ -32,7 +32,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from billing.services import USAGE_STREAM
+from billing.services import USAGE_STREAM, usage_dead_letter_park
 from gateway_project.ids import new_ulid
 from routing.exchange import Call
 from routing.limiter import ChargedCounter, Reservation, limits_adjust_sync
@@ -228,31 +228,50 @@ def journal_reap(*, client: Any, now: float | None = None) -> int:
     reaped = 0
     for raw_id, raw_note in client.hscan_iter(INFLIGHT_KEY, count=500):
         request_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-        note = json.loads(raw_note)
-        worker = note["worker"]
-        if worker not in gone:
-            gone[worker] = _worker_gone(client, worker, now=now)
-        if not gone[worker]:
-            continue
-        event = _reaped_event(request_id, note)
+        try:
+            note = json.loads(raw_note)
+            worker = note["worker"]
+            if not isinstance(worker, str):
+                raise TypeError("the note names no worker")
+            if worker not in gone:
+                gone[worker] = _worker_gone(client, worker, now=now)
+            if not gone[worker]:
+                continue
+            event, counters = _reaped_event(request_id, note), _token_counters(note)
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
+            _note_park(client, request_id=request_id, raw_note=raw_note, exc=exc)
+            continue  # one unreadable note must not stop the reaper for every other request
         payload = json.dumps(event, separators=(",", ":"))
         if not client.eval(_REAP_SCRIPT, 2, INFLIGHT_KEY, USAGE_STREAM, request_id, payload):
             continue  # recorded meanwhile by its worker or another reaper
         reaped += 1
         tokens = event["tokens"]["inputTokens"]
-        _settle(note, actual_tokens=tokens, request_id=request_id)
+        _settle(counters, delta=tokens - int(note["reserved"]), request_id=request_id)
     if reaped:
         logger.warning("reaped %d requests of dead gateway workers %s", reaped, sorted(gone))
     return reaped
 
 
-def _settle(note: dict[str, Any], *, actual_tokens: int, request_id: str) -> None:
-    counters = [
+def _token_counters(note: dict[str, Any]) -> list[ChargedCounter]:
+    int(note["reserved"])  # read before the event is recorded: a bad note is parked instead
+    return [
         ChargedCounter(key=key, type=kind, unit=unit, threshold=int(threshold), cost=0)
         for key, kind, unit, threshold in note["counters"]
         if kind == "TOKEN"
     ]
-    delta = actual_tokens - int(note["reserved"])
+
+
+def _note_park(client: Any, *, request_id: str, raw_note: bytes, exc: Exception) -> None:
+    """An unreadable note: kept as a dead letter (counted on /metrics) and removed."""
+    if client.hdel(INFLIGHT_KEY, request_id):
+        usage_dead_letter_park(
+            client=client,
+            raw=raw_note,
+            error=f"unreadable in-flight note of {request_id}: {type(exc).__name__}: {exc}",
+        )
+
+
+def _settle(counters: list[ChargedCounter], *, delta: int, request_id: str) -> None:
     if not counters or delta == 0:
         return
     try:

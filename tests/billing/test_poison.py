@@ -16,9 +16,9 @@ from django.db import connection
 from django.utils import timezone
 
 from billing.batching import events_batch
-from billing.ingest import DEAD_LETTER_STREAM, usage_ingest
+from billing.ingest import usage_ingest
 from billing.models import UsageEvent, WebhookDelivery, WebhookEndpoint
-from billing.services import BILLING_METRICS_KEY, USAGE_STREAM
+from billing.services import BILLING_METRICS_KEY, DEAD_LETTER_STREAM, USAGE_STREAM
 from billing.webhook_tasks import deliveries_enqueue_due
 from billing.wire import event_bytes
 from gateway_project.celery import app
@@ -331,3 +331,44 @@ def test_dead_letters_are_counted_on_metrics(group: Group) -> None:
     usage_ingest()
 
     assert "gateway_usage_dead_letters_total 1" in _metrics()
+
+
+# --- the in-flight reaper -------------------------------------------------------------------
+
+
+def test_an_unreadable_in_flight_note_cannot_stop_the_reaper_for_the_others(group: Group) -> None:
+    import time
+
+    from routing.journal import INFLIGHT_KEY, MISSING_GRACE, journal_reap
+
+    note = {
+        "worker": "gone:1:X",
+        "at": time.time(),
+        "requestMetadata": {},
+        "modelSlug": "acme/llama",
+        "externalCustomerId": "cust_42",
+        "apiKeyPrefix": "sky_abc123",
+        "groupId": group.id,
+        "workspaceId": group.workspace_id,
+        "bodyBytes": 400,
+        "reserved": 0,
+        "counters": [],
+    }
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.hset(
+        INFLIGHT_KEY,
+        mapping={
+            "req-good": json.dumps(note),
+            "req-not-json": "{not json",
+            "req-no-worker": json.dumps({**note, "worker": ["gone:1:X"]}),
+            "req-bad-size": json.dumps({**note, "bodyBytes": "lots"}),
+        },
+    )
+
+    reaped = [journal_reap(client=client, now=time.time() + MISSING_GRACE * k) for k in (0, 2)]
+
+    usage_ingest()
+    assert sum(reaped) == 1
+    assert list(UsageEvent.objects.values_list("request_id", flat=True)) == ["req-good"]
+    assert client.hlen(INFLIGHT_KEY) == 0
+    assert dead_letters_counted() == 3

@@ -9,9 +9,9 @@ import pytest
 import redis
 from django.conf import settings
 
-from billing.ingest import DEAD_LETTER_STREAM, GROUP, usage_ingest
+from billing.ingest import GROUP, usage_ingest
 from billing.models import UsageEvent
-from billing.services import USAGE_STREAM, usage_event_record
+from billing.services import DEAD_LETTER_STREAM, USAGE_STREAM, usage_event_record
 
 
 def _event(group, request_id: str, idempotency_key: str) -> dict:
