@@ -101,6 +101,37 @@ def test_ingest_bills_the_tokens_of_an_event_whose_metadata_the_database_refuses
     assert dead_letters_counted() == 0
 
 
+def database_refuses_metadata_holding(key: str) -> None:
+    """Make the database refuse, for a reason ingest cannot foresee, metadata holding `key`."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "ALTER TABLE billing_usageevent ADD CONSTRAINT refuse_marked"
+                f" CHECK (NOT (request_metadata ? '{key}'))"
+            )
+        else:
+            cursor.execute(
+                "CREATE TRIGGER refuse_marked BEFORE INSERT ON billing_usageevent"
+                f" WHEN json_extract(NEW.request_metadata, '$.{key}') IS NOT NULL"
+                " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+
+
+def test_an_event_the_database_refuses_is_stored_without_its_metadata(group: Group) -> None:
+    database_refuses_metadata_holding("refuse")
+    stream_add(
+        stream_event(group, "req-000001"),
+        stream_event(group, "req-000002", metadata='{"refuse":1}'),
+    )
+
+    stored = usage_ingest()
+
+    refused = UsageEvent.objects.get(request_id="req-000002")
+    assert stored == 2 and dead_letters_counted() == 0
+    assert (refused.input_tokens, refused.request_metadata) == (10, {})
+    assert refused.ingest_note.startswith("requestMetadata dropped: IntegrityError")
+
+
 def test_unstorable_stream_entries_are_parked_and_counted_and_the_rest_is_stored(
     group: Group,
 ) -> None:
@@ -302,14 +333,26 @@ def test_releasing_needs_the_change_permission(
 
 
 def test_the_events_api_and_admin_pages_read_any_stored_row(
-    make_event: Callable[..., UsageEvent], admin_client: Any
+    make_event: Callable[..., UsageEvent], admin_client: Any, workspace: Any
 ) -> None:
-    bad = make_event()
-    metadata_poison(bad)
+    from django.test import Client
 
+    from groups.audit import SYSTEM_ACTOR
+    from keys.services import management_key_create
+
+    bad = make_event(timestamp=timezone.now() - timedelta(minutes=5))
+    metadata_poison(bad)
+    _, key = management_key_create(workspace=workspace, actor=SYSTEM_ACTOR, scope="VIEW")
+    start = (timezone.now() - timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+
+    api = Client().get(
+        "/v1/gateway/events", {"start_time": start}, HTTP_AUTHORIZATION=f"Bearer {key}"
+    )
     listing = admin_client.get("/admin/billing/usageevent/")
     detail = admin_client.get(f"/admin/billing/usageevent/{bad.pk}/change/")
 
+    assert api.status_code == 200
+    assert [e["idempotencyKey"] for e in api.json()["items"]] == [bad.pk]
     assert listing.status_code == 200 and detail.status_code == 200
     assert "unreadable requestMetadata" in detail.content.decode()
 
