@@ -130,7 +130,7 @@ def _decode(client: Any, entries: list[Any]) -> tuple[list[bytes], list[dict[str
         except (TypeError, ValueError, RecursionError) as exc:
             event, error = None, f"unreadable stream entry: {exc}"
         else:
-            error = "not a JSON object"
+            error = "not a JSON object" if raw is not None else "no event in the stream entry"
         if isinstance(event, dict):
             events.append(event)
         else:
