@@ -57,7 +57,7 @@ def usage_event_build(*, event: dict[str, Any]) -> UsageEvent:
         output_tokens=_count(tokens, "outputTokens", notes),
         cached_input_tokens=_count(tokens, "cachedInputTokens", notes),
         usage_estimated=bool(event.get("usageEstimated")),
-        http_status=int(min(max(float_clean(event.get("httpStatus") or 200) or 0, 0), 32767)),
+        http_status=_http_status(event.get("httpStatus")),
         target=_text(event, "target", 64, notes),
         total_ms=float_clean(event.get("totalMs") or 0) or 0.0,
         upstream_ms=float_clean(event.get("upstreamMs") or 0) or 0.0,
@@ -87,6 +87,11 @@ def _text(
 
 def _status(value: Any) -> str:
     return value if isinstance(value, str) and value in EventStatus.values else "completed"
+
+
+def _http_status(value: Any) -> int:
+    number = float_clean(value or 200)
+    return int(number) if number is not None and 0 <= number <= 32767 else 0
 
 
 def _timestamp(value: Any, notes: list[str]) -> datetime:

@@ -8,6 +8,7 @@ delivery keeps a backlog from being enqueued again on every beat.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -55,14 +56,20 @@ def _step(run: Callable[..., object], now: datetime) -> int | None:
 
 
 def _deliveries_enqueue(*, now: datetime) -> int:
-    enqueued = 0
+    enqueued, failed = 0, 0
     for delivery_id in deliveries_due(now=now):
         try:
             if cache.add(_queued_key(delivery_id), 1, timeout=int(lease_seconds())):
                 delivery_attempt.delay(delivery_id)
                 enqueued += 1
         except Exception:
-            logger.exception("webhook delivery %s not enqueued", delivery_id)
+            failed += 1
+            if failed == 1:  # the broker or cache is down: one traceback per beat is enough
+                logger.exception("webhook delivery %s not enqueued", delivery_id)
+            with contextlib.suppress(Exception):
+                cache.delete(_queued_key(delivery_id))  # so the next beat tries it again
+    if failed > 1:
+        logger.error("%d webhook deliveries not enqueued on this beat", failed)
     return enqueued
 
 
