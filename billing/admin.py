@@ -89,7 +89,7 @@ class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "workspace",
         ("batched_at", admin.EmptyFieldListFilter),
     )
-    actions = ["release"]
+    actions = ["release", "release_without_metadata"]
     exclude = ("request_metadata",)  # shown escaped by metadata_shown, whatever it holds
     readonly_fields = ("metadata_shown",)
     search_fields = ("=request_id", "=idempotency_key", "api_key_prefix", "=external_entity_id")
@@ -123,6 +123,17 @@ class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         ids = list(queryset.values_list("pk", flat=True))
         count = services.usage_events_release(ids=ids, actor=_actor(request))
         self.message_user(request, f"Released {count} quarantined event(s).")
+
+    @admin.action(
+        description="Release from quarantine without the request metadata (bill the tokens)",
+        permissions=("change",),
+    )
+    def release_without_metadata(
+        self, request: HttpRequest, queryset: QuerySet[UsageEvent]
+    ) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        count = services.usage_events_release(ids=ids, actor=_actor(request), drop_metadata=True)
+        self.message_user(request, f"Released {count} quarantined event(s) without metadata.")
 
     def get_urls(self) -> list[URLPattern]:
         dashboard = path(

@@ -267,9 +267,12 @@ def deliveries_recover(*, since: Any, actor: str, workspace: Any = None, now: An
 # --- Quarantine: rows a pipeline step set aside, released by staff once the cause is fixed ----
 
 
-def usage_events_release(*, ids: list[str], actor: str) -> int:
-    """Put quarantined events back in line for batching (the next beat tries them again)."""
+def usage_events_release(*, ids: list[str], actor: str, drop_metadata: bool = False) -> int:
+    """Put quarantined events back in line for batching (the next beat tries them again);
+    `drop_metadata` empties their metadata first, for metadata that can never be sent."""
     from django.db import transaction
+    from django.db.models import Value
+    from django.db.models.functions import Concat, Left
 
     from billing.models import UsageEvent
     from groups.audit import audit_record
@@ -277,7 +280,11 @@ def usage_events_release(*, ids: list[str], actor: str) -> int:
     with transaction.atomic():
         events = UsageEvent.objects.filter(pk__in=ids, quarantined_at__isnull=False)
         released = list(events.values_list("pk", "workspace_id", "quarantine_error"))
-        events.update(quarantined_at=None, quarantine_error="", batched_at=None)
+        changes: dict[str, Any] = {}
+        if drop_metadata:
+            note = Left(Concat(Value("requestMetadata dropped by staff; "), "ingest_note"), 500)
+            changes = {"request_metadata": {}, "ingest_note": note}
+        events.update(quarantined_at=None, quarantine_error="", batched_at=None, **changes)
         for pk, workspace_id, error in released:
             audit_record(
                 actor=actor,
@@ -286,6 +293,7 @@ def usage_events_release(*, ids: list[str], actor: str) -> int:
                 obj_id=pk,
                 workspace_id=workspace_id,
                 before={"quarantine_error": error},
+                after={"metadata_dropped": drop_metadata},
             )
     return len(released)
 

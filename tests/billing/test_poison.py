@@ -315,6 +315,30 @@ def test_quarantined_rows_are_counted_on_metrics_and_released_by_staff(
     assert bad.quarantined_at is None and bad.batched_at is not None
 
 
+def test_an_event_whose_metadata_can_never_be_sent_is_billed_once_released_without_it(
+    admin_client: Any,
+    make_event: Callable[..., UsageEvent],
+    endpoint: WebhookEndpoint,
+    receiver: WebhookReceiverThread,
+    eager: None,
+    settings: Any,
+) -> None:
+    settings.GATEWAY_WEBHOOK_FLUSH_SECONDS = 0
+    bad = make_event()
+    metadata_poison(bad)
+    deliveries_enqueue_due()
+
+    admin_client.post(
+        "/admin/billing/usageevent/",
+        {"action": "release_without_metadata", "_selected_action": [bad.pk]},
+    )
+    deliveries_enqueue_due()
+
+    assert receiver.receiver.events()[bad.pk]["requestMetadata"] == {}
+    bad.refresh_from_db()
+    assert bad.ingest_note.startswith("requestMetadata dropped by staff")
+
+
 def test_releasing_needs_the_change_permission(
     client: Any, make_event: Callable[..., UsageEvent], django_user_model: Any
 ) -> None:
