@@ -264,7 +264,8 @@ class WebhookEndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return response
 
     @admin.action(
-        description="Rotate the signing secret (the old one keeps working for the overlap)"
+        description="Rotate the signing secret (the old one keeps working for the overlap)",
+        permissions=("change",),
     )
     def rotate_secret(
         self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]
@@ -274,7 +275,10 @@ class WebhookEndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         ]
         return self._secrets_page(request, shown, title="New signing secrets")
 
-    @admin.action(description="Rotate the signing secret now, old one expires at once (leaked)")
+    @admin.action(
+        description="Rotate the signing secret now, old one expires at once (leaked)",
+        permissions=("change",),
+    )
     def rotate_secret_now(
         self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]
     ) -> HttpResponse:
@@ -284,7 +288,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         ]
         return self._secrets_page(request, shown, title="New signing secrets (old ones revoked)")
 
-    @admin.action(description="Enable (resume parked deliveries)")
+    @admin.action(description="Enable (resume parked deliveries)", permissions=("change",))
     def enable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
         for endpoint in queryset:
             services.webhook_endpoint_set_enabled(
@@ -292,7 +296,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             )
         self.message_user(request, f"Enabled {len(queryset)} endpoint(s).")
 
-    @admin.action(description="Disable")
+    @admin.action(description="Disable", permissions=("change",))
     def disable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
         for endpoint in queryset:
             services.webhook_endpoint_set_enabled(
@@ -378,7 +382,9 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         count = services.deliveries_release(ids=ids, actor=_actor(request))
         self.message_user(request, f"Released {count} quarantined delivery(ies).")
 
-    @admin.action(description="Resend (one more attempt, same id and bytes)")
+    @admin.action(
+        description="Resend (one more attempt, same id and bytes)", permissions=("change",)
+    )
     def resend(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
         done = 0
         for delivery in queryset.select_related("endpoint"):
@@ -389,7 +395,9 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 self.message_user(request, f"{delivery.id}: {exc.message}", messages.ERROR)
         self.message_user(request, f"Queued {done} delivery(ies) for another attempt.")
 
-    @admin.action(description="Recover everything that failed since a time…")
+    @admin.action(
+        description="Recover everything that failed since a time…", permissions=("change",)
+    )
     def recover_failed_since(
         self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]
     ) -> HttpResponse:

@@ -189,3 +189,51 @@ def test_a_receiver_answering_nul_bytes_cannot_wedge_its_deliveries(
 
     delivery.refresh_from_db()
     assert delivery.status == "delivered" and delivery.lease_until is None
+
+
+@pytest.mark.parametrize(
+    ("model", "action"),
+    [
+        ("webhookdelivery", "resend"),
+        ("webhookdelivery", "release"),
+        ("webhookendpoint", "rotate_secret"),
+        ("webhookendpoint", "rotate_secret_now"),
+        ("webhookendpoint", "disable"),
+        ("usageevent", "release"),
+        ("usageevent", "release_without_metadata"),
+    ],
+)
+def test_view_only_staff_cannot_run_billing_write_actions(
+    client: Any, workspace: Workspace, django_user_model: Any, model: str, action: str
+) -> None:
+    from django.contrib.auth.models import Permission
+
+    from groups.models import AuditEvent
+
+    with WebhookReceiverThread(secret=SECRET) as receiver:
+        tenant = tenant_build(workspace, receiver)
+        key = tenant.record()
+        usage_ingest()
+        events_batch(now=timezone.now() + timedelta(seconds=10))
+    UsageEvent.objects.update(quarantined_at=timezone.now())
+    WebhookDelivery.objects.update(status="quarantined")
+    target = {
+        "webhookdelivery": WebhookDelivery.objects.get().pk,
+        "webhookendpoint": WebhookEndpoint.objects.get().pk,
+        "usageevent": key,
+    }[model]
+    viewer = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__startswith="view_"))
+    client.force_login(viewer)
+    secrets_before = WebhookSecret.objects.count()
+
+    response = client.post(
+        f"/admin/billing/{model}/", {"action": action, "_selected_action": [target]}
+    )
+
+    assert b"whsec_" not in response.content
+    assert WebhookSecret.objects.count() == secrets_before
+    assert not AuditEvent.objects.exists()
+    assert WebhookDelivery.objects.get().status == "quarantined"
+    assert WebhookEndpoint.objects.get().enabled
+    assert UsageEvent.objects.get().quarantined_at is not None
