@@ -20,7 +20,12 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from billing.services import BILLING_METRICS_KEY
+from billing.services import (
+    BILLING_METRICS_KEY,
+    DEAD_LETTERS_METRIC,
+    QUARANTINED_DELIVERIES_METRIC,
+    QUARANTINED_EVENTS_METRIC,
+)
 from routing.ticks import every
 
 BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
@@ -196,7 +201,10 @@ async def metrics_gather(client: Any, *, stream: str) -> bytes:
 
 
 def _billing_merge(merged: Registry, billing: dict[bytes, bytes]) -> None:
-    """The billing pipeline's numbers (written by Celery, the same for every node)."""
+    """The billing pipeline's numbers (written by Celery, the same for every node); zero until
+    Celery has written them, so alerts on them work from the start."""
+    merged.counters[DEAD_LETTERS_METRIC][()] = 0.0
+    merged.gauges[QUARANTINED_EVENTS_METRIC] = merged.gauges[QUARANTINED_DELIVERIES_METRIC] = 0.0
     for raw_name, raw_value in billing.items():
         name = raw_name.decode(errors="replace")
         try:

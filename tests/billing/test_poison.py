@@ -393,10 +393,14 @@ def _metrics() -> str:
 
 
 def test_dead_letters_are_counted_on_metrics(group: Group) -> None:
+    before = _metrics()
     stream_add(b"{not json")
 
     usage_ingest()
 
+    assert "gateway_usage_dead_letters_total 0" in before
+    assert "# TYPE gateway_usage_dead_letters_total counter" in before
+    assert "gateway_billing_quarantined_deliveries 0" in before
     assert "gateway_usage_dead_letters_total 1" in _metrics()
 
 
