@@ -49,6 +49,7 @@ CAP_FIELDS = {
     "completions": ("max_tokens",),
     "responses": ("max_output_tokens",),
 }
+ALL_CAP_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,9 @@ def usage_reserve(
     cap = _cap(
         body, names=CAP_FIELDS[kind], default=min(default_max_tokens, ceiling), ceiling=ceiling
     )
-    sent = [name for name in CAP_FIELDS[kind] if name in body]
+    # Every cap field the client sent carries the cap, read by this route or not: an upstream that
+    # reads one more than we expect still stops in time.
+    sent = [name for name in ALL_CAP_FIELDS if name in body]
     fields = dict.fromkeys(sent or CAP_FIELDS[kind], cap)
     choices = 1
     if kind != "responses":

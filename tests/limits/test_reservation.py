@@ -85,6 +85,15 @@ def test_a_zero_or_null_max_completion_tokens_falls_through_to_max_tokens(zero: 
     assert budget.fields == {"max_completion_tokens": 60, "max_tokens": 60}
 
 
+def test_a_cap_field_the_route_does_not_read_is_overwritten_too() -> None:
+    budget = reserve(
+        {"prompt": "hi", "max_tokens": 10, "max_completion_tokens": 10**6}, kind="completions"
+    )
+
+    assert budget.tokens == 10 + 10
+    assert budget.fields == {"max_completion_tokens": 10, "max_tokens": 10}
+
+
 def test_a_zero_cap_alone_reserves_and_sends_the_default() -> None:
     budget = reserve(CHAT | {"max_completion_tokens": 0})
 
