@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from django.db.models import Sum
+from openai.types.chat import ChatCompletionMessageParam
 
 from billing.ingest import usage_ingest
 from billing.models import UsageEvent
@@ -24,7 +26,8 @@ from tests.proxy.conftest import SLUG, GatewayThread, compatible_target, gateway
 __all__ = ["gateway"]  # the proxy suite's live-server fixture, used here
 
 DEFAULT, CEILING = 100, 10_000
-CHAT = {"model": SLUG, "messages": [{"role": "user", "content": "hi"}]}
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+CHAT = {"model": SLUG, "messages": MESSAGES}
 
 
 def reserve(body: dict[str, Any], *, kind: str = "chat", body_bytes: int = 40) -> Budget:
@@ -245,3 +248,24 @@ def test_a_daily_token_limit_holds_under_200_concurrent_requests_with_several_ch
     assert UsageEvent.objects.count() == admitted
     assert recorded <= DAILY_TOKENS + admitted * error
     assert recorded > DAILY_TOKENS // 2
+
+
+def test_the_openai_sdk_sends_a_never_fitting_request_once(
+    gateway: GatewayThread, workspace: Workspace, long_upstream: FakeModelServerThread
+) -> None:
+    limits = {"usage_limits": [{"type": "TOKEN", "unit": "DAY", "threshold": 100}]}
+    tenant = tenant_build(
+        workspace=workspace, targets=[compatible_target(long_upstream.url)], limits=limits
+    )
+    sent: list[httpx.Request] = []
+    http = httpx.Client(event_hooks={"request": [sent.append]})
+    client = openai.OpenAI(
+        base_url=f"{gateway.url}/v1", api_key=tenant.key, max_retries=3, http_client=http
+    )
+
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model=SLUG, messages=MESSAGES, n=2, max_tokens=60)
+
+    assert caught.value.code == "usage_limit_exceeded"
+    assert len(sent) == 1
+    assert long_upstream.requests == []
