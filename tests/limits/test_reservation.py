@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import httpx2
 import openai
 import pytest
 from django.db.models import Sum
@@ -257,8 +258,8 @@ def test_the_openai_sdk_sends_a_never_fitting_request_once(
     tenant = tenant_build(
         workspace=workspace, targets=[compatible_target(long_upstream.url)], limits=limits
     )
-    sent: list[httpx.Request] = []
-    http = httpx.Client(event_hooks={"request": [sent.append]})
+    sent: list[httpx2.Request] = []
+    http = httpx2.Client(event_hooks={"request": [sent.append]})  # the SDK's own HTTP client
     client = openai.OpenAI(
         base_url=f"{gateway.url}/v1", api_key=tenant.key, max_retries=3, http_client=http
     )
