@@ -515,7 +515,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--tokens", type=int, default=DEFAULT_TOKENS, help="if no max_tokens")
     parser.add_argument(
-        "--answer-tokens", type=int, default=None, help="answer length per choice, capped"
+        "--answer-tokens", type=int, default=None, help="tokens per choice, cut at the cap"
     )
     parser.add_argument("--delay-ms", type=float, default=0.0, help="between streamed tokens")
     parser.add_argument("--first-byte-delay-ms", type=float, default=0.0)
