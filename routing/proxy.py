@@ -242,6 +242,7 @@ async def _admit(
         body_bytes=body_bytes,
         default_max_tokens=settings.GATEWAY_DEFAULT_MAX_TOKENS,
         ceiling=settings.GATEWAY_MAX_TOKENS_CEILING,
+        media_tokens=settings.GATEWAY_MEDIA_PART_TOKENS,
     )
     admission = await limits_admit(limits=limits, reserve_tokens=budget.tokens, slug=call.slug)
     if admission.allowed:

@@ -50,6 +50,10 @@ CAP_FIELDS = {
     "responses": ("max_output_tokens",),
 }
 ALL_CAP_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+# Content parts that stand for tokens their bytes do not show (a short URL can be a whole video).
+MEDIA_PARTS = frozenset(
+    {"image_url", "input_image", "input_audio", "audio_url", "video_url", "file", "input_file"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +65,20 @@ class Budget:
 
 
 def usage_reserve(
-    *, kind: str, body: dict[str, Any], body_bytes: int, default_max_tokens: int, ceiling: int
+    *,
+    kind: str,
+    body: dict[str, Any],
+    body_bytes: int,
+    default_max_tokens: int,
+    ceiling: int,
+    media_tokens: int = 0,
 ) -> Budget:
     """An upper bound of a request's tokens: prompt estimate + choices x prompts x completion cap.
 
     Raises ValidationFailed (400) for a shape whose output cannot be bounded.
     """
     source = body.get("input") if kind in ("embeddings", "responses") else body.get("prompt")
-    prompt = max(body_bytes // 4, _token_ids(source))
+    prompt = max(body_bytes // 4, _token_ids(source)) + media_tokens * _media_parts(body)
     if kind not in CAP_FIELDS:
         return Budget(prompt, {})
     cap = _cap(
@@ -146,6 +156,20 @@ def _token_ids(value: Any) -> int:
         return 0
     rows = value if not _is_ids(value) else [value]
     return sum(len(row) for row in rows if isinstance(row, list) and _is_ids(row))
+
+
+def _media_parts(body: dict[str, Any]) -> int:
+    """Image, audio, video and file parts of the messages (chat) or input items (Responses)."""
+    items = body.get("messages", body.get("input"))
+    if not isinstance(items, list):
+        return 0
+    contents = [item.get("content") for item in items if isinstance(item, dict)]
+    return sum(
+        isinstance(part, dict) and part.get("type") in MEDIA_PARTS
+        for content in contents
+        if isinstance(content, list)
+        for part in content
+    )
 
 
 def _is_ids(value: list[Any]) -> bool:

@@ -152,6 +152,21 @@ def _lax_int(value: Any) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def _media_parts(messages: Any) -> int:
+    """Content parts of chat messages that are not text."""
+    contents = (
+        [m.get("content") for m in messages if isinstance(m, dict)]
+        if isinstance(messages, list)
+        else []
+    )
+    return sum(
+        isinstance(part, dict) and part.get("type") not in (None, "text")
+        for content in contents
+        if isinstance(content, list)
+        for part in content
+    )
+
+
 def _prompt_count(prompt: Any) -> int:
     """Prompts of a completions body: one per item of a list, unless it is one token-id list."""
     if isinstance(prompt, list) and prompt and not all(isinstance(v, int) for v in prompt):
@@ -258,6 +273,7 @@ class FakeModelServer:
 
     tokens: int = DEFAULT_TOKENS
     answer_tokens: int | None = None  # every answer this long (cut at the request's cap)
+    media_tokens: int = 0  # prompt tokens of each image/audio/video/file part of a chat message
     delay_ms: float = 0.0
     first_byte_delay_ms: float = 0.0
     api_key: str | None = None
@@ -374,6 +390,7 @@ class FakeModelServer:
         if ctl.reject_stream_options and options is not None:
             return _error(400, "stream_options is not supported by this model server.")
         prompt = max(1, count_tokens(body.get("messages") if chat else body.get("prompt")))
+        prompt += self.media_tokens * _media_parts(body.get("messages") if chat else None)
         # As vLLM and SGLang read them: `max_completion_tokens or max_tokens`, lax integers.
         limit = _lax_int(body.get("max_completion_tokens")) or _lax_int(body.get("max_tokens"))
         answer = next(

@@ -179,6 +179,33 @@ def test_token_ids_count_one_token_each_even_when_the_bytes_say_less() -> None:
     assert budget.tokens == 2000
 
 
+def test_media_parts_reserve_their_tokens_beyond_their_bytes() -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    text = {"type": "text", "text": "what is this?"}
+    chat = {"messages": [{"role": "user", "content": [text, image, image]}], "max_tokens": 5}
+    responses = {"input": [{"role": "user", "content": [{"type": "input_image"}]}]}
+
+    budget = usage_reserve(
+        kind="chat",
+        body=chat,
+        body_bytes=40,
+        default_max_tokens=DEFAULT,
+        ceiling=CEILING,
+        media_tokens=700,
+    )
+    later = usage_reserve(
+        kind="responses",
+        body=responses | {"max_output_tokens": 5},
+        body_bytes=40,
+        default_max_tokens=DEFAULT,
+        ceiling=CEILING,
+        media_tokens=700,
+    )
+
+    assert budget.tokens == 10 + 2 * 700 + 5
+    assert later.tokens == 10 + 700 + 5
+
+
 def test_a_never_fitting_rejection_tells_clients_not_to_retry() -> None:
     limits = [usage("TOKEN", 100)]
 

@@ -164,3 +164,20 @@ def test_a_never_fitting_request_tells_the_openai_sdks_not_to_retry(
     assert response.status_code == 429
     assert response.headers["x-should-retry"] == "false"
     assert "retry-after" not in response.headers
+
+
+def test_an_image_url_cannot_hide_its_tokens_behind_a_short_body(
+    gateway: GatewayThread, workspace: Workspace, settings: Settings
+) -> None:
+    settings.GATEWAY_MEDIA_PART_TOKENS = 3000
+    limits = {"usage_limits": [{"type": "TOKEN", "unit": "DAY", "threshold": DAILY_TOKENS}]}
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    with FakeModelServerThread(media_tokens=3000) as vision:
+        tenant = tenant_build(
+            workspace=workspace, targets=[compatible_target(vision.url)], limits=limits
+        )
+        body = {"messages": [{"role": "user", "content": [image]}], "max_tokens": 5}
+
+        response = _post(gateway, tenant, body)
+
+        _refused_before_the_upstream(response, vision)
