@@ -184,6 +184,10 @@ GATEWAY_OPENAI_BASE_URL = env_str("GATEWAY_OPENAI_BASE_URL", "https://api.openai
 GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024)
 GATEWAY_MAX_METADATA_BYTES = 4096
 GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 4096)
+# The largest completion cap a limited request may ask for (per choice); above it: 400.
+GATEWAY_MAX_TOKENS_CEILING = env_int("GATEWAY_MAX_TOKENS_CEILING", 262_144)
+# Prompt tokens reserved per image/audio/video/file part of a limited request, beyond its bytes.
+GATEWAY_MEDIA_PART_TOKENS = env_int("GATEWAY_MEDIA_PART_TOKENS", 2048)
 GATEWAY_LIMITS_FAIL_OPEN = env_bool("GATEWAY_LIMITS_FAIL_OPEN", False)
 # Seconds one limits call (pool wait included) may take before Redis counts as unreachable.
 GATEWAY_LIMITS_TIMEOUT = env_float("GATEWAY_LIMITS_TIMEOUT", 5.0)

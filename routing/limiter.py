@@ -5,7 +5,8 @@ is the threshold, it refills continuously at threshold/period, so there is no 2x
 edge, weighted costs and refunds are one addition, and the retry delay is exact. Over any span of
 d seconds a counter admits at most threshold + d * threshold / period units. DAY limits are
 counters on UTC calendar-day keys (`...:DAY:YYYYMMDD`) that expire the day after.
-A cost above a threshold (or a threshold of 0) can never fit: 429 with retry_after None.
+A cost above a threshold (or a threshold of 0) can never fit: 429 with retry_after None and
+`x-should-retry: false`.
 
 Keys: `rl:{<root_group_id>}:<counter_group_id>:<slug>:<TYPE>:<UNIT>`; the root id is the Redis
 Cluster hash tag, so a whole group tree lives in one slot and one script sees the whole chain.
@@ -303,6 +304,9 @@ def _rejection(*, states: list[_CounterState], headers: dict[str, str], slug: st
     retry_after = None if worst.fits == -1 else worst.wait_us / 1_000_000
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    else:
+        # Retrying cannot help; the OpenAI SDKs retry every 429 unless told not to.
+        headers["x-should-retry"] = "false"
     usage = worst.counter.unit == "DAY"
     return Admission(
         allowed=False,

@@ -236,11 +236,18 @@ async def _admit(
     limits = entry.limits.get(call.slug)
     if not limits:
         return None
-    reserve = usage_reserve(
-        body=body, body_bytes=body_bytes, default_max_tokens=settings.GATEWAY_DEFAULT_MAX_TOKENS
+    budget = usage_reserve(
+        kind=ROUTES[call.path].kind,
+        body=body,
+        body_bytes=body_bytes,
+        default_max_tokens=settings.GATEWAY_DEFAULT_MAX_TOKENS,
+        ceiling=settings.GATEWAY_MAX_TOKENS_CEILING,
+        media_tokens=settings.GATEWAY_MEDIA_PART_TOKENS,
     )
-    admission = await limits_admit(limits=limits, reserve_tokens=reserve, slug=call.slug)
+    admission = await limits_admit(limits=limits, reserve_tokens=budget.tokens, slug=call.slug)
     if admission.allowed:
+        # The upstream gets the caps it was reserved for, so it cannot produce more.
+        body.update(budget.fields)
         return admission
     usage_kind = admission.error_type == "usage_limit_error"
     headers = dict(admission.headers)

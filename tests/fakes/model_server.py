@@ -140,6 +140,40 @@ def count_tokens(value: Any) -> int:
     return 0
 
 
+def _lax_int(value: Any) -> int | None:
+    """An integer field parsed the way pydantic's lax mode does (None when it would not parse)."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) else None
+
+
+def _media_parts(messages: Any) -> int:
+    """Content parts of chat messages that are not text."""
+    contents = (
+        [m.get("content") for m in messages if isinstance(m, dict)]
+        if isinstance(messages, list)
+        else []
+    )
+    return sum(
+        isinstance(part, dict) and part.get("type") not in (None, "text")
+        for content in contents
+        if isinstance(content, list)
+        for part in content
+    )
+
+
+def _prompt_count(prompt: Any) -> int:
+    """Prompts of a completions body: one per item of a list, unless it is one token-id list."""
+    if isinstance(prompt, list) and prompt and not all(isinstance(v, int) for v in prompt):
+        return len(prompt)
+    return 1
+
+
 def _usage(prompt: int, completion: int) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt,
@@ -164,6 +198,8 @@ class _Job:
     completion_tokens: int
     finish_reason: str
     usage: bool
+    choices: int = 1  # returned: prompts x n
+    generated: int = 1  # sequences produced (and billed): prompts x max(n, best_of)
     id: str = field(default_factory=lambda: f"{_ID_PREFIX}{next(_ids):x}")
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -181,11 +217,14 @@ class _Job:
         text = " ".join(f"tok{i}" for i in range(self.completion_tokens))
         message = {"role": "assistant", "content": text, "refusal": None}
         body: dict[str, Any] = {"message": message} if self.chat else {"text": text}
-        choice = {"index": 0, **body, "logprobs": None, "finish_reason": self.finish_reason}
+        choices = [
+            {"index": i, **body, "logprobs": None, "finish_reason": self.finish_reason}
+            for i in range(self.choices)
+        ]
         out = self._head("chat.completion" if self.chat else "text_completion")
-        out |= {"choices": [choice], "system_fingerprint": "fp_fake"}
+        out |= {"choices": choices, "system_fingerprint": "fp_fake"}
         if self.usage:
-            out["usage"] = _usage(self.prompt_tokens, self.completion_tokens)
+            out["usage"] = self._usage()
         return _dumps(out).encode()
 
     def _chunk(self, choices: list[Any], usage: Any = None) -> bytes:
@@ -195,22 +234,36 @@ class _Job:
             out["usage"] = usage
         return b"data: " + _dumps(out).encode() + b"\n\n"
 
-    def _choice(self, delta: dict[str, Any], text: str, finish: str | None) -> dict[str, Any]:
+    def _usage(self) -> dict[str, Any]:
+        return _usage(self.prompt_tokens, self.completion_tokens * self.generated)
+
+    def _choice(
+        self, delta: dict[str, Any], text: str, finish: str | None, index: int = 0
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"delta": delta} if self.chat else {"text": text}
-        return {"index": 0, **body, "logprobs": None, "finish_reason": finish}
+        return {"index": index, **body, "logprobs": None, "finish_reason": finish}
 
     def events(self) -> Iterator[tuple[bytes, bool]]:
         """SSE events as (bytes, is_content_chunk)."""
+        indexes = range(self.choices)
         if self.chat:
-            yield self._chunk([self._choice({"role": "assistant", "content": ""}, "", None)]), False
+            role = {"role": "assistant", "content": ""}
+            for index in indexes:
+                yield self._chunk([self._choice(role, "", None, index)]), False
         # Content chunks dominate benchmarks: splice each token into one pre-encoded template.
-        template = self._chunk([self._choice({"content": "\x00"}, "\x00", None)])
-        before, after = template.split(b"\\u0000", 1)
+        templates = [
+            self._chunk([self._choice({"content": "\x00"}, "\x00", None, index)]).split(
+                b"\\u0000", 1
+            )
+            for index in indexes
+        ]
         for i in range(self.completion_tokens):
-            yield before + (f" tok{i}" if i else "tok0").encode() + after, True
-        yield self._chunk([self._choice({}, "", self.finish_reason)]), False
+            for before, after in templates:
+                yield before + (f" tok{i}" if i else "tok0").encode() + after, True
+        for index in indexes:
+            yield self._chunk([self._choice({}, "", self.finish_reason, index)]), False
         if self.usage:
-            yield self._chunk([], _usage(self.prompt_tokens, self.completion_tokens)), False
+            yield self._chunk([], self._usage()), False
         yield b"data: [DONE]\n\n", False
 
 
@@ -219,6 +272,8 @@ class FakeModelServer:
     """An aiohttp fake upstream; create and bind it with `start()`."""
 
     tokens: int = DEFAULT_TOKENS
+    answer_tokens: int | None = None  # every answer this long (cut at the request's cap)
+    media_tokens: int = 0  # prompt tokens of each image/audio/video/file part of a chat message
     delay_ms: float = 0.0
     first_byte_delay_ms: float = 0.0
     api_key: str | None = None
@@ -335,16 +390,27 @@ class FakeModelServer:
         if ctl.reject_stream_options and options is not None:
             return _error(400, "stream_options is not supported by this model server.")
         prompt = max(1, count_tokens(body.get("messages") if chat else body.get("prompt")))
-        limit = body.get("max_completion_tokens")
-        limit = body.get("max_tokens") if limit is None else limit
-        if ctl.tokens is not None:
-            count, finish = ctl.tokens, "stop"
-        elif isinstance(limit, int):
-            count, finish = limit, "length"
-        else:
-            count, finish = self.tokens, "stop"
+        prompt += self.media_tokens * _media_parts(body.get("messages") if chat else None)
+        # As vLLM and SGLang read them: `max_completion_tokens or max_tokens`, lax integers.
+        limit = _lax_int(body.get("max_completion_tokens")) or _lax_int(body.get("max_tokens"))
+        answer = next(
+            v for v in (ctl.tokens, self.answer_tokens, limit, self.tokens) if v is not None
+        )
+        count = answer if limit is None else min(answer, limit)
+        finish = "length" if limit is not None and answer >= limit else "stop"
+        n = max(1, _lax_int(body.get("n")) or 1)
+        prompts = 1 if chat else _prompt_count(body.get("prompt"))
         asked = not stream or (isinstance(options, dict) and options.get("include_usage") is True)
-        job = _Job(chat, body["model"], prompt, max(0, count), finish, asked and not ctl.no_usage)
+        job = _Job(
+            chat,
+            body["model"],
+            prompt,
+            max(0, count),
+            finish,
+            asked and not ctl.no_usage,
+            choices=prompts * n,
+            generated=prompts * max(n, _lax_int(body.get("best_of")) or 1),
+        )
         return await self._stream(request, rec, job, ctl) if stream else _json(job.response())
 
     async def _stream(
@@ -465,6 +531,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--tokens", type=int, default=DEFAULT_TOKENS, help="if no max_tokens")
+    parser.add_argument(
+        "--answer-tokens", type=int, default=None, help="tokens per choice, cut at the cap"
+    )
     parser.add_argument("--delay-ms", type=float, default=0.0, help="between streamed tokens")
     parser.add_argument("--first-byte-delay-ms", type=float, default=0.0)
     parser.add_argument("--api-key", default=None, help="require Authorization: Bearer <key>")
@@ -474,7 +543,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    shared = {k: getattr(args, k) for k in ("tokens", "delay_ms", "first_byte_delay_ms", "api_key")}
+    names = ("tokens", "answer_tokens", "delay_ms", "first_byte_delay_ms", "api_key")
+    shared = {k: getattr(args, k) for k in names}
     models = [m for m in args.models.split(",") if m]
     server = await start(args.host, args.port, record=not args.no_record, models=models, **shared)
     print(f"fake model server listening on {server.base_url}", flush=True)

@@ -85,9 +85,14 @@ def test_chat_non_stream_shape_and_usage(client: httpx.Client) -> None:
 def test_token_count_defaults_and_overrides(client: httpx.Client) -> None:
     assert client.post("/chat/completions", json=CHAT).json()["usage"]["completion_tokens"] == 16
     body = client.post(
-        "/chat/completions", json=CHAT | {"max_completion_tokens": 2, "fake": {"tokens": 7}}
+        "/chat/completions", json=CHAT | {"max_completion_tokens": 9, "fake": {"tokens": 7}}
     ).json()
     assert body["usage"]["completion_tokens"] == 7 and body["choices"][0]["finish_reason"] == "stop"
+    body = client.post(
+        "/chat/completions", json=CHAT | {"max_completion_tokens": 2, "fake": {"tokens": 7}}
+    ).json()
+    assert body["usage"]["completion_tokens"] == 2
+    assert body["choices"][0]["finish_reason"] == "length"
     r = client.post("/chat/completions", json=CHAT, headers={"x-fake-tokens": "3"})
     assert len(r.json()["choices"][0]["message"]["content"].split()) == 3
     assert (
@@ -290,3 +295,40 @@ def test_cli_prints_address_and_serves() -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=5) == 0
+
+
+def test_choices_prompts_and_best_of_are_produced_and_billed(client: httpx.Client) -> None:
+    body = {"model": "m", "prompt": ["a b", "c"], "n": 2, "best_of": 3, "max_tokens": 4}
+
+    answer = client.post("/completions", json=body).json()
+
+    assert [choice["index"] for choice in answer["choices"]] == [0, 1, 2, 3]
+    assert answer["usage"] == {
+        "prompt_tokens": 3,
+        "completion_tokens": 2 * 3 * 4,
+        "total_tokens": 27,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
+
+
+def test_caps_are_read_like_vllm_reads_them(client: httpx.Client) -> None:
+    def produced(extra: dict[str, Any]) -> int:
+        answer = client.post("/chat/completions", json=CHAT | extra).json()
+        return int(answer["usage"]["completion_tokens"])
+
+    assert produced({"max_completion_tokens": 0, "max_tokens": 5}) == 5
+    assert produced({"max_tokens": "6"}) == 6
+    assert produced({"max_tokens": 7.0}) == 7
+
+
+def test_answer_tokens_set_the_length_and_the_cap_cuts_it() -> None:
+    with FakeModelServerThread(answer_tokens=5) as fake, httpx.Client(base_url=fake.url) as http:
+        long = http.post("/chat/completions", json=CHAT).json()
+        capped = http.post("/chat/completions", json=CHAT | {"max_tokens": 3}).json()
+        streamed = http.post(
+            "/chat/completions", json=CHAT | {"n": 2, "max_tokens": 9, "stream": True}
+        )
+
+    assert long["usage"]["completion_tokens"] == 5
+    assert capped["usage"]["completion_tokens"] == 3
+    assert streamed.text.count('"content":"tok') + streamed.text.count('"content":" tok') == 10
