@@ -20,10 +20,16 @@ from aiohttp import web
 
 DEFAULT_TOKENS = 16
 _FIELDS: dict[str, type] = {
-    **dict.fromkeys(("tokens", "status", "drop_after"), int),
+    **dict.fromkeys(("tokens", "status", "drop_after", "pad_bytes"), int),
     **dict.fromkeys(("delay_ms", "first_byte_delay_ms"), float),
     **dict.fromkeys(("no_usage", "reject_stream_options"), bool),
-    **dict.fromkeys(("retry_after", "body"), str),
+    **dict.fromkeys(("retry_after", "body", "delta"), str),
+}
+# What a streamed chat delta carries: "\x00" marks where each token goes.
+_DELTAS = {
+    "content": {"content": "\x00"},
+    "reasoning": {"reasoning_content": "\x00"},
+    "tool_calls": {"tool_calls": [{"index": 0, "function": {"arguments": "\x00"}}]},
 }
 _HEADERS = {f"x-fake-{name.replace('_', '-')}": name for name in _FIELDS}
 _ERROR_KINDS = {
@@ -65,6 +71,8 @@ class Control:
     reject_stream_options: bool = False
     retry_after: str | None = None
     body: str | None = None
+    delta: str = "content"  # the kind of streamed chat delta: content, reasoning, tool_calls
+    pad_bytes: int = 0  # adds a "padding" member of this many bytes to the answer (or 1st event)
 
 
 class BadRequest(Exception):
@@ -164,6 +172,8 @@ class _Job:
     completion_tokens: int
     finish_reason: str
     usage: bool
+    delta: str = "content"
+    pad_bytes: int = 0
     id: str = field(default_factory=lambda: f"{_ID_PREFIX}{next(_ids):x}")
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -186,6 +196,8 @@ class _Job:
         out |= {"choices": [choice], "system_fingerprint": "fp_fake"}
         if self.usage:
             out["usage"] = _usage(self.prompt_tokens, self.completion_tokens)
+        if self.pad_bytes:
+            out["padding"] = "x" * self.pad_bytes
         return _dumps(out).encode()
 
     def _chunk(self, choices: list[Any], usage: Any = None) -> bytes:
@@ -203,8 +215,10 @@ class _Job:
         """SSE events as (bytes, is_content_chunk)."""
         if self.chat:
             yield self._chunk([self._choice({"role": "assistant", "content": ""}, "", None)]), False
+        if self.pad_bytes:
+            yield b'data: {"padding":"' + b"x" * self.pad_bytes + b'"}\n\n', False
         # Content chunks dominate benchmarks: splice each token into one pre-encoded template.
-        template = self._chunk([self._choice({"content": "\x00"}, "\x00", None)])
+        template = self._chunk([self._choice(_DELTAS[self.delta], "\x00", None)])
         before, after = template.split(b"\\u0000", 1)
         for i in range(self.completion_tokens):
             yield before + (f" tok{i}" if i else "tok0").encode() + after, True
@@ -344,7 +358,18 @@ class FakeModelServer:
         else:
             count, finish = self.tokens, "stop"
         asked = not stream or (isinstance(options, dict) and options.get("include_usage") is True)
-        job = _Job(chat, body["model"], prompt, max(0, count), finish, asked and not ctl.no_usage)
+        if ctl.delta not in _DELTAS:
+            return _error(400, f"invalid fake control delta={ctl.delta!r}")
+        job = _Job(
+            chat,
+            body["model"],
+            prompt,
+            max(0, count),
+            finish,
+            asked and not ctl.no_usage,
+            delta=ctl.delta,
+            pad_bytes=max(0, ctl.pad_bytes),
+        )
         return await self._stream(request, rec, job, ctl) if stream else _json(job.response())
 
     async def _stream(
@@ -386,6 +411,8 @@ class FakeModelServer:
         if not ctl.no_usage:
             prompt = max(1, count_tokens(inputs))
             out["usage"] = {"prompt_tokens": prompt, "total_tokens": prompt}
+        if ctl.pad_bytes > 0:
+            out["padding"] = "x" * ctl.pad_bytes
         return _json(out)
 
     async def _healthz(self, request: web.Request) -> web.Response:
