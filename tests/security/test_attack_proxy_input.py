@@ -203,7 +203,7 @@ def test_unknown_key_flood_cannot_evict_live_keys_or_grow_the_cache(monkeypatch)
     ["not-a-federated-key-but-long-enough", "sky_" + "A" * 8000, "gwm_abcdefghijkl.0123456789"],
     ids=["foreign-shape", "huge", "management-key"],
 )
-def test_malformed_keys_are_refused_without_a_lookup(gateway, tenant, query_log, key):
+def test_malformed_keys_are_refused_without_a_lookup(gateway, tenant, query_log, key):  # noqa: F811
     response = _post(gateway, key, _body())
 
     assert response.status_code == 401
