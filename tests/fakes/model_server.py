@@ -26,7 +26,7 @@ _FIELDS: dict[str, type] = {
     **dict.fromkeys(("retry_after", "body", "delta"), str),
 }
 # What a streamed chat delta carries: "\x00" marks where each token goes.
-_DELTAS = {
+_DELTAS: dict[str, dict[str, Any]] = {
     "content": {"content": "\x00"},
     "reasoning": {"reasoning_content": "\x00"},
     "tool_calls": {"tool_calls": [{"index": 0, "function": {"arguments": "\x00"}}]},
