@@ -102,13 +102,22 @@ async def _attempt(
     )
     if not (call.stream and response.status == 400):
         return response, None
-    data = await body_read(response)
+    data = await _body_or_close(response)
     if b"stream_options" not in data:
         return response, data
     # Some servers refuse stream_options: ask once more without it and estimate usage instead.
     response.release()
     payload = _payload(body, target, usage_option=False)
     return await upstream_open(url=url, body=payload, headers=sent), None
+
+
+async def _body_or_close(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body; a read that fails (too slow, too large) drops the connection."""
+    try:
+        return await body_read(response)
+    except BaseException:
+        response.close()
+        raise
 
 
 async def _first_chunk(call: Call, response: aiohttp.ClientResponse) -> bytes:
@@ -128,10 +137,8 @@ async def _answer(
     """A usable response (with a stream's first bytes), or the upstream's error raised."""
     if response.status < 300:
         return response, (await _first_chunk(call, response) if call.stream else b"")
-    try:
-        raw = data if data is not None else await body_read(response)
-    finally:
-        response.release()
+    raw = data if data is not None else await _body_or_close(response)
+    response.release()
     raise UpstreamAnswered(response.status, raw, response.headers.get("Retry-After"))
 
 

@@ -117,6 +117,16 @@ def test_oversized_upstream_answer_is_not_buffered_and_still_billed(gateway, ten
     assert (event.status, event.http_status, event.usage_estimated) == ("cancelled", 502, True)
 
 
+def test_oversized_upstream_error_body_is_not_buffered(gateway, tenant, settings):
+    settings.GATEWAY_MAX_UPSTREAM_BODY_BYTES = 64 * 1024
+    fake = {"status": 500, "body": json.dumps({"error": {"message": "x" * 1024 * 1024}})}
+
+    response = _post(gateway, tenant.key, _body(fake=fake))
+
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "bad_gateway"
+
+
 def test_oversized_upstream_sse_event_cannot_grow_the_relay_buffer(gateway, tenant, settings):
     settings.GATEWAY_MAX_UPSTREAM_EVENT_BYTES = 64 * 1024
 
