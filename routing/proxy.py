@@ -53,6 +53,7 @@ ROUTES = {
 _AUTH_SCHEMES = ("bearer ", "api-key ")
 # Embeddings never stream: a `stream: true` there is answered (and billed) as one JSON body.
 STREAMING_KINDS = frozenset({"chat", "completions"})
+MAX_HEADER_BYTES = 64 * 1024
 MAX_SLUG_LENGTH = Endpoint._meta.get_field("slug").max_length or 201
 
 
@@ -96,9 +97,16 @@ async def _metrics(send: Send) -> None:
 
 
 def _headers(scope: MutableMapping[str, Any]) -> dict[str, str]:
-    return {
-        name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
-    }
+    raw = scope["headers"]
+    # The ASGI server may accept headers of any size; none of them is decoded, kept or relayed
+    # upstream past this bound.
+    if sum(len(name) + len(value) for name, value in raw) > MAX_HEADER_BYTES:
+        raise GatewayError(
+            f"The request headers exceed {MAX_HEADER_BYTES} bytes.",
+            status=431,
+            code="request_header_fields_too_large",
+        )
+    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
 
 
 async def _serve(

@@ -218,3 +218,11 @@ def test_malformed_keys_are_refused_without_a_lookup(gateway, tenant, query_log,
 
     assert response.status_code == 401
     assert [sql for sql in query_log if "keys_apikey" in sql] == []
+
+
+def test_huge_request_headers_are_refused_and_never_relayed(gateway, tenant, upstream):
+    response = _post(gateway, tenant.key, _body(), **{"X-Padding": "a" * 1024 * 1024})
+
+    assert response.status_code == 431
+    assert response.json()["error"]["code"] == "request_header_fields_too_large"
+    assert upstream.requests == []
