@@ -121,10 +121,7 @@ def json_values_check(value: Any, path: str) -> None:
     try:
         jsoncheck.json_values_check(value, path)
     except jsoncheck.JsonRejected as exc:
-        message = (
-            "The request body is nested too deeply." if exc.code == "invalid_json" else exc.message
-        )
-        raise ValidationFailed(message, code=exc.code, param=exc.path or None) from None
+        raise ValidationFailed(exc.message, code=exc.code, param=exc.path or None) from None
 
 
 def strict_validate(
