@@ -23,6 +23,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from gateway_project import jsoncheck
 from gateway_project.errors import GatewayError, ValidationFailed, json_error_response
 from gateway_project.pagination import MAX_LIMIT
 from groups.audit import key_actor
@@ -115,33 +116,12 @@ def body_object(request: Request) -> dict[str, Any]:
     return data
 
 
-INT64_MAX = 2**63 - 1
-
-
 def json_values_check(value: Any, path: str) -> None:
-    """Refuse what no column can store: NUL, unpaired surrogates, integers beyond 64 bits.
-
-    Iterative, so that a deeply nested body is a 400 and never a RecursionError."""
-    pending: list[tuple[Any, str]] = [(value, path)]
-    while pending:
-        item, where = pending.pop()
-        if isinstance(item, dict):
-            for key, child in item.items():
-                pending.append((key, where))
-                pending.append((child, f"{where}.{key}" if where else str(key)))
-        elif isinstance(item, list):
-            pending.extend((child, f"{where}[{index}]") for index, child in enumerate(item))
-        elif isinstance(item, str):
-            if "\x00" in item or any("\ud800" <= ch <= "\udfff" for ch in item):
-                raise ValidationFailed(
-                    "Strings may not contain NUL or unpaired surrogate characters.",
-                    code="invalid_characters",
-                    param=where or None,
-                )
-        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > INT64_MAX:
-            raise ValidationFailed(
-                "Integers must fit in 64 bits.", code="number_out_of_range", param=where or None
-            )
+    """Refuse what no column can store (gateway_project/jsoncheck.py) as a 400 in the envelope."""
+    try:
+        jsoncheck.json_values_check(value, path)
+    except jsoncheck.JsonRejected as exc:
+        raise ValidationFailed(exc.message, code=exc.code, param=exc.path or None) from None
 
 
 def strict_validate(

@@ -183,6 +183,9 @@ GATEWAY_BASETEN_URL_TEMPLATE = env_str(
 GATEWAY_OPENAI_BASE_URL = env_str("GATEWAY_OPENAI_BASE_URL", "https://api.openai.com/v1")
 GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024)
 GATEWAY_MAX_METADATA_BYTES = 4096
+# What the gateway holds in memory from an upstream: a whole JSON answer, one SSE event.
+GATEWAY_MAX_UPSTREAM_BODY_BYTES = env_int("GATEWAY_MAX_UPSTREAM_BODY_BYTES", 64 * 1024 * 1024)
+GATEWAY_MAX_UPSTREAM_EVENT_BYTES = env_int("GATEWAY_MAX_UPSTREAM_EVENT_BYTES", 1024 * 1024)
 GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 4096)
 # The largest completion cap a limited request may ask for (per choice); above it: 400.
 GATEWAY_MAX_TOKENS_CEILING = env_int("GATEWAY_MAX_TOKENS_CEILING", 262_144)

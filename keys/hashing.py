@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import string
 
@@ -14,6 +15,11 @@ FEDERATED_PREFIX = "sky_"
 MANAGEMENT_PREFIX = "gwm_"
 PREFIX_LENGTH = 16
 SECRET_LENGTH = 40
+MAX_PRESENTED_LENGTH = 256
+_FEDERATED_SHAPE = re.compile(
+    rf"{FEDERATED_PREFIX}[0-9A-Za-z]{{{PREFIX_LENGTH - len(FEDERATED_PREFIX)}}}"
+    rf"[0-9A-Za-z._-]{{1,{MAX_PRESENTED_LENGTH - PREFIX_LENGTH}}}"
+)
 
 
 def random_base62(length: int) -> str:
@@ -41,3 +47,8 @@ def key_matches(plaintext: str, stored_hash: str) -> bool:
 def key_prefix(plaintext: str) -> str:
     """The lookup prefix of a presented key (its first 16 characters)."""
     return plaintext[:PREFIX_LENGTH]
+
+
+def key_well_formed(plaintext: str) -> bool:
+    """Whether `plaintext` could be a federated key at all (checked before any lookup)."""
+    return _FEDERATED_SHAPE.fullmatch(plaintext) is not None

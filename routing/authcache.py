@@ -33,6 +33,9 @@ from routing.ticks import pause
 logger = logging.getLogger(__name__)
 V = TypeVar("V")
 MAX_ENTRIES = 100_000
+# Unknown keys and slugs are remembered in a separate, smaller table: a flood of unique bad keys
+# only ever evicts other misses, never the live keys real traffic depends on.
+MAX_MISSES = 10_000
 # While the database is down an expired entry is served again for this long before the next try.
 STALE_RETRY_SECONDS = 1.0
 
@@ -71,6 +74,7 @@ class TtlCache(Generic[V]):
     """A dict of expiring values with single-flight fills and workspace-scoped eviction."""
 
     slots: dict[str, _Slot[V]] = field(default_factory=dict)
+    misses: dict[str, float] = field(default_factory=dict)  # key -> expiry (monotonic)
     inflight: dict[str, asyncio.Future[V | None]] = field(default_factory=dict)
     generation: int = 0
 
@@ -79,8 +83,11 @@ class TtlCache(Generic[V]):
     ) -> V | None:
         """The cached value, or the result of one shared `fill()` for this key."""
         slot = self.slots.get(key)
-        if slot is not None and slot.expires > time.monotonic():
+        now = time.monotonic()
+        if slot is not None and slot.expires > now:
             return slot.value
+        if self.misses.get(key, 0.0) > now:
+            return None
         pending = self.inflight.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -107,19 +114,32 @@ class TtlCache(Generic[V]):
             self.inflight.pop(key, None)
         # An invalidation that arrived during the fill makes its result stale: serve, do not keep.
         if generation == self.generation:
-            if len(self.slots) >= MAX_ENTRIES:
-                self._sweep()
-            ttl = _ttl(found=value is not None)
-            owner = workspace_of(value) if value is not None else None
-            self.slots[key] = _Slot(time.monotonic() + ttl, value, owner)
+            self._keep(key, value, workspace_of)
         future.set_result(value)
         return value
+
+    def _keep(self, key: str, value: V | None, workspace_of: Callable[[V], str]) -> None:
+        expires = time.monotonic() + _ttl(found=value is not None)
+        if value is None:
+            self.slots.pop(key, None)
+            self.misses.pop(key, None)  # re-inserted last: the table stays in expiry order
+            if len(self.misses) >= MAX_MISSES:
+                del self.misses[next(iter(self.misses))]
+            self.misses[key] = expires
+            return
+        self.misses.pop(key, None)
+        if len(self.slots) >= MAX_ENTRIES:
+            self._sweep()
+        self.slots[key] = _Slot(expires, value, workspace_of(value))
 
     def _stale(self, key: str, exc: DatabaseError) -> V | None:
         """The database is down: keep serving what this process knew (invalidations still drop
         entries), briefly; a key it never saw gets a 503 the client may retry."""
         slot = self.slots.get(key)
         logger.warning("configuration database unreachable: %s", exc.__class__.__name__)
+        if key in self.misses:
+            self.misses[key] = time.monotonic() + STALE_RETRY_SECONDS
+            return None
         if slot is None:
             raise ConfigurationUnavailable(
                 "The gateway cannot reach its configuration store; retry shortly.",
@@ -129,7 +149,7 @@ class TtlCache(Generic[V]):
         return slot.value
 
     def _sweep(self) -> None:
-        # Random unknown keys must not grow the cache without bound: drop the expired, then halve.
+        # Many live keys must not grow the cache without bound: drop the expired, then halve.
         now = time.monotonic()
         for key in [k for k, slot in self.slots.items() if slot.expires <= now]:
             del self.slots[key]
@@ -140,13 +160,15 @@ class TtlCache(Generic[V]):
     def drop_workspace(self, workspace_id: str) -> None:
         """Forget the workspace's entries and every negative entry."""
         self.generation += 1
-        for key in [k for k, s in self.slots.items() if s.workspace_id in (workspace_id, None)]:
+        self.misses.clear()
+        for key in [k for k, s in self.slots.items() if s.workspace_id == workspace_id]:
             del self.slots[key]
 
     def clear(self) -> None:
         """Forget everything."""
         self.generation += 1
         self.slots.clear()
+        self.misses.clear()
 
 
 def _ttl(*, found: bool) -> float:

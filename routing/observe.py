@@ -13,9 +13,11 @@ logger = logging.getLogger("gateway.request")
 def request_observe(call: Call, *, route_label: str) -> None:
     """Count the request and write its log line."""
     total = call.elapsed_ms()
+    # call.slug is set only once the endpoint resolved: labels stay a bounded set.
+    slug = call.slug or "unknown"
     metric_inc(
         "gateway_requests_total",
-        (("route", route_label), ("status", str(call.status)), ("slug", call.slug)),
+        (("route", route_label), ("status", str(call.status)), ("slug", slug)),
     )
     metric_observe("gateway_request_duration_ms", (("route", route_label),), total)
     if call.upstream_ms:

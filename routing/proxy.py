@@ -20,13 +20,15 @@ from django.conf import settings
 
 from billing.services import USAGE_STREAM
 from gateway_project.errors import AuthenticationFailed, GatewayError, NotFound, ValidationFailed
-from keys.hashing import key_hash
+from gateway_project.jsoncheck import JsonRejected, json_strict_loads
+from keys.hashing import key_hash, key_well_formed
 from routing.authcache import KeyEntry, domain_workspace, key_lookup, route_lookup
 from routing.exchange import Call, DisconnectWatch, Receive, Responder, Send
 from routing.journal import journal, journal_close, journal_note
 from routing.lifecycle import listener_ensure
 from routing.limiter import Admission, limits_admit, limits_refund, limits_settle
 from routing.metrics import metric_inc, metrics_gather
+from routing.models import Endpoint
 from routing.observe import request_observe
 from routing.redis_pool import main_redis
 from routing.relay import relay_run
@@ -49,6 +51,10 @@ ROUTES = {
     "/v1/models": Route("GET", "models"),
 }
 _AUTH_SCHEMES = ("bearer ", "api-key ")
+# Embeddings never stream: a `stream: true` there is answered (and billed) as one JSON body.
+STREAMING_KINDS = frozenset({"chat", "completions"})
+MAX_HEADER_BYTES = 64 * 1024
+MAX_SLUG_LENGTH = Endpoint._meta.get_field("slug").max_length or 201
 
 
 async def proxy_app(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
@@ -91,9 +97,16 @@ async def _metrics(send: Send) -> None:
 
 
 def _headers(scope: MutableMapping[str, Any]) -> dict[str, str]:
-    return {
-        name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
-    }
+    raw = scope["headers"]
+    # The ASGI server may accept headers of any size; none of them is decoded, kept or relayed
+    # upstream past this bound.
+    if sum(len(name) + len(value) for name, value in raw) > MAX_HEADER_BYTES:
+        raise GatewayError(
+            f"The request headers exceed {MAX_HEADER_BYTES} bytes.",
+            status=431,
+            code="request_header_fields_too_large",
+        )
+    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
 
 
 async def _serve(
@@ -117,10 +130,11 @@ async def _serve(
         return
     raw = await _body_read(headers, receive)
     body = _body_parse(headers, raw)
-    call.slug = _model_of(body)
-    endpoint = await _endpoint_for(entry, call.slug)
+    endpoint = await _endpoint_for(entry, _model_of(body))
+    # Only a resolved slug becomes a metric label or a log field: a client's string never does.
+    call.slug = endpoint.slug
     call.metadata = _metadata(headers)
-    call.stream = body.get("stream") is True
+    call.stream = _streaming(body) and route.kind in STREAMING_KINDS
     await _admitted_relay(call, entry, endpoint, body, len(raw), headers, receive, responder)
 
 
@@ -131,6 +145,9 @@ async def _authenticate(headers: dict[str, str]) -> KeyEntry:
     )
     if not plaintext:
         raise AuthenticationFailed("Missing API key: send Authorization: Bearer <key>.")
+    # Malformed keys stop here: no hashing, no cache slot, no database round trip.
+    if not key_well_formed(plaintext):
+        raise AuthenticationFailed("Invalid API key.")
     entry = await key_lookup(plaintext=plaintext, key_hash=key_hash(plaintext))
     if entry is None or not entry.onboarded:
         raise AuthenticationFailed("Invalid API key.")
@@ -196,7 +213,23 @@ def _model_of(body: dict[str, Any]) -> str:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ValidationFailed("`model` is required.", code="missing_model", param="model")
+    if len(model) > MAX_SLUG_LENGTH:
+        raise ValidationFailed(
+            f"`model` is a slug of at most {MAX_SLUG_LENGTH} characters.",
+            code="invalid_model",
+            param="model",
+        )
     return model
+
+
+def _streaming(body: dict[str, Any]) -> bool:
+    """Only JSON `true` streams; `false`, `null` or no `stream` do not; anything else is a 400."""
+    stream = body.get("stream")
+    if stream is None or isinstance(stream, bool):
+        return stream is True
+    raise ValidationFailed(
+        "`stream` must be true or false.", code="invalid_parameter", param="stream"
+    )
 
 
 async def _endpoint_for(entry: KeyEntry, slug: str) -> ResolvedEndpoint:
@@ -214,20 +247,23 @@ def _metadata(headers: dict[str, str]) -> dict[str, Any]:
     raw = headers.get("x-request-metadata")
     if raw is None:
         return {}
-    invalid = ValidationFailed(
-        "X-Request-Metadata must be a JSON object of at most 4 KiB.",
-        code="invalid_request_metadata",
-        param="X-Request-Metadata",
-    )
-    if len(raw.encode("latin-1")) > settings.GATEWAY_MAX_METADATA_BYTES:
-        raise invalid
+    limit = settings.GATEWAY_MAX_METADATA_BYTES
+    data = raw.encode("latin-1")  # the header's bytes as sent
+    if len(data) > limit:
+        raise _metadata_invalid(f"X-Request-Metadata may hold at most {limit} bytes.")
     try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise invalid from None
+        value = json_strict_loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _metadata_invalid("X-Request-Metadata must be UTF-8.") from None
+    except JsonRejected as exc:
+        raise _metadata_invalid(f"X-Request-Metadata: {exc.message}") from None
     if not isinstance(value, dict):
-        raise invalid
+        raise _metadata_invalid("X-Request-Metadata must be a JSON object.")
     return value
+
+
+def _metadata_invalid(message: str) -> ValidationFailed:
+    return ValidationFailed(message, code="invalid_request_metadata", param="X-Request-Metadata")
 
 
 async def _admit(

@@ -6,9 +6,10 @@ import asyncio
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
+from django.conf import settings
 
 from billing.services import usage_event_record
 from gateway_project.errors import GatewayError
@@ -17,11 +18,12 @@ from routing.exchange import Call, DisconnectWatch, Responder
 from routing.journal import INFLIGHT_KEY, journal
 from routing.metrics import metric_gauge_add, metric_inc
 from routing.redis_pool import main_redis
-from routing.streaming import SseRelay, model_rewrite, sse_error
+from routing.streaming import EventTooLarge, SseRelay, model_rewrite, sse_error
 from routing.targets import ResolvedEndpoint, ResolvedTarget
 from routing.upstream import (
     UpstreamRefused,
     UpstreamTimeout,
+    UpstreamTooLarge,
     body_read,
     chunk_read,
     upstream_headers,
@@ -71,6 +73,11 @@ def gateway_timeout() -> GatewayError:
     )
 
 
+def _too_large() -> GatewayError:
+    limit = settings.GATEWAY_MAX_UPSTREAM_BODY_BYTES
+    return bad_gateway(f"The upstream's answer is larger than {limit} bytes.")
+
+
 def _payload(body: dict[str, Any], target: ResolvedTarget, *, usage_option: bool) -> bytes:
     out = dict(body)
     out["model"] = target.upstream_model
@@ -95,13 +102,22 @@ async def _attempt(
     )
     if not (call.stream and response.status == 400):
         return response, None
-    data = await body_read(response)
+    data = await _body_or_close(response)
     if b"stream_options" not in data:
         return response, data
     # Some servers refuse stream_options: ask once more without it and estimate usage instead.
     response.release()
     payload = _payload(body, target, usage_option=False)
     return await upstream_open(url=url, body=payload, headers=sent), None
+
+
+async def _body_or_close(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body; a read that fails (too slow, too large) drops the connection."""
+    try:
+        return await body_read(response)
+    except BaseException:
+        response.close()
+        raise
 
 
 async def _first_chunk(call: Call, response: aiohttp.ClientResponse) -> bytes:
@@ -121,10 +137,8 @@ async def _answer(
     """A usable response (with a stream's first bytes), or the upstream's error raised."""
     if response.status < 300:
         return response, (await _first_chunk(call, response) if call.stream else b"")
-    try:
-        raw = data if data is not None else await body_read(response)
-    finally:
-        response.release()
+    raw = data if data is not None else await _body_or_close(response)
+    response.release()
     raise UpstreamAnswered(response.status, raw, response.headers.get("Retry-After"))
 
 
@@ -141,6 +155,8 @@ async def upstream_pick(
             failure = gateway_timeout()
         except (aiohttp.ClientError, OSError, UpstreamRefused):
             failure = bad_gateway()
+        except UpstreamTooLarge:
+            failure = _too_large()
         except UpstreamAnswered as answered:
             if answered.status not in FALLBACK_STATUSES:
                 raise
@@ -162,13 +178,15 @@ async def relay_run(
     """Upstream call and relay; sets call.usage/event_status when an event was recorded."""
     started = time.perf_counter()
     response: aiohttp.ClientResponse | None = None
-    relay = SseRelay(slug=call.slug, strip_usage=not _usage_asked(body)) if call.stream else None
+    relay = _relay_for(call, body)
     try:
         response, first = await upstream_pick(call, endpoint, body, headers)
+        if relay is not None and _is_json_answer(response):
+            relay = None  # an upstream that ignored `stream`: one JSON body, billed as such
         if relay is not None:
             await _stream(call, response, first, relay, body_bytes, responder, watch, started)
         else:
-            await _json(call, response, body_bytes, responder, watch, started)
+            await _json(call, response, first, body_bytes, responder, watch, started)
     except asyncio.CancelledError:
         if not watch.absorb():
             raise
@@ -177,6 +195,21 @@ async def relay_run(
         if response is not None:
             response.close()
         call.upstream_ms = call.upstream_ms or (time.perf_counter() - started) * 1000
+
+
+def _relay_for(call: Call, body: dict[str, Any]) -> SseRelay | None:
+    if not call.stream:
+        return None
+    return SseRelay(
+        slug=call.slug,
+        strip_usage=not _usage_asked(body),
+        max_event_bytes=settings.GATEWAY_MAX_UPSTREAM_EVENT_BYTES,
+    )
+
+
+def _is_json_answer(response: aiohttp.ClientResponse) -> bool:
+    kind = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    return kind == "application/json" or kind.endswith("+json")
 
 
 def _usage_asked(body: dict[str, Any]) -> bool:
@@ -191,12 +224,16 @@ def _since_ms(started: float) -> float:
 async def _json(
     call: Call,
     response: aiohttp.ClientResponse,
+    first: bytes,
     body_bytes: int,
     responder: Responder,
     watch: DisconnectWatch,
     started: float,
 ) -> None:
-    data = await body_read(response)
+    try:
+        data = await body_read(response, head=first)
+    except UpstreamTooLarge:
+        await _oversized(call, body_bytes, watch, started)
     call.upstream_ms = _since_ms(started)
     call.first_byte_ms = call.elapsed_ms()
     data = model_rewrite(data, slug=call.slug)
@@ -207,6 +244,19 @@ async def _json(
     watch.disarm()
     await event_record(call, status="completed")
     await responder.json(response.status, data)
+
+
+async def _oversized(
+    call: Call, body_bytes: int, watch: DisconnectWatch, started: float
+) -> NoReturn:
+    """A success too large to hold: the client gets a 502, the upstream's work is still billed
+    (estimated as if the answer stopped at the bound, like a request cut off)."""
+    limit = settings.GATEWAY_MAX_UPSTREAM_BODY_BYTES
+    call.upstream_ms, call.status = _since_ms(started), 502
+    call.usage = usage_estimate(body_bytes=body_bytes, output_chunks=limit // 4)
+    watch.disarm()
+    await event_record(call, status="cancelled")
+    raise _too_large()
 
 
 def _json_usage(data: bytes) -> Usage | None:
@@ -246,8 +296,8 @@ async def _stream(
         body_bytes=body_bytes, output_chunks=relay.content_chunks
     )
     watch.disarm()
-    if relay.usage is not None or relay.content_chunks:
-        await event_record(call, status="completed" if failure is None else "cancelled")
+    # The upstream accepted and answered: bill it even when no delta was recognised.
+    await event_record(call, status="completed" if failure is None else "cancelled")
     if failure is not None:
         tail += sse_error(message=failure.message, type=failure.type, code=failure.code)
     await responder.body(tail + (_DONE if relay.done and failure is None else b""))
@@ -258,9 +308,11 @@ async def _pump(
 ) -> GatewayError | None:
     reader, data = response.content, first
     while data:
-        out = relay.feed(data)
+        out, oversized = _feed(relay, data)
         if out:
             await responder.body(out, more=True)
+        if oversized is not None:
+            return oversized
         try:
             data = await chunk_read(reader)
         except UpstreamTimeout:
@@ -268,6 +320,14 @@ async def _pump(
         except aiohttp.ClientError:
             return bad_gateway("The upstream stream broke off.")
     return None
+
+
+def _feed(relay: SseRelay, data: bytes) -> tuple[bytes, GatewayError | None]:
+    try:
+        return relay.feed(data), None
+    except EventTooLarge:
+        limit = settings.GATEWAY_MAX_UPSTREAM_EVENT_BYTES
+        return b"", bad_gateway(f"The upstream sent an event larger than {limit} bytes.")
 
 
 async def _client_gone(

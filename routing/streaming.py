@@ -10,7 +10,11 @@ from routing.usage import Usage, usage_parse
 
 MODEL_RE = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
 _USAGE_RE = re.compile(rb'"usage"\s*:\s*\{')
-_CONTENT_RE = re.compile(rb'"(?:content|text)"\s*:\s*"(?!")')
+# One generated delta of any kind: text, reasoning, a refusal, or a tool (or function) call.
+_OUTPUT_RE = re.compile(
+    rb'"(?:content|text|reasoning_content|reasoning|refusal)"\s*:\s*"(?!")'
+    rb'|"(?:tool_calls|function_call)"\s*:\s*[\[{]\s*[^\]}\s]'
+)
 _DONE = b"data: [DONE]\n\n"
 
 
@@ -25,13 +29,26 @@ def sse_error(*, message: str, type: str, code: str) -> bytes:
     return b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
 
 
+class EventTooLarge(Exception):
+    """One SSE event is longer than the relay may hold."""
+
+
 class SseRelay:
     """Feeds upstream bytes, returns complete rewritten events; holds back `[DONE]`."""
 
-    __slots__ = ("_buffer", "_model", "_strip_usage", "usage", "content_chunks", "done")
+    __slots__ = (
+        "_buffer",
+        "_max_event",
+        "_model",
+        "_strip_usage",
+        "usage",
+        "content_chunks",
+        "done",
+    )
 
-    def __init__(self, *, slug: str, strip_usage: bool) -> None:
+    def __init__(self, *, slug: str, strip_usage: bool, max_event_bytes: int) -> None:
         self._buffer = b""
+        self._max_event = max_event_bytes
         self._model = b'"model":' + json.dumps(slug).encode()
         self._strip_usage = strip_usage
         self.usage: Usage | None = None
@@ -39,25 +56,25 @@ class SseRelay:
         self.done = False
 
     def feed(self, data: bytes) -> bytes:
-        """The complete events now available (possibly b"")."""
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
+        """The complete events now available (possibly b""); EventTooLarge past the bound."""
+        held_cr = self._buffer.endswith(b"\r")
         buffer = self._buffer + data if self._buffer else data
+        if held_cr or b"\r" in data:
+            buffer = _lines_normalize(buffer)
         cut = buffer.rfind(b"\n\n")
-        if cut < 0:
-            self._buffer = buffer
-            return b""
-        block, self._buffer = buffer[: cut + 2], buffer[cut + 2 :]
-        return self._process(block)
+        block, self._buffer = (b"", buffer) if cut < 0 else (buffer[: cut + 2], buffer[cut + 2 :])
+        if len(self._buffer) > self._max_event:
+            raise EventTooLarge(f"an event is longer than {self._max_event} bytes")
+        return self._process(block) if block else b""
 
     def rest(self) -> bytes:
         """What is left when the upstream ends: a partial last event, rewritten."""
-        rest, self._buffer = self._buffer, b""
+        rest, self._buffer = self._buffer.replace(b"\r", b"\n"), b""
         return self._process(rest + b"\n\n") if rest.strip() else b""
 
     def _process(self, block: bytes) -> bytes:
         block = MODEL_RE.sub(self._model, block)
-        self.content_chunks += len(_CONTENT_RE.findall(block))
+        self.content_chunks += len(_OUTPUT_RE.findall(block))
         if _USAGE_RE.search(block):
             block = self._usage_take(block)
         if block.endswith(_DONE):
@@ -75,6 +92,14 @@ class SseRelay:
                     continue
             kept.append(event)
         return b"\n\n".join(kept)
+
+
+def _lines_normalize(buffer: bytes) -> bytes:
+    """CRLF and lone CR line ends as LF (SSE allows all three); a trailing CR waits for the next
+    bytes, which may begin with its LF."""
+    held = buffer.endswith(b"\r")
+    body = (buffer[:-1] if held else buffer).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return body + b"\r" if held else body
 
 
 def _event_json(event: bytes) -> dict[str, Any] | None:

@@ -43,6 +43,10 @@ class UpstreamTimeout(Exception):
     """No response (or no next chunk) within the configured time."""
 
 
+class UpstreamTooLarge(Exception):
+    """A body the gateway must hold whole is over GATEWAY_MAX_UPSTREAM_BODY_BYTES."""
+
+
 def upstream_session() -> aiohttp.ClientSession:
     """The running loop's session (created on first use: never in the gunicorn master)."""
     loop_id = id(asyncio.get_running_loop())
@@ -135,9 +139,17 @@ async def chunk_read(reader: aiohttp.StreamReader, *, first: bool = False) -> by
         raise UpstreamTimeout("The upstream stopped sending.") from exc
 
 
-async def body_read(response: aiohttp.ClientResponse) -> bytes:
-    """The whole body, each read bounded by the idle timeout."""
-    parts = []
+async def body_read(response: aiohttp.ClientResponse, *, head: bytes = b"") -> bytes:
+    """The whole body after `head` (bytes already read), each read bounded by the idle timeout
+    and the total by GATEWAY_MAX_UPSTREAM_BODY_BYTES."""
+    limit = settings.GATEWAY_MAX_UPSTREAM_BODY_BYTES
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        raise UpstreamTooLarge(f"the upstream declared {declared} bytes")
+    parts, size = [head], len(head)
     while data := await chunk_read(response.content):
+        size += len(data)
+        if size > limit:
+            raise UpstreamTooLarge(f"the upstream sent more than {limit} bytes")
         parts.append(data)
     return b"".join(parts)

@@ -20,10 +20,16 @@ from aiohttp import web
 
 DEFAULT_TOKENS = 16
 _FIELDS: dict[str, type] = {
-    **dict.fromkeys(("tokens", "status", "drop_after"), int),
+    **dict.fromkeys(("tokens", "status", "drop_after", "pad_bytes"), int),
     **dict.fromkeys(("delay_ms", "first_byte_delay_ms"), float),
     **dict.fromkeys(("no_usage", "reject_stream_options"), bool),
-    **dict.fromkeys(("retry_after", "body"), str),
+    **dict.fromkeys(("retry_after", "body", "delta"), str),
+}
+# What a streamed chat delta carries: "\x00" marks where each token goes.
+_DELTAS: dict[str, dict[str, Any]] = {
+    "content": {"content": "\x00"},
+    "reasoning": {"reasoning_content": "\x00"},
+    "tool_calls": {"tool_calls": [{"index": 0, "function": {"arguments": "\x00"}}]},
 }
 _HEADERS = {f"x-fake-{name.replace('_', '-')}": name for name in _FIELDS}
 _ERROR_KINDS = {
@@ -65,6 +71,8 @@ class Control:
     reject_stream_options: bool = False
     retry_after: str | None = None
     body: str | None = None
+    delta: str = "content"  # the kind of streamed chat delta: content, reasoning, tool_calls
+    pad_bytes: int = 0  # adds a "padding" member of this many bytes to the answer (or 1st event)
 
 
 class BadRequest(Exception):
@@ -200,6 +208,8 @@ class _Job:
     usage: bool
     choices: int = 1  # returned: prompts x n
     generated: int = 1  # sequences produced (and billed): prompts x max(n, best_of)
+    delta: str = "content"
+    pad_bytes: int = 0
     id: str = field(default_factory=lambda: f"{_ID_PREFIX}{next(_ids):x}")
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -225,6 +235,8 @@ class _Job:
         out |= {"choices": choices, "system_fingerprint": "fp_fake"}
         if self.usage:
             out["usage"] = self._usage()
+        if self.pad_bytes:
+            out["padding"] = "x" * self.pad_bytes
         return _dumps(out).encode()
 
     def _chunk(self, choices: list[Any], usage: Any = None) -> bytes:
@@ -250,9 +262,11 @@ class _Job:
             role = {"role": "assistant", "content": ""}
             for index in indexes:
                 yield self._chunk([self._choice(role, "", None, index)]), False
+        if self.pad_bytes:
+            yield b'data: {"padding":"' + b"x" * self.pad_bytes + b'"}\n\n', False
         # Content chunks dominate benchmarks: splice each token into one pre-encoded template.
         templates = [
-            self._chunk([self._choice({"content": "\x00"}, "\x00", None, index)]).split(
+            self._chunk([self._choice(_DELTAS[self.delta], "\x00", None, index)]).split(
                 b"\\u0000", 1
             )
             for index in indexes
@@ -401,6 +415,8 @@ class FakeModelServer:
         n = max(1, _lax_int(body.get("n")) or 1)
         prompts = 1 if chat else _prompt_count(body.get("prompt"))
         asked = not stream or (isinstance(options, dict) and options.get("include_usage") is True)
+        if ctl.delta not in _DELTAS:
+            return _error(400, f"invalid fake control delta={ctl.delta!r}")
         job = _Job(
             chat,
             body["model"],
@@ -410,6 +426,8 @@ class FakeModelServer:
             asked and not ctl.no_usage,
             choices=prompts * n,
             generated=prompts * max(n, _lax_int(body.get("best_of")) or 1),
+            delta=ctl.delta,
+            pad_bytes=max(0, ctl.pad_bytes),
         )
         return await self._stream(request, rec, job, ctl) if stream else _json(job.response())
 
@@ -452,6 +470,8 @@ class FakeModelServer:
         if not ctl.no_usage:
             prompt = max(1, count_tokens(inputs))
             out["usage"] = {"prompt_tokens": prompt, "total_tokens": prompt}
+        if ctl.pad_bytes > 0:
+            out["padding"] = "x" * ctl.pad_bytes
         return _json(out)
 
     async def _healthz(self, request: web.Request) -> web.Response:

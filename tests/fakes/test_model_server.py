@@ -125,6 +125,32 @@ def test_stream_usage_chunk_only_when_asked(client: httpx.Client) -> None:
     assert len(quiet) == 1 + 3 + 1 + 1 and all("usage" not in c for c in quiet[:-1])
 
 
+@pytest.mark.parametrize(
+    ("delta", "read"),
+    [
+        ("reasoning", lambda d: d["reasoning_content"]),
+        ("tool_calls", lambda d: d["tool_calls"][0]["function"]["arguments"]),
+    ],
+)
+def test_stream_deltas_of_other_kinds(client: httpx.Client, delta: str, read: Any) -> None:
+    body = CHAT | {"stream": True, "fake": {"tokens": 2, "delta": delta, "no_usage": True}}
+
+    events = sse(client.post("/chat/completions", json=body).text)
+
+    assert [read(c["choices"][0]["delta"]) for c in events[1:3]] == ["tok0", " tok1"]
+    assert all("usage" not in c for c in events[:-1])
+
+
+def test_padding_makes_answers_and_events_large(client: httpx.Client) -> None:
+    plain = client.post("/chat/completions", json=CHAT | {"fake": {"pad_bytes": 5000}})
+    streamed = client.post(
+        "/chat/completions", json=CHAT | {"stream": True, "fake": {"pad_bytes": 5000}}
+    )
+
+    assert len(plain.json()["padding"]) == 5000
+    assert len(sse(streamed.text)[1]["padding"]) == 5000
+
+
 def test_legacy_completions(client: httpx.Client) -> None:
     body = client.post(
         "/completions", json={"model": "m", "prompt": "one two three", "max_tokens": 2}

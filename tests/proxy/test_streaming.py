@@ -169,3 +169,27 @@ def test_stream_silent_before_its_first_byte_falls_back_to_the_next_target(
 
     assert response.status_code == 200 and events[-1] == "[DONE]"
     assert backup_upstream.requests[-1].json["model"] == "b"
+
+
+def test_upstream_answering_a_stream_with_json_is_relayed_and_billed_from_its_usage(
+    gateway, workspace
+):
+    from tests.proxy.conftest import StaticUpstream, compatible_target, tenant_build
+
+    answer = {
+        "object": "chat.completion",
+        "model": "fake-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9},
+    }
+    plain = StaticUpstream(200, json.dumps(answer).encode())
+    tenant = tenant_build(workspace=workspace, targets=[compatible_target(plain.url)])
+
+    with _stream_request(gateway, tenant.key) as response:
+        response.read()
+    plain.stop()
+
+    assert response.status_code == 200 and response.json()["model"] == SLUG
+    usage_ingest()
+    event = UsageEvent.objects.get()
+    assert (event.input_tokens, event.output_tokens, event.usage_estimated) == (7, 2, False)
