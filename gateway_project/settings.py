@@ -183,6 +183,10 @@ GATEWAY_BASETEN_URL_TEMPLATE = env_str(
 GATEWAY_OPENAI_BASE_URL = env_str("GATEWAY_OPENAI_BASE_URL", "https://api.openai.com/v1")
 GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024)
 GATEWAY_MAX_METADATA_BYTES = 4096
+# Bodies of every non-inference path (admin, management API), read at the ASGI edge; 413 above.
+GATEWAY_MAX_CONTROL_BODY_BYTES = env_int("GATEWAY_MAX_CONTROL_BODY_BYTES", 2621440)
+# Bearer token of /metrics; empty: only direct loopback clients may read it.
+GATEWAY_METRICS_TOKEN = env_str("GATEWAY_METRICS_TOKEN", "")
 GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 4096)
 GATEWAY_LIMITS_FAIL_OPEN = env_bool("GATEWAY_LIMITS_FAIL_OPEN", False)
 # Seconds one limits call (pool wait included) may take before Redis counts as unreachable.
