@@ -5,16 +5,31 @@ Every request here goes through the real ASGI app served by uvicorn on loopback.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
+import json
+import os
 import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
 
+from billing.models import WebhookSecret
+from billing.services import webhook_endpoint_create
+from gateway_project.demo import DemoCredentials, demo_ensure
+from gateway_project.env import BASE_DIR
 from groups.audit import SYSTEM_ACTOR
-from groups.models import Workspace
-from groups.services import custom_domain_add
+from groups.encryption import decrypt
+from groups.models import Secret, Workspace
+from groups.services import custom_domain_add, secret_create
 from tests.fakes.model_server import FakeModelServerThread
 from tests.proxy.conftest import SLUG, GatewayThread, Tenant, compatible_target, tenant_build
 
@@ -207,3 +222,166 @@ def test_custom_domain_serves_inference_and_health_only(tenant, gateway, setting
     assert health.status_code == 200
     assert chat.status_code == 200
     assert httpx.get(f"{gateway.url}/admin/login/").status_code == 200
+
+
+# --- production settings and secrets at rest ------------------------------------------------------
+
+STRONG_SECRET_KEY = "Kq3x-strong-production-secret-key-7f2a9c4e1b8d6f0a3c5e7b9d"
+
+
+def _settings_of(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """A fresh process loading the settings under `env`; prints a few of them as JSON."""
+    names = ("SECRET_KEY", "ALLOWED_HOSTS", "GATEWAY_DEBUG", "GATEWAY_PRODUCTION")
+    base = {k: v for k, v in os.environ.items() if k not in names}
+    script = (
+        "import json, django; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps([s.SECURE_HSTS_SECONDS, s.SESSION_COOKIE_SECURE, "
+        "s.CSRF_COOKIE_SECURE, s.SECURE_PROXY_SSL_HEADER]))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env={
+            **base,
+            "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
+            "GATEWAY_VAR_DIR": str(tmp_path),
+            **env,
+        },
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_production_refuses_to_start_accepting_any_host(tmp_path):
+    env = {"GATEWAY_PRODUCTION": "1", "SECRET_KEY": STRONG_SECRET_KEY}
+
+    wildcard = _settings_of(tmp_path, **env, ALLOWED_HOSTS="*")
+    unset = _settings_of(tmp_path, **env)
+    listed = _settings_of(tmp_path, **env, ALLOWED_HOSTS="gateway.example.com")
+
+    assert wildcard.returncode != 0 and unset.returncode != 0
+    assert "ALLOWED_HOSTS must list the gateway's own host names" in wildcard.stderr
+    assert "ALLOWED_HOSTS must list" in unset.stderr
+    assert listed.returncode == 0, listed.stderr
+
+
+def test_production_refuses_to_start_with_a_default_secret_key(tmp_path):
+    env = {"GATEWAY_PRODUCTION": "1", "ALLOWED_HOSTS": "gateway.example.com"}
+
+    sample = _settings_of(tmp_path, **env, SECRET_KEY="test-secret-key-not-for-production")
+    short = _settings_of(tmp_path, **env, SECRET_KEY="hunter2")
+    missing = _settings_of(tmp_path, **env)
+
+    for refused in (sample, short):
+        assert refused.returncode != 0
+        assert "SECRET_KEY must be a random value of at least 50 characters" in refused.stderr
+    assert missing.returncode != 0 and "SECRET_KEY must be set" in missing.stderr
+
+
+def test_production_sends_hsts_with_secure_cookies_behind_a_tls_proxy(tmp_path):
+    loaded = _settings_of(
+        tmp_path,
+        GATEWAY_PRODUCTION="1",
+        SECRET_KEY=STRONG_SECRET_KEY,
+        ALLOWED_HOSTS="gateway.example.com",
+        GATEWAY_SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto",
+    )
+
+    assert loaded.returncode == 0, loaded.stderr
+    hsts, session_secure, csrf_secure, proxy_header = json.loads(loaded.stdout)
+    assert hsts == 31536000
+    assert session_secure and csrf_secure
+    assert proxy_header == ["HTTP_X_FORWARDED_PROTO", "https"]
+
+
+def test_generated_secret_key_is_never_world_readable_even_for_a_moment(tmp_path):
+    # umask 0 and a process killed right after writing the file (its chmod never runs):
+    # only a file created 0600 stays private.
+    script = (
+        "import os, pathlib\n"
+        "os.umask(0)\n"
+        "def killed(*args, **kwargs):\n"
+        "    raise SystemExit('killed before chmod')\n"
+        "os.chmod = pathlib.Path.chmod = killed\n"
+        "import django\n"
+        "django.setup()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    env.update(GATEWAY_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="gateway_project.settings")
+
+    subprocess.run([sys.executable, "-c", script], env=env, cwd=BASE_DIR, timeout=60, check=False)
+
+    generated = tmp_path / "secret_key"
+    assert len(generated.read_text().strip()) >= 50
+    assert stat.S_IMODE(generated.stat().st_mode) == 0o600
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".secret_key")]
+
+
+def test_demo_credentials_file_is_never_world_readable_even_for_a_moment(db, tmp_path, monkeypatch):
+    monkeypatch.setenv("GATEWAY_VAR_DIR", str(tmp_path))
+    stale = tmp_path / "demo.json"
+    gone = {field.name: "gone" for field in dataclasses.fields(DemoCredentials)}
+    stale.write_text(json.dumps(gone))
+    stale.chmod(0o644)  # left by an older run whose workspace is gone
+
+    def killed(*args: Any, **kwargs: Any) -> None:
+        raise SystemExit("killed before chmod")
+
+    monkeypatch.setattr(os, "chmod", killed)
+    monkeypatch.setattr(Path, "chmod", killed)
+    previous = os.umask(0)
+    try:
+        with contextlib.suppress(SystemExit):
+            demo_ensure(model_base_url="http://127.0.0.1:9/v1", webhook_url=None)
+    finally:
+        os.umask(previous)
+
+    assert stat.S_IMODE(stale.stat().st_mode) == 0o600
+    assert "management_key" in stale.read_text()
+
+
+@pytest.fixture
+def stored_secrets(workspace: Workspace) -> tuple[Secret, WebhookSecret]:
+    """One provider secret and one webhook signing secret, encrypted under the current key."""
+    secret = secret_create(
+        workspace=workspace, name="upstream", value="provider-credential-0451", actor=SYSTEM_ACTOR
+    )
+    endpoint, _plain = webhook_endpoint_create(
+        workspace=workspace, url="http://127.0.0.1:9/hooks", actor=SYSTEM_ACTOR
+    )
+    return secret, WebhookSecret.objects.get(endpoint=endpoint)
+
+
+def test_secrets_under_a_retired_encryption_key_are_moved_to_the_new_one(stored_secrets, settings):
+    secret, webhook_secret = stored_secrets
+    webhook_plain = decrypt(webhook_secret.ciphertext)
+    settings.GATEWAY_ENCRYPTION_KEYS_PREVIOUS = [settings.GATEWAY_ENCRYPTION_KEY]
+    settings.GATEWAY_ENCRYPTION_KEY = "a-new-encryption-key-set-apart-from-secret-key"
+    assert decrypt(Secret.objects.get(pk=secret.pk).ciphertext) == "provider-credential-0451"
+
+    first, again = io.StringIO(), io.StringIO()
+    call_command("secrets_reencrypt", stdout=first)
+    call_command("secrets_reencrypt", stdout=again)
+    settings.GATEWAY_ENCRYPTION_KEYS_PREVIOUS = []
+
+    assert "provider secrets: 1 re-encrypted, 0 already current" in first.getvalue()
+    assert "webhook signing secrets: 1 re-encrypted, 0 already current" in first.getvalue()
+    assert "provider secrets: 0 re-encrypted, 1 already current" in again.getvalue()
+    assert decrypt(Secret.objects.get(pk=secret.pk).ciphertext) == "provider-credential-0451"
+    assert decrypt(WebhookSecret.objects.get(pk=webhook_secret.pk).ciphertext) == webhook_plain
+
+
+def test_reencrypt_changes_nothing_when_a_secret_cannot_be_decrypted(stored_secrets, settings):
+    secret, webhook_secret = stored_secrets
+    before = bytes(Secret.objects.get(pk=secret.pk).ciphertext)
+    settings.GATEWAY_ENCRYPTION_KEY = "a-new-key-whose-predecessor-was-forgotten"
+
+    with pytest.raises(CommandError, match="Nothing changed"):
+        call_command("secrets_reencrypt", stdout=io.StringIO())
+
+    assert bytes(Secret.objects.get(pk=secret.pk).ciphertext) == before
+    assert bytes(WebhookSecret.objects.get(pk=webhook_secret.pk).ciphertext) == bytes(
+        webhook_secret.ciphertext
+    )
