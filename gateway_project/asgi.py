@@ -1,4 +1,6 @@
-"""ASGI entry point: gunicorn -k uvicorn_worker.UvicornWorker gateway_project.asgi:application.
+"""ASGI entry point: served by gunicorn with gateway_project.worker.GatewayWorker.
+
+Command line: gunicorn -k gateway_project.worker.GatewayWorker gateway_project.asgi:application
 
 Every request first passes the edge checks (gateway_project/edge.py). Inference paths (`/v1/...`
 except the management API under `/v1/gateway`) and `/metrics` go to the proxy's raw ASGI app before

@@ -11,8 +11,9 @@ def host_normalize(host: str) -> str:
     elif value.count(":") == 1:
         value = value.split(":", 1)[0]
     value = value.removesuffix(".")
-    try:
-        value = value.encode("idna").decode("ascii")
-    except UnicodeError:
-        pass  # not a valid DNS name: compared as given, it matches no stored domain
+    if not value.isascii():
+        try:
+            value = value.encode("idna").decode("ascii")
+        except UnicodeError:
+            pass  # not a valid DNS name: compared as given, it matches no stored domain
     return value.lower()

@@ -196,6 +196,8 @@ GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024)
 GATEWAY_MAX_METADATA_BYTES = 4096
 # Bodies of every non-inference path (admin, management API), read at the ASGI edge; 413 above.
 GATEWAY_MAX_CONTROL_BODY_BYTES = env_int("GATEWAY_MAX_CONTROL_BODY_BYTES", 2621440)
+# Request line plus headers, enforced by gateway_project.worker.GatewayWorker (431 above).
+GATEWAY_MAX_REQUEST_HEAD_BYTES = env_int("GATEWAY_MAX_REQUEST_HEAD_BYTES", 64 * 1024)
 # Bearer token of /metrics; empty: only direct loopback clients may read it.
 GATEWAY_METRICS_TOKEN = env_str("GATEWAY_METRICS_TOKEN", "")
 GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 4096)

@@ -14,11 +14,13 @@ import socket
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
@@ -32,6 +34,7 @@ from groups.models import Secret, Workspace
 from groups.services import custom_domain_add, secret_create
 from tests.fakes.model_server import FakeModelServerThread
 from tests.proxy.conftest import SLUG, GatewayThread, Tenant, compatible_target, tenant_build
+from tests.waiting import wait_until
 
 CHAT = {"model": SLUG, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
 
@@ -385,3 +388,60 @@ def test_reencrypt_changes_nothing_when_a_secret_cannot_be_decrypted(stored_secr
     assert bytes(WebhookSecret.objects.get(pk=webhook_secret.pk).ciphertext) == bytes(
         webhook_secret.ciphertext
     )
+
+
+# --- request heads --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def gunicorn_gateway(tmp_path: Path) -> Iterator[str]:
+    """The production command line: gunicorn with the gateway's worker class, one worker."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "REDIS_URL": django_settings.REDIS_URL, "GATEWAY_LOG_LEVEL": "WARNING"}
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'gateway.sqlite3'}"
+    command = [
+        *(sys.executable, "-m", "gunicorn", "-k", "gateway_project.worker.GatewayWorker"),
+        *("-w", "1", "-b", f"127.0.0.1:{port}", "gateway_project.asgi:application"),
+    ]
+    master = subprocess.Popen(command, cwd=BASE_DIR, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(f"{url}/healthz"), timeout=30, interval=0.1)
+        yield url
+    finally:
+        master.terminate()
+        master.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.slow
+def test_endless_request_headers_are_cut_off_before_any_app_runs(gunicorn_gateway):
+    host, port = gunicorn_gateway.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=5)
+    conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: ")
+    sent, refused = 0, False
+
+    # One header value that never ends: a worker without a bound buffers all of it.
+    try:
+        while sent < 8 * 1024 * 1024:
+            conn.sendall(b"a" * 16384)
+            sent += 16384
+    except OSError:
+        refused = True
+    response = _response(conn)
+    conn.close()
+
+    assert refused or response
+    assert response.startswith("HTTP/1.1 431")
+    assert '"code": "request_header_too_large"' in response
+    assert sent < 8 * 1024 * 1024
+    headers = {f"X-Pad-{n}": "a" * 1000 for n in range(20)}
+    assert httpx.get(f"{gunicorn_gateway}/healthz", headers=headers).status_code == 200
