@@ -1,4 +1,5 @@
-"""What the gateway refuses to start with when GATEWAY_PRODUCTION=1."""
+"""What the gateway refuses to start with: unsafe production settings, and a SECRET_KEY change that
+would take the key pepper and the encryption key with it."""
 
 from __future__ import annotations
 
@@ -44,3 +45,23 @@ def production_check(*, debug: bool, secret_key: str, allowed_hosts: list[str]) 
     if problems:
         listed = "\n".join(f"  - {problem}" for problem in problems)
         raise ImproperlyConfigured(f"GATEWAY_PRODUCTION=1 refuses to start:\n{listed}")
+
+
+def key_separation_check(
+    *, secret_key: str, fallbacks: list[str], pepper: str, encryption_key: str
+) -> None:
+    """Refuse a SECRET_KEY change (SECRET_KEY_FALLBACKS set) while the pepper or the encryption
+    key still follows SECRET_KEY: no API key would match, no stored secret would decrypt."""
+    following = [
+        name
+        for name, value in (
+            ("GATEWAY_KEY_PEPPER", pepper),
+            ("GATEWAY_ENCRYPTION_KEY", encryption_key),
+        )
+        if value == secret_key
+    ]
+    if fallbacks and following:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY_FALLBACKS is set (SECRET_KEY is changing) but {' and '.join(following)} "
+            "still follow SECRET_KEY: set them to the previous SECRET_KEY value first"
+        )

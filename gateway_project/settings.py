@@ -16,7 +16,7 @@ from gateway_project.env import (
     secret_key,
     var_dir,
 )
-from gateway_project.production import production_check
+from gateway_project.production import key_separation_check, production_check
 
 PRODUCTION = env_bool("GATEWAY_PRODUCTION", False)
 DEBUG = env_bool("GATEWAY_DEBUG", False)
@@ -196,6 +196,8 @@ GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 10 * 1024 * 1024)
 GATEWAY_MAX_METADATA_BYTES = 4096
 # Bodies of every non-inference path (admin, management API), read at the ASGI edge; 413 above.
 GATEWAY_MAX_CONTROL_BODY_BYTES = env_int("GATEWAY_MAX_CONTROL_BODY_BYTES", 2621440)
+# Django's own limits follow it: a body within it is never refused later nor spooled to disk.
+DATA_UPLOAD_MAX_MEMORY_SIZE = FILE_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_CONTROL_BODY_BYTES
 # Request line plus headers, enforced by gateway_project.worker.GatewayWorker (431 above).
 GATEWAY_MAX_REQUEST_HEAD_BYTES = env_int("GATEWAY_MAX_REQUEST_HEAD_BYTES", 64 * 1024)
 # Bearer token of /metrics; empty: only direct loopback clients may read it.
@@ -209,6 +211,12 @@ GATEWAY_KEY_PEPPER = env_str("GATEWAY_KEY_PEPPER", SECRET_KEY)
 GATEWAY_ENCRYPTION_KEY = env_str("GATEWAY_ENCRYPTION_KEY", SECRET_KEY)
 # Earlier encryption keys: still decrypt, until `manage.py secrets_reencrypt` has moved everything.
 GATEWAY_ENCRYPTION_KEYS_PREVIOUS = env_list("GATEWAY_ENCRYPTION_KEYS_PREVIOUS", [])
+key_separation_check(
+    secret_key=SECRET_KEY,
+    fallbacks=SECRET_KEY_FALLBACKS,
+    pepper=GATEWAY_KEY_PEPPER,
+    encryption_key=GATEWAY_ENCRYPTION_KEY,
+)
 GATEWAY_KEY_CACHE_TTL = env_float("GATEWAY_KEY_CACHE_TTL", 30.0)
 GATEWAY_UNKNOWN_KEY_CACHE_TTL = env_float("GATEWAY_UNKNOWN_KEY_CACHE_TTL", 2.0)
 GATEWAY_CACHE_VERSION_POLL = env_float("GATEWAY_CACHE_VERSION_POLL", 0.5)

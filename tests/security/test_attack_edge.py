@@ -445,3 +445,22 @@ def test_endless_request_headers_are_cut_off_before_any_app_runs(gunicorn_gatewa
     assert sent < 8 * 1024 * 1024
     headers = {f"X-Pad-{n}": "a" * 1000 for n in range(20)}
     assert httpx.get(f"{gunicorn_gateway}/healthz", headers=headers).status_code == 200
+
+
+def test_changing_secret_key_cannot_silently_invalidate_every_api_key(tmp_path):
+    old, new = STRONG_SECRET_KEY, STRONG_SECRET_KEY[::-1]
+
+    following = _settings_of(tmp_path, SECRET_KEY=new, SECRET_KEY_FALLBACKS=old)
+    separated = _settings_of(
+        tmp_path,
+        SECRET_KEY=new,
+        SECRET_KEY_FALLBACKS=old,
+        GATEWAY_KEY_PEPPER=old,
+        GATEWAY_ENCRYPTION_KEY=old,
+    )
+
+    assert following.returncode != 0
+    assert "GATEWAY_KEY_PEPPER and GATEWAY_ENCRYPTION_KEY still follow SECRET_KEY" in (
+        following.stderr
+    )
+    assert separated.returncode == 0, separated.stderr
