@@ -1,8 +1,12 @@
-"""ASGI entry point: gunicorn -k uvicorn_worker.UvicornWorker gateway_project.asgi:application.
+"""ASGI entry point: served by gunicorn with gateway_project.worker.GatewayWorker.
 
-Inference paths (`/v1/...` except the management API under `/v1/gateway`) and `/metrics` go to the
-proxy's raw ASGI app before Django; everything else goes to Django, whose thread-sensitive work runs
-on a small pool of reused single-thread executors instead of a new thread per request (HOTPATH.md).
+Command line: gunicorn -k gateway_project.worker.GatewayWorker gateway_project.asgi:application
+
+Every request first passes the edge checks (gateway_project/edge.py). Inference paths (`/v1/...`
+except the management API under `/v1/gateway`) and `/metrics` go to the proxy's raw ASGI app before
+Django; everything else goes to Django with its body already read and bounded. Django's
+thread-sensitive work runs on a small pool of reused single-thread executors instead of a new thread
+per request.
 """
 
 from __future__ import annotations
@@ -21,6 +25,14 @@ django.setup(set_prefix=False)
 
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
+from gateway_project.edge import (  # noqa: E402
+    METRICS_PATH,
+    body_bounded,
+    body_replay,
+    edge_check,
+    error_send,
+)
+from gateway_project.errors import GatewayError  # noqa: E402
 from routing.lifecycle import proxy_shutdown, proxy_startup  # noqa: E402
 from routing.proxy import proxy_app  # noqa: E402
 
@@ -62,9 +74,7 @@ django_app = PooledExecutorASGIHandler()
 
 
 def is_inference_path(path: str) -> bool:
-    """Paths served by the proxy rather than Django."""
-    if path == "/metrics":
-        return True
+    """Inference routes, served by the proxy (which also serves /metrics) rather than Django."""
     return path.startswith("/v1/") and not (
         path.startswith("/v1/gateway/") or path == "/v1/gateway"
     )
@@ -86,10 +96,27 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
+async def _http(scope: Scope, receive: Receive, send: Send) -> None:
+    path = scope["path"]
+    inference = is_inference_path(path)
+    to_proxy = inference or path == METRICS_PATH
+    try:
+        await edge_check(scope, inference=inference)
+        # Read before Django takes an executor: a slow upload holds a coroutine, not a thread.
+        body = None if to_proxy else await body_bounded(scope, receive)
+    except GatewayError as exc:
+        await error_send(send, exc)
+        return
+    if to_proxy:
+        await proxy_app(scope, receive, send)
+    elif body is not None:
+        await django_app(scope, body_replay(body, receive), send)
+
+
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
     """The process's one ASGI app."""
-    if scope["type"] == "http" and is_inference_path(scope["path"]):
-        await proxy_app(scope, receive, send)
+    if scope["type"] == "http":
+        await _http(scope, receive, send)
     elif scope["type"] == "lifespan":
         await _lifespan(receive, send)
     else:

@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from gateway_project.env import var_dir
+from gateway_project.privatefile import private_file_write
 
 DEMO_PREFIX = "demo"
 DEMO_SLUG = "demo/echo"
@@ -53,9 +54,7 @@ def demo_ensure(*, model_base_url: str, webhook_url: str | None) -> DemoCredenti
     if existing is not None:
         return existing
     creds = _demo_create(model_base_url=model_base_url, webhook_url=webhook_url)
-    path = _state_file()
-    path.write_text(json.dumps(asdict(creds), indent=2))
-    path.chmod(0o600)
+    private_file_write(_state_file(), json.dumps(asdict(creds), indent=2), replace=True)
     return creds
 
 

@@ -6,13 +6,15 @@ import os
 import secrets
 from pathlib import Path
 
+from gateway_project.privatefile import private_file_write
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def var_dir() -> Path:
     """Directory for local state (SQLite file, embedded Redis, generated secret key)."""
     path = Path(os.environ.get("GATEWAY_VAR_DIR", BASE_DIR / "var"))
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
 
@@ -64,17 +66,28 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def secret_key(*, debug: bool) -> str:
-    """SECRET_KEY from the environment; generated once into var/ for local use only."""
+def env_header(name: str) -> tuple[str, str] | None:
+    """A request header and the value it must have, `X-Forwarded-Proto` or `X-Forwarded-Ssl: on`
+    (value `https` when omitted), in Django's META form: ("HTTP_X_FORWARDED_PROTO", "https")."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    header, _, value = raw.partition(":")
+    header = header.strip()
+    if not header or not all(c.isalnum() or c == "-" for c in header):
+        raise ValueError(f"{name} must look like X-Forwarded-Proto or X-Forwarded-Ssl: on")
+    return "HTTP_" + header.upper().replace("-", "_"), value.strip() or "https"
+
+
+def secret_key(*, generate: bool) -> str:
+    """SECRET_KEY from the environment, else generated once into var/ (mode 0600) for local use,
+    else empty (production refuses to start then)."""
     value = os.environ.get("SECRET_KEY")
-    if value:
-        return value
-    if not debug:
-        raise RuntimeError("SECRET_KEY must be set when GATEWAY_DEBUG is off")
+    if value or not generate:
+        return value or ""
     path = var_dir() / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        private_file_write(path, secrets.token_urlsafe(50), replace=False)
     return path.read_text().strip()
 
 

@@ -96,7 +96,7 @@ def _start_children(
                 "gunicorn",
                 "gateway_project.asgi:application",
                 "-k",
-                "uvicorn_worker.UvicornWorker",
+                "gateway_project.worker.GatewayWorker",
                 "-w",
                 str(env_int("WEB_CONCURRENCY", 2)),
                 "-b",

@@ -9,18 +9,23 @@ from gateway_project.env import (
     embedded_redis_url,
     env_bool,
     env_float,
+    env_header,
     env_int,
     env_list,
     env_str,
     secret_key,
     var_dir,
 )
+from gateway_project.production import key_separation_check, production_check
 
 PRODUCTION = env_bool("GATEWAY_PRODUCTION", False)
 DEBUG = env_bool("GATEWAY_DEBUG", False)
-SECRET_KEY = secret_key(debug=not PRODUCTION)
+SECRET_KEY = secret_key(generate=not PRODUCTION)
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+if PRODUCTION:
+    production_check(debug=DEBUG, secret_key=SECRET_KEY, allowed_hosts=ALLOWED_HOSTS)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -148,9 +153,15 @@ STATIC_ROOT = var_dir() / "static"
 GATEWAY_SERVE_STATIC = env_bool("GATEWAY_SERVE_STATIC", True)
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
-SESSION_COOKIE_SECURE = PRODUCTION
-CSRF_COOKIE_SECURE = PRODUCTION
+SESSION_COOKIE_SECURE = env_bool("GATEWAY_SECURE_COOKIES", PRODUCTION)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SESSION_COOKIE_HTTPONLY = True
+# Behind a TLS-terminating proxy: the header (and value) it sets on https requests, so Django
+# knows they are secure (HSTS is only sent on secure requests).
+SECURE_PROXY_SSL_HEADER = env_header("GATEWAY_SECURE_PROXY_SSL_HEADER")
+SECURE_HSTS_SECONDS = env_int("GATEWAY_HSTS_SECONDS", 31536000 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("GATEWAY_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("GATEWAY_HSTS_PRELOAD", False)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
@@ -186,6 +197,14 @@ GATEWAY_MAX_METADATA_BYTES = 4096
 # What the gateway holds in memory from an upstream: a whole JSON answer, one SSE event.
 GATEWAY_MAX_UPSTREAM_BODY_BYTES = env_int("GATEWAY_MAX_UPSTREAM_BODY_BYTES", 64 * 1024 * 1024)
 GATEWAY_MAX_UPSTREAM_EVENT_BYTES = env_int("GATEWAY_MAX_UPSTREAM_EVENT_BYTES", 1024 * 1024)
+# Bodies of every non-inference path (admin, management API), read at the ASGI edge; 413 above.
+GATEWAY_MAX_CONTROL_BODY_BYTES = env_int("GATEWAY_MAX_CONTROL_BODY_BYTES", 2621440)
+# Django's own limits follow it: a body within it is never refused later nor spooled to disk.
+DATA_UPLOAD_MAX_MEMORY_SIZE = FILE_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_CONTROL_BODY_BYTES
+# Request line plus headers, enforced by gateway_project.worker.GatewayWorker (431 above).
+GATEWAY_MAX_REQUEST_HEAD_BYTES = env_int("GATEWAY_MAX_REQUEST_HEAD_BYTES", 64 * 1024)
+# Bearer token of /metrics; empty: only direct loopback clients may read it.
+GATEWAY_METRICS_TOKEN = env_str("GATEWAY_METRICS_TOKEN", "")
 GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 4096)
 # The largest completion cap a limited request may ask for (per choice); above it: 400.
 GATEWAY_MAX_TOKENS_CEILING = env_int("GATEWAY_MAX_TOKENS_CEILING", 262_144)
@@ -194,8 +213,17 @@ GATEWAY_MEDIA_PART_TOKENS = env_int("GATEWAY_MEDIA_PART_TOKENS", 2048)
 GATEWAY_LIMITS_FAIL_OPEN = env_bool("GATEWAY_LIMITS_FAIL_OPEN", False)
 # Seconds one limits call (pool wait included) may take before Redis counts as unreachable.
 GATEWAY_LIMITS_TIMEOUT = env_float("GATEWAY_LIMITS_TIMEOUT", 5.0)
+# Both default to SECRET_KEY (what they always were); set them apart before changing SECRET_KEY.
 GATEWAY_KEY_PEPPER = env_str("GATEWAY_KEY_PEPPER", SECRET_KEY)
 GATEWAY_ENCRYPTION_KEY = env_str("GATEWAY_ENCRYPTION_KEY", SECRET_KEY)
+# Earlier encryption keys: still decrypt, until `manage.py secrets_reencrypt` has moved everything.
+GATEWAY_ENCRYPTION_KEYS_PREVIOUS = env_list("GATEWAY_ENCRYPTION_KEYS_PREVIOUS", [])
+key_separation_check(
+    secret_key=SECRET_KEY,
+    fallbacks=SECRET_KEY_FALLBACKS,
+    pepper=GATEWAY_KEY_PEPPER,
+    encryption_key=GATEWAY_ENCRYPTION_KEY,
+)
 GATEWAY_KEY_CACHE_TTL = env_float("GATEWAY_KEY_CACHE_TTL", 30.0)
 GATEWAY_UNKNOWN_KEY_CACHE_TTL = env_float("GATEWAY_UNKNOWN_KEY_CACHE_TTL", 2.0)
 GATEWAY_CACHE_VERSION_POLL = env_float("GATEWAY_CACHE_VERSION_POLL", 0.5)

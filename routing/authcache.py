@@ -21,6 +21,7 @@ from django.db import DatabaseError, connections
 from redis.exceptions import RedisError
 
 from gateway_project.errors import GatewayError
+from gateway_project.hosts import host_normalize
 from groups.invalidation import CHANNEL, VERSION_KEY
 from groups.models import CustomDomain
 from groups.selectors import group_effective_models, group_enforced_limits
@@ -209,7 +210,8 @@ def _key_load(plaintext: str) -> KeyEntry | None:
 
 
 def _domains_load() -> dict[str, str]:
-    return dict(CustomDomain.objects.values_list("host", "workspace_id"))
+    rows = CustomDomain.objects.values_list("host", "workspace_id")
+    return {host_normalize(host): workspace_id for host, workspace_id in rows}
 
 
 _keys: TtlCache[KeyEntry] = TtlCache()
@@ -234,7 +236,7 @@ async def route_lookup(*, slug: str) -> ResolvedEndpoint | None:
 
 
 async def domain_workspace(*, host: str) -> str | None:
-    """The workspace owning `host` as a custom domain, if any."""
+    """The workspace owning `host` (normalized by gateway_project.hosts) as a custom domain."""
     table = await _domains.get("*", _domains_load_async, lambda _: "*")
     return (table or {}).get(host)
 

@@ -20,6 +20,7 @@ from django.conf import settings
 
 from billing.services import USAGE_STREAM
 from gateway_project.errors import AuthenticationFailed, GatewayError, NotFound, ValidationFailed
+from gateway_project.hosts import host_normalize
 from gateway_project.jsoncheck import JsonRejected, json_strict_loads
 from keys.hashing import key_hash, key_well_formed
 from routing.authcache import KeyEntry, domain_workspace, key_lookup, route_lookup
@@ -151,8 +152,7 @@ async def _authenticate(headers: dict[str, str]) -> KeyEntry:
     entry = await key_lookup(plaintext=plaintext, key_hash=key_hash(plaintext))
     if entry is None or not entry.onboarded:
         raise AuthenticationFailed("Invalid API key.")
-    host = headers.get("host", "").rsplit(":", 1)[0].lower()
-    owner = await domain_workspace(host=host)
+    owner = await domain_workspace(host=host_normalize(headers.get("host", "")))
     if owner is not None and owner != entry.workspace_id:
         raise AuthenticationFailed("Invalid API key.")
     return entry

@@ -8,6 +8,7 @@ from typing import Any
 from django.db import transaction
 
 from gateway_project.errors import ValidationFailed
+from gateway_project.hosts import host_normalize
 from groups.audit import audit_record
 from groups.encryption import encrypt
 from groups.invalidation import config_changed
@@ -142,9 +143,9 @@ def org_prefix_delete(*, org_prefix: OrgPrefix, actor: str) -> None:
     )
 
 
-def host_normalize(host: Any) -> str:
-    """A lowercase host name without port or trailing dot, else ValidationFailed."""
-    value = host.strip().lower().rstrip(".") if isinstance(host, str) else ""
+def domain_host_check(host: Any) -> str:
+    """A custom domain in the form Host headers are compared in (no port), else ValidationFailed."""
+    value = host_normalize(host) if isinstance(host, str) and ":" not in host else ""
     if not _HOST_RE.match(value):
         raise ValidationFailed(
             "host must be a DNS name such as api.example.com", code="invalid_host", param="host"
@@ -155,7 +156,7 @@ def host_normalize(host: Any) -> str:
 @transaction.atomic
 def custom_domain_add(*, workspace: Workspace, host: str, actor: str) -> CustomDomain:
     """Bind a Host name to the workspace: traffic on it accepts only this workspace's keys."""
-    host = host_normalize(host)
+    host = domain_host_check(host)
     if CustomDomain.objects.filter(host=host).exists():
         raise ValidationFailed(f"{host} is already bound", code="host_taken", param="host")
     domain = CustomDomain.objects.create(workspace=workspace, host=host)

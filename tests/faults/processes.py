@@ -184,7 +184,8 @@ class Gateway:
     def start(self) -> Gateway:
         """Start and wait until /healthz answers and both workers run."""
         args = [sys.executable, "-m", "gunicorn", "gateway_project.asgi:application"]
-        args += ["-k", "uvicorn_worker.UvicornWorker", "-w", "2", "-b", f"127.0.0.1:{self.port}"]
+        args += ["-k", "gateway_project.worker.GatewayWorker"]
+        args += ["-w", "2", "-b", f"127.0.0.1:{self.port}"]
         args += ["--graceful-timeout", "5"]
         self.proc = _spawn(args, env=self.env, log=self.log)
         wait_until(self._healthy, timeout=60, what=f"gateway up\n{log_tail(self.log)}")

@@ -86,7 +86,7 @@ def _gateway(
         command = [
             str(Path(sys.executable).parent / "gunicorn"),
             "-k",
-            "uvicorn_worker.UvicornWorker",
+            "gateway_project.worker.GatewayWorker",
             "-w",
             str(workers),
             "-b",
