@@ -11,6 +11,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -79,7 +80,7 @@ class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         """Per slug: requests and tokens over 24 h and 30 days, for a workspace or one group."""
         if not self.has_view_permission(request):
-            return HttpResponse(status=403)
+            raise PermissionDenied
         form = DashboardForm(request.GET or None)
         context = {
             **self.admin_site.each_context(request),
@@ -197,7 +198,8 @@ class WebhookEndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return response
 
     @admin.action(
-        description="Rotate the signing secret (the old one keeps working for the overlap)"
+        description="Rotate the signing secret (the old one keeps working for the overlap)",
+        permissions=["change"],
     )
     def rotate_secret(
         self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]
@@ -207,7 +209,10 @@ class WebhookEndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         ]
         return self._secrets_page(request, shown, title="New signing secrets")
 
-    @admin.action(description="Rotate the signing secret now, old one expires at once (leaked)")
+    @admin.action(
+        description="Rotate the signing secret now, old one expires at once (leaked)",
+        permissions=["change"],
+    )
     def rotate_secret_now(
         self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]
     ) -> HttpResponse:
@@ -217,7 +222,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         ]
         return self._secrets_page(request, shown, title="New signing secrets (old ones revoked)")
 
-    @admin.action(description="Enable (resume parked deliveries)")
+    @admin.action(description="Enable (resume parked deliveries)", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
         for endpoint in queryset:
             services.webhook_endpoint_set_enabled(
@@ -225,7 +230,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             )
         self.message_user(request, f"Enabled {len(queryset)} endpoint(s).")
 
-    @admin.action(description="Disable")
+    @admin.action(description="Disable", permissions=["change"])
     def disable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
         for endpoint in queryset:
             services.webhook_endpoint_set_enabled(
@@ -299,7 +304,9 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def body_json(self, obj: WebhookDelivery) -> str:
         return json.dumps(json.loads(bytes(obj.body)), indent=2, ensure_ascii=False)
 
-    @admin.action(description="Resend (one more attempt, same id and bytes)")
+    @admin.action(
+        description="Resend (one more attempt, same id and bytes)", permissions=["change"]
+    )
     def resend(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
         done = 0
         for delivery in queryset.select_related("endpoint"):
@@ -310,7 +317,9 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 self.message_user(request, f"{delivery.id}: {exc.message}", messages.ERROR)
         self.message_user(request, f"Queued {done} delivery(ies) for another attempt.")
 
-    @admin.action(description="Recover everything that failed since a time…")
+    @admin.action(
+        description="Recover everything that failed since a time…", permissions=["change"]
+    )
     def recover_failed_since(
         self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]
     ) -> HttpResponse:
@@ -327,7 +336,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def recover_view(self, request: HttpRequest) -> HttpResponse:
         """Ask for T, then queue every delivery that failed since T for one more attempt."""
         if not self.has_change_permission(request):
-            return HttpResponse(status=403)
+            raise PermissionDenied
         form = RecoverForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             count = services.deliveries_recover(

@@ -123,11 +123,14 @@ class WorkspaceAdmin(ServiceAdmin):
         verb = "onboarded" if value else "off-boarded"
         self.message_user(request, f"{queryset.count()} workspace(s) {verb}.", messages.SUCCESS)
 
-    @admin.action(description="Onboard selected workspaces")
+    @admin.action(description="Onboard selected workspaces", permissions=["change"])
     def onboard(self, request: HttpRequest, queryset: QuerySet[Workspace]) -> None:
         self._set_onboarded(request, queryset, True)
 
-    @admin.action(description="Off-board selected workspaces (their keys stop working)")
+    @admin.action(
+        description="Off-board selected workspaces (their keys stop working)",
+        permissions=["change"],
+    )
     def offboard(self, request: HttpRequest, queryset: QuerySet[Workspace]) -> None:
         self._set_onboarded(request, queryset, False)
 

@@ -1,0 +1,158 @@
+"""Access attacks: view-only staff changing things through the admin, one tenant using another's
+upstream allowlist, a legacy user's id smuggled in as a parent group."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import Permission, User
+from django.test import Client, RequestFactory
+from django.urls import URLPattern, reverse
+
+from billing import services as billing_services
+from billing.models import WebhookEndpoint, WebhookSecret
+from groups.audit import SYSTEM_ACTOR
+from groups.models import AuditEvent, Workspace
+
+pytestmark = pytest.mark.django_db
+
+# Admin views every ModelAdmin has; Django itself checks their permissions.
+STANDARD_VIEWS = ("changelist", "add", "history", "delete", "change")
+# Custom admin views that only read, so the view permission is the right one.
+READ_ONLY_VIEWS = {"billing_usageevent_dashboard"}
+# Actions that exist today: the walk below must find at least these.
+KNOWN_ACTIONS = {
+    ("groups", "workspace"): {"onboard", "offboard"},
+    ("billing", "webhookendpoint"): {"rotate_secret", "rotate_secret_now", "enable", "disable"},
+    ("billing", "webhookdelivery"): {"resend", "recover_failed_since"},
+    ("keys", "apikey"): {"revoke_selected"},
+}
+
+
+def view_only_user() -> User:
+    """Staff holding every view permission and nothing else."""
+    user = User.objects.create_user("viewer", password="pw-123456789", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+    return User.objects.get(pk=user.pk)  # a fresh instance: no cached permissions
+
+
+def client_for(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def action_post(client: Client, changelist: str, action: str, pks: list[str]) -> Any:
+    """Tick `pks` on a changelist and run `action`, as the admin's action bar does."""
+    return client.post(changelist, {"action": action, "_selected_action": pks, "index": "0"})
+
+
+def webhook_endpoint(workspace: Workspace) -> WebhookEndpoint:
+    endpoint, _secret = billing_services.webhook_endpoint_create(
+        workspace=workspace, url="http://127.0.0.1:9/hooks", actor=SYSTEM_ACTOR
+    )
+    return endpoint
+
+
+# --- 8: a view-only staff user runs admin actions that change things ----------------------------
+
+
+@pytest.mark.parametrize("action", ["rotate_secret", "rotate_secret_now"])
+def test_view_only_staff_cannot_rotate_webhook_secret(
+    workspace: Workspace, settings: Any, action: str
+) -> None:
+    settings.GATEWAY_UPSTREAM_ALLOWLIST = ["127.0.0.0/8"]
+    endpoint = webhook_endpoint(workspace)
+    client = client_for(view_only_user())
+
+    response = action_post(client, "/admin/billing/webhookendpoint/", action, [endpoint.pk])
+
+    assert response.status_code == 200  # the changelist again: no action for this user
+    assert b"whsec_" not in response.content
+    assert WebhookSecret.objects.filter(endpoint=endpoint).count() == 1
+    assert not WebhookSecret.objects.filter(endpoint=endpoint, expires_at__isnull=False).exists()
+
+
+@pytest.mark.parametrize(("action", "onboarded"), [("onboard", False), ("offboard", True)])
+def test_view_only_staff_cannot_onboard_or_offboard_a_workspace(
+    db: None, action: str, onboarded: bool
+) -> None:
+    workspace = Workspace.objects.create(name="Initech", onboarded=onboarded)
+    client = client_for(view_only_user())
+
+    response = action_post(client, "/admin/groups/workspace/", action, [workspace.pk])
+
+    assert response.status_code == 200  # the changelist again: no action for this user
+    workspace.refresh_from_db()
+    assert workspace.onboarded is onboarded
+    assert not AuditEvent.objects.filter(object_id=workspace.pk).exists()
+
+
+def test_view_only_staff_cannot_disable_a_webhook_endpoint(
+    workspace: Workspace, settings: Any
+) -> None:
+    settings.GATEWAY_UPSTREAM_ALLOWLIST = ["127.0.0.0/8"]
+    endpoint = webhook_endpoint(workspace)
+    client = client_for(view_only_user())
+
+    response = action_post(client, "/admin/billing/webhookendpoint/", "disable", [endpoint.pk])
+
+    assert response.status_code == 200
+    endpoint.refresh_from_db()
+    assert endpoint.enabled
+
+
+def _request_as(user: User) -> Any:
+    request = RequestFactory().get("/admin/")
+    request.user = user
+    return request
+
+
+def test_no_admin_action_is_offered_to_view_only_staff() -> None:
+    # Every registered ModelAdmin, so an action added later without `permissions=` fails here.
+    viewer = view_only_user()
+    superuser = User.objects.create_superuser("root", "root@example.com", "pw-123456789")
+    offered: dict[tuple[str, str], set[str]] = {}
+    leaked: dict[str, list[str]] = {}
+
+    for model, model_admin in admin.site._registry.items():
+        label = (model._meta.app_label, model._meta.model_name or "")
+        offered[label] = set(model_admin.get_actions(_request_as(superuser)))
+        viewer_actions = list(model_admin.get_actions(_request_as(viewer)))
+        if viewer_actions:
+            leaked[model._meta.label] = viewer_actions
+
+    assert leaked == {}
+    for label, actions in KNOWN_ACTIONS.items():
+        assert actions <= offered[label], label
+
+
+def _custom_views() -> list[tuple[str, str]]:
+    """(url name, url) of every admin view a ModelAdmin adds beyond Django's own."""
+    found = []
+    for model, model_admin in admin.site._registry.items():
+        prefix = f"{model._meta.app_label}_{model._meta.model_name}_"
+        standard = {prefix + view for view in STANDARD_VIEWS}
+        for pattern in model_admin.get_urls():
+            if isinstance(pattern, URLPattern) and pattern.name and pattern.name not in standard:
+                kwargs = dict.fromkeys(pattern.pattern.regex.groupindex, "1")
+                found.append((pattern.name, reverse(f"admin:{pattern.name}", kwargs=kwargs)))
+    return sorted(found)
+
+
+def test_view_only_staff_cannot_use_custom_admin_views_that_write() -> None:
+    client = client_for(view_only_user())
+    views = _custom_views()
+    answers = {}
+
+    for name, url in views:
+        answers[name] = (client.get(url).status_code, client.post(url, {}).status_code)
+
+    assert "billing_webhookdelivery_recover" in answers
+    for name, (get_status, post_status) in answers.items():
+        if name in READ_ONLY_VIEWS:
+            assert get_status == 200, name
+        else:
+            assert (get_status, post_status) == (403, 403), name
