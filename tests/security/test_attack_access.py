@@ -3,6 +3,7 @@ upstream allowlist, a legacy user's id smuggled in as a parent group."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -10,11 +11,15 @@ from django.contrib import admin
 from django.contrib.auth.models import Permission, User
 from django.test import Client, RequestFactory
 from django.urls import URLPattern, reverse
+from rest_framework.test import APIClient
 
 from billing import services as billing_services
 from billing.models import WebhookEndpoint, WebhookSecret
+from groups import services as group_services
 from groups.audit import SYSTEM_ACTOR
-from groups.models import AuditEvent, Workspace
+from groups.models import AuditEvent, Group, Workspace
+from keys import services as key_services
+from routing import services as routing_services
 
 pytestmark = pytest.mark.django_db
 
@@ -156,3 +161,68 @@ def test_view_only_staff_cannot_use_custom_admin_views_that_write() -> None:
             assert get_status == 200, name
         else:
             assert (get_status, post_status) == (403, 403), name
+
+
+# --- 14: a legacy user's id as a group's parent -------------------------------------------------
+
+
+MODELS = [{"slug": "acme/llama"}]
+
+
+def _legacy_user(workspace: Workspace) -> Group:
+    """A legacy user with access to `acme/llama` (a loopback endpoint)."""
+    target = {"provider": "OPENAI_COMPATIBLE", "base_url": "http://127.0.0.1:9/v1"}
+    routing_services.endpoint_create(
+        workspace=workspace,
+        actor=SYSTEM_ACTOR,
+        slug="acme/llama",
+        targets=[{**target, "target_model": "m"}],
+    )
+    user, _ = group_services.user_upsert(
+        workspace=workspace, customer_id="legacy-user", models=MODELS, actor=SYSTEM_ACTOR
+    )
+    return user
+
+
+def test_a_legacy_user_id_is_refused_as_parent_group_id_in_the_api(
+    workspace: Workspace, settings: Any
+) -> None:
+    settings.GATEWAY_UPSTREAM_ALLOWLIST = ["127.0.0.0/8"]
+    user = _legacy_user(workspace)
+    _key, manage = key_services.management_key_create(workspace=workspace, actor=SYSTEM_ACTOR)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {manage}")
+    body = {
+        "metadata": {"external_entity_id": "under-a-user"},
+        "models": MODELS,
+        "hierarchy": {"parent_group_id": user.pk},
+    }
+
+    response = client.post("/v1/gateway/groups", body, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_parent_group"
+    assert response.json()["error"]["param"] == "hierarchy.parent_group_id"
+    assert not Group.objects.filter(external_entity_id="under-a-user").exists()
+    assert client.get(f"/v1/gateway/groups/{user.pk}").status_code == 404
+
+
+def test_a_legacy_user_id_is_refused_as_parent_group_id_in_the_admin(
+    workspace: Workspace, settings: Any
+) -> None:
+    settings.GATEWAY_UPSTREAM_ALLOWLIST = ["127.0.0.0/8"]
+    user = _legacy_user(workspace)
+    superuser = User.objects.create_superuser("root", "root@example.com", "pw-123456789")
+    data = {
+        "workspace": workspace.pk,
+        "external_entity_id": "under-a-user",
+        "parent_group_id": user.pk,
+        "limit_enforcement": "",
+        "models_json": json.dumps(MODELS),
+    }
+
+    response = client_for(superuser).post("/admin/groups/group/add/", data)
+
+    assert response.status_code == 200
+    assert "legacy user" in response.context["adminform"].form.errors["parent_group_id"][0]
+    assert not Group.objects.filter(external_entity_id="under-a-user").exists()
