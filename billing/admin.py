@@ -9,7 +9,6 @@ import json
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -25,7 +24,7 @@ from billing.charts import slug_charts
 from billing.models import DeliveryAttempt, UsageEvent, WebhookDelivery, WebhookEndpoint
 from billing.selectors import UsageBucket, delivery_health, usage_by_slug
 from gateway_project.errors import GatewayError
-from gateway_project.netguard import url_check
+from gateway_project.netguard import allowlist_effective, url_check
 from groups.audit import staff_actor
 from groups.models import Workspace
 
@@ -125,14 +124,16 @@ class WebhookEndpointForm(forms.ModelForm):  # type: ignore[type-arg]
         model = WebhookEndpoint
         fields = ("workspace",)
 
-    def clean_url(self) -> str:
-        """The same SSRF guard the service applies, shown as a form error."""
-        url: str = self.cleaned_data["url"]
-        try:
-            url_check(url=url, allowlist=settings.GATEWAY_UPSTREAM_ALLOWLIST)
-        except GatewayError as exc:
-            raise forms.ValidationError(exc.message) from exc
-        return url
+    def clean(self) -> dict[str, Any]:
+        """The same SSRF guard the service applies (with the workspace's allowlist), as an error."""
+        data = super().clean() or {}
+        url, workspace = data.get("url"), data.get("workspace")
+        if url and workspace is not None:
+            try:
+                url_check(url=url, allowlist=allowlist_effective(workspace))
+            except GatewayError as exc:
+                self.add_error("url", forms.ValidationError(exc.message, code=exc.code))
+        return data
 
 
 @admin.register(WebhookEndpoint)
