@@ -107,6 +107,7 @@ def numeric_host(host: str) -> IPAddress | None:
 _LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
 _HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 ALLOWLIST_MAX_ENTRIES = 100
+_ALLOWLIST_NAME = "workspace's upstream allowlist"
 
 
 class AllowlistOwner(Protocol):
@@ -236,10 +237,13 @@ def url_check(*, url: str, allowlist: Iterable[str], resolve: Resolve | None = N
     if all(_in_networks(a, networks) for a in addresses):
         return
     if scheme != "https":
-        raise _unsafe("The URL must use https.")
+        raise _unsafe(f"The URL must use https (or its host be in the {_ALLOWLIST_NAME}).")
     refused = [str(a) for a in addresses if not (_in_networks(a, networks) or ip_is_public(a))]
     if refused:
-        raise _unsafe(f"Host {host!r} resolves to a non-public address ({refused[0]}).")
+        raise _unsafe(
+            f"Host {host!r} resolves to a non-public address ({refused[0]}) that is not in the "
+            f"{_ALLOWLIST_NAME}."
+        )
 
 
 class GuardedResolver(AbstractResolver):

@@ -1,5 +1,6 @@
-"""A view-only support user in the browser: the admin shows what it may read and offers no action
-that changes anything; a forged action post changes nothing."""
+"""Who may change what in the admin, in the browser: a view-only support user is offered no action
+that changes anything (a forged action post changes nothing) and cannot edit a workspace's upstream
+allowlist; staff who can set it, and the allowlist then holds for that workspace only."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from billing.models import WebhookEndpoint, WebhookSecret
 from billing.services import webhook_endpoint_create
 from groups.audit import SYSTEM_ACTOR
-from groups.models import Workspace
+from groups.models import OrgPrefix, Workspace
+from routing.models import Endpoint
 from tests.browser.conftest import Shots, log_in
 
 pytestmark = pytest.mark.slow
@@ -73,6 +75,7 @@ def test_view_only_staff_see_no_action_and_cannot_forge_one(
     page.goto(f"/admin/groups/workspace/{workspace.pk}/change/")
     shots("workspace-read-only")
     save_buttons = page.locator("input[name=_save]").count()
+    allowlist_inputs = page.locator("#id_upstream_allowlist").count()
 
     assert (endpoint_actions, workspace_actions) == (0, 0)
     assert listed == 1
@@ -82,3 +85,43 @@ def test_view_only_staff_see_no_action_and_cannot_forge_one(
     workspace.refresh_from_db()
     assert workspace.onboarded
     assert save_buttons == 0
+    assert allowlist_inputs == 0
+
+
+def add_endpoint(page: Any, workspace: Workspace, slug: str, base_url: str) -> None:
+    page.goto("/admin/routing/endpoint/add/")
+    page.select_option("#id_workspace", workspace.pk)
+    page.fill("#id_slug", slug)
+    page.select_option("#id_targets-0-provider", "OPENAI_COMPATIBLE")
+    page.fill("#id_targets-0-base_url", base_url)
+    page.fill("#id_targets-0-target_model", "llama-3")
+    page.click("input[name=_save]")
+    page.wait_for_load_state()
+
+
+def test_staff_allow_a_private_range_for_one_workspace_only(
+    staff_page: Any, shots: Shots, settings: Any
+) -> None:
+    settings.GATEWAY_UPSTREAM_ALLOWLIST = []
+    lab = Workspace.objects.create(name="Initech", onboarded=True)
+    other = Workspace.objects.create(name="Globex", onboarded=True)
+    OrgPrefix.objects.create(workspace=lab, prefix="initech")
+    OrgPrefix.objects.create(workspace=other, prefix="globex")
+    page = staff_page
+
+    page.goto(f"/admin/groups/workspace/{lab.pk}/change/")
+    page.fill("#id_upstream_allowlist", "127.0.0.0/8\nvllm.initech.internal")
+    shots("allowlist-form")
+    page.click("input[name=_save]")
+    page.wait_for_load_state()
+    add_endpoint(page, lab, "initech/llama", "http://127.0.0.1:9/v1")
+    shots("lab-endpoint-saved")
+    add_endpoint(page, other, "globex/llama", "http://127.0.0.1:9/v1")
+    shots("other-endpoint-refused")
+    refusal = page.locator(".errorlist").all_inner_texts()
+
+    lab.refresh_from_db()
+    assert lab.upstream_allowlist == ["127.0.0.0/8", "vllm.initech.internal"]
+    assert Endpoint.objects.filter(slug="initech/llama", workspace=lab).exists()
+    assert not Endpoint.objects.filter(slug="globex/llama").exists()
+    assert any("upstream allowlist" in text for text in refusal), refusal
