@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from billing.models import WebhookEndpoint, WebhookSecret
+from billing.models import WebhookDelivery, WebhookEndpoint, WebhookSecret
 from billing.services import webhook_endpoint_create
 from groups.audit import SYSTEM_ACTOR
-from groups.models import OrgPrefix, Workspace
+from groups.models import AuditEvent, Group, OrgPrefix, Workspace
+from keys.services import api_key_create, management_key_create
 from routing.models import Endpoint
 from tests.browser.conftest import Shots, log_in
 
@@ -35,20 +36,20 @@ def viewer_page(page: Any, transactional_db: None, shots: Shots) -> Any:
 
 def forge_action(page: Any, action: str, pk: str) -> None:
     """Submit the changelist form with an action the page did not offer (as a crafted post)."""
-    page.evaluate(
-        """([action, pk]) => {
-            const form = document.querySelector('#changelist-form');
-            for (const [name, value] of [['action', action], ['_selected_action', pk],
-                                         ['index', '0']]) {
-                const input = document.createElement('input');
-                input.type = 'hidden'; input.name = name; input.value = value;
-                form.appendChild(input);
-            }
-            form.submit();
-        }""",
-        [action, pk],
-    )
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.evaluate(
+            """([action, pk]) => {
+                const form = document.querySelector('#changelist-form');
+                for (const [name, value] of [['action', action], ['_selected_action', pk],
+                                             ['index', '0']]) {
+                    const input = document.createElement('input');
+                    input.type = 'hidden'; input.name = name; input.value = value;
+                    form.appendChild(input);
+                }
+                form.submit();
+            }""",
+            [action, pk],
+        )
 
 
 def test_view_only_staff_see_no_action_and_cannot_forge_one(
@@ -59,33 +60,58 @@ def test_view_only_staff_see_no_action_and_cannot_forge_one(
     endpoint, _secret = webhook_endpoint_create(
         workspace=workspace, url="http://127.0.0.1:9/hook", actor=SYSTEM_ACTOR
     )
+    delivery = WebhookDelivery.objects.create(
+        endpoint=endpoint, body=b"{}", event_count=0, status="failed", attempts=10
+    )
+    group = Group.objects.create(workspace=workspace, external_entity_id="cust")
+    key, _plaintext = api_key_create(workspace=workspace, group=group, actor=SYSTEM_ACTOR)
+    manage, _plaintext = management_key_create(workspace=workspace, actor=SYSTEM_ACTOR)
+    # Every action that changes anything, on a row it would change.
+    attempts = [
+        ("/admin/groups/workspace/", workspace.pk, ["onboard", "offboard"]),
+        (
+            "/admin/billing/webhookendpoint/",
+            str(endpoint.pk),
+            ["rotate_secret", "rotate_secret_now", "disable", "enable"],
+        ),
+        ("/admin/billing/webhookdelivery/", delivery.pk, ["resend", "recover_failed_since"]),
+        ("/admin/keys/apikey/", str(key.pk), ["revoke_selected", "delete_selected"]),
+        ("/admin/keys/managementkey/", str(manage.pk), ["revoke_selected", "delete_selected"]),
+    ]
+    audit_rows = AuditEvent.objects.count()
     page = viewer_page
+    offered: dict[str, int] = {}
+    pages: list[str] = []
 
-    page.goto("/admin/billing/webhookendpoint/")
-    shots("webhook-endpoints")
-    endpoint_actions = page.locator("select[name=action]").count()
-    listed = page.locator("td.field-url, th.field-url", has_text="127.0.0.1").count()
-    forge_action(page, "rotate_secret_now", str(endpoint.pk))
-    shots("forged-rotation")
-    after_rotation = page.content()
-    page.goto("/admin/groups/workspace/")
-    workspace_actions = page.locator("select[name=action]").count()
-    forge_action(page, "offboard", workspace.pk)
-    shots("forged-offboard")
+    for changelist, pk, actions in attempts:
+        page.goto(changelist)
+        offered[changelist] = page.locator("select[name=action]").count()
+        for action in actions:
+            page.goto(changelist)
+            forge_action(page, action, pk)
+            pages.append(page.content())
+    shots("after-forged-actions")
     page.goto(f"/admin/groups/workspace/{workspace.pk}/change/")
     shots("workspace-read-only")
     save_buttons = page.locator("input[name=_save]").count()
     allowlist_inputs = page.locator("#id_upstream_allowlist").count()
+    page.goto("/admin/billing/webhookdelivery/recover/")
+    recover_page = page.content()
 
-    assert (endpoint_actions, workspace_actions) == (0, 0)
-    assert listed == 1
-    assert "whsec_" not in after_rotation
+    assert set(offered.values()) == {0}, offered
+    assert not [content for content in pages if "whsec_" in content]
+    assert AuditEvent.objects.count() == audit_rows
     assert WebhookSecret.objects.filter(endpoint=endpoint, expires_at__isnull=True).count() == 1
     assert WebhookEndpoint.objects.get(pk=endpoint.pk).enabled
+    assert WebhookDelivery.objects.get(pk=delivery.pk).status == "failed"
+    key.refresh_from_db()
+    manage.refresh_from_db()
+    assert key.revoked_at is None and manage.revoked_at is None
     workspace.refresh_from_db()
     assert workspace.onboarded
     assert save_buttons == 0
     assert allowlist_inputs == 0
+    assert "403 Forbidden" in recover_page
 
 
 def add_endpoint(page: Any, workspace: Workspace, slug: str, base_url: str) -> None:
