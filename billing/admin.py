@@ -9,8 +9,8 @@ import json
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -24,7 +24,7 @@ from billing.charts import slug_charts
 from billing.models import DeliveryAttempt, UsageEvent, WebhookDelivery, WebhookEndpoint
 from billing.selectors import UsageBucket, delivery_health, usage_by_slug
 from gateway_project.errors import GatewayError
-from gateway_project.netguard import url_check
+from gateway_project.netguard import allowlist_effective, url_check
 from groups.audit import staff_actor
 from groups.models import Workspace
 
@@ -146,7 +146,7 @@ class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         """Per slug: requests and tokens over 24 h and 30 days, for a workspace or one group."""
         if not self.has_view_permission(request):
-            return HttpResponse(status=403)
+            raise PermissionDenied
         form = DashboardForm(request.GET or None)
         context = {
             **self.admin_site.each_context(request),
@@ -191,14 +191,16 @@ class WebhookEndpointForm(forms.ModelForm):  # type: ignore[type-arg]
         model = WebhookEndpoint
         fields = ("workspace",)
 
-    def clean_url(self) -> str:
-        """The same SSRF guard the service applies, shown as a form error."""
-        url: str = self.cleaned_data["url"]
-        try:
-            url_check(url=url, allowlist=settings.GATEWAY_UPSTREAM_ALLOWLIST)
-        except GatewayError as exc:
-            raise forms.ValidationError(exc.message) from exc
-        return url
+    def clean(self) -> dict[str, Any]:
+        """The same SSRF guard the service applies (with the workspace's allowlist), as an error."""
+        data = super().clean() or {}
+        url, workspace = data.get("url"), data.get("workspace")
+        if url and workspace is not None:
+            try:
+                url_check(url=url, allowlist=allowlist_effective(workspace))
+            except GatewayError as exc:
+                self.add_error("url", forms.ValidationError(exc.message, code=exc.code))
+        return data
 
 
 @admin.register(WebhookEndpoint)
@@ -414,7 +416,7 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def recover_view(self, request: HttpRequest) -> HttpResponse:
         """Ask for T, then queue every delivery that failed since T for one more attempt."""
         if not self.has_change_permission(request):
-            return HttpResponse(status=403)
+            raise PermissionDenied
         form = RecoverForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             count = services.deliveries_recover(

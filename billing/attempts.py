@@ -21,6 +21,7 @@ from billing.sanitize import text_clean
 from billing.schedule import retry_after_parse, retry_delay
 from billing.selectors import webhook_secrets_active
 from billing.services import webhook_endpoint_set_enabled
+from gateway_project.netguard import allowlist_effective
 from groups.audit import SYSTEM_ACTOR
 
 LEASE_MARGIN_SECONDS = 5.0
@@ -54,7 +55,7 @@ def delivery_claim(*, delivery_id: str, now: datetime) -> WebhookDelivery | None
     # Without row locks (SQLite) the conditional UPDATE is the claim: one writer matches, once.
     elif not claimable.update(lease_until=lease, attempts=F("attempts") + 1):
         return None
-    return WebhookDelivery.objects.select_related("endpoint").get(pk=delivery_id)
+    return WebhookDelivery.objects.select_related("endpoint__workspace").get(pk=delivery_id)
 
 
 def delivery_attempt_run(
@@ -78,6 +79,7 @@ def delivery_attempt_run(
             msg_id=delivery.id,
             body=bytes(delivery.body),
             secrets=webhook_secrets_active(endpoint=delivery.endpoint, now=now),
+            allowlist=allowlist_effective(delivery.endpoint.workspace),
             resolve=resolve,
         )
         return attempt_record(delivery=delivery, outcome=outcome, now=now, rng=rng)

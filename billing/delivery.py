@@ -50,18 +50,16 @@ class PinnedTarget:
     host_header: str
 
 
-def webhook_allowlist() -> list[str]:
-    """Hosts/CIDRs exempt from the public-https rule (shared with upstreams)."""
-    return list(settings.GATEWAY_UPSTREAM_ALLOWLIST)
-
-
-def target_pin(*, url: str, resolve: Resolve | None = None) -> PinnedTarget:
-    """Resolve once and check every address; raises ValidationFailed(code="unsafe_url")."""
+def target_pin(
+    *, url: str, allowlist: Sequence[str] | None = None, resolve: Resolve | None = None
+) -> PinnedTarget:
+    """Resolve once and check every address against the endpoint workspace's `allowlist` (None:
+    the global default); raises ValidationFailed(code="unsafe_url")."""
     parts = urlsplit(url)
     host = (parts.hostname or "").rstrip(".")
     numeric = netguard.numeric_host(host) if host else None
     addresses = [str(numeric)] if numeric else list((resolve or netguard.system_resolve)(host))
-    allowlist = webhook_allowlist()
+    allowlist = netguard.allowlist_default() if allowlist is None else list(allowlist)
     netguard.url_check(url=url, allowlist=allowlist, resolve=lambda _host: addresses)
     refused = [
         a for a in addresses if not netguard.address_is_allowed(a, host=host, allowlist=allowlist)
@@ -81,12 +79,13 @@ def webhook_post(
     body: bytes,
     secrets: Sequence[str],
     timestamp: int | None = None,
+    allowlist: Sequence[str] | None = None,
     resolve: Resolve | None = None,
 ) -> Outcome:
     """Make exactly one signed POST of `body`; never raises for network or receiver trouble."""
     started = time.monotonic()
     try:
-        target = target_pin(url=url, resolve=resolve)
+        target = target_pin(url=url, allowlist=allowlist, resolve=resolve)
     except (ValidationFailed, OSError, UnicodeError, ValueError) as exc:
         return Outcome(status_code=None, error=f"refused: {exc}"[:500])
     if not secrets:

@@ -99,19 +99,18 @@ def _store_and_release(events: list[dict[str, Any]]) -> None:
 def webhook_endpoint_create(*, workspace: Any, url: str, actor: str) -> tuple[Any, str]:
     """Add a webhook endpoint with a fresh `whsec_` signing secret; the secret is returned once."""
     # Imported here so this staff-only tool adds nothing to the inference path's imports.
-    from django.conf import settings
     from django.db import transaction
 
     from billing.models import WebhookEndpoint, WebhookSecret
     from billing.signing import secret_generate
     from gateway_project.errors import ValidationFailed
-    from gateway_project.netguard import url_check
+    from gateway_project.netguard import allowlist_effective, url_check
     from groups.audit import audit_record
     from groups.encryption import encrypt
 
     if not isinstance(url, str) or len(url) > 2048:
         raise ValidationFailed("url must be at most 2048 characters.", code="invalid_url")
-    url_check(url=url, allowlist=settings.GATEWAY_UPSTREAM_ALLOWLIST)
+    url_check(url=url, allowlist=allowlist_effective(workspace))
     secret = secret_generate()
     with transaction.atomic():
         endpoint = WebhookEndpoint.objects.create(workspace=workspace, url=url)

@@ -1,20 +1,24 @@
 """SSRF guard for every outbound URL we are told to call: model upstreams and webhook receivers.
 
 A URL is safe when it is https and every address its host resolves to is public, or when its host
-(a name, or an address inside a CIDR) is in the operator's allowlist; then plain http is allowed
-too.
+(a name, or an address inside a CIDR) is in the workspace's allowlist; then plain http is allowed
+too. A workspace's allowlist is set by staff; a workspace without one uses the global
+GATEWAY_UPSTREAM_ALLOWLIST (meant for local use), so one tenant's private range is never another's.
 The same address rule runs again at connect time (GuardedResolver) so DNS rebinding gains nothing.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from django.conf import settings
 
 from gateway_project.errors import ValidationFailed
 
@@ -100,6 +104,60 @@ def numeric_host(host: str) -> IPAddress | None:
         return None
 
 
+_LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+ALLOWLIST_MAX_ENTRIES = 100
+_ALLOWLIST_NAME = "workspace's upstream allowlist"
+
+
+class AllowlistOwner(Protocol):
+    """Anything carrying a per-tenant allowlist (a Workspace); None means "use the default"."""
+
+    upstream_allowlist: list[str] | None
+
+
+def allowlist_entry_clean(entry: str) -> str:
+    """An allowlist entry normalized: a CIDR (or one address) or a host name; else ValueError."""
+    value = entry.strip().lower().rstrip(".")
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        pass
+    if numeric_host(value) is not None:
+        raise ValueError(
+            f"{entry[:100]!r} is a shortened address: write it as a CIDR, e.g. 10.0.0.0/8"
+        )
+    if not _HOST_NAME.match(value):
+        raise ValueError(
+            f"{entry[:100]!r} is neither a CIDR (10.0.0.0/8, fd00::/8) nor a host name"
+        )
+    return value
+
+
+def allowlist_parse(entries: Iterable[str]) -> list[str]:
+    """The entries normalized, blanks and duplicates dropped; ValueError names the first bad one."""
+    clean: list[str] = []
+    for entry in entries:
+        if not isinstance(entry, str):
+            raise ValueError(f"{entry!r} is not a string")
+        if entry.strip() and (value := allowlist_entry_clean(entry)) not in clean:
+            clean.append(value)
+    if len(clean) > ALLOWLIST_MAX_ENTRIES:
+        raise ValueError(f"at most {ALLOWLIST_MAX_ENTRIES} entries are allowed")
+    return clean
+
+
+def allowlist_default() -> list[str]:
+    """The global GATEWAY_UPSTREAM_ALLOWLIST: the allowlist of a workspace that has none."""
+    return list(settings.GATEWAY_UPSTREAM_ALLOWLIST)
+
+
+def allowlist_effective(owner: AllowlistOwner | None) -> list[str]:
+    """The workspace's own allowlist when staff set one, else the global default."""
+    own = owner.upstream_allowlist if owner is not None else None
+    return list(own) if own is not None else allowlist_default()
+
+
 def _split_allowlist(allowlist: Iterable[str]) -> tuple[set[str], list[Network]]:
     names: set[str] = set()
     networks: list[Network] = []
@@ -179,10 +237,13 @@ def url_check(*, url: str, allowlist: Iterable[str], resolve: Resolve | None = N
     if all(_in_networks(a, networks) for a in addresses):
         return
     if scheme != "https":
-        raise _unsafe("The URL must use https.")
+        raise _unsafe(f"The URL must use https (or its host be in the {_ALLOWLIST_NAME}).")
     refused = [str(a) for a in addresses if not (_in_networks(a, networks) or ip_is_public(a))]
     if refused:
-        raise _unsafe(f"Host {host!r} resolves to a non-public address ({refused[0]}).")
+        raise _unsafe(
+            f"Host {host!r} resolves to a non-public address ({refused[0]}) that is not in the "
+            f"{_ALLOWLIST_NAME}."
+        )
 
 
 class GuardedResolver(AbstractResolver):

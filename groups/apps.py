@@ -1,6 +1,17 @@
 from django.apps import AppConfig
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 
 class GroupsConfig(AppConfig):
     name = "groups"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        """Refuse to start with a GATEWAY_UPSTREAM_ALLOWLIST entry the SSRF guard would misread."""
+        from gateway_project.netguard import allowlist_parse
+
+        try:
+            allowlist_parse(settings.GATEWAY_UPSTREAM_ALLOWLIST)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"GATEWAY_UPSTREAM_ALLOWLIST: {exc}") from exc

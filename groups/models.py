@@ -23,6 +23,15 @@ class Workspace(models.Model):
         default="",
         help_text="Base64 raw 32-byte key or PEM; verifies key registration.",
     )
+    upstream_allowlist = models.JSONField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text=(
+            "Hosts and CIDRs this workspace's upstreams and webhooks may reach although private; "
+            "empty (null) uses the gateway's GATEWAY_UPSTREAM_ALLOWLIST default."
+        ),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

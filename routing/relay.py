@@ -98,7 +98,10 @@ async def _attempt(
         client_headers=headers, credential=target.api_key, request_id=call.request_id
     )
     response = await upstream_open(
-        url=url, body=_payload(body, target, usage_option=call.stream), headers=sent
+        url=url,
+        body=_payload(body, target, usage_option=call.stream),
+        headers=sent,
+        allowlist=target.allowlist,
     )
     if not (call.stream and response.status == 400):
         return response, None
@@ -108,7 +111,8 @@ async def _attempt(
     # Some servers refuse stream_options: ask once more without it and estimate usage instead.
     response.release()
     payload = _payload(body, target, usage_option=False)
-    return await upstream_open(url=url, body=payload, headers=sent), None
+    retry = await upstream_open(url=url, body=payload, headers=sent, allowlist=target.allowlist)
+    return retry, None
 
 
 async def _body_or_close(response: aiohttp.ClientResponse) -> bytes:

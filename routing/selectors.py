@@ -59,7 +59,8 @@ def endpoint_targets(*, endpoint: Endpoint) -> list[dict[str, Any]]:
 
 def endpoint_route(*, slug: str) -> ResolvedEndpoint | None:
     """The slug's live endpoint with upstream URLs, models and credentials resolved (2 queries)."""
-    endpoint = Endpoint.objects.filter(slug=slug, deleted_at__isnull=True).first()
+    live = Endpoint.objects.filter(slug=slug, deleted_at__isnull=True)
+    endpoint = live.select_related("workspace").first()
     if endpoint is None:
         return None
     targets = Target.objects.filter(endpoint=endpoint).select_related("secret").order_by("position")
@@ -68,5 +69,5 @@ def endpoint_route(*, slug: str) -> ResolvedEndpoint | None:
         workspace_id=endpoint.workspace_id,
         slug=endpoint.slug,
         region=endpoint.region,
-        targets=tuple(target_resolve(t) for t in targets),
+        targets=tuple(target_resolve(t, workspace=endpoint.workspace) for t in targets),
     )

@@ -41,6 +41,8 @@ class ResolvedTarget:
     base_url: str
     upstream_model: str
     api_key: str | None
+    # The workspace's own allowlist, checked again at connect time; None: the global default.
+    allowlist: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -68,19 +70,20 @@ def _field_check(name: str, value: Any, param: str) -> str:
     return value.strip()
 
 
-def _base_url_check(value: str, param: str) -> str:
+def _base_url_check(value: str, param: str, allowlist: list[str]) -> str:
     parts = urlsplit(value)
     if parts.query or parts.fragment or parts.username or parts.password:
         raise _invalid(f"{param} must not carry credentials, a query or a fragment.", param)
     try:
-        netguard.url_check(url=value, allowlist=settings.GATEWAY_UPSTREAM_ALLOWLIST)
+        netguard.url_check(url=value, allowlist=allowlist)
     except ValidationFailed as exc:
         raise ValidationFailed(exc.message, code=exc.code, param=param) from exc
     return value.rstrip("/")
 
 
-def target_clean(raw: Any, *, index: int) -> dict[str, str]:
-    """One target's fields checked against its provider's rules (secret ownership aside)."""
+def target_clean(raw: Any, *, index: int, allowlist: list[str]) -> dict[str, str]:
+    """One target's fields checked against its provider's rules (secret ownership aside); a
+    base_url must pass the SSRF guard with the workspace's `allowlist`."""
     param = f"targets[{index}]"
     if not isinstance(raw, Mapping):
         raise _invalid(f"{param} must be an object.", param)
@@ -107,7 +110,7 @@ def target_clean(raw: Any, *, index: int) -> dict[str, str]:
         if value is not None:
             clean[name] = _field_check(name, value, f"{param}.{name}")
     if "base_url" in clean:
-        clean["base_url"] = _base_url_check(clean["base_url"], f"{param}.base_url")
+        clean["base_url"] = _base_url_check(clean["base_url"], f"{param}.base_url", allowlist)
     return clean
 
 
@@ -125,7 +128,8 @@ def targets_clean(*, workspace: Workspace, targets: Any) -> list[dict[str, str]]
             code="too_many_targets",
             param="targets",
         )
-    cleaned = [target_clean(raw, index=i) for i, raw in enumerate(targets)]
+    allowlist = netguard.allowlist_effective(workspace)
+    cleaned = [target_clean(raw, index=i, allowlist=allowlist) for i, raw in enumerate(targets)]
     _secrets_check(workspace=workspace, cleaned=cleaned)
     return cleaned
 
@@ -181,16 +185,18 @@ def target_base_url(target: Target) -> str:
     return target.base_url.rstrip("/")
 
 
-def target_resolve(target: Target) -> ResolvedTarget:
-    """A stored target (secret loaded) as the proxy calls it."""
+def target_resolve(target: Target, *, workspace: Workspace) -> ResolvedTarget:
+    """A stored target (secret loaded) as the proxy calls it, with its workspace's allowlist."""
     upstream_model = target.target_model
     if target.provider == Provider.BASETEN and not upstream_model:
         upstream_model = BASETEN_UPSTREAM_MODEL
     secret = target.secret
+    own = workspace.upstream_allowlist
     return ResolvedTarget(
         position=target.position,
         provider=target.provider,
         base_url=target_base_url(target),
         upstream_model=upstream_model,
         api_key=decrypt(secret.ciphertext) if secret is not None else None,
+        allowlist=None if own is None else tuple(own),
     )

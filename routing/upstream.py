@@ -1,4 +1,8 @@
-"""The upstream HTTP client: one aiohttp session per worker process, created inside its loop."""
+"""The upstream HTTP client: per worker loop, one aiohttp session per distinct allowlist.
+
+A session's resolver and connection pool serve one allowlist only, so a workspace's private range
+(or a DNS answer cached under it) is never used for another workspace's upstream.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,12 @@ from urllib.parse import urlsplit
 import aiohttp
 from django.conf import settings
 
-from gateway_project.netguard import GuardedResolver, address_is_allowed, numeric_host
+from gateway_project.netguard import (
+    GuardedResolver,
+    address_is_allowed,
+    allowlist_default,
+    numeric_host,
+)
 
 # Never relayed in either direction (RFC 9110 §7.6.1) plus what the gateway sets itself.
 HOP_BY_HOP = frozenset(
@@ -36,7 +45,8 @@ _CLIENT_ONLY = HOP_BY_HOP | {
     "accept-encoding",
     "content-type",
 }
-_sessions: dict[int, aiohttp.ClientSession] = {}
+Allowlist = tuple[str, ...] | None  # a workspace's own, or None for the global default
+_sessions: dict[tuple[int, Allowlist], aiohttp.ClientSession] = {}
 
 
 class UpstreamTimeout(Exception):
@@ -47,22 +57,22 @@ class UpstreamTooLarge(Exception):
     """A body the gateway must hold whole is over GATEWAY_MAX_UPSTREAM_BODY_BYTES."""
 
 
-def upstream_session() -> aiohttp.ClientSession:
-    """The running loop's session (created on first use: never in the gunicorn master)."""
-    loop_id = id(asyncio.get_running_loop())
-    session = _sessions.get(loop_id)
+def upstream_session(allowlist: Allowlist = None) -> aiohttp.ClientSession:
+    """The running loop's session for `allowlist` (created on first use: never in the master)."""
+    key = (id(asyncio.get_running_loop()), allowlist)
+    session = _sessions.get(key)
     if session is None or session.closed:
-        session = _sessions[loop_id] = _session_build()
+        session = _sessions[key] = _session_build(allowlist)
     return session
 
 
-def _session_build() -> aiohttp.ClientSession:
+def _session_build(allowlist: Allowlist) -> aiohttp.ClientSession:
     connect = settings.GATEWAY_UPSTREAM_CONNECT_TIMEOUT
     connector = aiohttp.TCPConnector(
         limit=0,
         limit_per_host=0,
         keepalive_timeout=60,
-        resolver=GuardedResolver(lambda: settings.GATEWAY_UPSTREAM_ALLOWLIST),
+        resolver=GuardedResolver(allowlist_default if allowlist is None else allowlist),
         ttl_dns_cache=10,
     )
     # Time to first byte and max silence are enforced per read in `upstream_open`/`body_iter`.
@@ -76,10 +86,10 @@ def _session_build() -> aiohttp.ClientSession:
 
 
 async def upstream_close() -> None:
-    """Close the running loop's session (lifespan shutdown, tests)."""
-    session = _sessions.pop(id(asyncio.get_running_loop()), None)
-    if session is not None:
-        await session.close()
+    """Close the running loop's sessions (lifespan shutdown, tests)."""
+    loop_id = id(asyncio.get_running_loop())
+    for key in [key for key in _sessions if key[0] == loop_id]:
+        await _sessions.pop(key).close()
 
 
 def upstream_headers(
@@ -105,19 +115,19 @@ def _literal_allowed(host: str, allowlist: tuple[str, ...]) -> bool:
     return address is None or address_is_allowed(address, host=host, allowlist=allowlist)
 
 
-def upstream_guard(url: str) -> None:
+def upstream_guard(url: str, allowlist: Allowlist = None) -> None:
     """Connect-time SSRF rule for IP-literal hosts (names go through GuardedResolver)."""
     host = urlsplit(url).hostname or ""
-    if not _literal_allowed(host, tuple(settings.GATEWAY_UPSTREAM_ALLOWLIST)):
+    if not _literal_allowed(host, tuple(allowlist_default()) if allowlist is None else allowlist):
         raise UpstreamRefused(f"refusing to connect to {host!r}")
 
 
 async def upstream_open(
-    *, url: str, body: bytes, headers: dict[str, str]
+    *, url: str, body: bytes, headers: dict[str, str], allowlist: Allowlist = None
 ) -> aiohttp.ClientResponse:
     """POST and wait for the response head (bounded by the first-byte timeout)."""
-    upstream_guard(url)
-    session = upstream_session()
+    upstream_guard(url, allowlist)
+    session = upstream_session(allowlist)
     try:
         async with asyncio.timeout(settings.GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT):
             return await session.post(url, data=body, headers=headers, allow_redirects=False)

@@ -24,16 +24,39 @@ from groups.services import (
     secret_update,
     workspace_create,
     workspace_set_onboarded,
+    workspace_set_upstream_allowlist,
     workspace_update,
 )
 
 
+class AllowlistField(forms.CharField):
+    """Hosts and CIDRs, one per line (commas work too); empty means "use the default"."""
+
+    widget = forms.Textarea(attrs={"rows": 4, "cols": 60, "style": "font-family: monospace"})
+
+    def prepare_value(self, value: Any) -> Any:
+        return "\n".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value: Any) -> list[str] | None:  # type: ignore[override]
+        entries = str(value or "").replace(",", "\n").split()
+        return entries or None
+
+
 class WorkspaceForm(ServiceForm):
-    param_fields = {"name": "name"}
+    param_fields = {"name": "name", "upstream_allowlist": "upstream_allowlist"}
+    upstream_allowlist = AllowlistField(
+        required=False,
+        label="upstream allowlist",
+        help_text=(
+            "Private hosts and CIDRs (e.g. 10.20.0.0/16, vllm.lab.internal) this workspace's "
+            "targets and webhooks may reach, one per line. Empty: the gateway-wide default "
+            "(GATEWAY_UPSTREAM_ALLOWLIST). Another workspace never gets these."
+        ),
+    )
 
     class Meta:
         model = Workspace
-        fields = ("name", "onboarded", "ed25519_public_key")
+        fields = ("name", "onboarded", "ed25519_public_key", "upstream_allowlist")
 
     def service_save(self, data: dict[str, Any]) -> Workspace:
         key = data.get("ed25519_public_key") or ""
@@ -41,10 +64,18 @@ class WorkspaceForm(ServiceForm):
             workspace = workspace_create(
                 name=data["name"], actor=self.actor, onboarded=data.get("onboarded", False)
             )
-            return workspace_update(workspace=workspace, actor=self.actor, ed25519_public_key=key)
-        return workspace_update(
-            workspace=self.instance, actor=self.actor, name=data["name"], ed25519_public_key=key
-        )
+            workspace = workspace_update(
+                workspace=workspace, actor=self.actor, ed25519_public_key=key
+            )
+        else:
+            workspace = workspace_update(
+                workspace=self.instance, actor=self.actor, name=data["name"], ed25519_public_key=key
+            )
+        if "upstream_allowlist" in self.changed_data:
+            workspace = workspace_set_upstream_allowlist(
+                workspace=workspace, entries=data.get("upstream_allowlist"), actor=self.actor
+            )
+        return workspace
 
 
 class OrgPrefixInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -88,8 +119,16 @@ class WorkspaceAdmin(ServiceAdmin):
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         if obj is None:
-            return ("name", "onboarded", "ed25519_public_key")
-        return ("id", "name", "onboarded", "ed25519_public_key", "add_links", "created_at")
+            return ("name", "onboarded", "ed25519_public_key", "upstream_allowlist")
+        return (
+            "id",
+            "name",
+            "onboarded",
+            "ed25519_public_key",
+            "upstream_allowlist",
+            "add_links",
+            "created_at",
+        )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         return () if obj is None else ("id", "onboarded", "add_links", "created_at")
@@ -123,11 +162,14 @@ class WorkspaceAdmin(ServiceAdmin):
         verb = "onboarded" if value else "off-boarded"
         self.message_user(request, f"{queryset.count()} workspace(s) {verb}.", messages.SUCCESS)
 
-    @admin.action(description="Onboard selected workspaces")
+    @admin.action(description="Onboard selected workspaces", permissions=["change"])
     def onboard(self, request: HttpRequest, queryset: QuerySet[Workspace]) -> None:
         self._set_onboarded(request, queryset, True)
 
-    @admin.action(description="Off-board selected workspaces (their keys stop working)")
+    @admin.action(
+        description="Off-board selected workspaces (their keys stop working)",
+        permissions=["change"],
+    )
     def offboard(self, request: HttpRequest, queryset: QuerySet[Workspace]) -> None:
         self._set_onboarded(request, queryset, False)
 

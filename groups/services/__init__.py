@@ -19,6 +19,7 @@ from groups.services.tenants import (
     secret_update,
     workspace_create,
     workspace_set_onboarded,
+    workspace_set_upstream_allowlist,
     workspace_snapshot,
     workspace_update,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "user_upsert",
     "workspace_create",
     "workspace_set_onboarded",
+    "workspace_set_upstream_allowlist",
     "workspace_snapshot",
     "workspace_update",
 ]

@@ -99,6 +99,13 @@ def _parent_resolve(*, workspace: Workspace, parent_group_id: Any) -> Group | No
             code="parent_not_found",
             param="hierarchy.parent_group_id",
         )
+    if parent.is_legacy_user:
+        # /groups never lists users, so a user may not sit inside a tree of groups either.
+        raise ValidationFailed(
+            f"{parent_group_id!r} is a legacy user, not a group; a user cannot be a parent",
+            code="invalid_parent_group",
+            param="hierarchy.parent_group_id",
+        )
     if parent.depth >= MAX_DEPTH:
         raise ValidationFailed(
             f"groups nest at most {MAX_DEPTH} levels deep",

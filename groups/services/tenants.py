@@ -9,6 +9,7 @@ from django.db import transaction
 
 from gateway_project.errors import ValidationFailed
 from gateway_project.hosts import host_normalize
+from gateway_project.netguard import allowlist_parse
 from groups.audit import audit_record
 from groups.encryption import encrypt
 from groups.invalidation import config_changed
@@ -26,6 +27,7 @@ def workspace_snapshot(workspace: Workspace) -> dict[str, Any]:
         "name": workspace.name,
         "onboarded": workspace.onboarded,
         "ed25519_public_key": workspace.ed25519_public_key,
+        "upstream_allowlist": workspace.upstream_allowlist,
     }
 
 
@@ -81,6 +83,35 @@ def workspace_update(
         before=before,
         after=workspace_snapshot(workspace),
     )
+    return workspace
+
+
+@transaction.atomic
+def workspace_set_upstream_allowlist(
+    *, workspace: Workspace, entries: list[str] | None, actor: str
+) -> Workspace:
+    """Set the hosts/CIDRs this workspace's upstreams and webhooks may reach (None: the default)."""
+    param = "upstream_allowlist"
+    if entries is not None and not isinstance(entries, list):
+        raise ValidationFailed(f"{param} must be a list", code="invalid_allowlist", param=param)
+    try:
+        clean = None if entries is None else allowlist_parse(entries)
+    except ValueError as exc:
+        raise ValidationFailed(str(exc), code="invalid_allowlist", param=param) from exc
+    before = workspace_snapshot(workspace)
+    workspace.upstream_allowlist = clean
+    workspace.save(update_fields=["upstream_allowlist", "updated_at"])
+    audit_record(
+        actor=actor,
+        action="workspace.upstream_allowlist",
+        obj_type="workspace",
+        obj_id=workspace.id,
+        workspace_id=workspace.id,
+        before=before,
+        after=workspace_snapshot(workspace),
+    )
+    # Cached routes carry the allowlist the proxy checks at connect time.
+    config_changed(workspace_id=workspace.id)
     return workspace
 
 

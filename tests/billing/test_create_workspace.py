@@ -111,3 +111,28 @@ def test_webhook_endpoint_create_refuses_unsafe_urls(workspace: Workspace) -> No
 
     assert exc.value.code == "unsafe_url"
     assert not WebhookEndpoint.objects.exists()
+
+
+def test_upstream_allowlist_is_the_new_workspace_s_own(db: Any, settings: Any) -> None:
+    settings.GATEWAY_UPSTREAM_ALLOWLIST = []
+    url = "http://10.20.0.5/hook"
+
+    result = json.loads(
+        run(
+            *("--name", "Lab", "--org-prefix", "lab", "--webhook-url", url),
+            *("--upstream-allowlist", "10.20.0.0/16,vllm.lab.internal", "--json"),
+        )
+    )
+
+    workspace = Workspace.objects.get(id=result["workspace_id"])
+    assert workspace.upstream_allowlist == ["10.20.0.0/16", "vllm.lab.internal"]
+    assert WebhookEndpoint.objects.get(workspace=workspace).url == url
+    with pytest.raises(CommandError, match="unsafe_url"):
+        run("--name", "Other", "--org-prefix", "other", "--webhook-url", url)
+
+
+def test_a_bad_upstream_allowlist_fails_cleanly(db: Any) -> None:
+    with pytest.raises(CommandError, match="invalid_allowlist"):
+        run("--name", "Lab", "--org-prefix", "lab", "--upstream-allowlist", "10.0.0")
+
+    assert not Workspace.objects.exists()

@@ -11,7 +11,11 @@ from django.db import transaction
 from billing.services import webhook_endpoint_create
 from gateway_project.errors import GatewayError
 from groups.audit import SYSTEM_ACTOR
-from groups.services import org_prefix_register, workspace_create
+from groups.services import (
+    org_prefix_register,
+    workspace_create,
+    workspace_set_upstream_allowlist,
+)
 from keys.models import KeyScope
 from keys.services import management_key_create
 
@@ -27,6 +31,12 @@ class Command(BaseCommand):
         parser.add_argument("--org-prefix", required=True, help="First slug segment, e.g. acme.")
         parser.add_argument("--onboarded", action="store_true", help="Allow API use at once.")
         parser.add_argument("--webhook-url", default=None, help="Billing webhook receiver URL.")
+        parser.add_argument(
+            "--upstream-allowlist",
+            default=None,
+            help="Comma-separated private hosts/CIDRs this workspace's targets and webhook may "
+            "reach (default: GATEWAY_UPSTREAM_ALLOWLIST).",
+        )
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -49,6 +59,12 @@ class Command(BaseCommand):
             name=options["name"], actor=SYSTEM_ACTOR, onboarded=options["onboarded"]
         )
         org_prefix_register(workspace=workspace, prefix=options["org_prefix"], actor=SYSTEM_ACTOR)
+        if options["upstream_allowlist"] is not None:
+            workspace = workspace_set_upstream_allowlist(
+                workspace=workspace,
+                entries=options["upstream_allowlist"].split(","),
+                actor=SYSTEM_ACTOR,
+            )
         _, plaintext = management_key_create(
             workspace=workspace, actor=SYSTEM_ACTOR, scope=KeyScope.MANAGE, name="created by CLI"
         )
