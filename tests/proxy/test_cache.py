@@ -173,11 +173,13 @@ def _get(cache, outage, key):
 
 
 def test_database_outage_serves_known_entries_and_503s_unknown_ones():
+    authcache.cache_reset()
     cache: authcache.TtlCache[str] = authcache.TtlCache()
     outage = _Outage({"known": "entry"})
     assert _get(cache, outage, "known") == "entry"
     outage.down = True
     cache.slots["known"].expires = 0.0  # the entry expires; its refill fails
+    authcache.version_observe(0, sent_at=time.monotonic())  # invalidations still reach us
 
     assert _get(cache, outage, "known") == "entry"
     calls = outage.calls
@@ -197,3 +199,15 @@ def test_invalidated_entries_are_not_served_during_an_outage():
 
     with pytest.raises(authcache.ConfigurationUnavailable):
         _get(cache, outage, "revoked")
+
+
+def test_database_outage_without_a_recent_version_check_serves_nothing_cached():
+    cache: authcache.TtlCache[str] = authcache.TtlCache()
+    outage = _Outage({"known": "entry"})
+    assert _get(cache, outage, "known") == "entry"
+    outage.down = True
+    cache.slots["known"].expires = 0.0
+    authcache.cache_reset()  # no version read has confirmed this process's caches
+
+    with pytest.raises(authcache.ConfigurationUnavailable):
+        _get(cache, outage, "known")
