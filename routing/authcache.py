@@ -43,7 +43,7 @@ STALE_RETRY_SECONDS = 1.0
 # An entry is trusted this long after the last database read or version confirmation (the promise
 # to users is one second; the rest is the margin for the version read itself).
 TRUST_SECONDS = 0.8
-VERSION_CHECK_TIMEOUT = 0.2
+VERSION_CHECK_TIMEOUT = 0.15
 # After a failed version read, requests go straight to the database this long before trying again.
 VERSION_RETRY_SECONDS = 0.5
 
