@@ -82,7 +82,8 @@ async def _follow(stop: asyncio.Event, client: aioredis.Redis, pubsub: Any) -> N
     heard = time.monotonic()
     next_poll = heard + poll
     while not stop.is_set():
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=poll)
+        wait = max(0.0, next_poll - time.monotonic())  # keep the cadence whatever arrives
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
         if message is not None:
             heard = time.monotonic()
             if message["type"] == "message":

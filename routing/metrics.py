@@ -68,6 +68,9 @@ _HELP = {
     "gateway_streams_in_flight": "Streaming responses currently relayed.",
     "gateway_workers": "Worker processes whose snapshot is included.",
     "gateway_usage_stream_depth": "Usage events waiting in the Redis stream for ingest.",
+    "gateway_cache_version_checks_total": (
+        "Configuration version reads made by requests (the listener was late), by result."
+    ),
 }
 
 

@@ -60,6 +60,26 @@ def test_warm_requests_run_no_database_query(gateway, tenant, query_log):
     assert query_log == []
 
 
+def _version_reads_by_requests() -> float:
+    from routing.metrics import metrics_snapshot
+
+    counters = metrics_snapshot()["c"]
+    return sum(value for name, _, value in counters if name == "gateway_cache_version_checks_total")
+
+
+def test_warm_requests_make_no_redis_round_trip_to_check_the_cache(gateway, tenant):
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    assert httpx.get(f"{gateway.url}/v1/models", headers=headers).status_code == 200
+    wait_until(lambda: authcache.cache_confirmed_age() < authcache.TRUST_SECONDS)
+    before, started, statuses = _version_reads_by_requests(), time.monotonic(), set()
+
+    while time.monotonic() - started < 3 * authcache.TRUST_SECONDS:  # several trust windows
+        statuses.add(httpx.get(f"{gateway.url}/v1/models", headers=headers).status_code)
+
+    assert statuses == {200}
+    assert _version_reads_by_requests() == before
+
+
 def test_cold_key_is_loaded_once_for_concurrent_requests(gateway, tenant, query_log):
     import concurrent.futures
 
