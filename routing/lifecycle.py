@@ -34,8 +34,8 @@ async def proxy_startup() -> None:
     listener_ensure()
 
 
-class _Background:
-    """One event loop's supervisors, the loops they currently run, and the event stopping them."""
+class Supervisor:
+    """Background loops of one event loop, each restarted (with backoff) when it ends early."""
 
     def __init__(self) -> None:
         self.stop = asyncio.Event()
@@ -43,7 +43,15 @@ class _Background:
         self.supervisors: list[asyncio.Task[None]] = []
 
     def start(self, name: str, loop: Loop) -> None:
+        """Run `loop()` as a task named `name`, again whenever it ends before `stop` is set."""
         self.supervisors.append(asyncio.create_task(self._supervise(name, loop), name=name))
+
+    async def close(self) -> None:
+        """Set `stop`, cancel the loops and wait for them to end."""
+        self.stop.set()
+        for task in self.supervisors:
+            task.cancel()
+        await asyncio.gather(*self.supervisors, return_exceptions=True)
 
     async def _supervise(self, name: str, loop: Loop) -> None:
         failures = 0
@@ -67,7 +75,7 @@ class _Background:
             failures += 1
 
 
-_background: dict[int, _Background] = {}
+_background: dict[int, Supervisor] = {}
 
 
 def listener_ensure() -> None:
@@ -75,7 +83,7 @@ def listener_ensure() -> None:
     loop_id = id(asyncio.get_running_loop())
     if loop_id in _background:
         return
-    background = _background[loop_id] = _Background()
+    background = _background[loop_id] = Supervisor()
     stop = background.stop
     background.start("cache-listener", lambda: cache_listen(stop=stop))
     background.start("metrics-publish", lambda: metrics_publish_loop(main_redis(), stop=stop))
@@ -93,10 +101,7 @@ async def proxy_shutdown() -> None:
     """Lifespan shutdown: stop the background loops, close the HTTP session and Redis clients."""
     background = _background.pop(id(asyncio.get_running_loop()), None)
     if background is not None:
-        background.stop.set()
-        for task in background.supervisors:
-            task.cancel()
-        await asyncio.gather(*background.supervisors, return_exceptions=True)
+        await background.close()
     await upstream_close()
     await adjustments_drain(timeout=SHUTDOWN_DRAIN_SECONDS)
     await close_all()
