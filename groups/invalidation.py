@@ -8,7 +8,7 @@ Two independent signals, in this order:
    only that workspace's entries at once instead of everything at their next check.
 
 A failed publish costs nothing but speed. A failed bump is owed: it is retried in the background and
-by the next change until it lands (consumer: routing/authcache.py).
+by the next change until it lands (consumer: routing/authcache.py, routing/cache_listener.py).
 """
 
 from __future__ import annotations
@@ -86,8 +86,12 @@ class _Bump:
 
     def run(self) -> int | None:
         """INCR now (the new version); on failure owe it, start the retries and return None."""
+        with self.lock:
+            # A change whose bump is still owed rides on this one: a step of 2 reads as a missed
+            # message, so listeners drop every workspace, not just the one this message names.
+            step = 2 if self.owed else 1
         try:
-            version = int(get_redis_connection("default").incr(VERSION_KEY))
+            version = int(get_redis_connection("default").incr(VERSION_KEY, step))
         except Exception:  # noqa: BLE001 - the write committed; the bump must not be lost
             logger.exception("config version bump failed; retrying until Redis accepts it")
             self._owe()

@@ -65,6 +65,24 @@ def test_a_failed_version_bump_is_owed_and_retried_until_it_lands(
     wait_until(lambda: not bump_owed(), what="nothing owed")
 
 
+def test_a_change_made_while_a_bump_is_owed_makes_listeners_drop_every_workspace(
+    control_relay: RedisRelay, direct: redis.Redis
+) -> None:
+    subscriber = direct.pubsub(ignore_subscribe_messages=True)
+    subscriber.subscribe(channel())
+    control_relay.refuse()
+    publish(workspace_id="ws_revoked")  # owed: no bump, no message
+    control_relay.restore()
+
+    publish(workspace_id="ws_other")
+
+    message = wait_until(lambda: subscriber.get_message(timeout=0.1), what="message")
+    version, workspace_id = message_decode(message["data"]) or (0, "")
+    assert workspace_id == "ws_other"
+    assert version >= 2, "one step would read as ws_other's change alone"
+    subscriber.close()
+
+
 def test_the_message_names_the_workspace_and_the_new_version(direct: redis.Redis) -> None:
     subscriber = direct.pubsub(ignore_subscribe_messages=True)
     subscriber.subscribe(channel())
