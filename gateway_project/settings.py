@@ -124,7 +124,12 @@ CACHES = {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "gw",
-        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            # A black-holed Redis must cost a control-plane request seconds, not a hang.
+            "SOCKET_CONNECT_TIMEOUT": env_float("GATEWAY_REDIS_TIMEOUT", 2.0),
+            "SOCKET_TIMEOUT": env_float("GATEWAY_REDIS_TIMEOUT", 2.0),
+        },
     }
 }
 

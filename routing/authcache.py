@@ -1,15 +1,20 @@
 """Per-process cache of what the inference path needs: keys, endpoint routes and custom domains.
 
 Entries are filled on a miss by one `sync_to_async` call (one fill in flight per key), expire after
-GATEWAY_KEY_CACHE_TTL (unknown keys after GATEWAY_UNKNOWN_KEY_CACHE_TTL) and are dropped
-by `cache_listen`, which follows the `gw:cfg` channel and polls `gw:cfg:version`
-(groups/invalidation.py).
+GATEWAY_KEY_CACHE_TTL (unknown keys after GATEWAY_UNKNOWN_KEY_CACHE_TTL) and are dropped on the
+invalidations of groups/invalidation.py (routing/cache_listener.py follows them).
+
+An entry is served only while it is known to be current: read from the database, or confirmed by a
+read of the version key, less than TRUST_SECONDS ago. The listener confirms every half second, so a
+request normally costs no Redis round trip; when the listener is stalled a request reads the version
+itself (one GET), and when Redis cannot answer it goes back to the database (or answers 503).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,14 +27,14 @@ from redis.exceptions import RedisError
 
 from gateway_project.errors import GatewayError
 from gateway_project.hosts import host_normalize
-from groups.invalidation import CHANNEL, VERSION_KEY
+from groups.invalidation import VERSION_KEY
 from groups.models import CustomDomain
 from groups.selectors import group_effective_models, group_enforced_limits
 from keys.selectors import api_key_resolve
+from routing.metrics import metric_inc
 from routing.redis_pool import main_redis
 from routing.selectors import endpoint_route
 from routing.targets import ResolvedEndpoint
-from routing.ticks import pause
 
 logger = logging.getLogger(__name__)
 V = TypeVar("V")
@@ -39,6 +44,12 @@ MAX_ENTRIES = 100_000
 MAX_MISSES = 10_000
 # While the database is down an expired entry is served again for this long before the next try.
 STALE_RETRY_SECONDS = 1.0
+# An entry is trusted this long after the last database read or version confirmation (the promise
+# to users is one second; the rest is the margin for the version read itself).
+TRUST_SECONDS = 0.8
+VERSION_CHECK_TIMEOUT = 0.15
+# After a failed version read, requests go straight to the database this long before trying again.
+VERSION_RETRY_SECONDS = 0.5
 
 
 class ConfigurationUnavailable(GatewayError):
@@ -68,6 +79,24 @@ class _Slot(Generic[V]):
     expires: float
     value: V | None
     workspace_id: str | None
+    read_at: float  # when the fill that produced it started reading the database
+
+
+@dataclass
+class _Freshness:
+    """What this process knows of the version key (shared by the three caches)."""
+
+    version: int | None = None
+    confirmed_at: float = -math.inf  # every change up to `version` applied, as of this moment
+    retry_at: float = 0.0
+    failing: bool = False
+    check: asyncio.Task[bool] | None = None
+
+    def trusts(self, read_at: float, now: float) -> bool:
+        return now - max(read_at, self.confirmed_at) < TRUST_SECONDS
+
+
+_fresh = _Freshness()
 
 
 @dataclass
@@ -86,8 +115,13 @@ class TtlCache(Generic[V]):
         slot = self.slots.get(key)
         now = time.monotonic()
         if slot is not None and slot.expires > now:
-            return slot.value
-        if self.misses.get(key, 0.0) > now:
+            if now - _fresh.confirmed_at < TRUST_SECONDS or now - slot.read_at < TRUST_SECONDS:
+                return slot.value  # the common case: no Redis round trip
+            if await version_confirm():  # drops the caches if a change was missed
+                slot = self.slots.get(key)
+                if slot is not None and slot.expires > time.monotonic():
+                    return slot.value
+        elif self.misses.get(key, 0.0) > now:
             return None
         pending = self.inflight.get(key)
         if pending is not None:
@@ -99,7 +133,7 @@ class TtlCache(Generic[V]):
     ) -> V | None:
         future: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
         self.inflight[key] = future
-        generation = self.generation
+        generation, read_at = self.generation, time.monotonic()
         try:
             try:
                 value = await fill()
@@ -115,11 +149,13 @@ class TtlCache(Generic[V]):
             self.inflight.pop(key, None)
         # An invalidation that arrived during the fill makes its result stale: serve, do not keep.
         if generation == self.generation:
-            self._keep(key, value, workspace_of)
+            self._keep(key, value, workspace_of, read_at)
         future.set_result(value)
         return value
 
-    def _keep(self, key: str, value: V | None, workspace_of: Callable[[V], str]) -> None:
+    def _keep(
+        self, key: str, value: V | None, workspace_of: Callable[[V], str], read_at: float
+    ) -> None:
         expires = time.monotonic() + _ttl(found=value is not None)
         if value is None:
             self.slots.pop(key, None)
@@ -131,17 +167,17 @@ class TtlCache(Generic[V]):
         self.misses.pop(key, None)
         if len(self.slots) >= MAX_ENTRIES:
             self._sweep()
-        self.slots[key] = _Slot(expires, value, workspace_of(value))
+        self.slots[key] = _Slot(expires, value, workspace_of(value), read_at)
 
     def _stale(self, key: str, exc: DatabaseError) -> V | None:
-        """The database is down: keep serving what this process knew (invalidations still drop
-        entries), briefly; a key it never saw gets a 503 the client may retry."""
+        """The database is down: keep serving what this process knew while invalidations still
+        reach it, briefly; a key it never saw, or cannot vouch for, gets a 503 to retry."""
         slot = self.slots.get(key)
         logger.warning("configuration database unreachable: %s", exc.__class__.__name__)
         if key in self.misses:
             self.misses[key] = time.monotonic() + STALE_RETRY_SECONDS
             return None
-        if slot is None:
+        if slot is None or not _fresh.trusts(-math.inf, time.monotonic()):
             raise ConfigurationUnavailable(
                 "The gateway cannot reach its configuration store; retry shortly.",
                 headers={"Retry-After": "1"},
@@ -264,49 +300,78 @@ def cache_drop(*, workspace_id: str | None) -> None:
     _domains.clear()
 
 
-async def cache_listen(*, stop: asyncio.Event) -> None:
-    """Follow invalidations until `stop` is set; reconnects with backoff on Redis errors."""
-    reconnect = False
-    while not stop.is_set():
-        try:
-            await _listen_once(stop, reconnect=reconnect)
-        except (RedisError, OSError):
-            reconnect = True
-            logger.warning("cache invalidation listener lost Redis; retrying")
-            cache_drop(workspace_id=None)
-            await pause(stop, 1.0)
+def cache_reset() -> None:
+    """Forget every entry and the version this process knew, as a newly started worker would."""
+    global _fresh
+    cache_drop(workspace_id=None)
+    _fresh = _Freshness()
 
 
-async def _listen_once(stop: asyncio.Event, *, reconnect: bool) -> None:
-    client = main_redis()
-    pubsub = client.pubsub()
-    await pubsub.subscribe(CHANNEL)
+def version_observe(version: int, *, sent_at: float) -> None:
+    """A read of the version key sent at `sent_at` answered `version`: catch up, then trust."""
+    if _fresh.version is not None and version != _fresh.version:
+        cache_drop(workspace_id=None)  # a change whose message did not arrive: trust nothing
+    _fresh.version = version
+    _fresh.confirmed_at = max(_fresh.confirmed_at, sent_at)
+    if _fresh.failing:
+        _fresh.failing = False
+        logger.warning("configuration version readable again; cache trusted")
+
+
+def version_message(*, version: int, workspace_id: str) -> None:
+    """An invalidation message: drop the workspace, or everything if messages were missed."""
+    known = _fresh.version
+    if known is not None and version <= known:
+        return  # already applied by a version read that dropped everything
+    if known is None or version == known + 1:
+        cache_drop(workspace_id=workspace_id)
+    else:
+        cache_drop(workspace_id=None)
+    if known is not None:
+        _fresh.version = version
+
+
+def version_parse(raw: Any) -> int:
+    """The version key's value (missing: 0); ValueError for anything else."""
+    return int(raw or 0)
+
+
+def version_unreadable(exc: BaseException) -> None:
+    """A version read failed: requests skip the cache and the next read waits a little."""
+    _fresh.retry_at = time.monotonic() + VERSION_RETRY_SECONDS
+    if not _fresh.failing:
+        _fresh.failing = True
+        logger.warning(
+            "configuration version unreadable (%s); serving from the database",
+            exc.__class__.__name__,
+        )
+
+
+async def version_confirm() -> bool:
+    """Read the version key (one GET shared by concurrent callers); False if Redis can't answer."""
+    if time.monotonic() < _fresh.retry_at:
+        return False
+    check = _fresh.check
+    if check is None or check.done() or check.get_loop() is not asyncio.get_running_loop():
+        check = _fresh.check = asyncio.ensure_future(_version_read())
+    return await asyncio.shield(check)
+
+
+async def _version_read() -> bool:
+    sent_at = time.monotonic()
     try:
-        version = await client.get(VERSION_KEY)
-        if reconnect:  # whatever was cached while disconnected may be stale
-            cache_drop(workspace_id=None)
-        poll = settings.GATEWAY_CACHE_VERSION_POLL
-        next_poll, seen = time.monotonic() + poll, 0
-        while not stop.is_set():
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=poll)
-            if message is not None and message["type"] == "message":
-                cache_drop(workspace_id=_decode(message["data"]))
-                seen += 1
-            if time.monotonic() >= next_poll:
-                version, seen = await _version_check(client, version, seen)
-                next_poll = time.monotonic() + poll
-    finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        async with asyncio.timeout(VERSION_CHECK_TIMEOUT):
+            raw = await main_redis().get(VERSION_KEY)
+        version = version_parse(raw)
+    except (RedisError, OSError, TimeoutError, ValueError) as exc:
+        metric_inc("gateway_cache_version_checks_total", (("result", "failed"),))
+        version_unreadable(exc)
+        return False
+    metric_inc("gateway_cache_version_checks_total", (("result", "ok"),))
+    version_observe(version, sent_at=sent_at)
+    return True
 
 
-async def _version_check(client: Any, version: Any, seen: int) -> tuple[Any, int]:
-    current = await client.get(VERSION_KEY)
-    if current != version:
-        delta = int(current or 0) - int(version or 0)
-        if delta != seen:  # a message was lost (or the counter reset): trust nothing
-            cache_drop(workspace_id=None)
-    return current, 0
-
-
-def _decode(data: Any) -> str:
-    return data.decode() if isinstance(data, bytes) else str(data)
+def cache_confirmed_age() -> float:
+    """Seconds since the caches were last confirmed current (inf: never)."""
+    return time.monotonic() - _fresh.confirmed_at

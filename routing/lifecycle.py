@@ -1,15 +1,31 @@
-"""Per-worker lifecycle of the data plane: started inside the worker's loop, never in the master."""
+"""Per-worker lifecycle of the data plane: started inside the worker's loop, never in the master.
+
+Each background loop runs under a supervisor: should it die (an unexpected exception, a stray
+cancellation) or return before shutdown, the error is logged and the loop restarted with backoff.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 
-from routing import authcache
+from routing.cache_listener import cache_listen
 from routing.journal import flush_loop, heartbeat_loop
 from routing.limiter import adjustments_drain
 from routing.metrics import metrics_publish_loop
 from routing.redis_pool import close_all, main_redis
+from routing.ticks import pause
 from routing.upstream import upstream_close, upstream_session
+
+SHUTDOWN_DRAIN_SECONDS = 5.0
+RESTART_BACKOFF = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)
+# A loop that ran this long before dying was healthy: its next death restarts it at once again.
+HEALTHY_RUN_SECONDS = 30.0
+Loop = Callable[[], Coroutine[Any, Any, None]]
+logger = logging.getLogger(__name__)
 
 
 async def proxy_startup() -> None:
@@ -18,33 +34,74 @@ async def proxy_startup() -> None:
     listener_ensure()
 
 
-SHUTDOWN_DRAIN_SECONDS = 5.0
-_background: dict[int, tuple[list[asyncio.Task[None]], asyncio.Event]] = {}
+class Supervisor:
+    """Background loops of one event loop, each restarted (with backoff) when it ends early."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.supervisors: list[asyncio.Task[None]] = []
+
+    def start(self, name: str, loop: Loop) -> None:
+        """Run `loop()` as a task named `name`, again whenever it ends before `stop` is set."""
+        self.supervisors.append(asyncio.create_task(self._supervise(name, loop), name=name))
+
+    async def close(self) -> None:
+        """Set `stop`, cancel the loops and wait for them to end."""
+        self.stop.set()
+        for task in self.supervisors:
+            task.cancel()
+        await asyncio.gather(*self.supervisors, return_exceptions=True)
+
+    async def _supervise(self, name: str, loop: Loop) -> None:
+        failures = 0
+        while not self.stop.is_set():
+            task = self.running[name] = asyncio.create_task(loop(), name=name)
+            started = time.monotonic()
+            try:
+                await asyncio.wait({task})
+            except asyncio.CancelledError:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise
+            error = None if task.cancelled() else task.exception()
+            if self.stop.is_set():
+                return
+            if time.monotonic() - started > HEALTHY_RUN_SECONDS:
+                failures = 0
+            how = "was cancelled" if task.cancelled() else "failed" if error else "returned"
+            logger.error("background loop %s %s; restarting it", name, how, exc_info=error)
+            await pause(self.stop, RESTART_BACKOFF[min(failures, len(RESTART_BACKOFF) - 1)])
+            failures += 1
+
+
+_background: dict[int, Supervisor] = {}
 
 
 def listener_ensure() -> None:
-    """Start this loop's cache invalidation listener and metrics publisher once."""
+    """Start this loop's supervised background loops once (cache listener, metrics, journal)."""
     loop_id = id(asyncio.get_running_loop())
-    if loop_id not in _background:
-        stop = asyncio.Event()
-        tasks = [
-            asyncio.create_task(authcache.cache_listen(stop=stop)),
-            asyncio.create_task(metrics_publish_loop(main_redis(), stop=stop)),
-            asyncio.create_task(heartbeat_loop(main_redis(), stop=stop)),
-            asyncio.create_task(flush_loop(main_redis(), stop=stop)),
-        ]
-        _background[loop_id] = (tasks, stop)
+    if loop_id in _background:
+        return
+    background = _background[loop_id] = Supervisor()
+    stop = background.stop
+    background.start("cache-listener", lambda: cache_listen(stop=stop))
+    background.start("metrics-publish", lambda: metrics_publish_loop(main_redis(), stop=stop))
+    background.start("heartbeat", lambda: heartbeat_loop(main_redis(), stop=stop))
+    background.start("journal-flush", lambda: flush_loop(main_redis(), stop=stop))
+
+
+def background_tasks() -> dict[str, asyncio.Task[None]]:
+    """The background loops now running, by name, of every event loop of this process."""
+    running = (b.running.items() for b in _background.values())
+    return {name: task for items in running for name, task in items if not task.done()}
 
 
 async def proxy_shutdown() -> None:
-    """Lifespan shutdown: stop the listener, close the HTTP session and Redis clients."""
-    entry = _background.pop(id(asyncio.get_running_loop()), None)
-    if entry is not None:
-        tasks, stop = entry
-        stop.set()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    """Lifespan shutdown: stop the background loops, close the HTTP session and Redis clients."""
+    background = _background.pop(id(asyncio.get_running_loop()), None)
+    if background is not None:
+        await background.close()
     await upstream_close()
     await adjustments_drain(timeout=SHUTDOWN_DRAIN_SECONDS)
     await close_all()

@@ -77,6 +77,9 @@ _HELP = {
     "gateway_usage_dead_letters_total": "Usage events the database could not store at all.",
     "gateway_billing_quarantined_events": "Usage events set aside by batching, awaiting staff.",
     "gateway_billing_quarantined_deliveries": "Webhook deliveries set aside, awaiting staff.",
+    "gateway_cache_version_checks_total": (
+        "Configuration version reads made by requests (the listener was late), by result."
+    ),
 }
 
 

@@ -60,7 +60,7 @@ class GatewayThread:
 @pytest.fixture
 def gateway(transactional_db: None) -> Iterator[GatewayThread]:
     """The gateway as a real server; its threads see committed test data."""
-    authcache.cache_drop(workspace_id=None)
+    authcache.cache_reset()
     server = GatewayThread().start()
     yield server
     server.stop()

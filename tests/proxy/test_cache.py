@@ -60,6 +60,26 @@ def test_warm_requests_run_no_database_query(gateway, tenant, query_log):
     assert query_log == []
 
 
+def _version_reads_by_requests() -> float:
+    from routing.metrics import metrics_snapshot
+
+    counters = metrics_snapshot()["c"]
+    return sum(value for name, _, value in counters if name == "gateway_cache_version_checks_total")
+
+
+def test_warm_requests_make_no_redis_round_trip_to_check_the_cache(gateway, tenant):
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    assert httpx.get(f"{gateway.url}/v1/models", headers=headers).status_code == 200
+    wait_until(lambda: authcache.cache_confirmed_age() < authcache.TRUST_SECONDS)
+    before, started, statuses = _version_reads_by_requests(), time.monotonic(), set()
+
+    while time.monotonic() - started < 3 * authcache.TRUST_SECONDS:  # several trust windows
+        statuses.add(httpx.get(f"{gateway.url}/v1/models", headers=headers).status_code)
+
+    assert statuses == {200}
+    assert _version_reads_by_requests() == before
+
+
 def test_cold_key_is_loaded_once_for_concurrent_requests(gateway, tenant, query_log):
     import concurrent.futures
 
@@ -173,11 +193,13 @@ def _get(cache, outage, key):
 
 
 def test_database_outage_serves_known_entries_and_503s_unknown_ones():
+    authcache.cache_reset()
     cache: authcache.TtlCache[str] = authcache.TtlCache()
     outage = _Outage({"known": "entry"})
     assert _get(cache, outage, "known") == "entry"
     outage.down = True
     cache.slots["known"].expires = 0.0  # the entry expires; its refill fails
+    authcache.version_observe(0, sent_at=time.monotonic())  # invalidations still reach us
 
     assert _get(cache, outage, "known") == "entry"
     calls = outage.calls
@@ -197,3 +219,15 @@ def test_invalidated_entries_are_not_served_during_an_outage():
 
     with pytest.raises(authcache.ConfigurationUnavailable):
         _get(cache, outage, "revoked")
+
+
+def test_database_outage_without_a_recent_version_check_serves_nothing_cached():
+    cache: authcache.TtlCache[str] = authcache.TtlCache()
+    outage = _Outage({"known": "entry"})
+    assert _get(cache, outage, "known") == "entry"
+    outage.down = True
+    cache.slots["known"].expires = 0.0
+    authcache.cache_reset()  # no version read has confirmed this process's caches
+
+    with pytest.raises(authcache.ConfigurationUnavailable):
+        _get(cache, outage, "known")
