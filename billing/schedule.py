@@ -1,4 +1,4 @@
-"""The retry schedule of SPEC §9: when a failed delivery is tried next, or that it has failed."""
+"""Webhook retries: when a failed delivery is tried next, or that it has failed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Input and output of GET /v1/gateway/events (SPEC §9): the query, the pinned cursor, the event."""
+"""Input and output of GET /v1/gateway/events: the query, the pinned cursor, the event."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from billing.models import UsageEvent
 
-# --- Usage events (the inference path's public face; SPEC §9) ---------------------------------
+# --- Usage events (the inference path's public face) ---------------------------------
 
 USAGE_STREAM = "gw:usage"
 DEAD_LETTER_STREAM = "gw:usage:dead"
@@ -126,7 +126,7 @@ def webhook_endpoint_create(*, workspace: Any, url: str, actor: str) -> tuple[An
     return endpoint, secret
 
 
-# --- Webhook secrets, endpoint state, resend and recovery (billing engineer; SPEC §9) --------
+# --- Webhook secrets, endpoint state, resend and recovery ------------------
 
 
 def webhook_secret_rotate(

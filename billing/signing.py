@@ -1,4 +1,4 @@
-"""Standard Webhooks signing (SPEC §9): `whsec_` secrets, `v1,<base64 HMAC-SHA256>`."""
+"""Standard Webhooks signing: `whsec_` secrets, `v1,<base64 HMAC-SHA256>`."""
 
 from __future__ import annotations
 

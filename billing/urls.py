@@ -1,4 +1,4 @@
-"""Routes of billing under /v1/gateway/ (SPEC §9)."""
+"""Routes of billing under /v1/gateway/."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""GET /v1/gateway/events: the pull API of usage events (SPEC §9)."""
+"""GET /v1/gateway/events: the pull API of usage events."""
 
 from __future__ import annotations
 

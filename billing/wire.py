@@ -1,4 +1,4 @@
-"""The wire shape of usage events (SPEC §9), shared by webhook batches and the events API."""
+"""The wire shape of usage events, shared by webhook batches and the events API."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The one error envelope of SPEC §2, for DRF views, plain Django views and the proxy alike."""
+"""The one error envelope, for DRF views, plain Django views and the proxy alike."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 
 class GatewayError(Exception):
-    """A domain error that renders as the SPEC's error envelope."""
+    """A domain error that renders as the gateway's error envelope."""
 
     status = 400
     type = "invalid_request_error"

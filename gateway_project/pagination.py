@@ -1,4 +1,4 @@
-"""Cursor pagination of SPEC §2: `limit` 1..1000 (default 100), an opaque cursor, creation order.
+"""Cursor pagination: `limit` 1..1000 (default 100), an opaque cursor, creation order.
 
 Ids are `<kind>_<ULID>` and sort by creation time, so a cursor is simply the last id seen (base64
 encoded so clients do not depend on it): rows added later sort after it, and rows before it never

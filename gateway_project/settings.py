@@ -190,7 +190,7 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
-# --- Gateway settings (SPEC §3, §7, §8, §9). Read at call time through django.conf.settings. ---
+# --- Gateway settings. Read at call time through django.conf.settings. ---
 GATEWAY_UPSTREAM_ALLOWLIST = env_list("GATEWAY_UPSTREAM_ALLOWLIST", [])
 GATEWAY_BASETEN_URL_TEMPLATE = env_str(
     "GATEWAY_BASETEN_URL_TEMPLATE",
@@ -266,7 +266,7 @@ CELERY_BEAT_SCHEDULE["webhook-deliveries"] = {
 # The management API's OpenAPI 3 schema (/v1/gateway/openapi.json) and its reference page.
 SPECTACULAR_SETTINGS = {
     "TITLE": "Inference gateway management API",
-    "DESCRIPTION": "Endpoints, groups, federated keys and legacy users (SPEC §2-§6).",
+    "DESCRIPTION": "Endpoints, groups, federated keys and legacy users.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,

@@ -14,7 +14,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz),
     path("readyz", health.readyz),
-    # The management API (SPEC §2-§6); unknown /v1/gateway/ paths get the envelope 404.
+    # The management API; unknown /v1/gateway/ paths get the envelope 404.
     path("v1/gateway/", include("routing.urls")),
     path("v1/gateway/", include("groups.urls")),
     path("v1/gateway/", include("keys.urls")),

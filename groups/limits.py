@@ -249,7 +249,7 @@ def effective_wire(effective: dict[str, list[EffectiveLimit]]) -> list[dict[str,
 def enforced_limits(
     *, chain: Sequence[GroupLimits], mode: str, root_group_id: str
 ) -> dict[str, list[EnforcedLimit]]:
-    """Per slug, every counter a request must fit (see SPEC §4 on both modes)."""
+    """Per slug, every counter a request must fit (on both modes)."""
     group = chain[-1]
     if mode == CASCADING:
         return {

@@ -1,4 +1,4 @@
-"""Wire shapes of groups and legacy users (SPEC §4, §6): small input and output serializers.
+"""Wire shapes of groups and legacy users: small input and output serializers.
 
 Models lists are validated by the services (groups.limits), so the API and the admin share one rule
 set and one set of error codes; the serializers here only describe them for the schema.

@@ -1,4 +1,4 @@
-"""Routes of groups and legacy users under /v1/gateway/ (SPEC §4, §6)."""
+"""Routes of groups and legacy users under /v1/gateway/."""
 
 from __future__ import annotations
 

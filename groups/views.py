@@ -1,4 +1,4 @@
-"""Management API for groups and legacy users (SPEC §4, §6): one view per resource, thin."""
+"""Management API for groups and legacy users: one view per resource, thin."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Management-key authentication and scopes for the /v1/gateway/* API (SPEC §2)."""
+"""Management-key authentication and scopes for the /v1/gateway/* API."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Wire shapes of federated API keys (SPEC §5) and legacy users' keys (SPEC §6)."""
+"""Wire shapes of federated API keys and legacy users' keys."""
 
 from __future__ import annotations
 

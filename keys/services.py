@@ -1,4 +1,4 @@
-"""Writes of keys: mint, register and revoke management and federated keys (SPEC §2, §5, §6)."""
+"""Writes of keys: mint, register and revoke management and federated keys."""
 
 from __future__ import annotations
 

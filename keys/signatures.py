@@ -1,4 +1,4 @@
-"""Ed25519 signatures over key-registration bodies (SPEC §5)."""
+"""Ed25519 signatures over key-registration bodies."""
 
 from __future__ import annotations
 

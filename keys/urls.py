@@ -1,4 +1,4 @@
-"""Routes of federated keys under /v1/gateway/ (SPEC §5, §6)."""
+"""Routes of federated keys under /v1/gateway/."""
 
 from __future__ import annotations
 

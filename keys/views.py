@@ -1,4 +1,4 @@
-"""Management API for federated keys of groups (SPEC §5) and of legacy users (SPEC §6)."""
+"""Management API for federated keys of groups and of legacy users."""
 
 from __future__ import annotations
 

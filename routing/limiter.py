@@ -106,7 +106,7 @@ class Admission:
 
     @property
     def error_code(self) -> str | None:
-        """The SPEC §8 error code matching error_type."""
+        """The limit error code matching error_type."""
         return ERROR_CODES.get(self.error_type or "")
 
     def error(self) -> GatewayError:

@@ -1,4 +1,4 @@
-"""The inference data plane as a raw ASGI app (SPEC §7): no Django request cycle, no ORM when warm.
+"""The inference data plane as a raw ASGI app: no Django request cycle, no ORM when warm.
 
 gateway_project/asgi.py sends every `/v1/...` path except `/v1/gateway/...` (and `/metrics`) here.
 Order of checks: route/method, key, body size, content type, JSON, model, metadata, limits,

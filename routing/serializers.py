@@ -1,4 +1,4 @@
-"""Wire shapes of endpoints (SPEC §3) and of a group's usage (SPEC §4)."""
+"""Wire shapes of endpoints and of a group's usage."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from routing.models import Endpoint, Provider, Region
 
 
 class TargetSerializer(serializers.Serializer[Any]):
-    """One upstream; only its provider's fields are present (SPEC §3)."""
+    """One upstream; only its provider's fields are present."""
 
     provider = serializers.ChoiceField(choices=Provider.choices)
     model_id = serializers.CharField(required=False, help_text="BASETEN")

@@ -1,4 +1,4 @@
-"""Writes of endpoints: create, edit (targets, rename) and soft delete (SPEC §3)."""
+"""Writes of endpoints: create, edit (targets, rename) and soft delete."""
 
 from __future__ import annotations
 

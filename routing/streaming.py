@@ -24,7 +24,7 @@ def model_rewrite(data: bytes, *, slug: str) -> bytes:
 
 
 def sse_error(*, message: str, type: str, code: str) -> bytes:
-    """The final event of a stream that failed after it began (SPEC §7.9)."""
+    """The final event of a stream that failed after it began."""
     error = {"message": message, "type": type, "code": code, "param": None}
     return b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
 

@@ -1,4 +1,4 @@
-"""Per-provider target rules (SPEC §3): which fields belong, their checks, and upstream URLs."""
+"""Per-provider target rules: which fields belong, their checks, and upstream URLs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Routes of endpoints and group usage under /v1/gateway/ (SPEC §3, §4)."""
+"""Routes of endpoints and group usage under /v1/gateway/."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Management API for endpoints (SPEC §3) and a group's usage counters (SPEC §4)."""
+"""Management API for endpoints and a group's usage counters."""
 
 from __future__ import annotations
 

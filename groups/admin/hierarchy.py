@@ -1,7 +1,7 @@
 """Admin of the customer hierarchy (groups, their models and limits) and the audit trail.
 
 Limits are edited as one "models (JSON)" field in the API's wire shape and saved through
-group_create / group_update, so the SPEC §4 checks and the audit apply; the inline is read-only.
+group_create / group_update, so the hierarchy checks and the audit apply; the inline is read-only.
 """
 
 from __future__ import annotations

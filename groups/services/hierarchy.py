@@ -1,6 +1,6 @@
 """Writes of the customer hierarchy: groups, their models and limits (users build on these).
 
-Every service validates SPEC §4 itself (the API and the admin both call it), runs in one
+Every service validates the hierarchy rules itself (the API and the admin both call it), runs in one
 transaction, writes an audit row and announces data-plane changes with `config_changed`.
 """
 

@@ -1,4 +1,4 @@
-"""Legacy federated users (SPEC §6): root INDEPENDENT groups keyed by `customer_id`."""
+"""Legacy federated users: root INDEPENDENT groups keyed by `customer_id`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every mutation through the API writes an audit row naming the management key (SPEC §2)."""
+"""Every mutation through the API writes an audit row naming the management key."""
 
 from __future__ import annotations
 

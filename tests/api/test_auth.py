@@ -1,4 +1,4 @@
-"""Management-key authentication, scopes and the envelope for every failure (SPEC §2)."""
+"""Management-key authentication, scopes and the envelope for every failure."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Endpoints API (SPEC §3): create, list, get, rename/replace targets, delete; validation codes."""
+"""Endpoints API: create, list, get, rename/replace targets, delete; validation codes."""
 
 from __future__ import annotations
 

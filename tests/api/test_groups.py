@@ -1,4 +1,4 @@
-"""Groups API (SPEC §4): hierarchy, PATCH, cascading ceilings, delete, validation codes."""
+"""Groups API: hierarchy, PATCH, cascading ceilings, delete, validation codes."""
 
 from __future__ import annotations
 

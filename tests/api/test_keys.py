@@ -1,4 +1,4 @@
-"""Federated keys of groups (SPEC §5): mint, list, get, revoke, signed registration."""
+"""Federated keys of groups: mint, list, get, revoke, signed registration."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cursor pagination (SPEC §2): limits, opaque cursors, stable walks, constant query counts."""
+"""Cursor pagination: limits, opaque cursors, stable walks, constant query counts."""
 
 from __future__ import annotations
 

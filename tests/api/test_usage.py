@@ -1,4 +1,4 @@
-"""GET /v1/gateway/groups/{id}/usage (SPEC §4): the final shape, nulls before the first request."""
+"""GET /v1/gateway/groups/{id}/usage: the final shape, nulls before the first request."""
 
 from __future__ import annotations
 

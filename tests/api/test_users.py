@@ -1,4 +1,4 @@
-"""Legacy federated users (SPEC §6): upsert by customer_id, keys with a slug subset, soft delete."""
+"""Legacy federated users: upsert by customer_id, keys with a slug subset, soft delete."""
 
 from __future__ import annotations
 

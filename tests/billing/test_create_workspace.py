@@ -1,4 +1,4 @@
-"""`manage.py create_workspace` (SPEC §1: workspaces are created by staff only)."""
+"""`manage.py create_workspace` (workspaces are created by staff only)."""
 
 from __future__ import annotations
 

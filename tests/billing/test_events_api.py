@@ -1,4 +1,4 @@
-"""GET /v1/gateway/events: window, holdback, filters, pinned cursor, order, auth (SPEC §9)."""
+"""GET /v1/gateway/events: window, holdback, filters, pinned cursor, order, auth."""
 
 from __future__ import annotations
 

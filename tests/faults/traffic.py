@@ -41,7 +41,7 @@ def chat_body(*, slug: str, tokens: int, delay_ms: float = 0, stream: bool = Tru
 
 
 def reserved_tokens(body: bytes) -> int:
-    """What admission reserves for `body` (SPEC §8: bytes / 4 + max_tokens)."""
+    """What admission reserves for `body` (bytes / 4 + max_tokens)."""
     return len(body) // 4 + int(json.loads(body)["max_tokens"])
 
 

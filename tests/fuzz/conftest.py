@@ -69,7 +69,7 @@ def http(gateway: GatewayThread) -> Iterator[httpx.Client]:  # noqa: F811
 def assert_envelope(response: httpx.Response, *, passthrough: bool = False) -> dict[str, Any]:
     """A 4xx in the one error envelope (never a 5xx); returns the `error` object.
 
-    `passthrough`: the error is an upstream's OpenAI-shaped body passed through (SPEC §7.9), whose
+    `passthrough`: the error is an upstream's OpenAI-shaped body passed through, whose
     `code` may be null as OpenAI's own often is.
     """
     assert response.status_code < 500, (response.status_code, response.content[:500])

@@ -1,5 +1,5 @@
 """Hand-made bad input on the inference routes: oversized, truncated, non-UTF-8 and deeply nested
-JSON, wrong content types, huge headers. Always a 4xx in the envelope, never a 5xx (SPEC §7)."""
+JSON, wrong content types, huge headers. Always a 4xx in the envelope, never a 5xx."""
 
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ def test_a_nesting_depth_json_accepts_is_relayed_or_refused_cleanly(
     response = post(http, tenant.key, body)
 
     # Either refused by the gateway with a 400, or relayed whole (the fake upstream itself may
-    # choke on it: its answer is passed through, SPEC §7.9); never the gateway's own failure.
+    # choke on it: its answer is passed through); never the gateway's own failure.
     if response.status_code == 400 and not upstream.requests:
         assert_envelope(response)
     else:

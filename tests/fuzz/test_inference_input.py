@@ -1,5 +1,5 @@
 """Generated bodies, headers, slugs and raw bytes on the inference routes: never a 5xx, every error
-in the envelope (SPEC §2, §7). Bounded here; `make fuzz` runs many more examples."""
+in the envelope. Bounded here; `make fuzz` runs many more examples."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""group_create: every SPEC §4 rule on creation."""
+"""group_create: every hierarchy rule on creation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Minting, listing, resolving and revoking federated keys (SPEC §5, §6)."""
+"""Minting, listing, resolving and revoking federated keys."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Management keys: mint, authenticate, revoke (SPEC §2)."""
+"""Management keys: mint, authenticate, revoke."""
 
 from __future__ import annotations
 

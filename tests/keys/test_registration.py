@@ -1,4 +1,4 @@
-"""Registering workspace-generated keys: Ed25519-signed bodies and key quality rules (SPEC §5)."""
+"""Registering workspace-generated keys: Ed25519-signed bodies and key quality rules."""
 
 from __future__ import annotations
 

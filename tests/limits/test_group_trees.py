@@ -1,4 +1,4 @@
-"""SPEC §4 hierarchies: groups made by the service, counters from group_enforced_limits."""
+"""Group hierarchies: groups made by the service, counters from group_enforced_limits."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Endpoint create / update / delete through the services (SPEC §3)."""
+"""Endpoint create / update / delete through the services."""
 
 from __future__ import annotations
 

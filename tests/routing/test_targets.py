@@ -1,4 +1,4 @@
-"""Per-provider target rules (SPEC §3)."""
+"""Per-provider target rules."""
 
 from __future__ import annotations
 
