@@ -24,7 +24,7 @@ from django.conf import settings  # noqa: E402
 
 from billing.models import UsageEvent  # noqa: E402
 from billing.services import USAGE_STREAM, _store_and_release, usage_event_record  # noqa: E402
-from gateway_project.ids import new_ulid  # noqa: E402
+from gateway_project.kernel.ids import new_ulid  # noqa: E402
 from groups.models import Group, Workspace  # noqa: E402
 from routing.redis_pool import close_all, main_redis  # noqa: E402
 

@@ -23,8 +23,8 @@ from billing import services
 from billing.charts import slug_charts
 from billing.models import DeliveryAttempt, UsageEvent, WebhookDelivery, WebhookEndpoint
 from billing.selectors import UsageBucket, delivery_health, usage_by_slug
-from gateway_project.errors import GatewayError
-from gateway_project.netguard import allowlist_effective, url_check
+from gateway_project.kernel.errors import GatewayError
+from gateway_project.kernel.netguard import allowlist_effective, url_check
 from groups.audit import staff_actor
 from groups.models import Workspace
 

@@ -19,8 +19,8 @@ import httpx
 from django.conf import settings
 
 from billing.signing import signed_headers
-from gateway_project import netguard
-from gateway_project.errors import ValidationFailed
+from gateway_project.kernel import netguard
+from gateway_project.kernel.errors import ValidationFailed
 
 RESPONSE_BODY_LIMIT = 2048
 Resolve = Callable[[str], Sequence[str]]

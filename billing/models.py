@@ -8,7 +8,7 @@ from typing import Any
 from django.db import models
 from django.db.models import Q
 
-from gateway_project.ids import new_delivery_id, new_ulid, new_webhook_endpoint_id
+from gateway_project.kernel.ids import new_delivery_id, new_ulid, new_webhook_endpoint_id
 from groups.models import Group, Workspace
 
 

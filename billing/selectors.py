@@ -18,7 +18,7 @@ from billing.models import (
     WebhookEndpoint,
     WebhookSecret,
 )
-from groups.encryption import decrypt
+from gateway_project.kernel.encryption import decrypt
 from groups.models import Workspace
 
 

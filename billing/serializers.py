@@ -15,7 +15,7 @@ from rest_framework import serializers
 
 from billing.models import UsageEvent
 from billing.selectors import EventsWindow
-from gateway_project.errors import ValidationFailed
+from gateway_project.kernel.errors import ValidationFailed
 
 QUERY_PARAMS = {"start_time", "end_time", "limit", "cursor", "api_keys", "external_entity_ids"}
 MAX_FILTER_VALUES = 100

@@ -103,10 +103,10 @@ def webhook_endpoint_create(*, workspace: Any, url: str, actor: str) -> tuple[An
 
     from billing.models import WebhookEndpoint, WebhookSecret
     from billing.signing import secret_generate
-    from gateway_project.errors import ValidationFailed
-    from gateway_project.netguard import allowlist_effective, url_check
+    from gateway_project.kernel.encryption import encrypt
+    from gateway_project.kernel.errors import ValidationFailed
+    from gateway_project.kernel.netguard import allowlist_effective, url_check
     from groups.audit import audit_record
-    from groups.encryption import encrypt
 
     if not isinstance(url, str) or len(url) > 2048:
         raise ValidationFailed("url must be at most 2048 characters.", code="invalid_url")
@@ -141,8 +141,8 @@ def webhook_secret_rotate(
 
     from billing.models import WebhookSecret
     from billing.signing import secret_generate
+    from gateway_project.kernel.encryption import encrypt
     from groups.audit import audit_record
-    from groups.encryption import encrypt
 
     now = now or timezone.now()
     hours = (
@@ -210,7 +210,7 @@ def delivery_resend(*, delivery: Any, actor: str, now: Any = None) -> Any:
     from django.utils import timezone
 
     from billing.models import DeliveryStatus, WebhookDelivery
-    from gateway_project.errors import ValidationFailed
+    from gateway_project.kernel.errors import ValidationFailed
     from groups.audit import audit_record
 
     if not delivery.endpoint.enabled:

@@ -14,8 +14,13 @@ from billing.serializers import (
     events_schema_parameters,
 )
 from billing.wire import event_wire
-from gateway_project.api import LIST_PARAMETERS, GatewayAPIView, api_schema, page_serializer
-from gateway_project.pagination import Page, limit_parse, page_body
+from gateway_project.kernel.apikit import (
+    LIST_PARAMETERS,
+    GatewayAPIView,
+    api_schema,
+    page_serializer,
+)
+from gateway_project.kernel.pagination import Page, limit_parse, page_body
 
 
 class EventListView(GatewayAPIView):

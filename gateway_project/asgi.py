@@ -32,7 +32,7 @@ from gateway_project.edge import (  # noqa: E402
     edge_check,
     error_send,
 )
-from gateway_project.errors import GatewayError  # noqa: E402
+from gateway_project.kernel.errors import GatewayError  # noqa: E402
 from routing.lifecycle import proxy_shutdown, proxy_startup  # noqa: E402
 from routing.proxy import proxy_app  # noqa: E402
 

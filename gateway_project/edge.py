@@ -17,8 +17,8 @@ from typing import Any
 
 from django.conf import settings
 
-from gateway_project.errors import AuthenticationFailed, GatewayError, NotFound, error_bytes
-from gateway_project.hosts import host_normalize
+from gateway_project.kernel.errors import AuthenticationFailed, GatewayError, NotFound, error_bytes
+from gateway_project.kernel.hosts import host_normalize
 from routing.authcache import domain_workspace
 
 Scope = Mapping[str, Any]

@@ -169,11 +169,13 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("GATEWAY_HSTS_INCLUDE_SUBDOMAINS", Fal
 SECURE_HSTS_PRELOAD = env_bool("GATEWAY_HSTS_PRELOAD", False)
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": [],
+    # Every management view authenticates a workspace management key and checks its scope; the
+    # public views (schema, reference page) say so explicitly.
+    "DEFAULT_AUTHENTICATION_CLASSES": ["keys.authentication.ManagementKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["keys.authentication.ManagementScope"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "EXCEPTION_HANDLER": "gateway_project.errors.drf_exception_handler",
+    "EXCEPTION_HANDLER": "gateway_project.kernel.errors.drf_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
@@ -269,6 +271,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Endpoints, groups, federated keys and legacy users.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its reference page are public: they describe the API, they expose no data.
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/v1/gateway",
     "REDOC_DIST": "SIDECAR",
@@ -281,6 +286,6 @@ SPECTACULAR_SETTINGS = {
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "gateway_project.api.schema_inputs_closed",
+        "gateway_project.apidocs.schema_inputs_closed",
     ],
 }

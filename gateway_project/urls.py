@@ -8,7 +8,7 @@ from django.urls import include, path, re_path
 from django.views.static import serve
 from drf_spectacular.views import SpectacularJSONAPIView
 
-from gateway_project import api, health
+from gateway_project import apidocs, health
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -20,11 +20,11 @@ urlpatterns = [
     path("v1/gateway/", include("keys.urls")),
     path("v1/gateway/", include("billing.urls")),
     path("v1/gateway/openapi.json", SpectacularJSONAPIView.as_view(), name="schema"),
-    path("v1/gateway/docs", api.ReferencePageView.as_view(url_name="schema"), name="api-docs"),
+    path("v1/gateway/docs", apidocs.ReferencePageView.as_view(url_name="schema"), name="api-docs"),
 ]
 
-handler404 = "gateway_project.api.handler404"
-handler500 = "gateway_project.api.handler500"
+handler404 = "gateway_project.apidocs.handler404"
+handler500 = "gateway_project.apidocs.handler500"
 
 if settings.GATEWAY_SERVE_STATIC:
     # The admin's static files, collected into STATIC_ROOT; behind a CDN or proxy, turn this off.
@@ -33,4 +33,4 @@ if settings.GATEWAY_SERVE_STATIC:
     )
 
 # Keep last: any other /v1/gateway/ path is the envelope 404 (routes added above still match first).
-urlpatterns.append(re_path(r"^v1/gateway(/.*)?$", api.gateway_not_found))
+urlpatterns.append(re_path(r"^v1/gateway(/.*)?$", apidocs.gateway_not_found))

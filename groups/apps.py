@@ -9,7 +9,7 @@ class GroupsConfig(AppConfig):
 
     def ready(self) -> None:
         """Refuse to start with a GATEWAY_UPSTREAM_ALLOWLIST entry the SSRF guard would misread."""
-        from gateway_project.netguard import allowlist_parse
+        from gateway_project.kernel.netguard import allowlist_parse
 
         try:
             allowlist_parse(settings.GATEWAY_UPSTREAM_ALLOWLIST)

@@ -34,9 +34,4 @@ def staff_actor(username: str) -> str:
     return f"staff:{username}"
 
 
-def key_actor(prefix: str) -> str:
-    """The actor string of a management key."""
-    return f"mgmt:{prefix}"
-
-
 SYSTEM_ACTOR = "system"

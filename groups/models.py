@@ -6,7 +6,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
-from gateway_project.ids import new_audit_id, new_group_id, new_secret_id, new_workspace_id
+from gateway_project.kernel.ids import new_audit_id, new_group_id, new_secret_id, new_workspace_id
 
 SEGMENT_RE = r"^[a-z0-9][a-z0-9._-]*$"
 segment_validator = RegexValidator(SEGMENT_RE, "Use lowercase letters, digits, '.', '_' or '-'.")

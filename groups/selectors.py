@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db.models import Prefetch, QuerySet, prefetch_related_objects
 
-from gateway_project.errors import NotFound
+from gateway_project.kernel.errors import NotFound
 from groups.limits import (
     EnforcedLimit,
     GroupLimits,

@@ -12,7 +12,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from gateway_project.api import TimestampField
+from gateway_project.kernel.apikit import TimestampField
 from groups import selectors
 from groups.models import Group, LimitEnforcement, LimitType
 

@@ -6,7 +6,7 @@ from drf_spectacular.utils import OpenApiParameter
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from gateway_project.api import (
+from gateway_project.kernel.apikit import (
     LIST_PARAMETERS,
     GatewayAPIView,
     api_schema,
@@ -14,7 +14,7 @@ from gateway_project.api import (
     page_serializer,
     patch_validate,
 )
-from gateway_project.pagination import page_body, paginate
+from gateway_project.kernel.pagination import page_body, paginate
 from groups import selectors, services
 from groups.serializers import (
     IMMUTABLE_GROUP_FIELDS,

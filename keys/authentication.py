@@ -7,11 +7,12 @@ from typing import Any
 
 from django.db.models import Q
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
-from gateway_project.errors import AuthenticationFailed, Forbidden
+from gateway_project.kernel.errors import AuthenticationFailed, Forbidden
 from keys import selectors
 from keys.hashing import key_hash
 from keys.models import ApiKey, KeyScope, ManagementKey
@@ -95,3 +96,13 @@ class ManagementScope(BasePermission):
                 code="insufficient_scope",
             )
         return True
+
+
+class ManagementKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+    """Documents management keys as HTTP bearer auth (`Api-Key <key>` works as well)."""
+
+    target_class = "keys.authentication.ManagementKeyAuthentication"
+    name = "managementKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer", "description": "A workspace management key."}

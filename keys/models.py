@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from gateway_project.ids import new_api_key_id, new_management_key_id
+from gateway_project.kernel.ids import new_api_key_id, new_management_key_id
 from groups.models import Group, Workspace
 
 
@@ -35,6 +35,11 @@ class ManagementKey(models.Model):
 
     def __str__(self) -> str:
         return self.prefix
+
+    @property
+    def actor(self) -> str:
+        """Who the audit trail says acted when this key made a management call."""
+        return f"mgmt:{self.prefix}"
 
 
 class ApiKey(models.Model):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from gateway_project.errors import NotFound
+from gateway_project.kernel.errors import NotFound
 from groups.models import Group
 from keys.hashing import PREFIX_LENGTH, key_matches, key_prefix
 from keys.models import ApiKey, ManagementKey

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from gateway_project.errors import NotFound, ValidationFailed
+from gateway_project.kernel.errors import NotFound, ValidationFailed
 from groups.audit import audit_record
 from groups.invalidation import config_changed
 from groups.models import Group, GroupModel, Workspace

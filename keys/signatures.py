@@ -9,7 +9,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from gateway_project.errors import ValidationFailed
+from gateway_project.kernel.errors import ValidationFailed
 from groups.models import Workspace
 
 SIGNATURE_HEADER = "X-Signature"

@@ -5,14 +5,14 @@ from __future__ import annotations
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from gateway_project.api import (
+from gateway_project.kernel.apikit import (
     LIST_PARAMETERS,
     GatewayAPIView,
     api_schema,
     body_bytes,
     page_serializer,
 )
-from gateway_project.pagination import page_body, paginate
+from gateway_project.kernel.pagination import page_body, paginate
 from groups import selectors as group_selectors
 from groups.models import Group
 from keys import selectors, services

@@ -25,8 +25,8 @@ from django.conf import settings
 from django.db import DatabaseError, connections
 from redis.exceptions import RedisError
 
-from gateway_project.errors import GatewayError
-from gateway_project.hosts import host_normalize
+from gateway_project.kernel.errors import GatewayError
+from gateway_project.kernel.hosts import host_normalize
 from groups.invalidation import VERSION_KEY
 from groups.models import CustomDomain
 from groups.selectors import group_effective_models, group_enforced_limits
@@ -272,7 +272,7 @@ async def route_lookup(*, slug: str) -> ResolvedEndpoint | None:
 
 
 async def domain_workspace(*, host: str) -> str | None:
-    """The workspace owning `host` (normalized by gateway_project.hosts) as a custom domain."""
+    """The workspace owning `host` (normalized by kernel/hosts.py) as a custom domain."""
     table = await _domains.get("*", _domains_load_async, lambda _: "*")
     return (table or {}).get(host)
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway_project.errors import GatewayError, error_bytes
+from gateway_project.kernel.errors import GatewayError, error_bytes
 from routing.authcache import KeyEntry
 from routing.usage import Usage
 

@@ -37,7 +37,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.cluster import RedisCluster as SyncRedisCluster
 
-from gateway_project.errors import GatewayError
+from gateway_project.kernel.errors import GatewayError
 from routing.redis_pool import CLUSTER_SCHEME, limits_redis
 
 if TYPE_CHECKING:

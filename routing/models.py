@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from gateway_project.ids import new_endpoint_id
+from gateway_project.kernel.ids import new_endpoint_id
 from groups.models import Secret, Workspace
 
 

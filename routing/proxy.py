@@ -19,9 +19,14 @@ from typing import Any
 from django.conf import settings
 
 from billing.services import USAGE_STREAM
-from gateway_project.errors import AuthenticationFailed, GatewayError, NotFound, ValidationFailed
-from gateway_project.hosts import host_normalize
-from gateway_project.jsoncheck import JsonRejected, json_strict_loads
+from gateway_project.kernel.errors import (
+    AuthenticationFailed,
+    GatewayError,
+    NotFound,
+    ValidationFailed,
+)
+from gateway_project.kernel.hosts import host_normalize
+from gateway_project.kernel.jsoncheck import JsonRejected, json_strict_loads
 from keys.hashing import key_hash, key_well_formed
 from routing.authcache import KeyEntry, domain_workspace, key_lookup, route_lookup
 from routing.exchange import Call, DisconnectWatch, Receive, Responder, Send

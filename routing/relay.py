@@ -12,8 +12,8 @@ import aiohttp
 from django.conf import settings
 
 from billing.services import usage_event_record
-from gateway_project.errors import GatewayError
-from gateway_project.ids import new_ulid
+from gateway_project.kernel.errors import GatewayError
+from gateway_project.kernel.ids import new_ulid
 from routing.exchange import Call, DisconnectWatch, Responder
 from routing.journal import INFLIGHT_KEY, journal
 from routing.metrics import metric_gauge_add, metric_inc

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db.models import Prefetch, QuerySet
 
-from gateway_project.errors import NotFound
+from gateway_project.kernel.errors import NotFound
 from groups.models import Workspace
 from routing.models import Endpoint, Target
 from routing.targets import ResolvedEndpoint, ResolvedTarget, target_resolve, target_wire

@@ -7,7 +7,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from gateway_project.api import TimestampField
+from gateway_project.kernel.apikit import TimestampField
 from groups.models import LimitType
 from routing import selectors
 from routing.models import Endpoint, Provider, Region

@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from gateway_project import netguard
-from gateway_project.errors import ValidationFailed
-from groups.encryption import decrypt
+from gateway_project.kernel import netguard
+from gateway_project.kernel.encryption import decrypt
+from gateway_project.kernel.errors import ValidationFailed
 from groups.models import Secret, Workspace
 from routing.models import Provider, Target
 

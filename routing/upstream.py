@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from django.conf import settings
 
-from gateway_project.netguard import (
+from gateway_project.kernel.netguard import (
     GuardedResolver,
     address_is_allowed,
     allowlist_default,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway_project.errors import ValidationFailed
+from gateway_project.kernel.errors import ValidationFailed
 
 
 @dataclass(frozen=True, slots=True)

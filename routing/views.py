@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from gateway_project.api import (
+from gateway_project.kernel.apikit import (
     LIST_PARAMETERS,
     GatewayAPIView,
     api_schema,
@@ -13,7 +13,7 @@ from gateway_project.api import (
     page_serializer,
     patch_validate,
 )
-from gateway_project.pagination import page_body, paginate
+from gateway_project.kernel.pagination import page_body, paginate
 from groups import selectors as group_selectors
 from routing import limiter, selectors, services
 from routing.serializers import (

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from gateway_project.errors import GatewayError
+from gateway_project.kernel.errors import GatewayError
 from groups.audit import SYSTEM_ACTOR, staff_actor
 
 

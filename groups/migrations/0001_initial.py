@@ -2,7 +2,7 @@
 
 import django.core.validators
 import django.db.models.deletion
-import gateway_project.ids
+import gateway_project.kernel.ids
 from django.db import migrations, models
 
 
@@ -17,7 +17,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='Workspace',
             fields=[
-                ('id', models.CharField(default=gateway_project.ids.new_workspace_id, editable=False, max_length=40, primary_key=True, serialize=False)),
+                ('id', models.CharField(default=gateway_project.kernel.ids.new_workspace_id, editable=False, max_length=40, primary_key=True, serialize=False)),
                 ('name', models.CharField(max_length=255)),
                 ('onboarded', models.BooleanField(default=False)),
                 ('ed25519_public_key', models.TextField(blank=True, default='', help_text='Base64 raw 32-byte key or PEM; verifies key registration.')),
@@ -31,7 +31,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='Group',
             fields=[
-                ('id', models.CharField(default=gateway_project.ids.new_group_id, editable=False, max_length=40, primary_key=True, serialize=False)),
+                ('id', models.CharField(default=gateway_project.kernel.ids.new_group_id, editable=False, max_length=40, primary_key=True, serialize=False)),
                 ('depth', models.PositiveSmallIntegerField(default=1)),
                 ('name', models.CharField(blank=True, default='', max_length=255)),
                 ('external_entity_id', models.CharField(max_length=255)),
@@ -77,7 +77,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='Secret',
             fields=[
-                ('id', models.CharField(default=gateway_project.ids.new_secret_id, editable=False, max_length=40, primary_key=True, serialize=False)),
+                ('id', models.CharField(default=gateway_project.kernel.ids.new_secret_id, editable=False, max_length=40, primary_key=True, serialize=False)),
                 ('name', models.CharField(max_length=255)),
                 ('ciphertext', models.BinaryField()),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
@@ -116,7 +116,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='AuditEvent',
             fields=[
-                ('id', models.CharField(default=gateway_project.ids.new_audit_id, editable=False, max_length=40, primary_key=True, serialize=False)),
+                ('id', models.CharField(default=gateway_project.kernel.ids.new_audit_id, editable=False, max_length=40, primary_key=True, serialize=False)),
                 ('actor', models.CharField(help_text='mgmt:<key prefix>, staff:<username> or system', max_length=255)),
                 ('action', models.CharField(max_length=64)),
                 ('object_type', models.CharField(max_length=64)),

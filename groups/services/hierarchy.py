@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import prefetch_related_objects
 from django.utils import timezone
 
-from gateway_project.errors import ValidationFailed
+from gateway_project.kernel.errors import ValidationFailed
 from groups.audit import audit_record
 from groups.catalog import live_endpoint_slugs
 from groups.invalidation import config_changed

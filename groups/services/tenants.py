@@ -7,11 +7,11 @@ from typing import Any
 
 from django.db import transaction
 
-from gateway_project.errors import ValidationFailed
-from gateway_project.hosts import host_normalize
-from gateway_project.netguard import allowlist_parse
+from gateway_project.kernel.encryption import encrypt
+from gateway_project.kernel.errors import ValidationFailed
+from gateway_project.kernel.hosts import host_normalize
+from gateway_project.kernel.netguard import allowlist_parse
 from groups.audit import audit_record
-from groups.encryption import encrypt
 from groups.invalidation import config_changed
 from groups.models import SEGMENT_RE, CustomDomain, OrgPrefix, Secret, Workspace
 

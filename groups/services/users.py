@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db import transaction
 
-from gateway_project.errors import ValidationFailed
+from gateway_project.kernel.errors import ValidationFailed
 from groups.limits import INDEPENDENT, models_parse
 from groups.models import Group, Workspace
 from groups.selectors import group_get

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.test import RequestFactory
 from rest_framework.test import APIClient
 
-from gateway_project.api import handler500
+from gateway_project.apidocs import handler500
 from groups.models import AuditEvent, Workspace
 from tests.api.conftest import TARGET, group_body, model
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from billing.batching import events_batch
 from billing.models import UsageEvent, WebhookDelivery, WebhookEndpoint, WebhookSecret
-from groups.encryption import encrypt
+from gateway_project.kernel.encryption import encrypt
 from groups.models import Group, Workspace
 from tests.fakes.webhook_receiver import WebhookReceiverThread
 

@@ -12,8 +12,8 @@ from django.core.management import CommandError, call_command
 
 from billing.models import WebhookEndpoint, WebhookSecret
 from billing.services import webhook_endpoint_create
-from gateway_project.errors import ValidationFailed
-from groups.encryption import decrypt
+from gateway_project.kernel.encryption import decrypt
+from gateway_project.kernel.errors import ValidationFailed
 from groups.models import OrgPrefix, Workspace
 from keys.models import ManagementKey
 from keys.selectors import management_key_authenticate

@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from groups.encryption import decrypt
+from gateway_project.kernel.encryption import decrypt
 from groups.models import AuditEvent, CustomDomain, Group, OrgPrefix, Secret, Workspace
 from groups.selectors import group_models
 from tests.groups.conftest import GroupFactory, model

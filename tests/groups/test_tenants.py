@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from django_redis import get_redis_connection
 
-from gateway_project.errors import ValidationFailed
+from gateway_project.kernel.encryption import decrypt
+from gateway_project.kernel.errors import ValidationFailed
 from groups.audit import SYSTEM_ACTOR
-from groups.encryption import decrypt
 from groups.invalidation import VERSION_KEY
 from groups.models import AuditEvent, Group, Workspace
 from groups.selectors import group_models

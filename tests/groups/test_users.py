@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway_project.errors import NotFound, ValidationFailed
+from gateway_project.kernel.errors import NotFound, ValidationFailed
 from groups.audit import SYSTEM_ACTOR
 from groups.models import Group, Workspace
 from groups.selectors import group_get, group_models

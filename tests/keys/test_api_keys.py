@@ -8,7 +8,7 @@ import re
 import pytest
 from django.db import connection
 
-from gateway_project.errors import NotFound, ValidationFailed
+from gateway_project.kernel.errors import NotFound, ValidationFailed
 from groups.audit import SYSTEM_ACTOR
 from groups.models import AuditEvent, Group, Workspace
 from groups.services import group_delete

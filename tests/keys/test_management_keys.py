@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway_project.errors import NotFound, ValidationFailed
+from gateway_project.kernel.errors import NotFound, ValidationFailed
 from groups.audit import SYSTEM_ACTOR
 from groups.models import AuditEvent, Workspace
 from keys.models import ManagementKey

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from gateway_project.errors import NotFound, ValidationFailed
+from gateway_project.kernel.errors import NotFound, ValidationFailed
 from groups.audit import SYSTEM_ACTOR
 from groups.models import AuditEvent, Group, Workspace
 from keys.models import ApiKey

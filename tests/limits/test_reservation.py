@@ -16,7 +16,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from billing.ingest import usage_ingest
 from billing.models import UsageEvent
-from gateway_project.errors import ValidationFailed
+from gateway_project.kernel.errors import ValidationFailed
 from groups.models import Workspace
 from routing.limiter import limits_admit
 from routing.usage import Budget, usage_reserve

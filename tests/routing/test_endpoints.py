@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.db import IntegrityError
 
-from gateway_project.errors import NotFound, ValidationFailed
+from gateway_project.kernel.errors import NotFound, ValidationFailed
 from groups.audit import SYSTEM_ACTOR
 from groups.models import AuditEvent, GroupModel, Secret, Workspace
 from groups.services import group_create

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from gateway_project.errors import ValidationFailed
-from gateway_project.netguard import (
+from gateway_project.kernel.errors import ValidationFailed
+from gateway_project.kernel.netguard import (
     GuardedResolver,
     address_is_allowed,
     ip_is_public,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway_project.errors import ValidationFailed
+from gateway_project.kernel.errors import ValidationFailed
 from groups.audit import SYSTEM_ACTOR
 from groups.models import Secret, Workspace
 from groups.services import secret_create

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from gateway_project.api import GatewayAPIView
+from gateway_project.kernel.apikit import GatewayAPIView
 
 API_PREFIX = "v1/gateway/"
 # Routes under /v1/gateway/ that are not GatewayAPIView operations, on purpose: public documents.

@@ -18,10 +18,10 @@ from rest_framework.test import APIClient
 from billing import services as billing_services
 from billing.attempts import delivery_attempt_run
 from billing.models import WebhookDelivery, WebhookEndpoint, WebhookSecret
-from gateway_project.errors import ValidationFailed
+from gateway_project.kernel.encryption import encrypt
+from gateway_project.kernel.errors import ValidationFailed
 from groups import services as group_services
 from groups.audit import SYSTEM_ACTOR
-from groups.encryption import encrypt
 from groups.models import AuditEvent, Group, Workspace
 from keys import services as key_services
 from routing import services as routing_services

@@ -23,8 +23,8 @@ from billing.models import UsageEvent, WebhookDelivery, WebhookEndpoint, Webhook
 from billing.services import usage_event_record
 from billing.webhook_tasks import deliveries_enqueue_due
 from gateway_project.celery import app
-from gateway_project.ids import new_ulid
-from groups.encryption import encrypt
+from gateway_project.kernel.encryption import encrypt
+from gateway_project.kernel.ids import new_ulid
 from groups.models import Group, Workspace
 from tests.billing.scripted_server import Reply, ScriptedServer
 from tests.fakes.webhook_receiver import WebhookReceiverThread

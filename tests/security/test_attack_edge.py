@@ -28,8 +28,8 @@ from billing.models import WebhookSecret
 from billing.services import webhook_endpoint_create
 from gateway_project.demo import DemoCredentials, demo_ensure
 from gateway_project.env import BASE_DIR
+from gateway_project.kernel.encryption import decrypt
 from groups.audit import SYSTEM_ACTOR
-from groups.encryption import decrypt
 from groups.models import Secret, Workspace
 from groups.services import custom_domain_add, secret_create
 from tests.fakes.model_server import FakeModelServerThread

@@ -102,7 +102,7 @@ def test_the_management_api_has_the_routes_the_spec_lists() -> None:
 
 
 def test_every_route_under_v1_gateway_is_an_authenticated_api_view() -> None:
-    from gateway_project.api import GatewayAPIView
+    from gateway_project.kernel.apikit import GatewayAPIView
     from tests.security.routes import PUBLIC_DOCUMENTS
 
     strays = [

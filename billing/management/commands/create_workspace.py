@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from billing.services import webhook_endpoint_create
-from gateway_project.errors import GatewayError
+from gateway_project.kernel.errors import GatewayError
 from groups.audit import SYSTEM_ACTOR
 from groups.services import (
     org_prefix_register,

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from billing.models import WebhookSecret
-from groups.encryption import Reencrypted, ciphertexts_reencrypt
+from gateway_project.kernel.encryption import Reencrypted, ciphertexts_reencrypt
 from groups.models import Secret
 
 

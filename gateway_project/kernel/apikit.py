@@ -1,21 +1,17 @@
-"""The shared base of /v1/gateway/* views: auth, strict JSON input, error envelope, schema."""
+"""The kit of /v1/gateway/* views: base view, strict JSON input, error envelope schema, paging."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 from django.urls import register_converter
-from django.views import defaults
-from django.views.decorators.csrf import csrf_exempt
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from drf_spectacular.views import SpectacularRedocView
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import serializers
 from rest_framework.parsers import JSONParser
@@ -23,13 +19,9 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from gateway_project import jsoncheck
-from gateway_project.errors import GatewayError, ValidationFailed, json_error_response
-from gateway_project.pagination import MAX_LIMIT
-from groups.audit import key_actor
-from groups.models import Workspace
-from keys.authentication import ManagementKeyAuthentication, ManagementScope
-from keys.models import ManagementKey
+from gateway_project.kernel import jsoncheck
+from gateway_project.kernel.errors import GatewayError, ValidationFailed
+from gateway_project.kernel.pagination import MAX_LIMIT
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,21 +48,37 @@ register_converter(IdConverter, "gwid")
 register_converter(KeyPrefixConverter, "keyprefix")
 
 
-class GatewayAPIView(APIView):
-    """Management-key auth, scopes, JSON only; helpers for strict input."""
+class Principal(Protocol):
+    """Who a management call acts as: what the authentication wired in settings puts on `auth`."""
 
-    authentication_classes = [ManagementKeyAuthentication]
-    permission_classes = [ManagementScope]
+    @property
+    def workspace(self) -> Any: ...
+
+    @property
+    def actor(self) -> str: ...
+
+
+class GatewayAPIView(APIView):
+    """JSON only, helpers for strict input; authentication and scopes come from settings.
+
+    The composition root (settings.REST_FRAMEWORK) wires the management-key authentication and
+    permission classes, so the apps' views depend on this kit and not on the app that owns keys.
+    """
+
     parser_classes = [JSONParser]
     renderer_classes = [JSONRenderer]
 
     @property
-    def workspace(self) -> Workspace:
-        return cast(ManagementKey, self.request.auth).workspace
+    def principal(self) -> Principal:
+        return cast(Principal, self.request.auth)
+
+    @property
+    def workspace(self) -> Any:
+        return self.principal.workspace
 
     @property
     def actor(self) -> str:
-        return key_actor(cast(ManagementKey, self.request.auth).prefix)
+        return self.principal.actor
 
     def input(
         self, serializer_class: type[serializers.Serializer[Any]], **kwargs: Any
@@ -117,7 +125,7 @@ def body_object(request: Request) -> dict[str, Any]:
 
 
 def json_values_check(value: Any, path: str) -> None:
-    """Refuse what no column can store (gateway_project/jsoncheck.py) as a 400 in the envelope."""
+    """Refuse what no column can store (kernel/jsoncheck.py) as a 400 in the envelope."""
     try:
         jsoncheck.json_values_check(value, path)
     except jsoncheck.JsonRejected as exc:
@@ -251,51 +259,3 @@ def page_serializer(item: type[serializers.Serializer[Any]]) -> type[serializers
     name = item.__name__.removesuffix("Serializer") + "PageSerializer"
     attrs = {"items": item(many=True), "pagination": PaginationSerializer()}
     return type(name, (serializers.Serializer,), attrs)
-
-
-@csrf_exempt
-def gateway_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    """Any unknown /v1/gateway/ path: the envelope 404."""
-    return json_error_response(
-        status=404, message="Unknown route.", type="not_found_error", code="not_found"
-    )
-
-
-def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    """The envelope under /v1/, Django's page elsewhere."""
-    if request.path.startswith("/v1/"):
-        return gateway_not_found(request)
-    return defaults.page_not_found(request, exception)
-
-
-def handler500(request: HttpRequest) -> HttpResponse:
-    """The envelope under /v1/, Django's page elsewhere."""
-    if request.path.startswith("/v1/"):
-        return json_error_response(
-            status=500, message="Internal server error.", type="api_error", code="internal_error"
-        )
-    return defaults.server_error(request)
-
-
-class ManagementKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
-    """Documents management keys as HTTP bearer auth (`Api-Key <key>` works as well)."""
-
-    target_class = "keys.authentication.ManagementKeyAuthentication"
-    name = "managementKey"
-
-    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        return {"type": "http", "scheme": "bearer", "description": "A workspace management key."}
-
-
-def schema_inputs_closed(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """Request bodies reject unknown fields, so their schemas say `additionalProperties: false`."""
-    for name, component in result.get("components", {}).get("schemas", {}).items():
-        if name.endswith("Request") and component.get("type") == "object":
-            component["additionalProperties"] = False
-    return result
-
-
-class ReferencePageView(SpectacularRedocView):
-    """Redoc over /v1/gateway/openapi.json; its JS is vendored (sidecar), no CDN, no web fonts."""
-
-    template_name = "api/redoc.html"

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from django.db.models import Model, QuerySet
 from rest_framework.request import Request
 
-from gateway_project.errors import ValidationFailed
+from gateway_project.kernel.errors import ValidationFailed
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
