@@ -237,8 +237,8 @@ def _setup(fast_url: str, slow_url: str) -> dict[str, str]:
     django.setup()
     from django.db import transaction
 
-    from groups.audit import SYSTEM_ACTOR
     from groups.services import group_create, org_prefix_register, workspace_create
+    from groups.services.audit import SYSTEM_ACTOR
     from keys.services import api_key_create
     from routing.services import endpoint_create
 

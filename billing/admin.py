@@ -25,8 +25,8 @@ from billing.models import DeliveryAttempt, UsageEvent, WebhookDelivery, Webhook
 from billing.selectors import UsageBucket, delivery_health, usage_by_slug
 from gateway_project.kernel.errors import GatewayError
 from gateway_project.kernel.netguard import allowlist_effective, url_check
-from groups.audit import staff_actor
 from groups.models import Workspace
+from groups.services.audit import staff_actor
 
 SECRETS_TEMPLATE = "admin/billing/secrets_shown.html"
 RECOVER_TEMPLATE = "admin/billing/recover_form.html"

@@ -22,7 +22,7 @@ from billing.schedule import retry_after_parse, retry_delay
 from billing.selectors import webhook_secrets_active
 from billing.services import webhook_endpoint_set_enabled
 from gateway_project.kernel.netguard import allowlist_effective
-from groups.audit import SYSTEM_ACTOR
+from groups.services.audit import SYSTEM_ACTOR
 
 LEASE_MARGIN_SECONDS = 5.0
 logger = logging.getLogger(__name__)

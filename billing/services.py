@@ -106,7 +106,7 @@ def webhook_endpoint_create(*, workspace: Any, url: str, actor: str) -> tuple[An
     from gateway_project.kernel.encryption import encrypt
     from gateway_project.kernel.errors import ValidationFailed
     from gateway_project.kernel.netguard import allowlist_effective, url_check
-    from groups.audit import audit_record
+    from groups.services.audit import audit_record
 
     if not isinstance(url, str) or len(url) > 2048:
         raise ValidationFailed("url must be at most 2048 characters.", code="invalid_url")
@@ -142,7 +142,7 @@ def webhook_secret_rotate(
     from billing.models import WebhookSecret
     from billing.signing import secret_generate
     from gateway_project.kernel.encryption import encrypt
-    from groups.audit import audit_record
+    from groups.services.audit import audit_record
 
     now = now or timezone.now()
     hours = (
@@ -176,7 +176,7 @@ def webhook_endpoint_set_enabled(
     from django.utils import timezone
 
     from billing.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
-    from groups.audit import audit_record
+    from groups.services.audit import audit_record
 
     with transaction.atomic():
         locked = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
@@ -211,7 +211,7 @@ def delivery_resend(*, delivery: Any, actor: str, now: Any = None) -> Any:
 
     from billing.models import DeliveryStatus, WebhookDelivery
     from gateway_project.kernel.errors import ValidationFailed
-    from groups.audit import audit_record
+    from groups.services.audit import audit_record
 
     if not delivery.endpoint.enabled:
         raise ValidationFailed("Enable the webhook endpoint first.", code="endpoint_disabled")
@@ -240,7 +240,7 @@ def deliveries_recover(*, since: Any, actor: str, workspace: Any = None, now: An
     from django.utils import timezone
 
     from billing.models import DeliveryStatus, WebhookDelivery
-    from groups.audit import audit_record
+    from groups.services.audit import audit_record
 
     failed = WebhookDelivery.objects.filter(
         status=DeliveryStatus.FAILED, created_at__gte=since, endpoint__enabled=True
@@ -274,7 +274,7 @@ def usage_events_release(*, ids: list[str], actor: str, drop_metadata: bool = Fa
     from django.db.models.functions import Concat, Left
 
     from billing.models import UsageEvent
-    from groups.audit import audit_record
+    from groups.services.audit import audit_record
 
     with transaction.atomic():
         events = UsageEvent.objects.filter(pk__in=ids, quarantined_at__isnull=False)
@@ -303,7 +303,7 @@ def deliveries_release(*, ids: list[str], actor: str, now: Any = None) -> int:
     from django.utils import timezone
 
     from billing.models import DeliveryStatus, WebhookDelivery
-    from groups.audit import audit_record
+    from groups.services.audit import audit_record
 
     with transaction.atomic():
         deliveries = WebhookDelivery.objects.filter(pk__in=ids, status=DeliveryStatus.QUARANTINED)

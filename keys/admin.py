@@ -14,8 +14,8 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 
-from groups.audit import staff_actor
 from groups.models import Group
+from groups.services.audit import staff_actor
 from keys.models import ApiKey, ManagementKey
 from keys.services import (
     api_key_create,

@@ -11,9 +11,9 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from gateway_project.kernel.errors import NotFound, ValidationFailed
-from groups.audit import audit_record
-from groups.invalidation import config_changed
+from gateway_project.kernel.invalidation import config_changed
 from groups.models import Group, GroupModel, Workspace
+from groups.services.audit import audit_record
 from keys.hashing import FEDERATED_PREFIX, MANAGEMENT_PREFIX, key_hash, key_prefix, mint
 from keys.models import ApiKey, KeyScope, ManagementKey
 

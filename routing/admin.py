@@ -18,7 +18,7 @@ from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
 from gateway_project.kernel.errors import GatewayError
-from groups.audit import SYSTEM_ACTOR, staff_actor
+from groups.services.audit import SYSTEM_ACTOR, staff_actor
 from routing.models import Endpoint, Target
 from routing.services import endpoint_create, endpoint_delete, endpoint_update
 

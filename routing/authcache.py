@@ -2,7 +2,7 @@
 
 Entries are filled on a miss by one `sync_to_async` call (one fill in flight per key), expire after
 GATEWAY_KEY_CACHE_TTL (unknown keys after GATEWAY_UNKNOWN_KEY_CACHE_TTL) and are dropped on the
-invalidations of groups/invalidation.py (routing/cache_listener.py follows them).
+invalidations of gateway_project/kernel/invalidation.py (routing/cache_listener.py follows them).
 
 An entry is served only while it is known to be current: read from the database, or confirmed by a
 read of the version key, less than TRUST_SECONDS ago. The listener confirms every half second, so a
@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 
 from gateway_project.kernel.errors import GatewayError
 from gateway_project.kernel.hosts import host_normalize
-from groups.invalidation import VERSION_KEY
+from gateway_project.kernel.invalidation import VERSION_KEY
 from groups.models import CustomDomain
 from groups.selectors import group_effective_models, group_enforced_limits
 from keys.selectors import api_key_resolve

@@ -1,4 +1,4 @@
-"""Follows configuration invalidations (groups/invalidation.py) for this worker's caches.
+"""Follows configuration invalidations (kernel/invalidation.py) for this worker's caches.
 
 The listener has its own Redis client, with socket timeouts, so that neither a full pool nor a slow
 request can delay it. Every GATEWAY_CACHE_VERSION_POLL seconds it reads the version key (which
@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from groups.invalidation import VERSION_KEY, channel, message_decode
+from gateway_project.kernel.invalidation import VERSION_KEY, channel, message_decode
 from routing import authcache
 from routing.ticks import pause
 

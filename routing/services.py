@@ -9,10 +9,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from gateway_project.kernel.errors import NotFound, ValidationFailed
+from gateway_project.kernel.invalidation import config_changed
 from groups import services as group_services
-from groups.audit import audit_record
-from groups.invalidation import config_changed
 from groups.models import OrgPrefix, Workspace
+from groups.services.audit import audit_record
 from routing.models import Endpoint, Region, Target
 from routing.targets import target_rows, target_wire, targets_clean
 

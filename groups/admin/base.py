@@ -14,7 +14,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from gateway_project.kernel.errors import GatewayError
-from groups.audit import SYSTEM_ACTOR, staff_actor
+from groups.services.audit import SYSTEM_ACTOR, staff_actor
 
 
 def actor_of(request: HttpRequest) -> str:

@@ -14,9 +14,8 @@ from django.db.models import prefetch_related_objects
 from django.utils import timezone
 
 from gateway_project.kernel.errors import ValidationFailed
-from groups.audit import audit_record
+from gateway_project.kernel.invalidation import config_changed
 from groups.catalog import live_endpoint_slugs
-from groups.invalidation import config_changed
 from groups.limits import (
     CASCADING,
     INDEPENDENT,
@@ -35,6 +34,7 @@ from groups.selectors import (
     group_subtree,
     models_prefetch,
 )
+from groups.services.audit import audit_record
 from groups.services.tenants import text_check
 
 MAX_DEPTH = 5

@@ -10,10 +10,10 @@ from django.db import transaction
 from gateway_project.kernel.encryption import encrypt
 from gateway_project.kernel.errors import ValidationFailed
 from gateway_project.kernel.hosts import host_normalize
+from gateway_project.kernel.invalidation import config_changed
 from gateway_project.kernel.netguard import allowlist_parse
-from groups.audit import audit_record
-from groups.invalidation import config_changed
 from groups.models import SEGMENT_RE, CustomDomain, OrgPrefix, Secret, Workspace
+from groups.services.audit import audit_record
 
 _HOST_RE = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$"

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from groups.audit import SYSTEM_ACTOR
 from groups.models import Group, Workspace
+from groups.services.audit import SYSTEM_ACTOR
 from keys import services as key_services
 from routing import services as routing_services
 from routing.models import Endpoint

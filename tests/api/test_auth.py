@@ -8,8 +8,8 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from groups.audit import SYSTEM_ACTOR
 from groups.models import Workspace
+from groups.services.audit import SYSTEM_ACTOR
 from keys import services as key_services
 from keys.models import ManagementKey
 from tests.api.conftest import client_for, error_code, management_key

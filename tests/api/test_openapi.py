@@ -22,8 +22,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from groups import services as group_services
-from groups.audit import SYSTEM_ACTOR
 from groups.models import OrgPrefix, Workspace
+from groups.services.audit import SYSTEM_ACTOR
 from keys import services as key_services
 from tests.api.conftest import endpoint_make, model
 

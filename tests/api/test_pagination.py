@@ -8,8 +8,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from groups import services as group_services
-from groups.audit import SYSTEM_ACTOR
 from groups.models import Workspace
+from groups.services.audit import SYSTEM_ACTOR
 from keys import services as key_services
 from tests.api.conftest import endpoint_make, error_code, model
 

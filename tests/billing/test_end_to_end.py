@@ -15,8 +15,8 @@ from billing.ingest import usage_ingest
 from billing.models import UsageEvent
 from billing.webhook_tasks import deliveries_enqueue_due
 from gateway_project.celery import app
-from groups.audit import SYSTEM_ACTOR
 from groups.models import Workspace
+from groups.services.audit import SYSTEM_ACTOR
 from keys.services import management_key_create
 from routing import authcache
 from tests.billing.conftest import endpoint_add

@@ -11,8 +11,8 @@ from django.test import Client
 from django.utils import timezone
 
 from billing.models import UsageEvent
-from groups.audit import SYSTEM_ACTOR
 from groups.models import Group, Workspace
+from groups.services.audit import SYSTEM_ACTOR
 from keys.services import api_key_create, management_key_create
 
 T0 = datetime(2026, 5, 5, 12, 0, tzinfo=UTC)

@@ -361,7 +361,7 @@ def test_the_events_api_and_admin_pages_read_any_stored_row(
 ) -> None:
     from django.test import Client
 
-    from groups.audit import SYSTEM_ACTOR
+    from groups.services.audit import SYSTEM_ACTOR
     from keys.services import management_key_create
 
     bad = make_event(timestamp=timezone.now() - timedelta(minutes=5))

@@ -11,9 +11,9 @@ import pytest
 from django.utils import timezone
 
 from billing.models import UsageEvent, WebhookDelivery, WebhookEndpoint
-from groups.audit import SYSTEM_ACTOR
 from groups.models import Group, OrgPrefix, Workspace
 from groups.services import group_create
+from groups.services.audit import SYSTEM_ACTOR
 from keys.models import ApiKey
 from keys.selectors import api_key_resolve
 from routing.models import Endpoint

@@ -10,8 +10,8 @@ import pytest
 
 from billing.models import WebhookDelivery, WebhookEndpoint, WebhookSecret
 from billing.services import webhook_endpoint_create
-from groups.audit import SYSTEM_ACTOR
 from groups.models import AuditEvent, Group, OrgPrefix, Workspace
+from groups.services.audit import SYSTEM_ACTOR
 from keys.services import api_key_create, management_key_create
 from routing.models import Endpoint
 from tests.browser.conftest import Shots, log_in

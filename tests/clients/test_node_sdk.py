@@ -67,8 +67,8 @@ def results(
         external_id="cust_limited",
     )
     # The limited key is allowed on SLUG too, through its own group with a one-request budget.
-    from groups.audit import SYSTEM_ACTOR
     from groups.services import group_update
+    from groups.services.audit import SYSTEM_ACTOR
 
     group_update(
         workspace=workspace,

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from groups.audit import SYSTEM_ACTOR
 from groups.models import Group, Workspace
 from groups.services import group_create
+from groups.services.audit import SYSTEM_ACTOR
 
 SLUGS = ("acme/llama", "acme/qwen", "acme/mistral")
 

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 
 from gateway_project.kernel.errors import ValidationFailed
-from groups.audit import SYSTEM_ACTOR
 from groups.models import AuditEvent, Group, Workspace
 from groups.selectors import group_models
 from groups.services import group_create
+from groups.services.audit import SYSTEM_ACTOR
 from tests.groups.conftest import GroupFactory, model
 
 

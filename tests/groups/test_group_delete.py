@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from gateway_project.kernel.errors import NotFound
-from groups.audit import SYSTEM_ACTOR
 from groups.models import AuditEvent, Group, Workspace
 from groups.selectors import group_get, group_list
 from groups.services import group_delete
+from groups.services.audit import SYSTEM_ACTOR
 from keys.hashing import FEDERATED_PREFIX, key_hash, mint
 from keys.models import ApiKey
 from tests.groups.conftest import GroupFactory

@@ -9,7 +9,7 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 
-from groups.invalidation import (
+from gateway_project.kernel.invalidation import (
     VERSION_KEY,
     bump_owed,
     channel,

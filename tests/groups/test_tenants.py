@@ -9,8 +9,7 @@ from django_redis import get_redis_connection
 
 from gateway_project.kernel.encryption import decrypt
 from gateway_project.kernel.errors import ValidationFailed
-from groups.audit import SYSTEM_ACTOR
-from groups.invalidation import VERSION_KEY
+from gateway_project.kernel.invalidation import VERSION_KEY
 from groups.models import AuditEvent, Group, Workspace
 from groups.selectors import group_models
 from groups.services import (
@@ -24,6 +23,7 @@ from groups.services import (
     workspace_create,
     workspace_set_onboarded,
 )
+from groups.services.audit import SYSTEM_ACTOR
 from tests.groups.conftest import GroupFactory, model
 
 

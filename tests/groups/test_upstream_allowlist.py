@@ -14,9 +14,9 @@ from django.test import Client
 from gateway_project.env import BASE_DIR
 from gateway_project.kernel.errors import ValidationFailed
 from gateway_project.kernel.netguard import allowlist_effective
-from groups.audit import SYSTEM_ACTOR
 from groups.models import AuditEvent, Workspace
 from groups.services import workspace_set_upstream_allowlist
+from groups.services.audit import SYSTEM_ACTOR
 
 pytestmark = pytest.mark.django_db
 

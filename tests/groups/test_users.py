@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from gateway_project.kernel.errors import NotFound, ValidationFailed
-from groups.audit import SYSTEM_ACTOR
 from groups.models import Group, Workspace
 from groups.selectors import group_get, group_models
 from groups.services import user_delete, user_upsert
+from groups.services.audit import SYSTEM_ACTOR
 from tests.groups.conftest import GroupFactory, model
 
 

@@ -7,9 +7,9 @@ import base64
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from groups.audit import SYSTEM_ACTOR
 from groups.models import Group, Workspace
 from groups.services import group_create, user_upsert
+from groups.services.audit import SYSTEM_ACTOR
 from routing.models import Endpoint
 
 SLUGS = ("acme/llama", "acme/qwen")

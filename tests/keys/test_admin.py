@@ -7,8 +7,8 @@ import re
 from django.test import Client
 from django.urls import reverse
 
-from groups.audit import SYSTEM_ACTOR
 from groups.models import AuditEvent, Group, Workspace
+from groups.services.audit import SYSTEM_ACTOR
 from keys.models import ApiKey, ManagementKey
 from keys.selectors import api_key_resolve, management_key_authenticate
 from keys.services import api_key_create, management_key_create

@@ -9,9 +9,9 @@ import pytest
 from django.db import connection
 
 from gateway_project.kernel.errors import NotFound, ValidationFailed
-from groups.audit import SYSTEM_ACTOR
 from groups.models import AuditEvent, Group, Workspace
 from groups.services import group_delete
+from groups.services.audit import SYSTEM_ACTOR
 from keys import hashing
 from keys.models import ApiKey
 from keys.selectors import api_key_get, api_key_list, api_key_resolve

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from gateway_project.kernel.errors import NotFound, ValidationFailed
-from groups.audit import SYSTEM_ACTOR
 from groups.models import AuditEvent, Workspace
+from groups.services.audit import SYSTEM_ACTOR
 from keys.models import ManagementKey
 from keys.selectors import management_key_authenticate
 from keys.services import management_key_create, management_key_revoke

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway_project.kernel.errors import NotFound, ValidationFailed
-from groups.audit import SYSTEM_ACTOR
 from groups.models import AuditEvent, Group, Workspace
+from groups.services.audit import SYSTEM_ACTOR
 from keys.models import ApiKey
 from keys.selectors import api_key_resolve
 from keys.services import api_key_register, shannon_entropy

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from groups.audit import SYSTEM_ACTOR
 from groups.models import Group, Workspace
 from groups.selectors import group_enforced_limits
 from groups.services import group_create
+from groups.services.audit import SYSTEM_ACTOR
 from routing.limiter import group_usage_read, limits_admit
 from tests.limits.support import T0, run
 

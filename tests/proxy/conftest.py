@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import uvicorn
 
-from groups.audit import SYSTEM_ACTOR
 from groups.models import Group, Workspace
 from groups.services import group_create
+from groups.services.audit import SYSTEM_ACTOR
 from keys.services import api_key_create
 from routing import authcache
 from routing.models import Endpoint

@@ -15,8 +15,8 @@ import django
 def _create(upstream_url: str, requests_per_minute: str = "") -> dict[str, str]:
     from django.core.management import call_command
 
-    from groups.audit import SYSTEM_ACTOR
     from groups.services import group_create, org_prefix_register, workspace_create
+    from groups.services.audit import SYSTEM_ACTOR
     from keys.services import api_key_create
     from routing.services import endpoint_create
 
@@ -43,8 +43,8 @@ def _create(upstream_url: str, requests_per_minute: str = "") -> dict[str, str]:
 
 
 def _revoke(workspace_id: str, prefix: str) -> dict[str, str]:
-    from groups.audit import SYSTEM_ACTOR
     from groups.models import Workspace
+    from groups.services.audit import SYSTEM_ACTOR
     from keys.services import api_key_revoke
 
     workspace = Workspace.objects.get(id=workspace_id)

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from django.db.backends.utils import CursorWrapper
 
-from groups.audit import SYSTEM_ACTOR
 from groups.services import custom_domain_add, group_update, workspace_set_onboarded
+from groups.services.audit import SYSTEM_ACTOR
 from keys.services import api_key_revoke
 from routing import authcache
 from routing.services import endpoint_delete

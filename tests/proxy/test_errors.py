@@ -205,7 +205,7 @@ def test_unknown_inference_route_is_404(gateway, tenant):
 
 
 def test_management_key_is_rejected_on_inference(gateway, tenant):
-    from groups.audit import SYSTEM_ACTOR
+    from groups.services.audit import SYSTEM_ACTOR
     from keys.services import management_key_create
 
     _, plaintext = management_key_create(workspace=tenant.workspace, actor=SYSTEM_ACTOR)
@@ -234,8 +234,8 @@ def test_unknown_body_fields_pass_through_untouched(gateway, tenant, upstream):
 
 
 def test_upstream_gets_the_targets_credential_never_the_clients_key(gateway, workspace, upstream):
-    from groups.audit import SYSTEM_ACTOR
     from groups.services import secret_create
+    from groups.services.audit import SYSTEM_ACTOR
 
     secret = secret_create(
         workspace=workspace, name="vllm", value="upstream-secret", actor=SYSTEM_ACTOR
@@ -281,8 +281,8 @@ def test_api_key_scheme_is_accepted(gateway, tenant):
 def test_baseten_target_uses_the_url_template_and_the_workspace_secret(
     gateway, workspace, upstream, settings
 ):
-    from groups.audit import SYSTEM_ACTOR
     from groups.services import secret_create
+    from groups.services.audit import SYSTEM_ACTOR
 
     settings.GATEWAY_BASETEN_URL_TEMPLATE = upstream.url  # placeholders are optional
     secret = secret_create(workspace=workspace, name="bt", value="bt-key", actor=SYSTEM_ACTOR)

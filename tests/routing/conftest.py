@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from groups.audit import SYSTEM_ACTOR
 from groups.models import Secret, Workspace
 from groups.services import secret_create
+from groups.services.audit import SYSTEM_ACTOR
 
 
 @pytest.fixture

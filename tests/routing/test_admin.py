@@ -7,8 +7,8 @@ from typing import Any
 from django.test import Client
 from django.urls import reverse
 
-from groups.audit import SYSTEM_ACTOR
 from groups.models import AuditEvent, Secret, Workspace
+from groups.services.audit import SYSTEM_ACTOR
 from routing.models import Endpoint, Target
 from routing.selectors import endpoint_targets
 from routing.services import endpoint_create

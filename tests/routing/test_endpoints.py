@@ -9,9 +9,9 @@ import pytest
 from django.db import IntegrityError
 
 from gateway_project.kernel.errors import NotFound, ValidationFailed
-from groups.audit import SYSTEM_ACTOR
 from groups.models import AuditEvent, GroupModel, Secret, Workspace
 from groups.services import group_create
+from groups.services.audit import SYSTEM_ACTOR
 from routing.models import Endpoint, Target
 from routing.selectors import endpoint_get, endpoint_list, endpoint_live_slugs, endpoint_targets
 from routing.services import endpoint_create, endpoint_delete, endpoint_update

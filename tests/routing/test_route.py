@@ -6,8 +6,8 @@ from typing import Any
 
 from django.test import override_settings
 
-from groups.audit import SYSTEM_ACTOR
 from groups.models import Secret, Workspace
+from groups.services.audit import SYSTEM_ACTOR
 from routing.selectors import ResolvedEndpoint, ResolvedTarget, endpoint_route
 from routing.services import endpoint_create, endpoint_delete
 from tests.routing.conftest import baseten, compat, openai

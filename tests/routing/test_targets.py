@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from gateway_project.kernel.errors import ValidationFailed
-from groups.audit import SYSTEM_ACTOR
 from groups.models import Secret, Workspace
 from groups.services import secret_create
+from groups.services.audit import SYSTEM_ACTOR
 from routing.services import endpoint_create
 from tests.routing.conftest import baseten, compat, openai
 

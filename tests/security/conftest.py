@@ -13,8 +13,8 @@ from rest_framework.test import APIClient
 
 from billing.models import UsageEvent
 from groups import services as group_services
-from groups.audit import SYSTEM_ACTOR
 from groups.models import Workspace
+from groups.services.audit import SYSTEM_ACTOR
 from keys import services as key_services
 from routing import services as routing_services
 from tests.proxy.conftest import gateway, tenant, upstream  # noqa: F401 - fixtures of this suite

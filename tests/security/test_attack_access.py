@@ -21,8 +21,8 @@ from billing.models import WebhookDelivery, WebhookEndpoint, WebhookSecret
 from gateway_project.kernel.encryption import encrypt
 from gateway_project.kernel.errors import ValidationFailed
 from groups import services as group_services
-from groups.audit import SYSTEM_ACTOR
 from groups.models import AuditEvent, Group, Workspace
+from groups.services.audit import SYSTEM_ACTOR
 from keys import services as key_services
 from routing import services as routing_services
 from routing.models import Endpoint

@@ -29,9 +29,9 @@ from billing.services import webhook_endpoint_create
 from gateway_project.demo import DemoCredentials, demo_ensure
 from gateway_project.env import BASE_DIR
 from gateway_project.kernel.encryption import decrypt
-from groups.audit import SYSTEM_ACTOR
 from groups.models import Secret, Workspace
 from groups.services import custom_domain_add, secret_create
+from groups.services.audit import SYSTEM_ACTOR
 from tests.fakes.model_server import FakeModelServerThread
 from tests.proxy.conftest import SLUG, GatewayThread, Tenant, compatible_target, tenant_build
 from tests.waiting import wait_until

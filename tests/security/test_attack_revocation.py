@@ -16,7 +16,7 @@ import httpx
 import pytest
 from django.db import connections
 
-from groups.audit import SYSTEM_ACTOR
+from groups.services.audit import SYSTEM_ACTOR
 from keys.services import api_key_revoke
 from routing import authcache
 from routing.lifecycle import background_tasks

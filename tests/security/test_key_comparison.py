@@ -12,8 +12,8 @@ import httpx
 import pytest
 from rest_framework.test import APIClient
 
-from groups.audit import SYSTEM_ACTOR
 from groups.models import Workspace
+from groups.services.audit import SYSTEM_ACTOR
 from keys import hashing
 from keys.selectors import management_key_authenticate
 from keys.services import management_key_create

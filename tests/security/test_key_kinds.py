@@ -37,7 +37,7 @@ def test_a_management_key_cannot_call_inference(
     body: dict[str, object] | None,
     scheme: str,
 ) -> None:
-    from groups.audit import SYSTEM_ACTOR
+    from groups.services.audit import SYSTEM_ACTOR
     from keys.services import management_key_create
 
     _key, plaintext = management_key_create(workspace=workspace, actor=SYSTEM_ACTOR)

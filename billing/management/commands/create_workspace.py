@@ -10,12 +10,12 @@ from django.db import transaction
 
 from billing.services import webhook_endpoint_create
 from gateway_project.kernel.errors import GatewayError
-from groups.audit import SYSTEM_ACTOR
 from groups.services import (
     org_prefix_register,
     workspace_create,
     workspace_set_upstream_allowlist,
 )
+from groups.services.audit import SYSTEM_ACTOR
 from keys.models import KeyScope
 from keys.services import management_key_create
 
