@@ -38,8 +38,11 @@ fuzz: $(STAMP)
 	GATEWAY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) GATEWAY_SCHEMATHESIS_EXAMPLES=$(SCHEMATHESIS_EXAMPLES) \
 		$(TEST_ENV) $(PY) -m pytest tests/fuzz tests/api/test_openapi.py $(PYTEST_ARGS)
 
+# Style, then the import rules: import-linter's contracts (pyproject.toml) and tests/architecture.py.
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports --no-cache
+	$(PY) -m tests.architecture
 
 # mypy strict with the django-stubs plugin (config: pyproject.toml [tool.mypy]).
 .PHONY: typecheck
