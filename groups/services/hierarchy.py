@@ -66,7 +66,8 @@ def _models_write(group: Group, specs: list[ModelSpec]) -> None:
         group._prefetched_objects_cache.pop("model_access", None)
 
 
-def _row_insert(group: Group, *, param: str) -> None:
+def group_row_insert(group: Group, *, param: str) -> None:
+    """Insert the group's row; losing the race for its external id is `external_id_taken`."""
     try:
         with transaction.atomic():
             group.save(force_insert=True)
@@ -124,7 +125,7 @@ def group_insert(
     group.external_entity_id = external_id_check(
         workspace=workspace, value=external_entity_id, param=id_param
     )
-    _row_insert(group, param=id_param)
+    group_row_insert(group, param=id_param)
     _models_write(group, specs)
     audit_record(
         actor=actor,

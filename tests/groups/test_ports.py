@@ -10,7 +10,9 @@ import sys
 import pytest
 
 from gateway_project.env import BASE_DIR
-from groups.ports import ports
+from groups.ports import Ports, ports
+from keys.services import group_keys_revoke, key_slugs_rename
+from routing.selectors import endpoint_live_slugs
 
 WIRED = " ".join(
     (
@@ -37,11 +39,11 @@ ENTRY_POINTS = {
 def test_the_test_process_has_the_ports_wired() -> None:
     wired = ports()
 
-    shown = " ".join(
-        f"{f.__module__}.{f.__name__}"
-        for f in (wired.live_endpoint_slugs, wired.group_keys_revoke, wired.key_slugs_rename)
+    assert wired == Ports(
+        live_endpoint_slugs=endpoint_live_slugs,
+        group_keys_revoke=group_keys_revoke,
+        key_slugs_rename=key_slugs_rename,
     )
-    assert shown == WIRED
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
