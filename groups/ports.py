@@ -45,9 +45,9 @@ class Ports:
 _wired: list[Ports] = []
 
 
-def ports_wire(ports: Ports) -> None:
+def ports_wire(implementations: Ports) -> None:
     """Install the implementations (the composition root does this once per process)."""
-    _wired[:] = [ports]
+    _wired[:] = [implementations]
 
 
 def ports() -> Ports:
