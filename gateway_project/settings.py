@@ -41,6 +41,8 @@ INSTALLED_APPS = [
     "keys",
     "routing",
     "billing",
+    # The composition root: wires the apps together once they are all loaded.
+    "gateway_project.apps.GatewayConfig",
 ]
 
 MIDDLEWARE = [
@@ -246,9 +248,6 @@ GATEWAY_WEBHOOK_TIMEOUT = env_float("GATEWAY_WEBHOOK_TIMEOUT", 15.0)
 GATEWAY_WEBHOOK_SECRET_OVERLAP_HOURS = env_int("GATEWAY_WEBHOOK_SECRET_OVERLAP_HOURS", 24)
 # PEM bundle webhook TLS is verified against; empty = the public CAs (certifi).
 GATEWAY_WEBHOOK_CA_BUNDLE = env_str("GATEWAY_WEBHOOK_CA_BUNDLE", "")
-
-# groups must not import routing: the endpoint catalog is resolved by dotted path at call time.
-GATEWAY_ENDPOINT_CATALOG = "routing.selectors.endpoint_live_slugs"
 
 # Usage events travel through a Redis stream (billing/ingest.py); this moves them into the DB.
 CELERY_BEAT_SCHEDULE = {

@@ -2,6 +2,8 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from gateway_project.kernel.netguard import allowlist_parse
+
 
 class GroupsConfig(AppConfig):
     name = "groups"
@@ -9,8 +11,6 @@ class GroupsConfig(AppConfig):
 
     def ready(self) -> None:
         """Refuse to start with a GATEWAY_UPSTREAM_ALLOWLIST entry the SSRF guard would misread."""
-        from gateway_project.kernel.netguard import allowlist_parse
-
         try:
             allowlist_parse(settings.GATEWAY_UPSTREAM_ALLOWLIST)
         except ValueError as exc:

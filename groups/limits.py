@@ -6,7 +6,7 @@ Nothing here touches the database; selectors load a chain of `GroupLimits` and s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -276,8 +276,3 @@ def _enforced(limit: LimitSpec, *, counter: str, root: str) -> EnforcedLimit:
         unit=limit.unit,
         threshold=limit.threshold,
     )
-
-
-def slugs_of(specs: Iterable[ModelSpec]) -> list[str]:
-    """The slugs of `specs` in order."""
-    return [spec.slug for spec in specs]

@@ -141,10 +141,6 @@ class Group(models.Model):
     def __str__(self) -> str:
         return f"{self.name or self.external_entity_id} ({self.id})"
 
-    @property
-    def is_live(self) -> bool:
-        return self.deleted_at is None
-
 
 class GroupModel(models.Model):
     """A group's access to one endpoint slug, with the limits configured on it."""

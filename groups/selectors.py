@@ -1,4 +1,7 @@
-"""Reads of groups: lookups, configured models, chains, effective and enforced limits."""
+"""Reads of groups: lookups, configured models, chains, effective and enforced limits.
+
+`ModelConfigOutSerializer` is the schema of one item of `group_models`, for other apps' wire shapes.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from typing import Any
 from django.db.models import Prefetch, QuerySet, prefetch_related_objects
 
 from gateway_project.kernel.errors import NotFound
+from groups.limit_serializers import ModelConfigOutSerializer
 from groups.limits import (
     EnforcedLimit,
     GroupLimits,
@@ -21,6 +25,7 @@ from groups.models import Group, GroupModel, ModelLimit, Workspace
 
 __all__ = [
     "EnforcedLimit",
+    "ModelConfigOutSerializer",
     "group_chain",
     "group_effective_models",
     "group_enforced_limits",

@@ -8,7 +8,6 @@ from rest_framework import serializers
 
 from groups import selectors as group_selectors
 from groups.models import Group
-from groups.serializers import ModelConfigOutSerializer
 from keys.models import ApiKey
 
 
@@ -38,7 +37,7 @@ class ApiKeyMintedSerializer(serializers.Serializer[Any]):
 
 
 class UserApiKeyMintedSerializer(ApiKeyMintedSerializer):
-    models = ModelConfigOutSerializer(many=True)
+    models = group_selectors.ModelConfigOutSerializer(many=True)
 
 
 class ApiKeyV1Serializer(serializers.Serializer[Any]):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from django.db import IntegrityError, models, transaction
@@ -258,3 +259,20 @@ def api_key_revoke(
         filters["group"] = group
     key = _live_for_update(ApiKey.objects.all(), **filters)
     return _revoke(key, actor=actor, action="api_key.revoke")
+
+
+def group_keys_revoke(*, group_ids: Collection[str], at: datetime) -> list[str]:
+    """Revoke the live keys of deleted groups as of `at`; their prefixes, sorted (groups audits)."""
+    live = ApiKey.objects.filter(group_id__in=group_ids, revoked_at__isnull=True)
+    revoked = sorted(live.values_list("prefix", flat=True))
+    live.update(revoked_at=at)
+    return revoked
+
+
+def key_slugs_rename(*, workspace_id: str, old_slug: str, new_slug: str) -> None:
+    """Follow an endpoint rename in the slug subsets of the workspace's legacy user keys."""
+    for key in ApiKey.objects.filter(workspace_id=workspace_id, slugs__isnull=False):
+        slugs: list[str] = key.slugs or []
+        if old_slug in slugs:
+            key.slugs = [new_slug if slug == old_slug else slug for slug in slugs]
+            key.save(update_fields=["slugs"])

@@ -1,13 +1,13 @@
 """Writes of the groups app: import them from here (`from groups.services import group_create`)."""
 
 from groups.services.hierarchy import (
-    MAX_DEPTH,
     group_create,
     group_delete,
     group_models_rename_slug,
     group_snapshot,
     group_update,
 )
+from groups.services.hierarchy_rules import MAX_DEPTH
 from groups.services.tenants import (
     custom_domain_add,
     custom_domain_delete,

@@ -32,6 +32,7 @@ def workspace_snapshot(workspace: Workspace) -> dict[str, Any]:
 
 
 def text_check(value: Any, *, param: str, code: str, max_length: int, min_length: int) -> str:
+    """`value` if it is a string of min_length..max_length characters, else ValidationFailed."""
     if not isinstance(value, str) or not min_length <= len(value) <= max_length:
         raise ValidationFailed(
             f"{param} must be a string of {min_length}..{max_length} characters",
@@ -86,6 +87,27 @@ def workspace_update(
     return workspace
 
 
+def _workspace_set(
+    *, workspace: Workspace, actor: str, action: str, fields: dict[str, Any]
+) -> Workspace:
+    """Save fields of a workspace the data plane caches, audit them and announce the change."""
+    before = workspace_snapshot(workspace)
+    for name, value in fields.items():
+        setattr(workspace, name, value)
+    workspace.save(update_fields=[*fields, "updated_at"])
+    audit_record(
+        actor=actor,
+        action=action,
+        obj_type="workspace",
+        obj_id=workspace.id,
+        workspace_id=workspace.id,
+        before=before,
+        after=workspace_snapshot(workspace),
+    )
+    config_changed(workspace_id=workspace.id)
+    return workspace
+
+
 @transaction.atomic
 def workspace_set_upstream_allowlist(
     *, workspace: Workspace, entries: list[str] | None, actor: str
@@ -98,40 +120,24 @@ def workspace_set_upstream_allowlist(
         clean = None if entries is None else allowlist_parse(entries)
     except ValueError as exc:
         raise ValidationFailed(str(exc), code="invalid_allowlist", param=param) from exc
-    before = workspace_snapshot(workspace)
-    workspace.upstream_allowlist = clean
-    workspace.save(update_fields=["upstream_allowlist", "updated_at"])
-    audit_record(
+    # Cached routes carry the allowlist the proxy checks at connect time.
+    return _workspace_set(
+        workspace=workspace,
         actor=actor,
         action="workspace.upstream_allowlist",
-        obj_type="workspace",
-        obj_id=workspace.id,
-        workspace_id=workspace.id,
-        before=before,
-        after=workspace_snapshot(workspace),
+        fields={"upstream_allowlist": clean},
     )
-    # Cached routes carry the allowlist the proxy checks at connect time.
-    config_changed(workspace_id=workspace.id)
-    return workspace
 
 
 @transaction.atomic
 def workspace_set_onboarded(*, workspace: Workspace, onboarded: bool, actor: str) -> Workspace:
     """Onboard or off-board a workspace; off-boarded keys stop working at once."""
-    before = workspace_snapshot(workspace)
-    workspace.onboarded = onboarded
-    workspace.save(update_fields=["onboarded", "updated_at"])
-    audit_record(
+    return _workspace_set(
+        workspace=workspace,
         actor=actor,
         action="workspace.onboard" if onboarded else "workspace.offboard",
-        obj_type="workspace",
-        obj_id=workspace.id,
-        workspace_id=workspace.id,
-        before=before,
-        after=workspace_snapshot(workspace),
+        fields={"onboarded": onboarded},
     )
-    config_changed(workspace_id=workspace.id)
-    return workspace
 
 
 @transaction.atomic

@@ -10,7 +10,8 @@ from gateway_project.kernel.errors import ValidationFailed
 from groups.limits import INDEPENDENT, models_parse
 from groups.models import Group, Workspace
 from groups.selectors import group_get
-from groups.services.hierarchy import group_delete, group_insert, group_update, models_required
+from groups.services.hierarchy import group_delete, group_insert, group_update
+from groups.services.hierarchy_rules import models_required
 from groups.services.tenants import text_check
 
 

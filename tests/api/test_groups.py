@@ -8,6 +8,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from groups.models import AuditEvent
+from keys.models import ApiKey
 from tests.api.conftest import error_code, group_body, model
 
 pytestmark = pytest.mark.django_db
@@ -131,6 +132,25 @@ def test_delete_soft_deletes_the_subtree_and_frees_the_external_id(
     assert api.delete(f"{GROUPS}/{root['id']}").status_code == 404
     assert api.get(f"{GROUPS}/{child['id']}/api_keys/{key['prefix']}").status_code == 404
     assert create(api, group_body("r", model("acme/llama"))).status_code == 200
+
+
+def test_delete_revokes_the_keys_of_the_whole_subtree(api: APIClient, endpoints: list) -> None:
+    root = create(api, group_body("r", model("acme/llama"))).json()
+    child = create(api, group_body("c", model("acme/llama"), parent_group_id=root["id"])).json()
+    other = create(api, group_body("o", model("acme/llama"))).json()
+    prefixes = [
+        api.post(f"{GROUPS}/{group['id']}/api_keys", {}, format="json").json()["prefix"]
+        for group in (root, child, other)
+    ]
+
+    deleted = api.delete(f"{GROUPS}/{root['id']}")
+
+    revoked = ApiKey.objects.filter(prefix__in=prefixes, revoked_at__isnull=False)
+    assert deleted.status_code == 200
+    assert sorted(revoked.values_list("prefix", flat=True)) == sorted(prefixes[:2])
+    assert AuditEvent.objects.get(action="api_key.revoke_subtree", object_id=root["id"]).after == {
+        "revoked_key_prefixes": sorted(prefixes[:2])
+    }
 
 
 def test_group_mutations_are_audited(api: APIClient, manage_key: str, group: dict) -> None:

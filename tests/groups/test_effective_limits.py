@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from groups.limits import EnforcedLimit
 from groups.models import Group, Workspace
 from groups.selectors import (
+    EnforcedLimit,
     group_chain,
     group_effective_models,
     group_enforced_limits,

@@ -11,6 +11,7 @@ from groups.models import AuditEvent, Group, Workspace
 from groups.selectors import group_models
 from groups.services import group_create
 from groups.services.audit import SYSTEM_ACTOR
+from groups.services.hierarchy import group_row_insert
 from tests.groups.conftest import GroupFactory, model
 
 
@@ -107,13 +108,11 @@ def test_external_entity_id_may_repeat_across_workspaces(
 def test_database_constraint_race_is_reported_as_external_id_taken(
     make_group: GroupFactory, workspace: Workspace
 ) -> None:
-    from groups.services.hierarchy import _row_insert
-
     winner = make_group(external_entity_id="cust_1")
     loser = Group(workspace=workspace, external_entity_id="cust_1", root_id=None, depth=1)
 
     with pytest.raises(ValidationFailed) as caught:
-        _row_insert(loser, param="metadata.external_entity_id")
+        group_row_insert(loser, param="metadata.external_entity_id")
 
     assert caught.value.code == "external_id_taken"
     assert Group.objects.filter(external_entity_id="cust_1").get() == winner

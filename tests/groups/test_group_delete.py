@@ -9,16 +9,14 @@ from groups.models import AuditEvent, Group, Workspace
 from groups.selectors import group_get, group_list
 from groups.services import group_delete
 from groups.services.audit import SYSTEM_ACTOR
-from keys.hashing import FEDERATED_PREFIX, key_hash, mint
 from keys.models import ApiKey
+from keys.services import api_key_create
 from tests.groups.conftest import GroupFactory
 
 
 def _key(group: Group) -> ApiKey:
-    plaintext, prefix = mint(FEDERATED_PREFIX)
-    return ApiKey.objects.create(
-        workspace=group.workspace, group=group, prefix=prefix, key_hash=key_hash(plaintext)
-    )
+    key, _plaintext = api_key_create(workspace=group.workspace, group=group, actor=SYSTEM_ACTOR)
+    return key
 
 
 def test_delete_soft_deletes_the_whole_subtree(

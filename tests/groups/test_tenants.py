@@ -20,10 +20,13 @@ from groups.services import (
     org_prefix_register,
     secret_create,
     secret_update,
+    user_upsert,
     workspace_create,
     workspace_set_onboarded,
 )
 from groups.services.audit import SYSTEM_ACTOR
+from keys.models import ApiKey
+from keys.services import api_key_create
 from tests.groups.conftest import GroupFactory, model
 
 
@@ -178,19 +181,16 @@ def test_secret_changes_are_published_after_commit(
 
 
 def test_endpoint_rename_follows_into_legacy_key_subsets(
-    make_group: GroupFactory, workspace: Workspace
+    endpoints: tuple[str, ...], workspace: Workspace
 ) -> None:
-    from keys.hashing import FEDERATED_PREFIX, key_hash, mint
-    from keys.models import ApiKey
-
-    group = make_group([model("acme/llama"), model("acme/qwen")])
-    plaintext, prefix = mint(FEDERATED_PREFIX)
-    key = ApiKey.objects.create(
+    user, _created = user_upsert(
         workspace=workspace,
-        group=group,
-        prefix=prefix,
-        key_hash=key_hash(plaintext),
-        slugs=["acme/llama"],
+        customer_id="c",
+        models=[model("acme/llama"), model("acme/qwen")],
+        actor=SYSTEM_ACTOR,
+    )
+    key, _plaintext = api_key_create(
+        workspace=workspace, group=user, actor=SYSTEM_ACTOR, slugs=["acme/llama"]
     )
 
     group_models_rename_slug(workspace_id=workspace.id, old_slug="acme/llama", new_slug="acme/l2")

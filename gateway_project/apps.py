@@ -1,0 +1,27 @@
+"""The composition root's app: wires what groups asks of the apps built on it (groups/ports.py)."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+from groups.ports import Ports, ports_wire
+
+
+class GatewayConfig(AppConfig):
+    """Listed last in INSTALLED_APPS, so every app it wires is loaded when ready() runs."""
+
+    name = "gateway_project"
+
+    def ready(self) -> None:
+        """Give groups routing's live endpoint slugs and keys' revoke and rename."""
+        # Apps' services import their models, which Django allows only once the registry is ready.
+        from keys.services import group_keys_revoke, key_slugs_rename
+        from routing.selectors import endpoint_live_slugs
+
+        ports_wire(
+            Ports(
+                live_endpoint_slugs=endpoint_live_slugs,
+                group_keys_revoke=group_keys_revoke,
+                key_slugs_rename=key_slugs_rename,
+            )
+        )

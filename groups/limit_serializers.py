@@ -1,0 +1,62 @@
+"""Serializers of a group's `models` list and its limits, configured and effective.
+
+They describe the shape for the schema; groups.limits validates it. Another app's wire shape that
+carries a models list reaches `ModelConfigOutSerializer` through groups.selectors, next to the read
+(`group_models`) whose items it describes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from groups.models import LimitType
+
+MAX_THRESHOLD = 2**63 - 1
+
+
+class RateLimitSerializer(serializers.Serializer[Any]):
+    type = serializers.ChoiceField(choices=LimitType.choices)
+    unit = serializers.ChoiceField(choices=["SECOND", "MINUTE"])
+    threshold = serializers.IntegerField(min_value=0, max_value=MAX_THRESHOLD)
+
+
+class UsageLimitSerializer(serializers.Serializer[Any]):
+    type = serializers.ChoiceField(choices=LimitType.choices)
+    unit = serializers.ChoiceField(choices=["DAY"])
+    threshold = serializers.IntegerField(min_value=0, max_value=MAX_THRESHOLD)
+
+
+class ModelConfigSerializer(serializers.Serializer[Any]):
+    """A group's access to one slug with its limits."""
+
+    slug = serializers.CharField(max_length=201)
+    rate_limits = RateLimitSerializer(many=True, required=False)
+    usage_limits = UsageLimitSerializer(many=True, required=False)
+
+
+@extend_schema_field(ModelConfigSerializer(many=True))
+class ModelsField(serializers.JSONField):
+    """The `models` list, checked by the groups services (shape, set semantics, limits)."""
+
+
+class EffectiveRateLimitSerializer(RateLimitSerializer):
+    source_group = serializers.CharField()
+
+
+class EffectiveUsageLimitSerializer(UsageLimitSerializer):
+    source_group = serializers.CharField()
+
+
+class EffectiveModelSerializer(serializers.Serializer[Any]):
+    slug = serializers.CharField()
+    rate_limits = EffectiveRateLimitSerializer(many=True)
+    usage_limits = EffectiveUsageLimitSerializer(many=True)
+
+
+class ModelConfigOutSerializer(serializers.Serializer[Any]):
+    slug = serializers.CharField()
+    rate_limits = RateLimitSerializer(many=True)
+    usage_limits = UsageLimitSerializer(many=True)

@@ -1,0 +1,187 @@
+"""The rules every write of a group keeps: its tree locked, a valid parent and mode, live slugs,
+models within its ancestors' and above its descendants' (CASCADING ceilings), a free external id.
+
+The API and the admin both reach these through the services of groups/services/hierarchy.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db.models import prefetch_related_objects
+
+from gateway_project.kernel.errors import ValidationFailed
+from groups.limits import (
+    CASCADING,
+    INDEPENDENT,
+    GroupLimits,
+    ModelSpec,
+    ceiling_violation,
+    limit_param,
+)
+from groups.models import Group, Workspace
+from groups.ports import ports
+from groups.selectors import group_get, group_limits, group_subtree, models_prefetch
+from groups.services.tenants import text_check
+
+MAX_DEPTH = 5
+
+
+def models_required(specs: list[ModelSpec], *, param: str = "models") -> list[ModelSpec]:
+    """The specs, unless empty (creation needs at least one model)."""
+    if not specs:
+        raise ValidationFailed("models must not be empty", code="models_required", param=param)
+    return specs
+
+
+def slugs_live_check(*, workspace: Workspace, specs: Sequence[ModelSpec], param: str) -> None:
+    """Every spec names a live endpoint of the workspace, else ValidationFailed `unknown_slug`."""
+    live = ports().live_endpoint_slugs(
+        workspace_id=workspace.id, slugs=[spec.slug for spec in specs]
+    )
+    for index, spec in enumerate(specs):
+        if spec.slug not in live:
+            raise ValidationFailed(
+                f"{spec.slug} is not a live endpoint of this workspace",
+                code="unknown_slug",
+                param=f"{param}[{index}].slug",
+            )
+
+
+def tree_lock(group: Group) -> None:
+    """Lock the root row of the group's tree for the rest of the transaction."""
+    # Every edit of a tree locks its root row, so concurrent edits of a parent and a child cannot
+    # each pass the subset/ceiling checks against the other's old state.
+    root_id = group.root_id or group.id
+    Group.objects.select_for_update().filter(pk=root_id).values_list("pk", flat=True).first()
+
+
+def group_locked(*, workspace: Workspace, group_id: str) -> Group:
+    """The live group, re-read once its tree is locked (it may have been deleted meanwhile)."""
+    tree_lock(group_get(workspace=workspace, group_id=group_id))
+    return group_get(workspace=workspace, group_id=group_id)
+
+
+def parent_resolve(*, workspace: Workspace, parent_group_id: Any) -> Group | None:
+    """The live parent group named by the body (None for a root), checked it may take a child."""
+    if parent_group_id is None:
+        return None
+    parent = None
+    if isinstance(parent_group_id, str):
+        parent = Group.objects.filter(
+            workspace=workspace, pk=parent_group_id, deleted_at__isnull=True
+        ).first()
+    if parent is None:
+        raise ValidationFailed(
+            f"No live group {parent_group_id!r} in this workspace",
+            code="parent_not_found",
+            param="hierarchy.parent_group_id",
+        )
+    if parent.is_legacy_user:
+        # /groups never lists users, so a user may not sit inside a tree of groups either.
+        raise ValidationFailed(
+            f"{parent_group_id!r} is a legacy user, not a group; a user cannot be a parent",
+            code="invalid_parent_group",
+            param="hierarchy.parent_group_id",
+        )
+    if parent.depth >= MAX_DEPTH:
+        raise ValidationFailed(
+            f"groups nest at most {MAX_DEPTH} levels deep",
+            code="depth_exceeded",
+            param="hierarchy.parent_group_id",
+        )
+    return parent
+
+
+def mode_resolve(limit_enforcement: Any, parent: Group | None) -> str:
+    """The limit_enforcement of a new group: as asked for a root, the parent's for a child."""
+    param = "hierarchy.limit_enforcement"
+    if limit_enforcement is not None and limit_enforcement not in (INDEPENDENT, CASCADING):
+        raise ValidationFailed(
+            "limit_enforcement must be INDEPENDENT or CASCADING",
+            code="invalid_limit_enforcement",
+            param=param,
+        )
+    if parent is None:
+        return str(limit_enforcement or INDEPENDENT)
+    if limit_enforcement is not None and limit_enforcement != parent.limit_enforcement:
+        raise ValidationFailed(
+            f"a child's limit_enforcement must equal its parent's ({parent.limit_enforcement})",
+            code="mode_mismatch",
+            param=param,
+        )
+    return parent.limit_enforcement
+
+
+def ancestors_fit(
+    *, specs: list[ModelSpec], group_id: str, mode: str, ancestors: list[Group]
+) -> None:
+    """A group's models against its ancestors: within the parent's slugs and CASCADING ceilings."""
+    if not ancestors:
+        return
+    own = GroupLimits(group_id=group_id, models={spec.slug: spec.limits for spec in specs})
+    parent_slugs = set(group_limits(group=ancestors[-1]).models)
+    for index, spec in enumerate(specs):
+        if spec.slug not in parent_slugs:
+            raise ValidationFailed(
+                f"{spec.slug} is not in the parent group's models",
+                code="slug_not_in_parent",
+                param=f"models[{index}].slug",
+            )
+    if mode != CASCADING:
+        return
+    for ancestor in ancestors:
+        found = ceiling_violation(lower=own, upper=group_limits(group=ancestor))
+        if found:
+            slug, limit, ceiling = found
+            raise ValidationFailed(
+                f"{slug} {limit.type}/{limit.unit} {limit.threshold} exceeds ancestor "
+                f"{ancestor.id}'s {ceiling.threshold}: raise ancestors first",
+                code="ceiling_exceeded",
+                param=limit_param(specs, slug=slug, limit=limit, param="models"),
+            )
+
+
+def descendants_fit(*, specs: list[ModelSpec], group: Group) -> None:
+    """A group's new models against its live descendants: keep their slugs and stay above them."""
+    slugs = {spec.slug for spec in specs}
+    own = GroupLimits(group_id=group.id, models={spec.slug: spec.limits for spec in specs})
+    descendants = group_subtree(group=group)
+    prefetch_related_objects(descendants, models_prefetch())
+    for descendant in descendants:
+        limits = group_limits(group=descendant)
+        missing = sorted(set(limits.models) - slugs)
+        if missing:
+            raise ValidationFailed(
+                f"{missing[0]} is still used by descendant {descendant.id}: remove it there first",
+                code="slug_in_use_by_child",
+                param="models",
+            )
+        found = (
+            ceiling_violation(lower=limits, upper=own)
+            if group.limit_enforcement == CASCADING
+            else None
+        )
+        if found:
+            slug, limit, ceiling = found
+            raise ValidationFailed(
+                f"{slug} {ceiling.type}/{ceiling.unit} {ceiling.threshold} is below descendant "
+                f"{descendant.id}'s {limit.threshold}: lower descendants first",
+                code="ceiling_below_descendant",
+                param=limit_param(specs, slug=slug, limit=ceiling, param="models"),
+            )
+
+
+def external_id_check(*, workspace: Workspace, value: Any, param: str) -> str:
+    """A well-formed external id no live group of the workspace holds."""
+    external_id = text_check(
+        value, param=param, code="invalid_external_entity_id", min_length=1, max_length=255
+    )
+    if Group.objects.filter(
+        workspace=workspace, external_entity_id=external_id, deleted_at__isnull=True
+    ).exists():
+        raise ValidationFailed(
+            f"external_entity_id {external_id!r} is taken", code="external_id_taken", param=param
+        )
+    return external_id
