@@ -28,6 +28,7 @@ def workspace_snapshot(workspace: Workspace) -> dict[str, Any]:
         "onboarded": workspace.onboarded,
         "ed25519_public_key": workspace.ed25519_public_key,
         "upstream_allowlist": workspace.upstream_allowlist,
+        "default_baseten_secret": workspace.default_baseten_secret_id,
     }
 
 
@@ -111,6 +112,34 @@ def workspace_set_upstream_allowlist(
         after=workspace_snapshot(workspace),
     )
     # Cached routes carry the allowlist the proxy checks at connect time.
+    config_changed(workspace_id=workspace.id)
+    return workspace
+
+
+@transaction.atomic
+def workspace_set_default_baseten_secret(
+    *, workspace: Workspace, secret: Secret | None, actor: str
+) -> Workspace:
+    """Set (or clear, with None) the secret of BASETEN targets that name none (staff only)."""
+    if secret is not None and secret.workspace_id != workspace.id:
+        raise ValidationFailed(
+            "The default Baseten secret must be one of this workspace's secrets.",
+            code="secret_not_found",
+            param="default_baseten_secret",
+        )
+    before = workspace_snapshot(workspace)
+    workspace.default_baseten_secret = secret
+    workspace.save(update_fields=["default_baseten_secret", "updated_at"])
+    audit_record(
+        actor=actor,
+        action="workspace.default_baseten_secret",
+        obj_type="workspace",
+        obj_id=workspace.id,
+        workspace_id=workspace.id,
+        before=before,
+        after=workspace_snapshot(workspace),
+    )
+    # Cached routes carry the resolved credential.
     config_changed(workspace_id=workspace.id)
     return workspace
 
