@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from django.conf import settings
 
-from tests.leftovers import leftovers, leftovers_stop
+from tests.leftovers import leftovers, leftovers_stop, run_mark
 
 if TYPE_CHECKING:
     from groups.models import Workspace
@@ -36,6 +36,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     from gateway_project import embedded_redis
 
+    run_mark()
     before = {proc.pid for proc in leftovers()}
     session.config.stash[_BEFORE] = (embedded_redis.is_running(), before)
 

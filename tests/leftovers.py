@@ -1,15 +1,23 @@
 """Processes a test run started and left behind: the run's children (however deep), and whatever
-escaped them (a daemon, an orphaned worker) but still carries the run's GATEWAY_VAR_DIR."""
+escaped them (a daemon, an orphaned worker) but still carries the run's mark in its environment
+or the run's GATEWAY_VAR_DIR."""
 
 from __future__ import annotations
 
 import os
+import uuid
 
 import psutil
 
 from gateway_project.env import var_dir
 
 GRACE_SECONDS = 5.0
+RUN_MARK = "GATEWAY_TEST_RUN"
+
+
+def run_mark() -> None:
+    """Mark this run: the processes it starts inherit the mark (unless given a bare environment)."""
+    os.environ[RUN_MARK] = uuid.uuid4().hex
 
 
 def _own_lineage() -> set[int]:
@@ -17,14 +25,17 @@ def _own_lineage() -> set[int]:
     return {me.pid, *(parent.pid for parent in me.parents())}
 
 
-def _carries_var_dir(proc: psutil.Process, folder: str) -> bool:
+def _carries(proc: psutil.Process, mark: str | None, folder: str | None) -> bool:
     try:
-        if proc.environ().get("GATEWAY_VAR_DIR") == folder:
+        env = proc.environ()
+        if (mark and env.get(RUN_MARK) == mark) or (
+            folder and env.get("GATEWAY_VAR_DIR") == folder
+        ):
             return True
     except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess, OSError):
         pass
     try:
-        return any(folder in arg for arg in proc.cmdline())
+        return bool(folder) and any(str(folder) in arg for arg in proc.cmdline())
     except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess, OSError):
         return False
 
@@ -40,12 +51,14 @@ def leftovers() -> list[psutil.Process]:
     """Live processes this run started that are still there."""
     mine = _own_lineage()
     found = {proc.pid: proc for proc in psutil.Process().children(recursive=True)}
-    # Only a run with its own GATEWAY_VAR_DIR can recognise what escaped it (the Makefile sets it).
+    mark = os.environ.get(RUN_MARK)
+    # The var folder says "this run" only when the run has a folder of its own (the Makefile's).
     folder = os.environ.get("GATEWAY_VAR_DIR")
-    if folder and os.path.realpath(folder) == str(var_dir().resolve()):
-        for proc in psutil.process_iter():
-            if proc.pid not in mine and proc.pid not in found and _carries_var_dir(proc, folder):
-                found[proc.pid] = proc
+    if not folder or os.path.realpath(folder) != str(var_dir().resolve()):
+        folder = None
+    for proc in psutil.process_iter():
+        if proc.pid not in mine and proc.pid not in found and _carries(proc, mark, folder):
+            found[proc.pid] = proc
     return [proc for proc in found.values() if _alive(proc)]
 
 
