@@ -16,6 +16,8 @@ import pytest
 
 from gateway_project.env import BASE_DIR
 
+pytestmark = pytest.mark.slow  # each test runs a pytest of its own
+
 RUN = """
 import subprocess
 import sys

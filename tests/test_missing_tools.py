@@ -12,6 +12,8 @@ import pytest
 
 from gateway_project.env import BASE_DIR
 
+pytestmark = pytest.mark.slow  # each test runs a pytest of its own
+
 
 def _pytest(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
