@@ -47,7 +47,10 @@ def test_the_upstream_receives_the_workspaces_default_secret(
     response = _chat(gateway, tenant)
 
     assert response.status_code == 200, response.text
+    # The upstream gets the workspace's secret, not the customer's key; the customer never sees it.
     assert baseten_upstream.requests[-1].headers["authorization"] == "Bearer bt-workspace-default"
+    assert tenant.key not in str(baseten_upstream.requests[-1].headers)
+    assert "bt-workspace-default" not in response.text + str(response.headers)
 
 
 def test_a_target_naming_a_secret_uses_that_one(
