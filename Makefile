@@ -22,12 +22,17 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(PY) -m gateway_project.localrun
 
+# What some suites need beyond Python (Chromium, Node.js): installed when missing and possible.
+.PHONY: test-deps
+test-deps:
+	tests/provision.sh
+
 # The whole suite, slow multi-process tests included.
-test: $(STAMP)
+test: $(STAMP) test-deps
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 # Everything but the slow multi-process suites.
-test-fast: $(STAMP)
+test-fast: $(STAMP) test-deps
 	$(TEST_ENV) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Longer bad-input runs: the hypothesis properties of tests/fuzz and schemathesis over the whole

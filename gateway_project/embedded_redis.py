@@ -81,15 +81,47 @@ def start(*, timeout: float = 10.0) -> str:
     return f"unix://{sock_path}"
 
 
-def stop() -> None:
-    """Stop the embedded server if it runs."""
+def _pid() -> int | None:
     _, pid_path, _ = _paths()
-    if not pid_path.exists():
-        return
     try:
-        os.kill(int(pid_path.read_text().strip()), signal.SIGTERM)
-    except (ProcessLookupError, ValueError):
+        return int(pid_path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_ours(pid: int) -> bool:
+    """Whether `pid` is still a live redis-server (a stale pid file may name a reused pid)."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        os.kill(pid, 0)
+        if not Path("/proc/self").exists():
+            return True
+        # "pid (comm) state ...": an exited daemon may linger as a zombie until it is reaped.
+        stat = (proc / "stat").read_text()
+        return stat[stat.index("(") + 1 :].startswith("redis-server") and (
+            stat[stat.rindex(")") + 2] != "Z"
+        )
+    except (ProcessLookupError, PermissionError, FileNotFoundError, ValueError, IndexError):
+        return False
+
+
+def stop(*, timeout: float = 10.0) -> None:
+    """Stop the embedded server if it runs, and return once it has exited."""
+    _, pid_path, _ = _paths()
+    pid = _pid()
+    if pid is None:
+        return
+    if not _is_ours(pid):
         pid_path.unlink(missing_ok=True)
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _is_ours(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            deadline += timeout
+        time.sleep(0.02)
+    pid_path.unlink(missing_ok=True)
 
 
 def main(argv: list[str]) -> int:

@@ -32,6 +32,14 @@ class Workspace(models.Model):
             "empty (null) uses the gateway's GATEWAY_UPSTREAM_ALLOWLIST default."
         ),
     )
+    default_baseten_secret = models.ForeignKey(
+        "Secret",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Authenticates BASETEN targets created without a secret_id.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -20,6 +20,13 @@ _FEDERATED_SHAPE = re.compile(
     rf"{FEDERATED_PREFIX}[0-9A-Za-z]{{{PREFIX_LENGTH - len(FEDERATED_PREFIX)}}}"
     rf"[0-9A-Za-z._-]{{1,{MAX_PRESENTED_LENGTH - PREFIX_LENGTH}}}"
 )
+# A registered key: `prefix.secret`; the prefix (before the first dot) is the public part.
+REGISTERED_PREFIX_MIN_LENGTH = 4
+REGISTERED_PREFIX = re.compile(rf"[A-Za-z0-9_-]{{{REGISTERED_PREFIX_MIN_LENGTH},{PREFIX_LENGTH}}}")
+_REGISTERED_SHAPE = re.compile(
+    rf"(?!{MANAGEMENT_PREFIX}){REGISTERED_PREFIX.pattern}"
+    rf"\.[!-~]{{1,{MAX_PRESENTED_LENGTH - PREFIX_LENGTH - 1}}}"
+)
 
 
 def random_base62(length: int) -> str:
@@ -45,10 +52,13 @@ def key_matches(plaintext: str, stored_hash: str) -> bool:
 
 
 def key_prefix(plaintext: str) -> str:
-    """The lookup prefix of a presented key (its first 16 characters)."""
-    return plaintext[:PREFIX_LENGTH]
+    """The public part of a key: what precedes its first dot (all of a minted key's `sky_…`)."""
+    return plaintext.split(".", 1)[0]
 
 
 def key_well_formed(plaintext: str) -> bool:
     """Whether `plaintext` could be a federated key at all (checked before any lookup)."""
-    return _FEDERATED_SHAPE.fullmatch(plaintext) is not None
+    return (
+        _FEDERATED_SHAPE.fullmatch(plaintext) is not None
+        or _REGISTERED_SHAPE.fullmatch(plaintext) is not None
+    )

@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 
 from gateway_project.kernel.errors import NotFound
 from groups.models import Group
-from keys.hashing import PREFIX_LENGTH, key_matches, key_prefix
+from keys.hashing import PREFIX_LENGTH, key_hash, key_matches, key_prefix
 from keys.models import ApiKey, ManagementKey
 
 MAX_PRESENTED_LENGTH = 256
@@ -31,13 +31,16 @@ def management_key_authenticate(*, plaintext: str) -> ManagementKey | None:
 
 
 def api_key_resolve(*, plaintext: str) -> ApiKey | None:
-    """The live key of a live group in an onboarded workspace matching the plaintext."""
+    """The live key of a live group in an onboarded workspace matching the plaintext.
+
+    Found by its peppered hash, not by its prefix: keys registered before the prefix became the
+    part before the dot carry an opaque prefix that the presented key does not start with."""
     if not _plausible(plaintext):
         return None
     key = (
         ApiKey.objects.select_related("group", "workspace")
         .filter(
-            prefix=key_prefix(plaintext),
+            key_hash=key_hash(plaintext),
             revoked_at__isnull=True,
             group__deleted_at__isnull=True,
             workspace__onboarded=True,

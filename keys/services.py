@@ -15,7 +15,15 @@ from gateway_project.kernel.errors import NotFound, ValidationFailed
 from gateway_project.kernel.invalidation import config_changed
 from groups.models import Group, GroupModel, Workspace
 from groups.services.audit import audit_record
-from keys.hashing import FEDERATED_PREFIX, MANAGEMENT_PREFIX, key_hash, key_prefix, mint
+from keys.hashing import (
+    FEDERATED_PREFIX,
+    MANAGEMENT_PREFIX,
+    PREFIX_LENGTH,
+    REGISTERED_PREFIX,
+    REGISTERED_PREFIX_MIN_LENGTH,
+    key_hash,
+    mint,
+)
 from keys.models import ApiKey, KeyScope, ManagementKey
 
 K = TypeVar("K", ApiKey, ManagementKey)
@@ -23,6 +31,7 @@ MINT_ATTEMPTS = 5
 REGISTERED_MIN_LENGTH = 32
 REGISTERED_MAX_LENGTH = 128
 REGISTERED_MIN_ENTROPY = 3.0
+REGISTERED_SECRET_MIN_LENGTH = 16
 NAME_MAX_LENGTH = 255
 
 
@@ -182,43 +191,52 @@ def shannon_entropy(text: str) -> float:
     return -sum(n / len(text) * math.log2(n / len(text)) for n in counts.values())
 
 
-def _registered_key_check(key: Any) -> str:
+def _invalid_key(message: str, code: str = "invalid_key_format") -> ValidationFailed:
+    return ValidationFailed(message, code=code, param="key")
+
+
+def _registered_key_check(key: Any) -> tuple[str, str]:
+    """The key and its prefix, if it is a well-formed, strong `prefix.secret`."""
     if not isinstance(key, str):
-        raise ValidationFailed("key must be a string.", code="invalid_key", param="key")
+        raise _invalid_key("key must be a string.", "invalid_key")
     if len(key) < REGISTERED_MIN_LENGTH:
-        raise ValidationFailed(
-            f"key must be at least {REGISTERED_MIN_LENGTH} characters.",
-            code="key_too_short",
-            param="key",
+        raise _invalid_key(
+            f"key must be at least {REGISTERED_MIN_LENGTH} characters.", "key_too_short"
         )
     if len(key) > REGISTERED_MAX_LENGTH:
-        raise ValidationFailed(
-            f"key must be at most {REGISTERED_MAX_LENGTH} characters.",
-            code="key_too_long",
-            param="key",
+        raise _invalid_key(
+            f"key must be at most {REGISTERED_MAX_LENGTH} characters.", "key_too_long"
         )
     # Keys travel in an Authorization header: printable ASCII without spaces only.
     if not all("!" <= ch <= "~" for ch in key) or key.startswith(MANAGEMENT_PREFIX):
-        raise ValidationFailed(
+        raise _invalid_key(
             "key must be printable ASCII without spaces and must not look like a management key.",
-            code="invalid_key",
-            param="key",
+            "invalid_key",
         )
-    if shannon_entropy(key) < REGISTERED_MIN_ENTROPY:
-        raise ValidationFailed(
-            f"key must have at least {REGISTERED_MIN_ENTROPY} bits of entropy per character.",
-            code="key_low_entropy",
-            param="key",
+    prefix, dot, secret = key.partition(".")
+    if not dot or not REGISTERED_PREFIX.fullmatch(prefix):
+        raise _invalid_key(
+            "key must be 'prefix.secret': a prefix of "
+            f"{REGISTERED_PREFIX_MIN_LENGTH}..{PREFIX_LENGTH} letters, digits, '_' or '-', a dot, "
+            "then the secret."
         )
-    return key
+    if len(secret) < REGISTERED_SECRET_MIN_LENGTH:
+        raise _invalid_key(
+            f"The secret (after the first dot) must be at least {REGISTERED_SECRET_MIN_LENGTH} "
+            "characters."
+        )
+    # Only the secret is secret: the prefix is shown in listings, logs and usage events.
+    if shannon_entropy(secret) < REGISTERED_MIN_ENTROPY:
+        raise _invalid_key(
+            f"The secret (after the first dot) must have at least {REGISTERED_MIN_ENTROPY} bits of "
+            "entropy per character.",
+            "key_low_entropy",
+        )
+    return key, prefix
 
 
-def _prefix_taken() -> ValidationFailed:
-    return ValidationFailed(
-        "A key with the same first 16 characters already exists.",
-        code="key_prefix_taken",
-        param="key",
-    )
+def _prefix_taken(prefix: str) -> ValidationFailed:
+    return _invalid_key(f"A key with the prefix {prefix!r} already exists.", "key_prefix_taken")
 
 
 @transaction.atomic
@@ -227,11 +245,10 @@ def api_key_register(
 ) -> ApiKey:
     """Store the hash of a workspace-generated key (the caller verifies the body signature)."""
     _live_group_check(workspace=workspace, group=group)
-    plaintext = _registered_key_check(key)
+    plaintext, prefix = _registered_key_check(key)
     name = _name_check(name)
-    prefix = key_prefix(plaintext)
     if ApiKey.objects.filter(prefix=prefix).exists():
-        raise _prefix_taken()
+        raise _prefix_taken(prefix)
     row = ApiKey(
         workspace=workspace,
         group=group,
@@ -244,7 +261,7 @@ def api_key_register(
         with transaction.atomic():
             row.save(force_insert=True)
     except IntegrityError as exc:
-        raise _prefix_taken() from exc
+        raise _prefix_taken(prefix) from exc
     _audit(actor=actor, action="api_key.register", key=row, created=True)
     return row
 

@@ -73,6 +73,22 @@ def gateway_timeout() -> GatewayError:
     )
 
 
+class CredentialMissing(GatewayError):
+    """A target the gateway cannot authenticate to: it is never called without its credential."""
+
+
+def credential_missing(call: Call) -> CredentialMissing:
+    """502 that tells the caller to have the workspace's default Baseten secret set."""
+    return CredentialMissing(
+        f"The endpoint {call.slug} has a BASETEN target without a secret and its workspace has no "
+        "default Baseten secret; the workspace's operator must set one.",
+        status=502,
+        type="server_error",
+        code="upstream_credential_missing",
+        headers={"x-should-retry": "false"},
+    )
+
+
 def _too_large() -> GatewayError:
     limit = settings.GATEWAY_MAX_UPSTREAM_BODY_BYTES
     return bad_gateway(f"The upstream's answer is larger than {limit} bytes.")
@@ -154,6 +170,8 @@ async def upstream_pick(
     for target in endpoint.targets:
         call.target = f"{target.provider}#{target.position}"
         try:
+            if target.credential_missing:
+                raise credential_missing(call)
             return await _answer(call, *await _attempt(call, target, body, headers))
         except UpstreamTimeout:
             failure = gateway_timeout()
@@ -165,6 +183,8 @@ async def upstream_pick(
             if answered.status not in FALLBACK_STATUSES:
                 raise
             failure = answered
+        except CredentialMissing as missing:
+            failure = missing
         metric_inc("gateway_upstream_errors_total", (("kind", failure.code), ("slug", call.slug)))
     raise failure
 

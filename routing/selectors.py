@@ -60,7 +60,7 @@ def endpoint_targets(*, endpoint: Endpoint) -> list[dict[str, Any]]:
 def endpoint_route(*, slug: str) -> ResolvedEndpoint | None:
     """The slug's live endpoint with upstream URLs, models and credentials resolved (2 queries)."""
     live = Endpoint.objects.filter(slug=slug, deleted_at__isnull=True)
-    endpoint = live.select_related("workspace").first()
+    endpoint = live.select_related("workspace__default_baseten_secret").first()
     if endpoint is None:
         return None
     targets = Target.objects.filter(endpoint=endpoint).select_related("secret").order_by("position")

@@ -43,6 +43,8 @@ class ResolvedTarget:
     api_key: str | None
     # The workspace's own allowlist, checked again at connect time; None: the global default.
     allowlist: tuple[str, ...] | None = None
+    # A BASETEN target naming no secret while its workspace has no default one: never called.
+    credential_missing: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,28 @@ def targets_clean(*, workspace: Workspace, targets: Any) -> list[dict[str, str]]
     return cleaned
 
 
+def default_secret_missing(*, param: str) -> ValidationFailed:
+    """400 for a BASETEN target without secret_id in a workspace without a default secret."""
+    return ValidationFailed(
+        f"{param} is a BASETEN target without secret_id and this workspace has no default "
+        "Baseten secret: pass the secret_id of one of the workspace's secrets, or have the "
+        "gateway's staff set the workspace's default Baseten secret in the admin.",
+        code="default_secret_missing",
+        param=f"{param}.secret_id",
+    )
+
+
 def _secrets_check(*, workspace: Workspace, cleaned: list[dict[str, str]]) -> None:
+    defaulted = [
+        index
+        for index, t in enumerate(cleaned)
+        if t["provider"] == Provider.BASETEN and "secret_id" not in t
+    ]
+    # Read afresh: staff may have changed the default since the caller loaded the workspace.
+    if defaulted and not (
+        Workspace.objects.filter(pk=workspace.pk, default_baseten_secret__isnull=False).exists()
+    ):
+        raise default_secret_missing(param=f"targets[{defaulted[0]}]")
     wanted = {t["secret_id"] for t in cleaned if "secret_id" in t}
     owned = set(
         Secret.objects.filter(workspace=workspace, id__in=wanted).values_list("id", flat=True)
@@ -191,6 +214,9 @@ def target_resolve(target: Target, *, workspace: Workspace) -> ResolvedTarget:
     if target.provider == Provider.BASETEN and not upstream_model:
         upstream_model = BASETEN_UPSTREAM_MODEL
     secret = target.secret
+    defaulted = target.provider == Provider.BASETEN and secret is None
+    if defaulted:
+        secret = workspace.default_baseten_secret
     own = workspace.upstream_allowlist
     return ResolvedTarget(
         position=target.position,
@@ -199,4 +225,5 @@ def target_resolve(target: Target, *, workspace: Workspace) -> ResolvedTarget:
         upstream_model=upstream_model,
         api_key=decrypt(secret.ciphertext) if secret is not None else None,
         allowlist=None if own is None else tuple(own),
+        credential_missing=defaulted and secret is None,
     )

@@ -1,4 +1,5 @@
-"""Fixtures shared by every suite: the embedded/real Redis, workspaces, keys."""
+"""Fixtures shared by every suite: the embedded/real Redis, workspaces, keys; and the check that a
+run leaves no process of its own behind."""
 
 from __future__ import annotations
 
@@ -8,18 +9,56 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from django.conf import settings
 
+from tests.leftovers import leftovers, leftovers_stop, run_mark
+
 if TYPE_CHECKING:
     from groups.models import Workspace
 
 
 @pytest.fixture(scope="session", autouse=True)
 def redis_server() -> Iterator[str]:
-    """Start the embedded redis-server when REDIS_URL is unset (the local default)."""
+    """Start the embedded redis-server when REDIS_URL is unset (the local default); the session's
+    end stops it (see pytest_sessionfinish)."""
     if settings.REDIS_EMBEDDED:
         from gateway_project import embedded_redis
 
         embedded_redis.start()
     yield settings.REDIS_URL
+
+
+_BEFORE = pytest.StashKey[tuple[bool, set[int]]]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """What was running before the run (a server of `make run`, a run it is nested in) is not the
+    run's to stop."""
+    if hasattr(session.config, "workerinput"):
+        return
+    from gateway_project import embedded_redis
+
+    run_mark()
+    before = {proc.pid for proc in leftovers()}
+    session.config.stash[_BEFORE] = (embedded_redis.is_running(), before)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Pass or fail, nothing the run started outlives it: the embedded redis-server is stopped, and
+    any other process left behind is named, stopped, and fails the run."""
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the controlling process checks once everything has ended
+    from gateway_project import embedded_redis
+
+    was_running, before = session.config.stash.get(_BEFORE, (True, set()))
+    if settings.REDIS_EMBEDDED and not was_running:
+        embedded_redis.stop()
+    left = leftovers_stop(ignore=before)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for line in left:
+        if reporter is not None:
+            reporter.write_line(f"LEFT RUNNING (now stopped): {line}", red=True)
+    if left:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True)

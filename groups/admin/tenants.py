@@ -23,6 +23,7 @@ from groups.services import (
     secret_delete,
     secret_update,
     workspace_create,
+    workspace_set_default_baseten_secret,
     workspace_set_onboarded,
     workspace_set_upstream_allowlist,
     workspace_update,
@@ -43,7 +44,13 @@ class AllowlistField(forms.CharField):
 
 
 class WorkspaceForm(ServiceForm):
-    param_fields = {"name": "name", "upstream_allowlist": "upstream_allowlist"}
+    instance: Workspace
+
+    param_fields = {
+        "name": "name",
+        "upstream_allowlist": "upstream_allowlist",
+        "default_baseten_secret": "default_baseten_secret",
+    }
     upstream_allowlist = AllowlistField(
         required=False,
         label="upstream allowlist",
@@ -57,6 +64,13 @@ class WorkspaceForm(ServiceForm):
     class Meta:
         model = Workspace
         fields = ("name", "onboarded", "ed25519_public_key", "upstream_allowlist")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields.get("default_baseten_secret")
+        if isinstance(field, forms.ModelChoiceField):
+            # Only this workspace's own secrets can be chosen (the service checks it again).
+            field.queryset = Secret.objects.filter(workspace_id=self.instance.pk)
 
     def service_save(self, data: dict[str, Any]) -> Workspace:
         key = data.get("ed25519_public_key") or ""
@@ -74,6 +88,10 @@ class WorkspaceForm(ServiceForm):
         if "upstream_allowlist" in self.changed_data:
             workspace = workspace_set_upstream_allowlist(
                 workspace=workspace, entries=data.get("upstream_allowlist"), actor=self.actor
+            )
+        if "default_baseten_secret" in self.changed_data:
+            workspace = workspace_set_default_baseten_secret(
+                workspace=workspace, secret=data.get("default_baseten_secret"), actor=self.actor
             )
         return workspace
 
@@ -126,6 +144,7 @@ class WorkspaceAdmin(ServiceAdmin):
             "onboarded",
             "ed25519_public_key",
             "upstream_allowlist",
+            "default_baseten_secret",
             "add_links",
             "created_at",
         )

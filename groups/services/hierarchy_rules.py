@@ -43,7 +43,9 @@ def slugs_live_check(*, workspace: Workspace, specs: Sequence[ModelSpec], param:
     for index, spec in enumerate(specs):
         if spec.slug not in live:
             raise ValidationFailed(
-                f"{spec.slug} is not a live endpoint of this workspace",
+                f"{spec.slug} is not a live endpoint of this workspace: create it first with "
+                "POST /v1/gateway/endpoints (or have the gateway's staff create it in the admin), "
+                "then list it here.",
                 code="unknown_slug",
                 param=f"{param}[{index}].slug",
             )

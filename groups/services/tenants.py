@@ -28,6 +28,7 @@ def workspace_snapshot(workspace: Workspace) -> dict[str, Any]:
         "onboarded": workspace.onboarded,
         "ed25519_public_key": workspace.ed25519_public_key,
         "upstream_allowlist": workspace.upstream_allowlist,
+        "default_baseten_secret": workspace.default_baseten_secret_id,
     }
 
 
@@ -126,6 +127,26 @@ def workspace_set_upstream_allowlist(
         actor=actor,
         action="workspace.upstream_allowlist",
         fields={"upstream_allowlist": clean},
+    )
+
+
+@transaction.atomic
+def workspace_set_default_baseten_secret(
+    *, workspace: Workspace, secret: Secret | None, actor: str
+) -> Workspace:
+    """Set (or clear, with None) the secret of BASETEN targets that name none (staff only)."""
+    if secret is not None and secret.workspace_id != workspace.id:
+        raise ValidationFailed(
+            "The default Baseten secret must be one of this workspace's secrets.",
+            code="secret_not_found",
+            param="default_baseten_secret",
+        )
+    # Cached routes carry the resolved credential.
+    return _workspace_set(
+        workspace=workspace,
+        actor=actor,
+        action="workspace.default_baseten_secret",
+        fields={"default_baseten_secret": secret},
     )
 
 

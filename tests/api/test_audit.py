@@ -26,7 +26,7 @@ def registration(api: APIClient, workspace: Workspace, group: dict) -> Any:
     Workspace.objects.filter(pk=workspace.pk).update(
         ed25519_public_key=base64.b64encode(public).decode()
     )
-    raw = json.dumps({"key": "byok_Zq8Kd2Lm9Pw4.Xv7Bn3Hs6Tg1Yc5Jr0Ua8Ie2"}).encode()
+    raw = json.dumps({"key": "byok_Zq8Kd2Lm9.Pw4Xv7Bn3Hs6Tg1Yc5Jr0Ua8Ie2"}).encode()
     signature = base64.b64encode(private.sign(raw)).decode()
     return api.post(
         f"/v1/gateway/groups/{group['id']}/api_keys/register",

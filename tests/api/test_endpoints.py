@@ -8,6 +8,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from groups.models import AuditEvent, Workspace
+from groups.services import secret_create, workspace_set_default_baseten_secret
+from groups.services.audit import SYSTEM_ACTOR
 from tests.api.conftest import TARGET, error_code
 
 pytestmark = pytest.mark.django_db
@@ -158,3 +160,42 @@ def test_patch_validation_codes(api: APIClient, body: dict, code: str) -> None:
 
     assert response.status_code == 400, response.content
     assert error_code(response) == code
+
+
+def test_a_baseten_target_without_secret_id_needs_the_workspace_default(
+    api: APIClient, workspace: Workspace
+) -> None:
+    refused = create(api, targets=[dict(TARGET), dict(BASETEN)])
+    patched = api.patch(
+        f"/v1/gateway/endpoints/{create(api).json()['id']}",
+        {"targets": [dict(BASETEN)]},
+        format="json",
+    )
+    default = secret_create(workspace=workspace, name="bt", value="bt-1", actor=SYSTEM_ACTOR)
+    workspace_set_default_baseten_secret(workspace=workspace, secret=default, actor=SYSTEM_ACTOR)
+    accepted = create(api, slug="acme/bt", targets=[dict(BASETEN)])
+
+    for response in (refused, patched):
+        assert response.status_code == 400
+        assert error_code(response) == "default_secret_missing"
+        error = response.json()["error"]
+        assert "default Baseten secret" in error["message"] and "admin" in error["message"]
+    assert refused.json()["error"]["param"] == "targets[1].secret_id"
+    assert accepted.status_code == 200, accepted.content
+    assert accepted.json()["targets"][0]["secret_id"] is None
+    assert "bt-1" not in accepted.content.decode()
+
+
+def test_another_workspaces_default_secret_does_not_count(
+    api: APIClient, other_workspace: Workspace
+) -> None:
+    theirs = secret_create(workspace=other_workspace, name="bt", value="x", actor=SYSTEM_ACTOR)
+    workspace_set_default_baseten_secret(
+        workspace=other_workspace, secret=theirs, actor=SYSTEM_ACTOR
+    )
+
+    refused = create(api, targets=[dict(BASETEN)])
+    named = create(api, targets=[{**BASETEN, "secret_id": theirs.id}])
+
+    assert error_code(refused) == "default_secret_missing"
+    assert error_code(named) == "secret_not_found"

@@ -316,3 +316,14 @@ def test_patch_validation_codes(api: APIClient, group: dict, body: dict, code: s
     assert response.status_code == 400, response.content
     assert error_code(response) == code
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_unknown_slugs_name_the_route_that_creates_them(api: APIClient, group: dict) -> None:
+    created = api.post(GROUPS, group_body("new", model("acme/unknown")), format="json")
+    patched = api.patch(
+        f"{GROUPS}/{group['id']}", {"models": [model("acme/unknown")]}, format="json"
+    )
+
+    for response in (created, patched):
+        assert error_code(response) == "unknown_slug"
+        assert "POST /v1/gateway/endpoints" in response.json()["error"]["message"]

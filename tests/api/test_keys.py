@@ -124,8 +124,8 @@ def test_register_with_a_valid_signature(
 
     assert response.status_code == 200, response.content
     assert response.json() == {"ok": True}
-    assert api.get(f"{keys_path(group)}/{REGISTERED[:16]}").json() == {
-        "prefix": REGISTERED[:16],
+    assert api.get(f"{keys_path(group)}/reg_Zq8Kd2Lm9Pw4").json() == {
+        "prefix": "reg_Zq8Kd2Lm9Pw4",
         "name": "byok",
     }
     assert AuditEvent.objects.filter(
@@ -165,8 +165,9 @@ def test_register_without_signature_or_public_key_is_400(
     [
         ("short", "key_too_short"),
         ("a" * 129, "key_too_long"),
-        ("ab" * 20, "key_low_entropy"),
+        ("acme." + "ab" * 20, "key_low_entropy"),
         ("gwm_" + REGISTERED, "invalid_key"),
+        ("Zq8Kd2Lm9Pw4Xv7Bn3Hs6Tg1Yc5Jr0Ua8Ie2Ow4Qk", "invalid_key_format"),
     ],
 )
 def test_register_validation_codes(

@@ -150,3 +150,32 @@ def test_groups_cannot_be_created_with_a_users_external_id(api: APIClient, user:
 
     assert response.status_code == 400
     assert error_code(response) == "external_id_taken"
+
+
+def test_a_slug_that_is_not_an_endpoint_yet_names_the_next_step(api: APIClient) -> None:
+    body = {"customer_id": "seed_user", "models": [model("acme/llama")]}
+
+    refused = api.post(USERS, body, format="json")
+    created = api.post(
+        "/v1/gateway/endpoints",
+        {
+            "slug": "acme/llama",
+            "targets": [
+                {
+                    "provider": "OPENAI_COMPATIBLE",
+                    "base_url": "http://127.0.0.1:9/v1",
+                    "target_model": "llama-3-70b",
+                }
+            ],
+        },
+        format="json",
+    )
+    retried = api.post(USERS, body, format="json")
+
+    assert refused.status_code == 400
+    assert error_code(refused) == "unknown_slug"
+    error = refused.json()["error"]
+    assert "POST /v1/gateway/endpoints" in error["message"] and "admin" in error["message"]
+    assert error["param"] == "models[0].slug"
+    assert created.status_code == 200, created.content
+    assert retried.status_code == 200, retried.content

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from gateway_project.env import BASE_DIR
+from tests.tooling import suite_requires
 
 CHROMIUM = os.environ.get("GATEWAY_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -25,7 +26,21 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = BASE_DIR / "var" / "test-artifacts" / "browser"
+MISSING = (
+    f"Chromium is missing ({CHROMIUM}): `make test` installs it where apt-get and root or sudo are "
+    "available; otherwise install Debian's chromium package or set GATEWAY_CHROMIUM to a Chromium "
+    "binary."
+)
 STAFF = ("support", "support-password-123")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Without Chromium the whole suite is one failure saying what to install."""
+    present = Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)
+    suite_requires(
+        items, where=Path(__file__).parent, name="chromium", missing=None if present else MISSING
+    )
 
 
 @pytest.fixture(scope="package")
@@ -36,7 +51,6 @@ def browser() -> Iterator[Any]:
     the rest of the suite needs a thread with no running loop (asyncio.run)."""
     from playwright.sync_api import sync_playwright
 
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium"
     # Playwright's sync API keeps an event loop in this thread; the tests' own ORM calls are
     # still plain synchronous code.
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")

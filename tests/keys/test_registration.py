@@ -22,8 +22,14 @@ from keys.signatures import registration_signature_verify
 ALPHABET = string.ascii_letters + string.digits
 
 
-def strong_key(length: int = 48) -> str:
-    return "acme_" + "".join(secrets.choice(ALPHABET) for _ in range(length - 5))
+def random_text(length: int) -> str:
+    return "".join(secrets.choice(ALPHABET) for _ in range(length))
+
+
+def strong_key(length: int = 48, prefix: str = "") -> str:
+    """`prefix.secret` of `length` characters (a random 10-character prefix by default)."""
+    prefix = prefix or "acme_" + random_text(5)
+    return f"{prefix}.{random_text(length - len(prefix) - 1)}"
 
 
 def signed(private: Ed25519PrivateKey, body: bytes) -> str:
@@ -97,7 +103,7 @@ def test_a_registered_key_is_stored_hashed_and_resolves(workspace: Workspace, gr
         workspace=workspace, group=group, actor=SYSTEM_ACTOR, key=plaintext, name="r"
     )
 
-    assert key.prefix == plaintext[:16] and key.registered
+    assert key.prefix == plaintext.split(".")[0] and key.registered
     assert plaintext not in str(list(ApiKey.objects.values()))
     resolved = api_key_resolve(plaintext=plaintext)
     assert resolved is not None and resolved.id == key.id
@@ -109,11 +115,18 @@ def test_a_registered_key_is_stored_hashed_and_resolves(workspace: Workspace, gr
     [
         (strong_key(31), "key_too_short"),
         (strong_key(129), "key_too_long"),
-        ("ab" * 20, "key_low_entropy"),
-        ("aaaaaaaabbbbbbbbccccccccdddddddd", "key_low_entropy"),
+        ("acme." + "ab" * 20, "key_low_entropy"),
+        ("acme." + "aaaabbbbccccdddd" * 2, "key_low_entropy"),
         ("with space " + strong_key(40), "invalid_key"),
         ("gwm_" + strong_key(40), "invalid_key"),
         (12345, "invalid_key"),
+        (random_text(48), "invalid_key_format"),
+        ("." + random_text(47), "invalid_key_format"),
+        (strong_key(48, prefix="abc"), "invalid_key_format"),
+        (strong_key(48, prefix="a" * 17), "invalid_key_format"),
+        (strong_key(48, prefix="ac!me"), "invalid_key_format"),
+        (strong_key(48, prefix="ac.me"), "invalid_key_format"),
+        (strong_key(32, prefix="acme_" + random_text(11)), "invalid_key_format"),
     ],
 )
 def test_weak_or_malformed_keys_are_refused(
@@ -146,7 +159,10 @@ def test_a_taken_prefix_is_refused(workspace: Workspace, group: Group) -> None:
 
     with pytest.raises(ValidationFailed) as exc:
         api_key_register(
-            workspace=workspace, group=group, actor=SYSTEM_ACTOR, key=first[:16] + strong_key(40)
+            workspace=workspace,
+            group=group,
+            actor=SYSTEM_ACTOR,
+            key=strong_key(prefix=first.split(".")[0]),
         )
 
     assert exc.value.code == "key_prefix_taken"

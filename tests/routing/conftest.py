@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from groups.models import Secret, Workspace
-from groups.services import secret_create
+from groups.services import secret_create, workspace_set_default_baseten_secret
 from groups.services.audit import SYSTEM_ACTOR
 
 
@@ -16,6 +16,16 @@ def secret(workspace: Workspace) -> Secret:
     return secret_create(
         workspace=workspace, name="openai", value="sk-upstream-123", actor=SYSTEM_ACTOR
     )
+
+
+@pytest.fixture
+def default_baseten_secret(workspace: Workspace) -> Secret:
+    """The workspace's default Baseten secret, for BASETEN targets that name none."""
+    secret = secret_create(
+        workspace=workspace, name="baseten", value="bt-default-123", actor=SYSTEM_ACTOR
+    )
+    workspace_set_default_baseten_secret(workspace=workspace, secret=secret, actor=SYSTEM_ACTOR)
+    return secret
 
 
 def compat(**fields: Any) -> dict[str, Any]:

@@ -106,7 +106,9 @@ def test_service_errors_show_on_the_form_and_nothing_is_written(
     assert not Endpoint.objects.exists() and not AuditEvent.objects.exists()
 
 
-def test_editing_renames_and_replaces_targets(admin_client: Client, workspace: Workspace) -> None:
+def test_editing_renames_and_replaces_targets(
+    admin_client: Client, workspace: Workspace, default_baseten_secret: Secret
+) -> None:
     endpoint = endpoint_create(
         workspace=workspace, actor=SYSTEM_ACTOR, slug="acme/llama", targets=[compat()]
     )

@@ -171,7 +171,10 @@ def test_deleted_or_foreign_endpoints_are_not_found(
 
 
 def test_update_replaces_the_target_list(
-    workspace: Workspace, secret: Secret, django_capture_on_commit_callbacks: Any
+    workspace: Workspace,
+    secret: Secret,
+    default_baseten_secret: Secret,
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
     endpoint = create(workspace, targets=[compat(), baseten()])
 

@@ -98,7 +98,9 @@ def test_secret_must_belong_to_the_workspace(
     )
 
 
-def test_optional_fields_may_be_null_or_absent(workspace: Workspace) -> None:
+def test_optional_fields_may_be_null_or_absent(
+    workspace: Workspace, default_baseten_secret: Secret
+) -> None:
     endpoint = endpoint_create(
         workspace=workspace,
         actor=SYSTEM_ACTOR,

@@ -51,7 +51,8 @@ def path_values(route: Route, world: World) -> dict[str, str]:
 
 def registration_body(world: World) -> tuple[bytes, str]:
     """A well-formed key registration body signed by `world`'s workspace key."""
-    key = "reg_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(44))
+    alphabet = string.ascii_letters + string.digits
+    key = "reg_x." + "".join(secrets.choice(alphabet) for _ in range(44))
     body = json.dumps({"key": key, "name": "registered by another tenant"}).encode()
     return body, base64.b64encode(world.signing_key.sign(body)).decode()
 
