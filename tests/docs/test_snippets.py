@@ -40,6 +40,11 @@ from tests.waiting import wait_until
 
 PAGES = [BASE_DIR / "README.md", *sorted((BASE_DIR / "docs").glob("*.md"))]
 RUNNABLE = SHELL | PYTHON | NODE
+RUN_PAGES = [
+    page
+    for page in PAGES
+    if any(b.language in RUNNABLE and not b.not_run for b in blocks_read(page))
+]
 
 
 def _page_id(page: Path) -> str:
@@ -58,24 +63,27 @@ def test_every_block_of_every_page_is_run_checked_or_marked() -> None:
     print(f"{len(blocks)} blocks: {len(runnable)} run, {len(not_run)} marked not-run: {not_run}")
 
 
-@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("page", PAGES, ids=_page_id)
-def test_the_blocks_of_the_page_run(
-    page: Path, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    blocks = [block for block in blocks_read(page) if not block.not_run]
-    data = [block for block in blocks if block.language in DATA]
-    runnable = [block for block in blocks if block.language in RUNNABLE]
+def test_the_data_blocks_of_the_page_parse(page: Path) -> None:
+    blocks = [b for b in blocks_read(page) if b.language in DATA and not b.not_run]
 
-    for block in data:
+    for block in blocks:
         _data_parse(block)
-    if not runnable:
-        return
-    reader: Reader = request.getfixturevalue("reader")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("page", RUN_PAGES, ids=_page_id)
+def test_the_blocks_of_the_page_run(
+    page: Path, reader: Reader, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    runnable = [b for b in blocks_read(page) if b.language in RUNNABLE and not b.not_run]
     node = (
-        request.getfixturevalue("node_modules") if any(b.language in NODE for b in blocks) else None
+        request.getfixturevalue("node_modules")
+        if any(b.language in NODE for b in runnable)
+        else None
     )
     run = PageRun(workdir=tmp_path, env=reader.env, node_modules=node)
+
     for block in runnable:
         # What the Celery beat does every second: the events API then shows recent requests.
         usage_ingest()
