@@ -1,5 +1,6 @@
-"""docs/configuration.md has one row for every environment variable the product reads, and no
-row for a variable nothing reads."""
+"""docs/ checked against the code: docs/configuration.md has one row for every environment variable
+the product reads and none for a variable nothing reads; every error code the product raises is
+named in docs/."""
 
 from __future__ import annotations
 
@@ -89,3 +90,23 @@ def test_every_row_names_a_variable_the_code_reads() -> None:
     stale = sorted(_documented() - read)
 
     assert not stale, f"docs/configuration.md describes variables nothing reads: {stale}"
+
+
+def _raised_codes(source: str) -> set[str]:
+    """Error codes a module raises: every `code="..."` keyword given a string literal."""
+    return {
+        code
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.keyword) and node.arg == "code"
+        if (code := _literal(node.value))
+    }
+
+
+def test_every_error_code_the_product_raises_is_documented() -> None:
+    documented = "\n".join(page.read_text() for page in (BASE_DIR / "docs").glob("*.md"))
+    raised = {code for path in _product_files() for code in _raised_codes(path.read_text())}
+
+    missing = sorted(code for code in raised if f"`{code}`" not in documented)
+
+    assert len(raised) > 50
+    assert not missing, f"document these error codes in docs/: {missing}"
