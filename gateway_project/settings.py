@@ -1,4 +1,4 @@
-"""Django settings, read from environment variables only (see README for the list)."""
+"""Django settings, read from environment variables only (docs/configuration.md lists them)."""
 
 from __future__ import annotations
 
