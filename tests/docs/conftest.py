@@ -12,8 +12,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from groups.services.audit import SYSTEM_ACTOR
 from groups.models import Workspace
+from groups.services.audit import SYSTEM_ACTOR
 from groups.services.tenants import secret_create
 from keys.services import management_key_create
 from tests.fakes.model_server import FakeModelServerThread
