@@ -27,6 +27,8 @@ from gateway_project.env import env_int, env_list, shutdown_timeout, var_dir
 SETTINGS_MODULE = "gateway_project.settings"
 # Seconds gunicorn gives a worker to finish its requests after SIGTERM, beyond the drain bound.
 SHUTDOWN_MARGIN_SECONDS = 5.0
+# Subcommands whose arguments belong to a Django management command.
+PASSTHROUGH = frozenset({"create-workspace", "manage"})
 
 
 def serve_argv(*, workers: int, bind: str) -> list[str]:
@@ -118,21 +120,17 @@ def parser() -> argparse.ArgumentParser:
     beat = sub.add_parser("beat", help="the Celery scheduler; run exactly one")
     beat.add_argument("--schedule", default=None, help="beat state file (default: var dir)")
     sub.add_parser("migrate", help="apply database migrations")
-    create = sub.add_parser(
-        "create-workspace", help="create a workspace (see --help)", add_help=False
-    )
-    create.add_argument("args", nargs=argparse.REMAINDER)
+    sub.add_parser("create-workspace", help="create a workspace (see --help)", add_help=False)
     sub.add_parser("check", help="check configuration, database, Redis; exit 1 on a problem")
     probe = sub.add_parser("probe", help="GET a path of the node on this machine; exit 0 on 200")
     probe.add_argument("path", nargs="?", default="/healthz")
-    manage = sub.add_parser("manage", help="any Django management command", add_help=False)
-    manage.add_argument("args", nargs=argparse.REMAINDER)
+    sub.add_parser("manage", help="any Django management command", add_help=False)
     sub.add_parser("local", help="the whole stack on this machine with embedded defaults")
     return root
 
 
-def run(args: argparse.Namespace) -> int:
-    """Dispatch one parsed command line."""
+def run(args: argparse.Namespace, rest: list[str]) -> int:
+    """Dispatch one parsed command line; `rest` goes to the Django commands as it is."""
     match args.command:
         case "serve":
             return _exec(serve_argv(workers=args.workers, bind=args.bind))
@@ -144,20 +142,24 @@ def run(args: argparse.Namespace) -> int:
         case "migrate":
             return _django("migrate", "--no-input")
         case "create-workspace":
-            return _django("create_workspace", *args.args)
+            return _django("create_workspace", *rest)
         case "check":
             return _check()
         case "probe":
             return _probe(args.path)
         case "manage":
-            return _django(*args.args)
+            return _django(*rest)
         case _:
             return _local()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script entry point."""
-    return run(parser().parse_args(argv))
+    root = parser()
+    args, rest = root.parse_known_args(argv)
+    if rest and args.command not in PASSTHROUGH:
+        root.error(f"unrecognized arguments: {' '.join(rest)}")
+    return run(args, rest)
 
 
 if __name__ == "__main__":

@@ -62,3 +62,15 @@ def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
 def workloads(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Deployments and Jobs by name."""
     return {d["metadata"]["name"]: d for d in docs if d["kind"] in {"Deployment", "Job"}}
+
+
+def image_env() -> dict[str, str]:
+    """The ENV of the Dockerfile's final stage (PATH aside): what every container starts with."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    final = text.rsplit("\nFROM ", 1)[1]
+    env: dict[str, str] = {}
+    for line in final.splitlines():
+        if line.startswith("ENV "):
+            env.update(pair.split("=", 1) for pair in line.split()[1:])
+    env.pop("PATH", None)
+    return env

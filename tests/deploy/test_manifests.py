@@ -150,9 +150,9 @@ def test_the_optional_servicemonitor_scrapes_metrics_with_the_token(tmp_path):
 
     assert endpoint["path"] == "/metrics"
     assert endpoint["authorization"]["credentials"]["key"] == "GATEWAY_METRICS_TOKEN"
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"][
-        "labels"
-    ].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
 
 
 def test_manifests_match_the_kubernetes_schemas(rendered):
