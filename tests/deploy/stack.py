@@ -28,7 +28,18 @@ COMPOSE_REDIS = "redis://redis:6379/0"
 class LoopbackStack:
     """The gateway services of the compose file, started with `python -m gateway_project.cli`."""
 
-    def __init__(self, directory: Path, *, database_url: str, redis_url: str) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        database_url: str,
+        redis_url: str,
+        launcher: list[str] | None = None,
+    ) -> None:
+        # `launcher` runs `gateway` (default: this checkout's); an image's is given with its own
+        # filesystem, where every service keeps the image's state directory.
+        self.launcher = launcher or [sys.executable, "-m", "gateway_project.cli"]
+        self.own_state = launcher is None
         self.dir, self.services = directory, compose()["services"]
         self.database_url, self.redis_url = database_url, redis_url
         self.given = {"SECRET_KEY": secrets.token_urlsafe(50), "POSTGRES_PASSWORD": "pw"}
@@ -46,7 +57,9 @@ class LoopbackStack:
         declared.update(DATABASE_URL=self.database_url, REDIS_URL=self.redis_url)
         state = self.dir / name
         state.mkdir(exist_ok=True)
-        env = {"PATH": os.environ["PATH"], **image_env(), "GATEWAY_VAR_DIR": str(state), **declared}
+        env = {"PATH": os.environ["PATH"], **image_env(), **declared}
+        if self.own_state:
+            env["GATEWAY_VAR_DIR"] = str(state)
         if name in self.ports and env.get("GATEWAY_BIND") == CONTAINER_BIND:
             env["GATEWAY_BIND"] = f"127.0.0.1:{self.ports[name]}"
         return env
@@ -61,7 +74,7 @@ class LoopbackStack:
         if CONTAINER_BIND in args:
             self.ports[name] = free_port()
             args[args.index(CONTAINER_BIND)] = f"127.0.0.1:{self.ports[name]}"
-        return [sys.executable, "-m", "gateway_project.cli", *args]
+        return [*self.launcher, *args]
 
     def run(self, name: str, *command: str) -> subprocess.CompletedProcess[str]:
         """A one-shot container (`docker compose run --rm <name> <command>`)."""
