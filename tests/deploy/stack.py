@@ -7,6 +7,7 @@ names become this machine's servers, a node's `--bind 0.0.0.0:8000` becomes a fr
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -15,14 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 
 from tests.deploy.manifests import ROOT, compose, image_env, interpolate
+from tests.fakes.model_server import FakeModelServerThread
 from tests.faults.processes import free_port, group_kill, log_tail
 from tests.waiting import wait_until
 
 CONTAINER_BIND = "0.0.0.0:8000"
 COMPOSE_DATABASE = "postgres://gateway:{password}@postgres:5432/gateway"
 COMPOSE_REDIS = "redis://redis:6379/0"
+NODES = ("gateway-1", "gateway-2")
 
 
 class LoopbackStack:
@@ -35,11 +39,13 @@ class LoopbackStack:
         database_url: str,
         redis_url: str,
         launcher: list[str] | None = None,
+        base_env: dict[str, str] | None = None,
     ) -> None:
         # `launcher` runs `gateway` (default: this checkout's); an image's is given with its own
         # filesystem, where every service keeps the image's state directory.
         self.launcher = launcher or [sys.executable, "-m", "gateway_project.cli"]
         self.own_state = launcher is None
+        self.base_env = base_env or {"PATH": os.environ["PATH"], **image_env()}
         self.dir, self.services = directory, compose()["services"]
         self.database_url, self.redis_url = database_url, redis_url
         self.given = {"SECRET_KEY": secrets.token_urlsafe(50), "POSTGRES_PASSWORD": "pw"}
@@ -57,7 +63,7 @@ class LoopbackStack:
         declared.update(DATABASE_URL=self.database_url, REDIS_URL=self.redis_url)
         state = self.dir / name
         state.mkdir(exist_ok=True)
-        env = {"PATH": os.environ["PATH"], **image_env(), **declared}
+        env = {**self.base_env, **declared}
         if self.own_state:
             env["GATEWAY_VAR_DIR"] = str(state)
         if name in self.ports and env.get("GATEWAY_BIND") == CONTAINER_BIND:
@@ -133,3 +139,78 @@ class LoopbackStack:
         """SIGTERM every service, SIGKILL what does not stop."""
         for proc in self.procs.values():
             group_kill(proc, 15)
+
+
+def _ok(response: httpx.Response) -> dict:
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _onboard(stack: LoopbackStack, upstream_url: str) -> str:
+    """README's steps: create a workspace, then an endpoint, a group and a key over the API."""
+    created = stack.run(
+        "migrate",
+        "create-workspace",
+        "--name",
+        "Acme",
+        "--org-prefix",
+        "acme",
+        "--onboarded",
+        "--upstream-allowlist",
+        "127.0.0.0/8",
+        "--json",
+    )
+    assert created.returncode == 0, created.stderr
+    manage = json.loads(created.stdout.strip().splitlines()[-1])["management_key"]
+    api = httpx.Client(
+        base_url=f"{stack.url('gateway-1')}/v1/gateway",
+        headers={"Authorization": f"Bearer {manage}", **stack.host},
+        timeout=10,
+    )
+    target = {"provider": "OPENAI_COMPATIBLE", "base_url": upstream_url, "target_model": "m"}
+    _ok(api.post("/endpoints", json={"slug": "acme/llama", "targets": [target]}))
+    group = _ok(
+        api.post(
+            "/groups",
+            json={"metadata": {"external_entity_id": "c1"}, "models": [{"slug": "acme/llama"}]},
+        )
+    )
+    return str(_ok(api.post(f"/groups/{group['id']}/api_keys", json={"name": "k"}))["api_key"])
+
+
+def _usage_rows(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM billing_usageevent").fetchone()
+    return int(row[0]) if row else 0
+
+
+def stack_serves_inference(stack: LoopbackStack, database_url: str) -> None:
+    """Migrate, check, start both nodes, the worker and beat; onboard; infer on both nodes."""
+    migrated = stack.run("migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    checked = stack.run("migrate", "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    for name in (*NODES, "worker", "beat"):
+        stack.start(name)
+    for node in NODES:
+        stack.wait_ready(node)
+
+    with FakeModelServerThread(record=False) as upstream:
+        key = _onboard(stack, upstream.url)
+        body = {"model": "acme/llama", "messages": [{"role": "user", "content": "hi"}]}
+        answers = [
+            httpx.post(
+                f"{stack.url(node)}/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {key}", **stack.host},
+                timeout=10,
+            )
+            for node in NODES
+        ]
+
+    assert [answer.status_code for answer in answers] == [200, 200], answers[0].text
+    assert all(answer.json()["choices"][0]["message"]["content"] for answer in answers)
+    # Beat schedules the ingest, the worker runs it: both requests reach the database.
+    wait_until(lambda: _usage_rows(database_url) == 2, timeout=30, what="usage events ingested")
+    probe = stack.run("gateway-1", "probe", "/readyz")
+    assert probe.returncode == 0, probe.stderr
