@@ -36,8 +36,14 @@ venv: $(STAMP)
 run: $(RUN_STAMP)
 	$(VENV)/bin/gateway local
 
+# The image tests (tests/deploy) build with podman on a Debian base that mmdebstrap makes.
+.PHONY: deploy-deps
+deploy-deps:
+	command -v podman >/dev/null && command -v mmdebstrap >/dev/null || (apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman mmdebstrap)
+
 # The whole suite, slow multi-process tests included.
-test: $(STAMP)
+test: $(STAMP) deploy-deps
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 # Everything but the slow multi-process suites.
