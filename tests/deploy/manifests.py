@@ -71,6 +71,6 @@ def image_env() -> dict[str, str]:
     env: dict[str, str] = {}
     for line in final.splitlines():
         if line.startswith("ENV "):
-            env.update(pair.split("=", 1) for pair in line.split()[1:])
+            env.update(pair.partition("=")[::2] for pair in line.split()[1:])
     env.pop("PATH", None)
     return env

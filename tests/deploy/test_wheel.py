@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,11 @@ def _run(argv: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
 def venv(tmp_path_factory) -> Path:
     """A venv holding the runtime lock and the project's wheel, nothing else."""
     root = tmp_path_factory.mktemp("wheel")
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(root), str(ROOT)])
+    # Built from a copy: setuptools leaves build/ and *.egg-info/ where it builds.
+    source = root / "source"
+    skip = shutil.ignore_patterns(".git", ".venv", "var", "build", "*.egg-info", "node_modules")
+    shutil.copytree(ROOT, source, ignore=skip)
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(root), str(source)])
     (wheel,) = root.glob("inference_gateway-*.whl")
     _run([sys.executable, "-m", "venv", str(root / "venv")])
     pip = [str(root / "venv" / "bin" / "python"), "-m", "pip", "install", "--quiet"]
