@@ -2,9 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# Two stamps: `make run` needs the runtime lock only; tests and tools need both locks. Each names
-# the checksums of what it installed, so a changed lock reinstalls.
-RUN_STAMP := $(VENV)/.runtime-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
+# Two stamps: `make run` needs the runtime lock (plus the demo's webhook receiver and SDK, in
+# requirements-local.txt); tests and tools need the runtime and dev locks. Each names the checksums
+# of what it installed, so a changed lock reinstalls.
+RUN_STAMP := $(VENV)/.runtime-$(shell cat requirements.txt requirements-local.txt pyproject.toml | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 TEST_ENV := GATEWAY_VAR_DIR=$(CURDIR)/var/test GATEWAY_UPSTREAM_ALLOWLIST=127.0.0.0/8,::1 \
 	GATEWAY_KEY_CACHE_TTL=30 SECRET_KEY=test-secret-key-not-for-production
@@ -21,8 +22,8 @@ define venv_install
 	$(PY) -m pip install --quiet --no-deps --editable .
 endef
 
-$(RUN_STAMP): requirements.txt pyproject.toml
-	$(call venv_install,-r requirements.txt)
+$(RUN_STAMP): requirements.txt requirements-local.txt pyproject.toml
+	$(call venv_install,-r requirements.txt -r requirements-local.txt)
 	rm -f $(VENV)/.runtime-*
 	touch $@
 
@@ -83,8 +84,7 @@ bench-usage-write: $(STAMP)
 bench-soak: $(STAMP)
 	$(PY) -m bench.soak
 
-# Regenerate both hashed locks from requirements.in / requirements-dev.in (pip-tools in a private
-# venv). Existing pins are kept; `make lock LOCK_ARGS=--upgrade` moves them.
+# Regenerate the hashed locks from requirements*.in (pip-tools in a private venv). Existing pins are kept; `make lock LOCK_ARGS=--upgrade` moves them.
 LOCK_VENV := /tmp/gateway-lock
 LOCK_ARGS ?=
 PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet \
@@ -94,6 +94,7 @@ lock:
 		($(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet pip-tools)
 	$(PIP_COMPILE) -o requirements.txt requirements.in
 	$(PIP_COMPILE) -o requirements-dev.txt requirements-dev.in
+	$(PIP_COMPILE) -o requirements-local.txt requirements-local.in
 
 clean:
 	rm -rf $(VENV) var
