@@ -97,4 +97,4 @@ lock:
 	$(PIP_COMPILE) -o requirements-local.txt requirements-local.in
 
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var build dist *.egg-info
