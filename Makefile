@@ -2,27 +2,43 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+# Two stamps: `make run` needs the runtime lock (plus the demo's webhook receiver and SDK, in
+# requirements-local.txt); tests and tools need the runtime and dev locks. Each names the checksums
+# of what it installed, so a changed lock reinstalls.
+RUN_STAMP := $(VENV)/.runtime-$(shell cat requirements.txt requirements-local.txt pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 TEST_ENV := GATEWAY_VAR_DIR=$(CURDIR)/var/test GATEWAY_UPSTREAM_ALLOWLIST=127.0.0.0/8,::1 \
 	GATEWAY_KEY_CACHE_TTL=30 SECRET_KEY=test-secret-key-not-for-production
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast test-slow lint bench bench-quick bench-limits bench-usage-write bench-soak \
+.PHONY: venv run test test-fast test-slow lint bench bench-quick bench-limits bench-usage-write bench-soak \
 	lock clean fuzz
 
-$(STAMP): requirements.txt
+# The project itself goes in editable (no dependencies: the locks pin them), for the `gateway` command.
+define venv_install
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	rm -f $(VENV)/.installed-*
+	$(PY) -m pip install --quiet --require-hashes $(1)
+	$(PY) -m pip install --quiet --no-deps --editable .
+endef
+
+$(RUN_STAMP): requirements.txt requirements-local.txt pyproject.toml
+	$(call venv_install,-r requirements.txt -r requirements-local.txt)
+	rm -f $(VENV)/.runtime-*
 	touch $@
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	$(call venv_install,-r requirements.txt -r requirements-dev.txt)
+	rm -f $(VENV)/.installed-* $(VENV)/.runtime-*
+	touch $@ $(RUN_STAMP)
 
 venv: $(STAMP)
 
-run: $(STAMP)
-	$(PY) -m gateway_project.localrun
+run: $(RUN_STAMP)
+	$(VENV)/bin/gateway local
 
-# What some suites need beyond Python (Chromium, Node.js): installed when missing and possible.
+# What some suites need beyond Python (Chromium, Node.js, podman and mmdebstrap for the image
+# tests): installed when missing and possible.
 .PHONY: test-deps
 test-deps:
 	tests/provision.sh
@@ -71,10 +87,17 @@ bench-usage-write: $(STAMP)
 bench-soak: $(STAMP)
 	$(PY) -m bench.soak
 
+# Regenerate the hashed locks from requirements*.in (pip-tools in a private venv). Existing pins are kept; `make lock LOCK_ARGS=--upgrade` moves them.
+LOCK_VENV := /tmp/gateway-lock
+LOCK_ARGS ?=
+PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet \
+	--generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
 lock:
-	rm -rf /tmp/gateway-lock && $(PYTHON) -m venv /tmp/gateway-lock
-	/tmp/gateway-lock/bin/pip install --quiet -r requirements.in
-	/tmp/gateway-lock/bin/pip freeze --exclude pip --exclude setuptools > requirements.txt
+	test -x $(LOCK_VENV)/bin/pip-compile || \
+		($(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet pip-tools)
+	$(PIP_COMPILE) -o requirements.txt requirements.in
+	$(PIP_COMPILE) -o requirements-dev.txt requirements-dev.in
+	$(PIP_COMPILE) -o requirements-local.txt requirements-local.in
 
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var build dist *.egg-info

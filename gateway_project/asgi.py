@@ -25,6 +25,7 @@ django.setup(set_prefix=False)
 
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
+from gateway_project.drain import drain_refusal  # noqa: E402
 from gateway_project.edge import (  # noqa: E402
     METRICS_PATH,
     body_bounded,
@@ -100,6 +101,10 @@ async def _http(scope: Scope, receive: Receive, send: Send) -> None:
     path = scope["path"]
     inference = is_inference_path(path)
     to_proxy = inference or path == METRICS_PATH
+    refusal = drain_refusal(path)
+    if refusal is not None:
+        await error_send(send, refusal)
+        return
     try:
         await edge_check(scope, inference=inference)
         # Read before Django takes an executor: a slow upload holds a coroutine, not a thread.

@@ -91,6 +91,11 @@ def secret_key(*, generate: bool) -> str:
     return path.read_text().strip()
 
 
+def shutdown_timeout() -> float:
+    """GATEWAY_SHUTDOWN_TIMEOUT: seconds a node drains in-flight requests after SIGTERM."""
+    return env_float("GATEWAY_SHUTDOWN_TIMEOUT", 25.0)
+
+
 def embedded_redis_url() -> str:
     """The URL of the project's embedded redis-server (see gateway_project.embedded_redis)."""
     return f"unix://{var_dir() / 'redis.sock'}"

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from gateway_project.demo import DemoCredentials
 
 PY = sys.executable
+GATEWAY = [PY, "-m", "gateway_project.cli"]
 
 
 def _configure_env() -> dict[str, int]:
@@ -60,7 +61,7 @@ def _spawn(name: str, args: list[str], logs: Path) -> subprocess.Popen[bytes]:
 
 
 def _manage(*args: str) -> None:
-    subprocess.run([PY, "manage.py", *args], cwd=BASE_DIR, check=True)
+    subprocess.run([*GATEWAY, "manage", *args], cwd=BASE_DIR, check=True)
 
 
 def _start_children(
@@ -88,58 +89,17 @@ def _start_children(
             ],
             logs,
         ),
+        # The same `gateway` subcommands a deployment runs (gateway_project/cli.py).
         "gateway": _spawn(
             "gateway",
-            [
-                PY,
-                "-m",
-                "gunicorn",
-                "gateway_project.asgi:application",
-                "-k",
-                "gateway_project.worker.GatewayWorker",
-                "-w",
-                str(env_int("WEB_CONCURRENCY", 2)),
-                "-b",
-                f"{host}:{ports['gateway']}",
-                "--graceful-timeout",
-                "5",
-            ],
+            [*GATEWAY, "serve", "--workers", str(env_int("WEB_CONCURRENCY", 2))]
+            + ["--bind", f"{host}:{ports['gateway']}"],
             logs,
         ),
         "celery-worker": _spawn(
-            "celery-worker",
-            [
-                PY,
-                "-m",
-                "celery",
-                "-A",
-                "gateway_project",
-                "worker",
-                "-l",
-                "info",
-                "--concurrency",
-                "2",
-                "-n",
-                "local@%h",
-            ],
-            logs,
+            "celery-worker", [*GATEWAY, "worker", "--concurrency", "2", "--name", "local@%h"], logs
         ),
-        "celery-beat": _spawn(
-            "celery-beat",
-            [
-                PY,
-                "-m",
-                "celery",
-                "-A",
-                "gateway_project",
-                "beat",
-                "-l",
-                "info",
-                "-s",
-                str(var_dir() / "celerybeat-schedule"),
-            ],
-            logs,
-        ),
+        "celery-beat": _spawn("celery-beat", [*GATEWAY, "beat"], logs),
     }
     return children
 

@@ -14,6 +14,7 @@ from gateway_project.env import (
     env_list,
     env_str,
     secret_key,
+    shutdown_timeout,
     var_dir,
 )
 from gateway_project.production import key_separation_check, production_check
@@ -238,6 +239,8 @@ GATEWAY_UNKNOWN_KEY_CACHE_TTL = env_float("GATEWAY_UNKNOWN_KEY_CACHE_TTL", 2.0)
 GATEWAY_CACHE_VERSION_POLL = env_float("GATEWAY_CACHE_VERSION_POLL", 0.5)
 GATEWAY_UPSTREAM_CONNECT_TIMEOUT = env_float("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", 5.0)
 GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT = env_float("GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT", 300.0)
+# After SIGTERM a node refuses new requests (503) and finishes running ones for at most this long.
+GATEWAY_SHUTDOWN_TIMEOUT = shutdown_timeout()
 GATEWAY_UPSTREAM_IDLE_TIMEOUT = env_float("GATEWAY_UPSTREAM_IDLE_TIMEOUT", 120.0)
 GATEWAY_MAX_TARGETS = 4
 GATEWAY_MAX_GROUP_DEPTH = 5

@@ -8,12 +8,17 @@ GATEWAY_MAX_REQUEST_HEAD_BYTES and answers 431 past it.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from django.conf import settings
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
+from gateway_project.drain import DrainingServer
+
+# gunicorn's exit status for a worker that could not boot (gunicorn.arbiter.Arbiter).
+WORKER_BOOT_ERROR = 3
 HEAD_TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
     b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
@@ -57,6 +62,19 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
 
 class GatewayWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
-    """uvicorn_worker.UvicornWorker with the bounded request head."""
+    """uvicorn_worker.UvicornWorker with the bounded request head and a draining shutdown."""
 
-    CONFIG_KWARGS: dict[str, Any] = {"loop": "auto", "http": BoundedHeadProtocol}
+    # Drained already when uvicorn's own shutdown starts: what still runs then is past the bound.
+    CONFIG_KWARGS: dict[str, Any] = {
+        "loop": "auto",
+        "http": BoundedHeadProtocol,
+        "timeout_graceful_shutdown": 1,
+    }
+
+    async def _serve(self) -> None:
+        self.config.app = self.wsgi
+        server = DrainingServer(config=self.config)
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(WORKER_BOOT_ERROR)

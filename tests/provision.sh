@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What `make test` needs beyond the Python packages: Chromium for tests/browser, Node.js with npm
-# and the locked npm packages for tests/clients/test_node_sdk.py. Whatever is missing is installed
+# and the locked npm packages for tests/clients/test_node_sdk.py, podman and mmdebstrap for the
+# image tests of tests/deploy. Whatever is missing is installed
 # when this machine allows it (Debian's apt-get, as root or with password-less sudo), saying so;
 # otherwise one line says what to install, and the suite that needs it fails with that line.
 set -uo pipefail
@@ -49,6 +50,18 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   else
     say "Node.js/npm are missing and cannot be installed here: install Node.js 18+ with npm;" \
       "tests/clients/test_node_sdk.py will fail"
+  fi
+fi
+
+if ! command -v podman >/dev/null || ! command -v mmdebstrap >/dev/null; then
+  if can_apt; then
+    say "installing podman and mmdebstrap for tests/deploy (the image build): apt-get install" \
+      "podman mmdebstrap"
+    apt_install podman mmdebstrap || say "apt-get could not install podman mmdebstrap;" \
+      "the image tests will fail"
+  else
+    say "podman/mmdebstrap are missing and cannot be installed here: install Debian's podman" \
+      "and mmdebstrap packages; the image tests in tests/deploy will fail"
   fi
 fi
 

@@ -1,0 +1,80 @@
+"""SIGTERM to a Celery worker (`gateway worker`) mid-delivery: it delivers first, then exits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings as django_settings
+from django.db import connection
+
+from billing.models import DeliveryStatus, UsageEvent, WebhookDelivery
+from billing.webhook_tasks import deliveries_enqueue_due
+from gateway_project.env import BASE_DIR
+from groups.models import Workspace
+from tests.billing.conftest import endpoint_add
+from tests.billing.scripted_server import Reply, ScriptedServer
+from tests.billing.test_worker_crash import TIMEOUT, _database_url
+from tests.faults.processes import group_kill, log_tail
+from tests.waiting import wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def _worker(log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "REDIS_URL": django_settings.REDIS_URL,
+        "GATEWAY_WEBHOOK_TIMEOUT": str(TIMEOUT),
+        "GATEWAY_UPSTREAM_ALLOWLIST": "127.0.0.0/8",
+    }
+    argv = [sys.executable, "-m", "gateway_project.cli", "worker", "--concurrency", "1"]
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            argv,
+            cwd=BASE_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def test_a_worker_told_to_stop_finishes_its_delivery_first(
+    settings: Any,
+    tmp_path: Path,
+    workspace: Workspace,
+    make_event: Callable[..., UsageEvent],
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("worker processes need a database they can share (PostgreSQL)")
+    settings.GATEWAY_WEBHOOK_TIMEOUT = TIMEOUT
+    settings.GATEWAY_WEBHOOK_FLUSH_SECONDS = 0
+    hang, log = threading.Event(), tmp_path / "worker.log"
+    with ScriptedServer(Reply(200, hold=hang)) as server:
+        endpoint_add(workspace=workspace, url=server.url)
+        make_event()
+        worker = _worker(log)
+        try:
+            deliveries_enqueue_due()
+            wait_until(lambda: len(server.requests) == 1, timeout=30, what=log_tail(log))
+
+            # Like Kubernetes: SIGTERM to the main process only, while the receiver holds on.
+            os.kill(worker.pid, signal.SIGTERM)
+            wait_until(lambda: "Warm shutdown" in log.read_text(), timeout=10, what=log_tail(log))
+            hang.set()
+            exit_code = worker.wait(timeout=30)
+        finally:
+            group_kill(worker)
+
+    assert exit_code == 0, log_tail(log)
+    assert WebhookDelivery.objects.get().status == DeliveryStatus.DELIVERED
+    assert len(server.requests) == 1
