@@ -250,7 +250,7 @@ GATEWAY_WEBHOOK_CA_BUNDLE = env_str("GATEWAY_WEBHOOK_CA_BUNDLE", "")
 # groups must not import routing: the endpoint catalog is resolved by dotted path at call time.
 GATEWAY_ENDPOINT_CATALOG = "routing.selectors.endpoint_live_slugs"
 
-# Usage events travel through a Redis stream (billing/ingest.py); this moves them into the DB.
+# Usage events travel through a Redis stream; billing/services/ingest.py moves them into the DB.
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
     "usage-ingest": {"task": "billing.usage_ingest", "schedule": 1.0},
@@ -258,8 +258,7 @@ CELERY_BEAT_SCHEDULE = {
     "inflight-reap": {"task": "billing.inflight_reap", "schedule": 5.0},
 }
 
-# Webhook pipeline (billing/webhook_tasks.py): batch events, reclaim leases, enqueue due deliveries.
-CELERY_IMPORTS = (*globals().get("CELERY_IMPORTS", ()), "billing.webhook_tasks")
+# Webhook pipeline (billing/tasks.py): batch events, reclaim leases, enqueue due deliveries.
 CELERY_BEAT_SCHEDULE["webhook-deliveries"] = {
     "task": "billing.deliveries_enqueue_due",
     "schedule": 1.0,
