@@ -23,7 +23,8 @@ from asgiref.sync import sync_to_async  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from billing.models import UsageEvent  # noqa: E402
-from billing.services import USAGE_STREAM, _store_and_release, usage_event_record  # noqa: E402
+from billing.services.usage import USAGE_STREAM, usage_event_record  # noqa: E402
+from billing.services.usage_store import usage_events_store_direct  # noqa: E402
 from gateway_project.kernel.ids import new_ulid  # noqa: E402
 from groups.models import Group, Workspace  # noqa: E402
 from routing.redis_pool import close_all, main_redis  # noqa: E402
@@ -86,13 +87,13 @@ def _line(name: str, concurrency: int, samples: list[float], elapsed: float) -> 
 
 async def _measure(group: Group) -> list[str]:
     client = main_redis()
-    store = sync_to_async(_store_and_release, thread_sensitive=False)
+    store = sync_to_async(usage_events_store_direct, thread_sensitive=False)
 
     async def xadd() -> None:
         await usage_event_record(client=client, event=_event(group))
 
     async def insert() -> None:
-        await store([_event(group)])
+        await store(events=[_event(group)])
 
     lines = []
     for name, op in (("XADD (usage_event_record)", xadd), ("DB insert via sync_to_async", insert)):

@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.http import QueryDict
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
 from billing.models import UsageEvent
@@ -134,8 +135,6 @@ class UsageEventSerializer(serializers.Serializer[Any]):
 
 def events_schema_parameters() -> list[Any]:
     """The documented query parameters of the events list."""
-    from drf_spectacular.utils import OpenApiParameter
-
     return [
         OpenApiParameter("start_time", str, description="Inclusive; required without a cursor."),
         OpenApiParameter("end_time", str, description="Exclusive; default now minus the holdback."),

@@ -1,10 +1,39 @@
-"""Celery tasks of billing."""
+"""Celery tasks of billing. The webhook schedule lives in the database, never in countdowns.
+
+Beat: `usage_ingest_task` (every second) moves usage events from the Redis stream into the
+database. `deliveries_enqueue_due` (every second) freezes due usage events into deliveries,
+releases expired leases, enqueues due deliveries and publishes the quarantine counts for /metrics;
+each step runs even when another failed. `delivery_attempt` makes one attempt. A Redis marker per
+queued delivery keeps a backlog from being enqueued again on every beat.
+"""
 
 from __future__ import annotations
 
-from celery import shared_task
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime
 
-from billing.ingest import usage_ingest
+from celery import shared_task
+from django.core.cache import cache
+from django.utils import timezone
+from django_redis import get_redis_connection
+
+from billing.selectors import deliveries_due, quarantine_counts
+from billing.services.attempts import (
+    deliveries_lease_reclaim,
+    delivery_attempt_run,
+    lease_seconds,
+)
+from billing.services.batching import events_batch
+from billing.services.ingest import usage_ingest
+from billing.services.usage import (
+    BILLING_METRICS_KEY,
+    QUARANTINED_DELIVERIES_METRIC,
+    QUARANTINED_EVENTS_METRIC,
+)
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="billing.usage_ingest", ignore_result=True)  # type: ignore[untyped-decorator]
@@ -13,11 +42,67 @@ def usage_ingest_task() -> int:
     return usage_ingest()
 
 
-@shared_task(name="billing.inflight_reap", ignore_result=True)  # type: ignore[untyped-decorator]
-def inflight_reap_task() -> int:
-    """Usage events for requests whose gateway worker died mid-request (beat: every 5 s)."""
-    from django_redis import get_redis_connection
+def _queued_key(delivery_id: str) -> str:
+    return f"billing:queued:{delivery_id}"
 
-    from routing.journal import journal_reap
 
-    return journal_reap(client=get_redis_connection("default"))
+@shared_task(name="billing.deliveries_enqueue_due", ignore_result=True)  # type: ignore[untyped-decorator]
+def deliveries_enqueue_due() -> int:
+    """Batch new events, reclaim dead leases, enqueue what is due; returns the enqueued count."""
+    now = timezone.now()
+    _step(events_batch, now)
+    _step(deliveries_lease_reclaim, now)
+    enqueued = _step(_deliveries_enqueue, now)
+    _step(_quarantine_publish, now)
+    return enqueued or 0
+
+
+def _step(run: Callable[..., object], now: datetime) -> int | None:
+    """One step of the beat; its failure is logged and does not stop the steps after it."""
+    try:
+        result = run(now=now)
+    except Exception:
+        logger.exception("billing beat step %s failed", run.__name__)
+        return None
+    return result if isinstance(result, int) else None
+
+
+def _deliveries_enqueue(*, now: datetime) -> int:
+    enqueued, failed = 0, 0
+    for delivery_id in deliveries_due(now=now):
+        try:
+            if cache.add(_queued_key(delivery_id), 1, timeout=int(lease_seconds())):
+                delivery_attempt.delay(delivery_id)
+                enqueued += 1
+        except Exception:
+            failed += 1
+            if failed == 1:  # the broker or cache is down: one traceback per beat is enough
+                logger.exception("webhook delivery %s not enqueued", delivery_id)
+            with contextlib.suppress(Exception):
+                cache.delete(_queued_key(delivery_id))  # so the next beat tries it again
+    if failed > 1:
+        logger.error("%d webhook deliveries not enqueued on this beat", failed)
+    return enqueued
+
+
+def _quarantine_publish(*, now: datetime) -> None:
+    """The quarantine gauges, where /metrics on every node reads them."""
+    counts = quarantine_counts()
+    get_redis_connection("default").hset(
+        BILLING_METRICS_KEY,
+        mapping={
+            QUARANTINED_EVENTS_METRIC: counts["events"],
+            QUARANTINED_DELIVERIES_METRIC: counts["deliveries"],
+        },
+    )
+
+
+@shared_task(  # type: ignore[untyped-decorator]
+    name="billing.delivery_attempt", ignore_result=True, acks_late=True, reject_on_worker_lost=True
+)
+def delivery_attempt(delivery_id: str) -> None:
+    """One attempt of one delivery (a no-op when another worker holds it or it is not due)."""
+    try:
+        delivery_attempt_run(delivery_id=delivery_id)
+    finally:
+        cache.delete(_queued_key(delivery_id))

@@ -60,7 +60,7 @@ def demo_ensure(*, model_base_url: str, webhook_url: str | None) -> DemoCredenti
 
 @transaction.atomic
 def _demo_create(*, model_base_url: str, webhook_url: str | None) -> DemoCredentials:
-    from billing.services import webhook_endpoint_create
+    from billing.services.webhooks import webhook_endpoint_create
     from groups.services import group_create, org_prefix_register, workspace_create
     from groups.services.audit import SYSTEM_ACTOR
     from keys.services import api_key_create, management_key_create

@@ -252,7 +252,7 @@ GATEWAY_WEBHOOK_SECRET_OVERLAP_HOURS = env_int("GATEWAY_WEBHOOK_SECRET_OVERLAP_H
 # PEM bundle webhook TLS is verified against; empty = the public CAs (certifi).
 GATEWAY_WEBHOOK_CA_BUNDLE = env_str("GATEWAY_WEBHOOK_CA_BUNDLE", "")
 
-# Usage events travel through a Redis stream (billing/ingest.py); this moves them into the DB.
+# Usage events travel through a Redis stream; billing/services/ingest.py moves them into the DB.
 CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
     "usage-ingest": {"task": "billing.usage_ingest", "schedule": 1.0},
@@ -260,8 +260,7 @@ CELERY_BEAT_SCHEDULE = {
     "inflight-reap": {"task": "billing.inflight_reap", "schedule": 5.0},
 }
 
-# Webhook pipeline (billing/webhook_tasks.py): batch events, reclaim leases, enqueue due deliveries.
-CELERY_IMPORTS = (*globals().get("CELERY_IMPORTS", ()), "billing.webhook_tasks")
+# Webhook pipeline (billing/tasks.py): batch events, reclaim leases, enqueue due deliveries.
 CELERY_BEAT_SCHEDULE["webhook-deliveries"] = {
     "task": "billing.deliveries_enqueue_due",
     "schedule": 1.0,

@@ -32,7 +32,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from billing.services import USAGE_STREAM, usage_dead_letter_park
+from billing.services.usage import USAGE_STREAM, usage_dead_letter_park
 from gateway_project.kernel.ids import new_ulid
 from routing.exchange import Call
 from routing.limiter import ChargedCounter, Reservation, limits_adjust_sync

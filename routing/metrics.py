@@ -20,7 +20,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from billing.services import (
+from billing.services.usage import (
     BILLING_METRICS_KEY,
     DEAD_LETTERS_METRIC,
     QUARANTINED_DELIVERIES_METRIC,

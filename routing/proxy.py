@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 
-from billing.services import USAGE_STREAM
+from billing.services.usage import USAGE_STREAM
 from gateway_project.kernel.errors import (
     AuthenticationFailed,
     GatewayError,

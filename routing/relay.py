@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 import aiohttp
 from django.conf import settings
 
-from billing.services import usage_event_record
+from billing.services.usage import usage_event_record
 from gateway_project.kernel.errors import GatewayError
 from gateway_project.kernel.ids import new_ulid
 from routing.exchange import Call, DisconnectWatch, Responder

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from billing.batching import events_batch
 from billing.models import UsageEvent, WebhookDelivery, WebhookEndpoint, WebhookSecret
+from billing.services.batching import events_batch
+from gateway_project.celery import app
 from gateway_project.kernel.encryption import encrypt
 from groups.models import Group, Workspace
 from tests.fakes.webhook_receiver import WebhookReceiverThread
@@ -52,6 +53,15 @@ def make_event(group: Group) -> Callable[..., UsageEvent]:
         return UsageEvent.objects.create(**values)
 
     return make
+
+
+@pytest.fixture
+def eager() -> Iterator[None]:
+    """Run `.delay()` inline, as a worker would, for the duration of a test."""
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = previous
 
 
 @pytest.fixture

@@ -13,8 +13,6 @@ from django.urls import reverse
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
-from billing.attempts import delivery_attempt_run
-from billing.batching import events_batch
 from billing.models import (
     DeliveryAttempt,
     UsageEvent,
@@ -23,6 +21,8 @@ from billing.models import (
     WebhookSecret,
 )
 from billing.selectors import webhook_secrets_active
+from billing.services.attempts import delivery_attempt_run
+from billing.services.batching import events_batch
 from groups.models import AuditEvent, Workspace
 from tests.billing.conftest import SECRET
 from tests.fakes.webhook_receiver import WebhookReceiverThread

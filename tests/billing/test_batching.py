@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from billing.batching import events_batch
 from billing.models import UsageEvent, WebhookDelivery, WebhookEndpoint
+from billing.services.batching import events_batch
 from groups.models import Workspace
 from tests.billing.conftest import endpoint_add
 

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from billing.models import WebhookEndpoint, WebhookSecret
-from billing.services import webhook_endpoint_create
+from billing.services.webhooks import webhook_endpoint_create
 from gateway_project.kernel.encryption import decrypt
 from gateway_project.kernel.errors import ValidationFailed
 from groups.models import OrgPrefix, Workspace

@@ -10,8 +10,6 @@ import pytest
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
-from billing.attempts import delivery_attempt_run
-from billing.batching import events_batch
 from billing.models import (
     DeliveryAttempt,
     DeliveryStatus,
@@ -21,6 +19,8 @@ from billing.models import (
 )
 from billing.schedule import RETRY_STEPS
 from billing.selectors import deliveries_due
+from billing.services.attempts import delivery_attempt_run
+from billing.services.batching import events_batch
 from tests.billing.conftest import SECRET, NoJitter, batched_delivery
 from tests.billing.scripted_server import Reply, ScriptedServer
 from tests.fakes.webhook_receiver import WebhookReceiverThread

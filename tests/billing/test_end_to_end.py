@@ -11,10 +11,9 @@ import httpx
 import pytest
 from django.utils import timezone
 
-from billing.ingest import usage_ingest
 from billing.models import UsageEvent
-from billing.webhook_tasks import deliveries_enqueue_due
-from gateway_project.celery import app
+from billing.services.ingest import usage_ingest
+from billing.tasks import deliveries_enqueue_due
 from groups.models import Workspace
 from groups.services.audit import SYSTEM_ACTOR
 from keys.services import management_key_create
@@ -35,14 +34,6 @@ def gateway(transactional_db: None) -> Iterator[GatewayThread]:
     server = GatewayThread().start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def eager() -> Iterator[None]:
-    previous = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = previous
 
 
 def _iso(moment: Any) -> str:

@@ -10,14 +10,14 @@ import pytest
 from django.db import connection, connections
 from django.utils import timezone
 
-from billing.attempts import (
+from billing.models import DeliveryAttempt, UsageEvent, WebhookEndpoint
+from billing.selectors import deliveries_due
+from billing.services.attempts import (
     deliveries_lease_reclaim,
     delivery_attempt_run,
     delivery_claim,
     lease_seconds,
 )
-from billing.models import DeliveryAttempt, UsageEvent, WebhookEndpoint
-from billing.selectors import deliveries_due
 from tests.billing.conftest import batched_delivery
 from tests.fakes.webhook_receiver import WebhookReceiverThread
 

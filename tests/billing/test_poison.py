@@ -5,26 +5,35 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 import redis
 from django.conf import settings
+from django.contrib.auth.models import Permission
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
-from billing.batching import events_batch
-from billing.ingest import usage_ingest
 from billing.models import UsageEvent, WebhookDelivery, WebhookEndpoint
-from billing.services import BILLING_METRICS_KEY, DEAD_LETTER_STREAM, USAGE_STREAM
-from billing.webhook_tasks import deliveries_enqueue_due
+from billing.services.attempts import delivery_attempt_run
+from billing.services.batching import events_batch
+from billing.services.ingest import usage_ingest
+from billing.services.usage import (
+    BILLING_METRICS_KEY,
+    DEAD_LETTER_STREAM,
+    DEAD_LETTERS_METRIC,
+    USAGE_STREAM,
+)
+from billing.tasks import deliveries_enqueue_due
 from billing.wire import event_bytes
-from gateway_project.celery import app
 from groups.models import Group
+from groups.services.audit import SYSTEM_ACTOR
+from keys.services import management_key_create
 from routing.metrics import metrics_gather
-from tests.billing.conftest import endpoint_add
+from tests.billing.conftest import batched_delivery, endpoint_add
 from tests.billing.scripted_server import Reply, ScriptedServer
 from tests.fakes.webhook_receiver import WebhookReceiverThread
 
@@ -59,25 +68,20 @@ def stream_event(group: Group, request_id: str, *, metadata: str = '{"trace":"t-
     return json.dumps(event).replace('"__metadata__"', metadata).encode()
 
 
+def stream_redis() -> redis.Redis:
+    """The Redis holding the usage stream, its dead letters and billing's /metrics numbers."""
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
 def stream_add(*payloads: bytes) -> None:
-    client = redis.Redis.from_url(settings.REDIS_URL)
+    client = stream_redis()
     for payload in payloads:
         client.xadd(USAGE_STREAM, {"e": payload})
 
 
 def dead_letters_counted() -> int:
-    value = redis.Redis.from_url(settings.REDIS_URL).hget(
-        BILLING_METRICS_KEY, "gateway_usage_dead_letters_total"
-    )
+    value = stream_redis().hget(BILLING_METRICS_KEY, DEAD_LETTERS_METRIC)
     return int(value or 0)
-
-
-@pytest.fixture
-def eager() -> Iterator[None]:
-    previous = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = previous
 
 
 # --- ingest ---------------------------------------------------------------------------------
@@ -147,7 +151,7 @@ def test_unstorable_stream_entries_are_parked_and_counted_and_the_rest_is_stored
 
     stored = usage_ingest()
 
-    client = redis.Redis.from_url(settings.REDIS_URL)
+    client = stream_redis()
     assert stored == 2
     assert sorted(UsageEvent.objects.values_list("request_id", flat=True)) == [
         "req-000001",
@@ -193,21 +197,33 @@ def later(seconds: float = 10) -> datetime:
     return timezone.now() + timedelta(seconds=seconds)
 
 
+@pytest.fixture
+def flush_now(settings: Any) -> None:
+    """Every beat batches what is pending, however young."""
+    settings.GATEWAY_WEBHOOK_FLUSH_SECONDS = 0
+
+
+@pytest.fixture
+def poisoned_event(make_event: Callable[..., UsageEvent]) -> UsageEvent:
+    """A stored event whose metadata Python cannot read back."""
+    event = make_event()
+    metadata_poison(event)
+    return event
+
+
 def test_batching_quarantines_an_event_it_cannot_serialize_and_batches_the_rest(
-    make_event: Callable[..., UsageEvent], endpoint: WebhookEndpoint
+    poisoned_event: UsageEvent, make_event: Callable[..., UsageEvent], endpoint: WebhookEndpoint
 ) -> None:
     good = [make_event() for _ in range(3)]
-    bad = make_event()
-    metadata_poison(bad)
 
     events_batch(now=later())
 
     delivery = WebhookDelivery.objects.get()
     sent = {e["idempotencyKey"] for e in json.loads(bytes(delivery.body))["data"]["events"]}
     assert sent == {e.pk for e in good} and delivery.event_count == 3
-    bad.refresh_from_db()
-    assert bad.quarantined_at is not None and bad.batched_at is None
-    assert "unreadable requestMetadata" in bad.quarantine_error
+    poisoned_event.refresh_from_db()
+    assert poisoned_event.quarantined_at is not None and poisoned_event.batched_at is None
+    assert "unreadable requestMetadata" in poisoned_event.quarantine_error
 
 
 @pytest.mark.parametrize("value", ["\ud800", float("nan"), float("inf")])
@@ -223,14 +239,13 @@ def test_an_event_a_receiver_could_not_parse_is_never_serialized(
 
 def test_the_beat_enqueues_and_delivers_everything_else_when_an_event_is_poisoned(
     eager: None,
+    flush_now: None,
+    poisoned_event: UsageEvent,
     make_event: Callable[..., UsageEvent],
     endpoint: WebhookEndpoint,
     receiver: WebhookReceiverThread,
-    settings: Any,
 ) -> None:
-    settings.GATEWAY_WEBHOOK_FLUSH_SECONDS = 0
     good = [make_event() for _ in range(3)]
-    metadata_poison(make_event())
 
     deliveries_enqueue_due()
 
@@ -241,15 +256,13 @@ def test_the_beat_enqueues_and_delivers_everything_else_when_an_event_is_poisone
 
 def test_a_delivery_that_cannot_be_sent_is_quarantined_and_the_others_are_delivered(
     eager: None,
+    flush_now: None,
     make_event: Callable[..., UsageEvent],
     endpoint: WebhookEndpoint,
     receiver: WebhookReceiverThread,
-    settings: Any,
 ) -> None:
-    settings.GATEWAY_WEBHOOK_FLUSH_SECONDS = 0
     events = [make_event() for _ in range(2)]
-    events_batch(now=timezone.now())
-    good = WebhookDelivery.objects.get()
+    good = batched_delivery(timezone.now())
     # A webhook-id header that cannot be encoded: the attempt raises before anything is sent.
     bad = WebhookDelivery.objects.create(
         id="dlv_unsendable_é",
@@ -271,13 +284,10 @@ def test_a_delivery_that_cannot_be_sent_is_quarantined_and_the_others_are_delive
 def test_a_receiver_answering_nul_bytes_gets_its_attempt_recorded(
     make_event: Callable[..., UsageEvent], workspace: Any
 ) -> None:
-    from billing.attempts import delivery_attempt_run
-
     with ScriptedServer(Reply(500, body=b"bad\x00gateway")) as server:
         endpoint_add(workspace=workspace, url=server.url)
         make_event()
-        events_batch(now=later())
-        delivery = WebhookDelivery.objects.get()
+        delivery = batched_delivery(later())
 
         attempt = delivery_attempt_run(delivery_id=delivery.id, now=later())
 
@@ -289,14 +299,12 @@ def test_a_receiver_answering_nul_bytes_gets_its_attempt_recorded(
 
 def test_quarantined_rows_are_counted_on_metrics_and_released_by_staff(
     admin_client: Any,
-    make_event: Callable[..., UsageEvent],
+    flush_now: None,
+    poisoned_event: UsageEvent,
     endpoint: WebhookEndpoint,
     receiver: WebhookReceiverThread,
-    settings: Any,
 ) -> None:
-    settings.GATEWAY_WEBHOOK_FLUSH_SECONDS = 0
-    bad = make_event()
-    metadata_poison(bad)
+    bad = poisoned_event
     deliveries_enqueue_due()
     shown = admin_client.get("/admin/billing/usageevent/", {"quarantine": "quarantined"})
     detail = admin_client.get(f"/admin/billing/usageevent/{bad.pk}/change/")
@@ -317,15 +325,13 @@ def test_quarantined_rows_are_counted_on_metrics_and_released_by_staff(
 
 def test_an_event_whose_metadata_can_never_be_sent_is_billed_once_released_without_it(
     admin_client: Any,
-    make_event: Callable[..., UsageEvent],
+    eager: None,
+    flush_now: None,
+    poisoned_event: UsageEvent,
     endpoint: WebhookEndpoint,
     receiver: WebhookReceiverThread,
-    eager: None,
-    settings: Any,
 ) -> None:
-    settings.GATEWAY_WEBHOOK_FLUSH_SECONDS = 0
-    bad = make_event()
-    metadata_poison(bad)
+    bad = poisoned_event
     deliveries_enqueue_due()
 
     admin_client.post(
@@ -342,8 +348,6 @@ def test_an_event_whose_metadata_can_never_be_sent_is_billed_once_released_witho
 def test_releasing_needs_the_change_permission(
     client: Any, make_event: Callable[..., UsageEvent], django_user_model: Any
 ) -> None:
-    from django.contrib.auth.models import Permission
-
     bad = make_event()
     UsageEvent.objects.filter(pk=bad.pk).update(quarantined_at=timezone.now())
     viewer = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
@@ -359,11 +363,6 @@ def test_releasing_needs_the_change_permission(
 def test_the_events_api_and_admin_pages_read_any_stored_row(
     make_event: Callable[..., UsageEvent], admin_client: Any, workspace: Any
 ) -> None:
-    from django.test import Client
-
-    from groups.services.audit import SYSTEM_ACTOR
-    from keys.services import management_key_create
-
     bad = make_event(timestamp=timezone.now() - timedelta(minutes=5))
     metadata_poison(bad)
     _, key = management_key_create(workspace=workspace, actor=SYSTEM_ACTOR, scope="VIEW")
@@ -425,7 +424,7 @@ def test_an_unreadable_in_flight_note_cannot_stop_the_reaper_for_the_others(grou
         "reserved": 0,
         "counters": [],
     }
-    client = redis.Redis.from_url(settings.REDIS_URL)
+    client = stream_redis()
     client.hset(
         INFLIGHT_KEY,
         mapping={

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from billing.attempts import delivery_attempt_run
-from billing.batching import events_batch
 from billing.models import UsageEvent, WebhookDelivery
+from billing.services.attempts import delivery_attempt_run
+from billing.services.batching import events_batch
 from groups.models import Workspace
 from tests.billing.conftest import endpoint_add
 from tests.billing.scripted_server import Reply, ScriptedServer

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import subprocess
+import sys
+from collections.abc import Callable
 
-import pytest
 from django.conf import settings
 
 from billing.models import UsageEvent, WebhookDelivery, WebhookEndpoint
-from billing.webhook_tasks import deliveries_enqueue_due
-from gateway_project.celery import app
+from billing.tasks import deliveries_enqueue_due
 from tests.fakes.webhook_receiver import WebhookReceiverThread
-
-
-@pytest.fixture
-def eager() -> Iterator[None]:
-    """Run `.delay()` inline, as a worker would, for the duration of a test."""
-    previous = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = previous
 
 
 def test_the_beat_task_delivers_new_events_end_to_end(
@@ -63,4 +54,21 @@ def test_celery_is_configured_for_at_least_once() -> None:
         < settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
     )
     assert settings.CELERY_BEAT_SCHEDULE["webhook-deliveries"]["schedule"] <= 5
-    assert "billing.webhook_tasks" in settings.CELERY_IMPORTS
+
+
+def test_a_worker_finds_every_billing_task_by_the_name_the_beat_sends() -> None:
+    script = (
+        "from gateway_project.celery import app; app.loader.import_default_modules(); "
+        "print(*sorted(app.tasks))"
+    )
+
+    found = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+
+    assert {"billing.usage_ingest", "billing.deliveries_enqueue_due"} <= set(found)
+    assert "billing.delivery_attempt" in found

@@ -16,7 +16,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 
 from billing.models import DeliveryStatus, UsageEvent, WebhookDelivery
-from billing.webhook_tasks import deliveries_enqueue_due
+from billing.tasks import deliveries_enqueue_due
 from gateway_project.env import BASE_DIR
 from groups.models import Workspace
 from tests.billing.conftest import endpoint_add

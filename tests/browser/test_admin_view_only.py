@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from billing.models import WebhookDelivery, WebhookEndpoint, WebhookSecret
-from billing.services import webhook_endpoint_create
+from billing.services.webhooks import webhook_endpoint_create
 from groups.models import AuditEvent, Group, OrgPrefix, Workspace
 from groups.services.audit import SYSTEM_ACTOR
 from keys.services import api_key_create, management_key_create

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from billing.ingest import usage_ingest
 from billing.models import UsageEvent
+from billing.services.ingest import usage_ingest
 from groups.models import Workspace
 from tests.fakes.model_server import FakeModelServerThread
 from tests.proxy.conftest import SLUG, GatewayThread, Tenant, compatible_target, tenant_build

@@ -16,11 +16,15 @@ import pytest
 import yaml
 from django.utils import timezone
 
-from billing.attempts import delivery_attempt_run
-from billing.batching import events_batch
-from billing.ingest import usage_ingest
 from billing.models import DeliveryStatus, UsageEvent, WebhookDelivery
-from billing.services import delivery_resend, webhook_endpoint_create, webhook_endpoint_set_enabled
+from billing.services.attempts import delivery_attempt_run
+from billing.services.batching import events_batch
+from billing.services.ingest import usage_ingest
+from billing.services.webhooks import (
+    delivery_resend,
+    webhook_endpoint_create,
+    webhook_endpoint_set_enabled,
+)
 from gateway_project.env import BASE_DIR
 from groups.services.audit import SYSTEM_ACTOR
 from tests.docs.conftest import Reader

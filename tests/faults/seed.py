@@ -18,7 +18,7 @@ TOKENS_PER_DAY = 10_000_000_000
 
 
 def _create(prefix: str, upstream_url: str, webhook_url: str) -> dict[str, str]:
-    from billing.services import webhook_endpoint_create
+    from billing.services.webhooks import webhook_endpoint_create
     from groups.services import group_create, org_prefix_register, workspace_create
     from groups.services.audit import SYSTEM_ACTOR
     from keys.services import api_key_create, management_key_create

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis
 
-from billing.services import USAGE_STREAM
+from billing.services.usage import USAGE_STREAM
 from routing.metrics import SNAPSHOT_PREFIX
 from tests.faults.ledger import accounting_check
 from tests.faults.traffic import Load, Outcome, burst, chat_body, summary

@@ -14,8 +14,8 @@ import pytest
 from django.db.models import Sum
 from openai.types.chat import ChatCompletionMessageParam
 
-from billing.ingest import usage_ingest
 from billing.models import UsageEvent
+from billing.services.ingest import usage_ingest
 from gateway_project.kernel.errors import ValidationFailed
 from groups.models import Workspace
 from routing.limiter import limits_admit

@@ -8,8 +8,8 @@ import socket
 import httpx
 import pytest
 
-from billing.ingest import usage_ingest
 from billing.models import UsageEvent
+from billing.services.ingest import usage_ingest
 from tests.proxy.conftest import SLUG, compatible_target, tenant_build
 
 CHAT = "/v1/chat/completions"

@@ -9,9 +9,9 @@ import pytest
 import redis
 from django.conf import settings
 
-from billing.ingest import GROUP, usage_ingest
 from billing.models import UsageEvent
-from billing.services import DEAD_LETTER_STREAM, USAGE_STREAM, usage_event_record
+from billing.services.ingest import GROUP, usage_ingest
+from billing.services.usage import DEAD_LETTER_STREAM, USAGE_STREAM, usage_event_record
 
 
 def _event(group, request_id: str, idempotency_key: str) -> dict:
@@ -71,7 +71,7 @@ def test_ingest_stores_each_request_once(group):
 
 
 def test_entries_left_pending_by_a_dead_consumer_are_reclaimed(group, monkeypatch):
-    import billing.ingest
+    import billing.services.ingest
 
     client = redis.Redis.from_url(settings.REDIS_URL)
     client.xgroup_create(USAGE_STREAM, GROUP, id="0", mkstream=True)
@@ -79,7 +79,7 @@ def test_entries_left_pending_by_a_dead_consumer_are_reclaimed(group, monkeypatc
         USAGE_STREAM, {"e": json.dumps(_event(group, "req-9", "01J9X7Y0Z3K4M5N6P7Q8R9S0T9"))}
     )
     client.xreadgroup(GROUP, "crashed-worker", {USAGE_STREAM: ">"}, count=10)  # read, never acked
-    monkeypatch.setattr(billing.ingest, "CLAIM_IDLE_MS", 0)
+    monkeypatch.setattr(billing.services.ingest, "CLAIM_IDLE_MS", 0)
 
     stored = usage_ingest()
 

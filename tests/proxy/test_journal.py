@@ -11,9 +11,9 @@ import pytest
 import redis
 from django.conf import settings
 
-from billing.ingest import usage_ingest
 from billing.models import UsageEvent
-from billing.services import USAGE_STREAM
+from billing.services.ingest import usage_ingest
+from billing.services.usage import USAGE_STREAM
 from groups.limits import EnforcedLimit
 from routing import journal
 from routing.authcache import KeyEntry

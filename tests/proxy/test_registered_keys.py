@@ -10,8 +10,8 @@ import string
 
 import httpx
 
-from billing.ingest import usage_ingest
 from billing.models import UsageEvent
+from billing.services.ingest import usage_ingest
 from billing.wire import event_wire
 from gateway_project.logs import JsonFormatter
 from groups.models import AuditEvent

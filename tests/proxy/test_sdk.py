@@ -8,8 +8,8 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from billing.ingest import usage_ingest
 from billing.models import UsageEvent
+from billing.services.ingest import usage_ingest
 from tests.proxy.conftest import SLUG, GatewayThread, compatible_target, tenant_build
 
 MESSAGES: list[ChatCompletionMessageParam] = [

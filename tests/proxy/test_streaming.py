@@ -7,8 +7,8 @@ import time
 
 import httpx
 
-from billing.ingest import usage_ingest
 from billing.models import UsageEvent
+from billing.services.ingest import usage_ingest
 from tests.proxy.conftest import SLUG
 from tests.waiting import wait_until
 

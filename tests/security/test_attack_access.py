@@ -15,9 +15,9 @@ from django.urls import URLPattern, reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from billing import services as billing_services
-from billing.attempts import delivery_attempt_run
 from billing.models import WebhookDelivery, WebhookEndpoint, WebhookSecret
+from billing.services.attempts import delivery_attempt_run
+from billing.services.webhooks import webhook_endpoint_create
 from gateway_project.kernel.encryption import encrypt
 from gateway_project.kernel.errors import ValidationFailed
 from groups import services as group_services
@@ -63,7 +63,7 @@ def action_post(client: Client, changelist: str, action: str, pks: list[str]) ->
 
 
 def webhook_endpoint(workspace: Workspace) -> WebhookEndpoint:
-    endpoint, _secret = billing_services.webhook_endpoint_create(
+    endpoint, _secret = webhook_endpoint_create(
         workspace=workspace, url="http://127.0.0.1:9/hooks", actor=SYSTEM_ACTOR
     )
     return endpoint
@@ -332,9 +332,7 @@ def test_workspace_b_cannot_point_a_webhook_at_workspace_a_allowed_range(
 
     webhook_endpoint(workspace)
     with pytest.raises(ValidationFailed) as refused:
-        billing_services.webhook_endpoint_create(
-            workspace=other_workspace, url=url, actor=SYSTEM_ACTOR
-        )
+        webhook_endpoint_create(workspace=other_workspace, url=url, actor=SYSTEM_ACTOR)
     response = client_for(superuser).post(
         "/admin/billing/webhookendpoint/add/", {"workspace": other_workspace.pk, "url": url}
     )

@@ -16,12 +16,12 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from billing.attempts import delivery_attempt_run
-from billing.batching import events_batch
-from billing.ingest import usage_ingest
 from billing.models import UsageEvent, WebhookDelivery, WebhookEndpoint, WebhookSecret
-from billing.services import usage_event_record
-from billing.webhook_tasks import deliveries_enqueue_due
+from billing.services.attempts import delivery_attempt_run
+from billing.services.batching import events_batch
+from billing.services.ingest import usage_ingest
+from billing.services.usage import usage_event_record
+from billing.tasks import deliveries_enqueue_due
 from gateway_project.celery import app
 from gateway_project.kernel.encryption import encrypt
 from gateway_project.kernel.ids import new_ulid

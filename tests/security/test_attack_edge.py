@@ -25,7 +25,7 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
 from billing.models import WebhookSecret
-from billing.services import webhook_endpoint_create
+from billing.services.webhooks import webhook_endpoint_create
 from gateway_project.demo import DemoCredentials, demo_ensure
 from gateway_project.env import BASE_DIR
 from gateway_project.kernel.encryption import decrypt

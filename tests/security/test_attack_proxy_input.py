@@ -10,8 +10,8 @@ import uuid
 import httpx
 import pytest
 
-from billing.ingest import usage_ingest
 from billing.models import UsageEvent
+from billing.services.ingest import usage_ingest
 from routing import authcache
 from routing.streaming import SseRelay
 from tests.proxy.conftest import SLUG

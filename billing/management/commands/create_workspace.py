@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from billing.services import webhook_endpoint_create
+from billing.services.webhooks import webhook_endpoint_create
 from gateway_project.kernel.errors import GatewayError
 from groups.services import (
     org_prefix_register,

@@ -20,7 +20,7 @@ from billing.models import DeliveryAttempt, DeliveryStatus, WebhookDelivery
 from billing.sanitize import text_clean
 from billing.schedule import retry_after_parse, retry_delay
 from billing.selectors import webhook_secrets_active
-from billing.services import webhook_endpoint_set_enabled
+from billing.services.webhooks import webhook_endpoint_set_enabled
 from gateway_project.kernel.netguard import allowlist_effective
 from groups.services.audit import SYSTEM_ACTOR
 

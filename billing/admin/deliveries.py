@@ -1,0 +1,152 @@
+"""Webhook deliveries in the admin and their attempt log: resend one, release one from
+quarantine, or recover everything that failed since a time."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+
+from billing.admin.staff import json_shown, request_actor
+from billing.models import DeliveryAttempt, WebhookDelivery
+from billing.services.quarantine import deliveries_release
+from billing.services.webhooks import deliveries_recover, delivery_resend
+from gateway_project.kernel.errors import GatewayError
+from groups.models import Workspace
+
+RECOVER_TEMPLATE = "admin/billing/recover_form.html"
+
+
+class DeliveryAttemptInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = DeliveryAttempt
+    extra = 0
+    can_delete = False
+    fields = ("number", "started_at", "duration_ms", "status_code", "error", "response_body")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RecoverForm(forms.Form):
+    since = forms.DateTimeField(help_text="UTC, e.g. 2026-05-05 12:00")
+    workspace = forms.ModelChoiceField(
+        Workspace.objects.all(), required=False, help_text="All when empty"
+    )
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Deliveries and their attempt log; resend one, or recover everything failed since T."""
+
+    list_display = (
+        "id",
+        "endpoint",
+        "status",
+        "attempts",
+        "event_count",
+        "next_attempt_at",
+        "last_status_code",
+        "created_at",
+        "delivered_at",
+    )
+    list_filter = ("status", "endpoint__workspace")
+    search_fields = ("=id", "endpoint__url")
+    list_select_related = ("endpoint",)
+    inlines = [DeliveryAttemptInline]
+    actions = ["resend", "release", "recover_failed_since"]
+    fields = (
+        "id",
+        "endpoint",
+        "status",
+        "attempts",
+        "event_count",
+        "next_attempt_at",
+        "lease_until",
+        "last_status_code",
+        "last_error",
+        "created_at",
+        "delivered_at",
+        "body_json",
+    )
+    readonly_fields = fields
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="Body (frozen)")
+    def body_json(self, obj: WebhookDelivery) -> str:
+        try:
+            return json_shown(json.loads(bytes(obj.body)))
+        except (ValueError, RecursionError):
+            return bytes(obj.body).decode("utf-8", errors="backslashreplace")
+
+    @admin.action(
+        description="Release from quarantine (one more attempt, same id and bytes)",
+        permissions=("change",),
+    )
+    def release(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        count = deliveries_release(ids=ids, actor=request_actor(request))
+        self.message_user(request, f"Released {count} quarantined delivery(ies).")
+
+    @admin.action(
+        description="Resend (one more attempt, same id and bytes)", permissions=("change",)
+    )
+    def resend(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        done = 0
+        for delivery in queryset.select_related("endpoint"):
+            try:
+                delivery_resend(delivery=delivery, actor=request_actor(request))
+                done += 1
+            except GatewayError as exc:
+                self.message_user(request, f"{delivery.id}: {exc.message}", messages.ERROR)
+        self.message_user(request, f"Queued {done} delivery(ies) for another attempt.")
+
+    @admin.action(
+        description="Recover everything that failed since a time…", permissions=("change",)
+    )
+    def recover_failed_since(
+        self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]
+    ) -> HttpResponse:
+        return HttpResponseRedirect(reverse("admin:billing_webhookdelivery_recover"))
+
+    def get_urls(self) -> list[URLPattern]:
+        recover = path(
+            "recover/",
+            self.admin_site.admin_view(self.recover_view),
+            name="billing_webhookdelivery_recover",
+        )
+        return [recover, *super().get_urls()]
+
+    def recover_view(self, request: HttpRequest) -> HttpResponse:
+        """Ask for T, then queue every delivery that failed since T for one more attempt."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        form = RecoverForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            count = deliveries_recover(
+                since=form.cleaned_data["since"],
+                workspace=form.cleaned_data["workspace"],
+                actor=request_actor(request),
+            )
+            self.message_user(request, f"Queued {count} failed delivery(ies) for another attempt.")
+            return HttpResponseRedirect(reverse("admin:billing_webhookdelivery_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "form": form,
+            "title": "Recover failed deliveries",
+        }
+        return TemplateResponse(request, RECOVER_TEMPLATE, context)

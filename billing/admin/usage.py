@@ -1,0 +1,159 @@
+"""The billing truth in the admin: usage events (read-only, released from quarantine by staff)
+and the usage dashboard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
+from django.utils import timezone
+
+from billing.admin.staff import json_shown, request_actor
+from billing.charts import slug_charts
+from billing.models import UsageEvent
+from billing.selectors import UsageBucket, delivery_health, usage_by_slug
+from billing.services.quarantine import usage_events_release
+from groups.models import Workspace
+
+DASHBOARD_TEMPLATE = "admin/billing/usage_dashboard.html"
+
+
+class QuarantinedFilter(admin.SimpleListFilter):
+    """Events a pipeline step set aside, and events ingest stored with a change."""
+
+    title = "quarantine"
+    parameter_name = "quarantine"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("quarantined", "Quarantined"), ("noted", "Changed at ingest")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "quarantined":
+            return queryset.filter(quarantined_at__isnull=False)
+        if self.value() == "noted":
+            return queryset.exclude(ingest_note="")
+        return queryset
+
+
+@admin.register(UsageEvent)
+class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """The billing truth: read-only, except releasing an event from quarantine."""
+
+    list_display = (
+        "timestamp",
+        "workspace",
+        "model_slug",
+        "api_key_prefix",
+        "external_entity_id",
+        "status",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "batched_at",
+        "quarantined_at",
+    )
+    list_filter = (
+        QuarantinedFilter,
+        "status",
+        "workspace",
+        ("batched_at", admin.EmptyFieldListFilter),
+    )
+    actions = ["release", "release_without_metadata"]
+    exclude = ("request_metadata",)  # shown escaped by metadata_shown, whatever it holds
+    readonly_fields = ("metadata_shown",)
+    search_fields = ("=request_id", "=idempotency_key", "api_key_prefix", "=external_entity_id")
+    list_select_related = ("workspace",)
+    date_hierarchy = "timestamp"
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # No event is ever edited; the permission only unlocks the release action.
+        return obj is None and super().has_change_permission(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[UsageEvent]:
+        return super().get_queryset(request).defer("request_metadata")
+
+    @admin.display(description="Request metadata")
+    def metadata_shown(self, obj: UsageEvent) -> str:
+        metadata = obj.request_metadata
+        return getattr(metadata, "reason", None) or json_shown(metadata)
+
+    @admin.action(
+        description="Release from quarantine (batch again on the next beat)",
+        permissions=("change",),
+    )
+    def release(self, request: HttpRequest, queryset: QuerySet[UsageEvent]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        count = usage_events_release(ids=ids, actor=request_actor(request))
+        self.message_user(request, f"Released {count} quarantined event(s).")
+
+    @admin.action(
+        description="Release from quarantine without the request metadata (bill the tokens)",
+        permissions=("change",),
+    )
+    def release_without_metadata(
+        self, request: HttpRequest, queryset: QuerySet[UsageEvent]
+    ) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        count = usage_events_release(ids=ids, actor=request_actor(request), drop_metadata=True)
+        self.message_user(request, f"Released {count} quarantined event(s) without metadata.")
+
+    def get_urls(self) -> list[URLPattern]:
+        dashboard = path(
+            "dashboard/",
+            self.admin_site.admin_view(self.dashboard_view),
+            name="billing_usageevent_dashboard",
+        )
+        return [dashboard, *super().get_urls()]
+
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        """Per slug: requests and tokens over 24 h and 30 days, for a workspace or one group."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = DashboardForm(request.GET or None)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "form": form,
+            "title": "Usage dashboard",
+        }
+        if form.is_valid():
+            context.update(usage_dashboard(**form.cleaned_data))
+        return TemplateResponse(request, DASHBOARD_TEMPLATE, context)
+
+
+class DashboardForm(forms.Form):
+    workspace = forms.ModelChoiceField(Workspace.objects.all())
+    group = forms.CharField(required=False, help_text="A group id; empty for the whole workspace")
+
+
+def usage_dashboard(*, workspace: Workspace, group: str) -> dict[str, Any]:
+    """The dashboard's charts per slug and the workspace's delivery health."""
+    now = timezone.now()
+    day = usage_by_slug(workspace=workspace, group_id=group, until=now, buckets=24, unit="hour")
+    month = usage_by_slug(workspace=workspace, group_id=group, until=now, buckets=30, unit="day")
+    slugs = sorted(set(day) | set(month))
+    empty_day = [UsageBucket(start=now, requests=0, tokens=0)] * 24
+    empty_month = [UsageBucket(start=now, requests=0, tokens=0)] * 30
+    charts = [
+        (slug, slug_charts(day=day.get(slug, empty_day), month=month.get(slug, empty_month)))
+        for slug in slugs
+    ]
+    return {
+        "workspace": workspace,
+        "group": group,
+        "charts": charts,
+        "health": delivery_health(workspace=workspace, now=now),
+    }

@@ -1,0 +1,146 @@
+"""A usage event's database row: cleaned so the database can always store its tokens.
+
+An event the database refuses is stored without its metadata (noted on the row); only one that
+cannot be stored at all (no workspace, group or request id) raises.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    connections,
+    transaction,
+)
+from django.utils import timezone
+
+from billing.models import EventStatus, UsageEvent
+from billing.sanitize import count_clean, float_clean, metadata_sanitize, text_clean
+
+
+def usage_events_store(*, events: list[dict[str, Any]]) -> None:
+    """Insert events (the shape usage_event_record takes), skipping request ids already stored."""
+    rows = [usage_event_build(event=event) for event in events]
+    UsageEvent.objects.bulk_create(rows, ignore_conflicts=True)
+
+
+def usage_events_store_direct(*, events: list[dict[str, Any]]) -> None:
+    """Store events straight into the database, each on its own and leniently, then close this
+    thread's connections: what recording does in a worker thread when Redis is down."""
+    try:
+        for event in events:
+            usage_event_store_lenient(event=event)
+    finally:
+        connections.close_all()
+
+
+def usage_event_store_lenient(*, event: dict[str, Any]) -> None:
+    """Store one event; if the database refuses it, store it without its metadata, noted.
+
+    Raises only when even that is refused (no workspace or group, no request id...).
+    """
+    try:
+        with transaction.atomic():
+            usage_events_store(events=[event])
+        return
+    except Exception as exc:  # noqa: BLE001 - any refusal: the tokens are stored all the same
+        database_down_reraise(exc)
+        reason = text_clean(f"{type(exc).__name__}: {exc}")[:200]
+    bare = {**event, "requestMetadata": None, "ingestNote": f"requestMetadata dropped: {reason}"}
+    with transaction.atomic():
+        usage_events_store(events=[bare])
+
+
+def database_down_reraise(exc: Exception) -> None:
+    """Re-raise `exc` when the database itself is unreachable: then nothing is the event's fault
+    and the entries stay pending. Anything else is this event's problem."""
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError:
+        raise exc from None
+
+
+def usage_event_build(*, event: dict[str, Any]) -> UsageEvent:
+    """The UsageEvent row for one stream payload, cleaned so the database can always store it."""
+    notes = [str(event.get("ingestNote") or "")]
+    metadata, note = metadata_sanitize(event.get("requestMetadata"))
+    notes.append(note)
+    tokens = event.get("tokens")
+    tokens = tokens if isinstance(tokens, dict) else {}
+    return UsageEvent(
+        idempotency_key=_text(event, "idempotencyKey", 26, notes, required=True),
+        request_id=_text(event, "requestId", 64, notes, required=True),
+        timestamp=_timestamp(event.get("timestamp"), notes),
+        workspace_id=_text(event, "workspaceId", 40, notes, required=True),
+        group_id=_text(event, "groupId", 40, notes, required=True),
+        external_entity_id=_text(event, "externalEntityId", 255, notes),
+        api_key_prefix=_text(event, "apiKeyPrefix", 16, notes),
+        model_slug=_text(event, "modelSlug", 201, notes, required=True),
+        request_metadata=metadata,
+        status=_status(event.get("status")),
+        input_tokens=_count(tokens, "inputTokens", notes),
+        output_tokens=_count(tokens, "outputTokens", notes),
+        cached_input_tokens=_count(tokens, "cachedInputTokens", notes),
+        usage_estimated=bool(event.get("usageEstimated")),
+        http_status=_http_status(event.get("httpStatus")),
+        target=_text(event, "target", 64, notes),
+        total_ms=float_clean(event.get("totalMs") or 0) or 0.0,
+        upstream_ms=float_clean(event.get("upstreamMs") or 0) or 0.0,
+        first_byte_ms=float_clean(event.get("firstByteMs")),
+        ingest_note=text_clean("; ".join(n for n in notes if n))[:500],
+    )
+
+
+def _text(
+    event: dict[str, Any], key: str, limit: int, notes: list[str], *, required: bool = False
+) -> str:
+    """A text column's value; a key column that would need changing makes the event unstorable."""
+    value = event.get(key)
+    if not isinstance(value, str) or not value:
+        if required:
+            raise KeyError(f"{key} is missing or not a string")
+        if value not in (None, ""):
+            notes.append(f"{key}: not a string, left empty")
+        return ""
+    clean = text_clean(value)
+    if clean != value or len(clean) > limit:
+        if required:
+            raise ValueError(f"{key} cannot be stored as it is")
+        notes.append(f"{key}: cleaned to fit")
+    return clean[:limit]
+
+
+def _status(value: Any) -> str:
+    return value if isinstance(value, str) and value in EventStatus.values else "completed"
+
+
+def _http_status(value: Any) -> int:
+    number = float_clean(value or 200)
+    return int(number) if number is not None and 0 <= number <= 32767 else 0
+
+
+def _timestamp(value: Any, notes: list[str]) -> datetime:
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        notes.append(f"timestamp {str(value)[:40]!r} unreadable: ingest time used")
+        return timezone.now()
+    return moment
+
+
+def _count(tokens: dict[str, Any], key: str, notes: list[str]) -> int:
+    number = count_clean(tokens.get(key))
+    if number is None:
+        notes.append(f"tokens.{key} {str(tokens.get(key))[:40]!r} is not a count: 0 stored")
+        return 0
+    return number
