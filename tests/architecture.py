@@ -1,5 +1,7 @@
 """The import rules import-linter cannot express, checked over the source tree.
 
+- The composition root: the apps and the kernel take only `gateway_project.kernel.*` from
+  gateway_project; the rest of it (settings, urls, asgi, the CLI...) wires the apps together.
 - Public faces: across apps, a module imports only `<app>.models`, `<app>.selectors` and
   `<app>.services` (or a module of a `services` package).
 - No `_private` name is imported from another module of the project.
@@ -24,6 +26,7 @@ APPS = ("groups", "keys", "routing", "billing")
 PROJECT = (*APPS, "gateway_project")
 FACES = ("models", "selectors", "services")
 CHECKED = (*PROJECT, "bench")
+KERNEL = "gateway_project.kernel"
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,15 @@ def is_face(module: str) -> bool:
     return len(parts) == 1 or parts[1] in FACES
 
 
+def in_kernel(module: str) -> bool:
+    return module == KERNEL or module.startswith(f"{KERNEL}.")
+
+
+def is_composition(module: str) -> bool:
+    """gateway_project or one of its modules outside the kernel."""
+    return module.split(".")[0] == "gateway_project" and not in_kernel(module)
+
+
 def is_ready_hook(path: Path) -> bool:
     return path.name == "apps.py"
 
@@ -107,6 +119,8 @@ def file_violations(root: Path, path: Path) -> Iterator[Violation]:
         target_app = app_of(imp.module)
         if imp.module.split(".")[0] not in PROJECT:
             continue
+        if (own_app or in_kernel(current)) and is_composition(imp.module):
+            yield Violation(where, imp.line, f"`{imp.module}` is the composition root")
         if target_app and own_app and target_app != own_app and not is_face(imp.module):
             yield Violation(where, imp.line, f"`{imp.module}` is not a public face of {target_app}")
         for name in imp.names:
