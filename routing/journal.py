@@ -34,9 +34,9 @@ from redis.exceptions import RedisError
 
 from billing.services import USAGE_STREAM, usage_dead_letter_park
 from gateway_project.kernel.ids import new_ulid
-from routing.exchange import Call
+from routing.call import Call
 from routing.limiter import ChargedCounter, Reservation, limits_adjust_sync
-from routing.ticks import every
+from routing.periodic import every
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ from django.conf import settings
 from billing.services import usage_event_record
 from gateway_project.kernel.errors import GatewayError
 from gateway_project.kernel.ids import new_ulid
-from routing.exchange import Call, DisconnectWatch, Responder
+from routing.call import Call
+from routing.client_connection import DisconnectWatch, Responder
 from routing.journal import INFLIGHT_KEY, journal
 from routing.metrics import metric_gauge_add, metric_inc
 from routing.redis_pool import main_redis

@@ -17,7 +17,7 @@ from billing.services import USAGE_STREAM
 from groups.limits import EnforcedLimit
 from routing import journal
 from routing.authcache import KeyEntry
-from routing.exchange import Call
+from routing.call import Call
 from routing.limiter import group_usage_read, limits_admit
 from routing.redis_pool import close_all
 from tests.proxy.conftest import SLUG, compatible_target, tenant_build
