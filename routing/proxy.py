@@ -28,12 +28,12 @@ from gateway_project.kernel.errors import (
 from gateway_project.kernel.hosts import host_normalize
 from gateway_project.kernel.jsoncheck import JsonRejected, json_strict_loads
 from keys.hashing import key_hash, key_well_formed
+from routing.admission import Admission, limits_admit, limits_refund, limits_settle
 from routing.authcache import KeyEntry, domain_workspace, key_lookup, route_lookup
 from routing.call import Call
 from routing.client_connection import DisconnectWatch, Receive, Responder, Send
 from routing.journal import journal, journal_close, journal_note
 from routing.lifecycle import listener_ensure
-from routing.limiter import Admission, limits_admit, limits_refund, limits_settle
 from routing.metrics import metric_inc, metrics_gather
 from routing.models import Endpoint
 from routing.redis_pool import main_redis

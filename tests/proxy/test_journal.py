@@ -16,10 +16,11 @@ from billing.models import UsageEvent
 from billing.services import USAGE_STREAM
 from groups.limits import EnforcedLimit
 from routing import journal
+from routing.admission import limits_admit
 from routing.authcache import KeyEntry
 from routing.call import Call
-from routing.limiter import group_usage_read, limits_admit
 from routing.redis_pool import close_all
+from routing.usage_read import group_usage_read
 from tests.proxy.conftest import SLUG, compatible_target, tenant_build
 from tests.waiting import wait_until
 
