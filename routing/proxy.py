@@ -27,7 +27,7 @@ from gateway_project.kernel.errors import (
 )
 from gateway_project.kernel.hosts import host_normalize
 from gateway_project.kernel.jsoncheck import JsonRejected, json_strict_loads
-from keys.hashing import key_hash, key_well_formed
+from keys.selectors import key_hash, key_well_formed
 from routing.admission import Admission, limits_admit, limits_refund, limits_settle
 from routing.authcache import KeyEntry, domain_workspace, key_lookup, route_lookup
 from routing.call import Call
