@@ -31,7 +31,7 @@ def _chain(size: int, root: str) -> list:
 
 
 async def _worker(limits: list, deadline: float, latencies: list[float]) -> None:
-    from routing.limiter import limits_admit
+    from routing.admission import limits_admit
 
     while (started := time.perf_counter()) < deadline:
         admission = await limits_admit(limits=limits, reserve_tokens=500, slug="bench/model")

@@ -257,7 +257,7 @@ CELERY_BEAT_SCHEDULE = {
     **globals().get("CELERY_BEAT_SCHEDULE", {}),
     "usage-ingest": {"task": "billing.usage_ingest", "schedule": 1.0},
     # Requests of gateway workers that died mid-request (routing/journal.py).
-    "inflight-reap": {"task": "billing.inflight_reap", "schedule": 5.0},
+    "inflight-reap": {"task": "routing.inflight_reap", "schedule": 5.0},
 }
 
 # Webhook pipeline (billing/tasks.py): batch events, reclaim leases, enqueue due deliveries.

@@ -6,7 +6,9 @@ from django.db.models import QuerySet
 
 from gateway_project.kernel.errors import NotFound
 from groups.models import Group
-from keys.hashing import PREFIX_LENGTH, key_hash, key_matches, key_prefix
+from keys.hashing import PREFIX_LENGTH, key_matches, key_prefix
+from keys.hashing import key_hash as key_hash
+from keys.hashing import key_well_formed as key_well_formed
 from keys.models import ApiKey, ManagementKey
 
 MAX_PRESENTED_LENGTH = 256

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from gateway_project.kernel.invalidation import VERSION_KEY, channel, message_decode
 from routing import authcache
-from routing.ticks import pause
+from routing.periodic import pause
 
 CLIENT_NAME = "gateway-cache-listener"
 SOCKET_TIMEOUT = 1.0

@@ -34,9 +34,11 @@ from redis.exceptions import RedisError
 
 from billing.services.usage import USAGE_STREAM, usage_dead_letter_park
 from gateway_project.kernel.ids import new_ulid
-from routing.exchange import Call
-from routing.limiter import ChargedCounter, Reservation, limits_adjust_sync
-from routing.ticks import every
+from routing.admission import Reservation
+from routing.call import Call
+from routing.limit_counters import ChargedCounter
+from routing.periodic import every
+from routing.sync_adjust import limits_adjust_sync
 
 logger = logging.getLogger(__name__)
 

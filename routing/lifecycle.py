@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from routing.adjust_retry import adjustments_drain
 from routing.cache_listener import cache_listen
 from routing.journal import flush_loop, heartbeat_loop
-from routing.limiter import adjustments_drain
 from routing.metrics import metrics_publish_loop
+from routing.periodic import pause
 from routing.redis_pool import close_all, main_redis
-from routing.ticks import pause
 from routing.upstream import upstream_close, upstream_session
 
 SHUTDOWN_DRAIN_SECONDS = 5.0

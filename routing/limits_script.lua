@@ -1,4 +1,4 @@
--- Limits engine: every counter of one request in one atomic step (see routing/limiter.py).
+-- Limits engine: every counter of one request in one atomic step (see routing/limit_counters.py).
 --
 -- KEYS[i]  counter key of limit i. In "admit" mode a DAY key is a base that gets ":YYYYMMDD"
 --          (UTC day of the clock) appended; in "adjust" mode every key is given in full.

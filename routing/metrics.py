@@ -26,7 +26,7 @@ from billing.services.usage import (
     QUARANTINED_DELIVERIES_METRIC,
     QUARANTINED_EVENTS_METRIC,
 )
-from routing.ticks import every
+from routing.periodic import every
 
 BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
 SNAPSHOT_PREFIX = "gw:metrics:"

@@ -26,18 +26,24 @@ from gateway_project.kernel.errors import (
     ValidationFailed,
 )
 from gateway_project.kernel.hosts import host_normalize
-from gateway_project.kernel.jsoncheck import JsonRejected, json_strict_loads
-from keys.hashing import key_hash, key_well_formed
+from keys.selectors import key_hash, key_well_formed
+from routing.admission import Admission, limits_admit, limits_refund, limits_settle
 from routing.authcache import KeyEntry, domain_workspace, key_lookup, route_lookup
-from routing.exchange import Call, DisconnectWatch, Receive, Responder, Send
+from routing.call import Call
+from routing.client_connection import DisconnectWatch, Receive, Responder, Send
 from routing.journal import journal, journal_close, journal_note
 from routing.lifecycle import listener_ensure
-from routing.limiter import Admission, limits_admit, limits_refund, limits_settle
 from routing.metrics import metric_inc, metrics_gather
 from routing.models import Endpoint
-from routing.observe import request_observe
 from routing.redis_pool import main_redis
 from routing.relay import relay_run
+from routing.request_read import (
+    request_body_parse,
+    request_body_read,
+    request_headers,
+    request_metadata,
+)
+from routing.request_telemetry import request_observe
 from routing.targets import ResolvedEndpoint
 from routing.usage import usage_reserve
 
@@ -59,7 +65,6 @@ ROUTES = {
 _AUTH_SCHEMES = ("bearer ", "api-key ")
 # Embeddings never stream: a `stream: true` there is answered (and billed) as one JSON body.
 STREAMING_KINDS = frozenset({"chat", "completions"})
-MAX_HEADER_BYTES = 64 * 1024
 MAX_SLUG_LENGTH = Endpoint._meta.get_field("slug").max_length or 201
 
 
@@ -102,19 +107,6 @@ async def _metrics(send: Send) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
-def _headers(scope: MutableMapping[str, Any]) -> dict[str, str]:
-    raw = scope["headers"]
-    # The ASGI server may accept headers of any size; none of them is decoded, kept or relayed
-    # upstream past this bound.
-    if sum(len(name) + len(value) for name, value in raw) > MAX_HEADER_BYTES:
-        raise GatewayError(
-            f"The request headers exceed {MAX_HEADER_BYTES} bytes.",
-            status=431,
-            code="request_header_fields_too_large",
-        )
-    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
-
-
 async def _serve(
     call: Call, scope: MutableMapping[str, Any], receive: Receive, responder: Responder
 ) -> None:
@@ -128,18 +120,18 @@ async def _serve(
             code="method_not_allowed",
             headers={"Allow": route.method},
         )
-    headers = _headers(scope)
+    headers = request_headers(scope)
     call.entry = entry = await _authenticate(headers)
     if route.kind == "models":
         await _models_list(entry, responder)
         call.status = 200
         return
-    raw = await _body_read(headers, receive)
-    body = _body_parse(headers, raw)
+    raw = await request_body_read(headers, receive)
+    body = request_body_parse(headers, raw)
     endpoint = await _endpoint_for(entry, _model_of(body))
     # Only a resolved slug becomes a metric label or a log field: a client's string never does.
     call.slug = endpoint.slug
-    call.metadata = _metadata(headers)
+    call.metadata = request_metadata(headers)
     call.stream = _streaming(body) and route.kind in STREAMING_KINDS
     await _admitted_relay(call, entry, endpoint, body, len(raw), headers, receive, responder)
 
@@ -171,47 +163,6 @@ async def _models_list(entry: KeyEntry, responder: Responder) -> None:
             owner = slug.split("/", 1)[0]
             data.append({"id": slug, "object": "model", "created": 0, "owned_by": owner})
     await responder.json(200, json.dumps({"object": "list", "data": data}).encode())
-
-
-def _too_large() -> GatewayError:
-    limit = settings.GATEWAY_MAX_BODY_BYTES
-    return GatewayError(
-        f"The request body exceeds {limit} bytes.", status=413, code="request_too_large"
-    )
-
-
-async def _body_read(headers: dict[str, str], receive: Receive) -> bytes:
-    limit = settings.GATEWAY_MAX_BODY_BYTES
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large()
-    parts, size, more = [], 0, True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise GatewayError("The client went away.", status=499, code="client_closed")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _too_large()
-        parts.append(chunk)
-        more = message.get("more_body", False)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-def _body_parse(headers: dict[str, str], raw: bytes) -> dict[str, Any]:
-    content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type != "application/json" and not content_type.endswith("+json"):
-        raise GatewayError(
-            "Send the body as application/json.", status=415, code="unsupported_media_type"
-        )
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise ValidationFailed("The body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise ValidationFailed("The body must be a JSON object.", code="invalid_json")
-    return body
 
 
 def _model_of(body: dict[str, Any]) -> str:
@@ -246,29 +197,6 @@ async def _endpoint_for(entry: KeyEntry, slug: str) -> ResolvedEndpoint:
             param="model",
         )
     return endpoint
-
-
-def _metadata(headers: dict[str, str]) -> dict[str, Any]:
-    raw = headers.get("x-request-metadata")
-    if raw is None:
-        return {}
-    limit = settings.GATEWAY_MAX_METADATA_BYTES
-    data = raw.encode("latin-1")  # the header's bytes as sent
-    if len(data) > limit:
-        raise _metadata_invalid(f"X-Request-Metadata may hold at most {limit} bytes.")
-    try:
-        value = json_strict_loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise _metadata_invalid("X-Request-Metadata must be UTF-8.") from None
-    except JsonRejected as exc:
-        raise _metadata_invalid(f"X-Request-Metadata: {exc.message}") from None
-    if not isinstance(value, dict):
-        raise _metadata_invalid("X-Request-Metadata must be a JSON object.")
-    return value
-
-
-def _metadata_invalid(message: str) -> ValidationFailed:
-    return ValidationFailed(message, code="invalid_request_metadata", param="X-Request-Metadata")
 
 
 async def _admit(

@@ -1,4 +1,4 @@
-"""Calls an endpoint's targets in priority order and relays the answer, JSON or SSE."""
+"""Relays the chosen upstream's answer to the client, JSON or SSE, and records its usage event."""
 
 from __future__ import annotations
 
@@ -14,179 +14,19 @@ from django.conf import settings
 from billing.services.usage import usage_event_record
 from gateway_project.kernel.errors import GatewayError
 from gateway_project.kernel.ids import new_ulid
-from routing.exchange import Call, DisconnectWatch, Responder
+from routing.call import Call
+from routing.client_connection import DisconnectWatch, Responder
+from routing.errors import bad_gateway, gateway_timeout, upstream_too_large
+from routing.failover import upstream_pick
 from routing.journal import INFLIGHT_KEY, journal
-from routing.metrics import metric_gauge_add, metric_inc
+from routing.metrics import metric_gauge_add
 from routing.redis_pool import main_redis
 from routing.streaming import EventTooLarge, SseRelay, model_rewrite, sse_error
-from routing.targets import ResolvedEndpoint, ResolvedTarget
-from routing.upstream import (
-    UpstreamRefused,
-    UpstreamTimeout,
-    UpstreamTooLarge,
-    body_read,
-    chunk_read,
-    upstream_headers,
-    upstream_open,
-)
+from routing.targets import ResolvedEndpoint
+from routing.upstream import UpstreamTimeout, UpstreamTooLarge, body_read, chunk_read
 from routing.usage import Usage, usage_estimate, usage_parse
 
-FALLBACK_STATUSES = frozenset({429, 502, 503, 504})
 _DONE = b"data: [DONE]\n\n"
-
-
-class UpstreamAnswered(GatewayError):
-    """An upstream error response, relayed as is when its body is JSON."""
-
-    def __init__(self, status: int, raw: bytes, retry_after: str | None) -> None:
-        server = status >= 500
-        super().__init__(
-            f"The upstream answered HTTP {status}.",
-            status=status,
-            type="server_error" if server else "invalid_request_error",
-            code="upstream_error",
-            headers={"Retry-After": retry_after} if retry_after else None,
-        )
-        self.raw = raw if _is_json(raw) else None
-
-
-def _is_json(raw: bytes) -> bool:
-    try:
-        json.loads(raw)
-    except ValueError:
-        return False
-    return True
-
-
-def bad_gateway(message: str = "The upstream could not be reached.") -> GatewayError:
-    """502 in the envelope."""
-    return GatewayError(message, status=502, type="server_error", code="bad_gateway")
-
-
-def gateway_timeout() -> GatewayError:
-    """504 in the envelope."""
-    return GatewayError(
-        "The upstream did not answer in time.",
-        status=504,
-        type="server_error",
-        code="upstream_timeout",
-    )
-
-
-class CredentialMissing(GatewayError):
-    """A target the gateway cannot authenticate to: it is never called without its credential."""
-
-
-def credential_missing(call: Call) -> CredentialMissing:
-    """502 that tells the caller to have the workspace's default Baseten secret set."""
-    return CredentialMissing(
-        f"The endpoint {call.slug} has a BASETEN target without a secret and its workspace has no "
-        "default Baseten secret; the workspace's operator must set one.",
-        status=502,
-        type="server_error",
-        code="upstream_credential_missing",
-        headers={"x-should-retry": "false"},
-    )
-
-
-def _too_large() -> GatewayError:
-    limit = settings.GATEWAY_MAX_UPSTREAM_BODY_BYTES
-    return bad_gateway(f"The upstream's answer is larger than {limit} bytes.")
-
-
-def _payload(body: dict[str, Any], target: ResolvedTarget, *, usage_option: bool) -> bytes:
-    out = dict(body)
-    out["model"] = target.upstream_model
-    if usage_option:
-        options = out.get("stream_options")
-        out["stream_options"] = {
-            **(options if isinstance(options, dict) else {}),
-            "include_usage": True,
-        }
-    return json.dumps(out).encode()
-
-
-async def _attempt(
-    call: Call, target: ResolvedTarget, body: dict[str, Any], headers: dict[str, str]
-) -> tuple[aiohttp.ClientResponse, bytes | None]:
-    url = target.base_url + call.path.removeprefix("/v1")
-    sent = upstream_headers(
-        client_headers=headers, credential=target.api_key, request_id=call.request_id
-    )
-    response = await upstream_open(
-        url=url,
-        body=_payload(body, target, usage_option=call.stream),
-        headers=sent,
-        allowlist=target.allowlist,
-    )
-    if not (call.stream and response.status == 400):
-        return response, None
-    data = await _body_or_close(response)
-    if b"stream_options" not in data:
-        return response, data
-    # Some servers refuse stream_options: ask once more without it and estimate usage instead.
-    response.release()
-    payload = _payload(body, target, usage_option=False)
-    retry = await upstream_open(url=url, body=payload, headers=sent, allowlist=target.allowlist)
-    return retry, None
-
-
-async def _body_or_close(response: aiohttp.ClientResponse) -> bytes:
-    """The whole body; a read that fails (too slow, too large) drops the connection."""
-    try:
-        return await body_read(response)
-    except BaseException:
-        response.close()
-        raise
-
-
-async def _first_chunk(call: Call, response: aiohttp.ClientResponse) -> bytes:
-    """A stream's first bytes: until they arrive nothing is sent, so a failure can fall back."""
-    try:
-        first = await chunk_read(response.content, first=True)
-    except BaseException:
-        response.close()
-        raise
-    call.first_byte_ms = call.elapsed_ms()
-    return first
-
-
-async def _answer(
-    call: Call, response: aiohttp.ClientResponse, data: bytes | None
-) -> tuple[aiohttp.ClientResponse, bytes]:
-    """A usable response (with a stream's first bytes), or the upstream's error raised."""
-    if response.status < 300:
-        return response, (await _first_chunk(call, response) if call.stream else b"")
-    raw = data if data is not None else await _body_or_close(response)
-    response.release()
-    raise UpstreamAnswered(response.status, raw, response.headers.get("Retry-After"))
-
-
-async def upstream_pick(
-    call: Call, endpoint: ResolvedEndpoint, body: dict[str, Any], headers: dict[str, str]
-) -> tuple[aiohttp.ClientResponse, bytes]:
-    """The first usable upstream response; falls back only on failures nothing was sent for."""
-    failure: GatewayError = bad_gateway("The endpoint has no target.")
-    for target in endpoint.targets:
-        call.target = f"{target.provider}#{target.position}"
-        try:
-            if target.credential_missing:
-                raise credential_missing(call)
-            return await _answer(call, *await _attempt(call, target, body, headers))
-        except UpstreamTimeout:
-            failure = gateway_timeout()
-        except (aiohttp.ClientError, OSError, UpstreamRefused):
-            failure = bad_gateway()
-        except UpstreamTooLarge:
-            failure = _too_large()
-        except UpstreamAnswered as answered:
-            if answered.status not in FALLBACK_STATUSES:
-                raise
-            failure = answered
-        except CredentialMissing as missing:
-            failure = missing
-        metric_inc("gateway_upstream_errors_total", (("kind", failure.code), ("slug", call.slug)))
-    raise failure
 
 
 async def relay_run(
@@ -280,7 +120,7 @@ async def _oversized(
     call.usage = usage_estimate(body_bytes=body_bytes, output_chunks=limit // 4)
     watch.disarm()
     await event_record(call, status="cancelled")
-    raise _too_large()
+    raise upstream_too_large()
 
 
 def _json_usage(data: bytes) -> Usage | None:

@@ -15,7 +15,7 @@ from gateway_project.kernel.apikit import (
 )
 from gateway_project.kernel.pagination import page_body, paginate
 from groups import selectors as group_selectors
-from routing import limiter, selectors, services
+from routing import selectors, services
 from routing.serializers import (
     EndpointCreateSerializer,
     EndpointDeletedSerializer,
@@ -25,6 +25,7 @@ from routing.serializers import (
     endpoint_deleted_wire,
     endpoint_wire,
 )
+from routing.usage_read import group_usage_read
 
 ENDPOINTS = ["endpoints"]
 
@@ -104,7 +105,7 @@ class GroupUsageView(GatewayAPIView):
     def get(self, request: Request, group_id: str) -> Response:
         group = group_selectors.group_get(workspace=self.workspace, group_id=group_id, legacy=False)
         enforced = group_selectors.group_enforced_limits(group=group)
-        usage = limiter.group_usage_read(group=group, enforced=enforced)
+        usage = group_usage_read(group=group, enforced=enforced)
         return Response(
             GroupUsageSerializer({"customer_id": group.external_entity_id, "usage": usage}).data
         )

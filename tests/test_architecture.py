@@ -39,18 +39,12 @@ def checkout(tmp_path: Path) -> Path:
     return tmp_path
 
 
-# Modules that still break the rules are being restructured; strict, so this comes off with them.
-PENDING = pytest.mark.xfail(strict=True, reason="billing, keys and groups modules not yet moved")
-
-
-@PENDING
 def test_the_import_contracts_hold() -> None:
     result = lint_imports(ROOT)
 
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@PENDING
 def test_the_house_rules_hold() -> None:
     found = architecture.violations(ROOT)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from routing.limiter import SCRIPT_SHA
+from routing.limit_counters import SCRIPT_SHA
 from tests.faults.ledger import accounting_check
 from tests.faults.traffic import Load, Outcome, chat_body, summary
 from tests.waiting import wait_until

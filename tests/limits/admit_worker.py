@@ -13,7 +13,7 @@ import django
 
 
 async def _admit_all(count: int, threshold: int) -> int:
-    from routing.limiter import limits_admit
+    from routing.admission import limits_admit
     from routing.redis_pool import close_all
     from tests.limits.support import T0, rate
 

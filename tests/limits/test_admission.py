@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
-from routing.limiter import Admission, limits_admit, reset_format
+from groups.models import Workspace
+from routing.admission import Admission, limits_admit, reset_format
+from tests.fakes.model_server import FakeModelServerThread
 from tests.limits.support import T0, counters_snapshot, rate, run, usage
+from tests.proxy.conftest import (
+    SLUG,
+    GatewayThread,
+    compatible_target,
+    gateway,
+    tenant_build,
+    upstream,
+)
+
+__all__ = ["gateway", "upstream"]  # the proxy suite's live-server fixtures, used here
 
 
 def admit(limits: list, *, tokens: int = 1, now: float = T0) -> Admission:
@@ -53,19 +66,57 @@ def test_rejection_message_names_the_limit_and_the_slug() -> None:
     assert admission.message == (
         "Rate limit exceeded for model 'acme/llama': REQUEST limit of 1 per minute."
     )
-    assert admission.error_code == "rate_limit_exceeded"
 
 
-def test_rejection_renders_as_a_429_error_with_headers() -> None:
-    limits = [rate("REQUEST", "SECOND", 1)]
-    admit(limits)
+@pytest.mark.parametrize(
+    ("limits", "kind", "code", "message"),
+    [
+        (
+            {"rate_limits": [{"type": "REQUEST", "unit": "MINUTE", "threshold": 1}]},
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            f"Rate limit exceeded for model '{SLUG}': REQUEST limit of 1 per minute.",
+        ),
+        (
+            {"usage_limits": [{"type": "REQUEST", "unit": "DAY", "threshold": 1}]},
+            "usage_limit_error",
+            "usage_limit_exceeded",
+            f"Usage limit exceeded for model '{SLUG}': REQUEST limit of 1 per day (UTC).",
+        ),
+    ],
+)
+def test_a_rejection_reaches_the_client_as_a_429_with_its_code_and_headers(
+    gateway: GatewayThread,
+    workspace: Workspace,
+    upstream: FakeModelServerThread,
+    limits: dict[str, list[dict[str, object]]],
+    kind: str,
+    code: str,
+    message: str,
+) -> None:
+    tenant = tenant_build(
+        workspace=workspace, targets=[compatible_target(upstream.url)], limits=limits
+    )
+    body = {"model": SLUG, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    url = f"{gateway.url}/v1/chat/completions"
+    admitted = httpx.post(url, json=body, headers=headers, timeout=10)
 
-    error = admit(limits).error()
+    rejected = httpx.post(url, json=body, headers=headers, timeout=10)
 
-    assert error.status == 429
-    assert error.body()["error"]["type"] == "rate_limit_error"
-    assert error.body()["error"]["code"] == "rate_limit_exceeded"
-    assert error.headers["Retry-After"] == "1"
+    assert admitted.status_code == 200
+    assert rejected.status_code == 429
+    assert rejected.json()["error"] == {
+        "message": message,
+        "type": kind,
+        "code": code,
+        "param": None,
+    }
+    assert int(rejected.headers["Retry-After"]) >= 1
+    assert rejected.headers["x-ratelimit-limit-requests"] == "1"
+    assert rejected.headers["x-ratelimit-remaining-requests"] == "0"
+    assert "x-should-retry" not in rejected.headers
+    assert len(upstream.requests) == 1
 
 
 def test_the_longest_wait_decides_the_rejection() -> None:

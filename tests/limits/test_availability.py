@@ -12,14 +12,10 @@ from pathlib import Path
 import pytest
 from pytest_django.fixtures import Settings
 
-from routing.limiter import (
-    Admission,
-    LimitsUnavailable,
-    group_usage_read,
-    limits_admit,
-    limits_settle,
-    pending_adjustments,
-)
+from routing.adjust_retry import pending_adjustments
+from routing.admission import Admission, limits_admit, limits_settle
+from routing.limit_counters import LimitsUnavailable
+from routing.usage_read import group_usage_read
 from tests.limits.support import (
     T0,
     port_is_free,
@@ -69,7 +65,7 @@ def test_fail_open_admits_without_a_reservation_and_logs(
 ) -> None:
     settings.GATEWAY_LIMITS_FAIL_OPEN = True
 
-    with caplog.at_level(logging.WARNING, logger="routing.limiter"):
+    with caplog.at_level(logging.WARNING, logger="routing"):
         admission = admit()
 
     assert admission.allowed
@@ -96,7 +92,7 @@ def test_settle_with_redis_down_is_retried_until_redis_answers(
             await asyncio.sleep(0.05)
         return waiting, pending_adjustments()
 
-    with caplog.at_level(logging.INFO, logger="routing.limiter"):
+    with caplog.at_level(logging.INFO, logger="routing"):
         waiting, left = run(settle_across_an_outage())
 
     assert (waiting, left) == (1, 0)

@@ -10,7 +10,8 @@ from groups.models import Group, Workspace
 from groups.selectors import group_enforced_limits
 from groups.services import group_create
 from groups.services.audit import SYSTEM_ACTOR
-from routing.limiter import group_usage_read, limits_admit
+from routing.admission import limits_admit
+from routing.usage_read import group_usage_read
 from tests.limits.support import T0, run
 
 SLUG = "acme/llama"

@@ -12,7 +12,7 @@ import time
 import pytest
 from pytest_django.fixtures import Settings
 
-from routing.limiter import Admission, limits_admit, limits_refund
+from routing.admission import Admission, limits_admit, limits_refund
 from routing.redis_pool import limits_redis
 from tests.limits.support import T0, counters_snapshot, rate, run, usage
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from routing.limiter import Admission, Reservation, limits_admit, limits_refund, limits_settle
+from routing.admission import Admission, Reservation, limits_admit, limits_refund, limits_settle
 from tests.limits.support import T0, rate, run, usage
 
 MIDNIGHT = 1795478400.0  # 2026-11-24T00:00:00Z

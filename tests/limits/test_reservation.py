@@ -18,7 +18,7 @@ from billing.models import UsageEvent
 from billing.services.ingest import usage_ingest
 from gateway_project.kernel.errors import ValidationFailed
 from groups.models import Workspace
-from routing.limiter import limits_admit
+from routing.admission import limits_admit
 from routing.usage import Budget, usage_reserve
 from tests.fakes.model_server import FakeModelServerThread, count_tokens
 from tests.limits.support import T0, rate, run, usage

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from routing.limiter import group_usage_read, limits_admit, limits_settle
+from routing.admission import limits_admit, limits_settle
+from routing.usage_read import group_usage_read
 from tests.limits.support import T0, rate, run, usage
 
 pytestmark = pytest.mark.usefixtures("limits_backend")

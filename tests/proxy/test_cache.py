@@ -12,7 +12,7 @@ from django.db.backends.utils import CursorWrapper
 from groups.services import custom_domain_add, group_update, workspace_set_onboarded
 from groups.services.audit import SYSTEM_ACTOR
 from keys.services import api_key_revoke
-from routing import authcache
+from routing import authcache, ttl_cache
 from routing.services import endpoint_delete
 from tests.proxy.conftest import SLUG, compatible_target, tenant_build
 from tests.waiting import wait_until
@@ -70,10 +70,10 @@ def _version_reads_by_requests() -> float:
 def test_warm_requests_make_no_redis_round_trip_to_check_the_cache(gateway, tenant):
     headers = {"Authorization": f"Bearer {tenant.key}"}
     assert httpx.get(f"{gateway.url}/v1/models", headers=headers).status_code == 200
-    wait_until(lambda: authcache.cache_confirmed_age() < authcache.TRUST_SECONDS)
+    wait_until(lambda: authcache.cache_confirmed_age() < ttl_cache.TRUST_SECONDS)
     before, started, statuses = _version_reads_by_requests(), time.monotonic(), set()
 
-    while time.monotonic() - started < 3 * authcache.TRUST_SECONDS:  # several trust windows
+    while time.monotonic() - started < 3 * ttl_cache.TRUST_SECONDS:  # several trust windows
         statuses.add(httpx.get(f"{gateway.url}/v1/models", headers=headers).status_code)
 
     assert statuses == {200}
@@ -194,7 +194,7 @@ def _get(cache, outage, key):
 
 def test_database_outage_serves_known_entries_and_503s_unknown_ones():
     authcache.cache_reset()
-    cache: authcache.TtlCache[str] = authcache.TtlCache()
+    cache: ttl_cache.TtlCache[str] = ttl_cache.TtlCache(confirm=authcache.version_confirm)
     outage = _Outage({"known": "entry"})
     assert _get(cache, outage, "known") == "entry"
     outage.down = True
@@ -205,29 +205,29 @@ def test_database_outage_serves_known_entries_and_503s_unknown_ones():
     calls = outage.calls
     assert _get(cache, outage, "known") == "entry"
     assert outage.calls == calls, "a stale entry is kept for a moment, not refilled per request"
-    with pytest.raises(authcache.ConfigurationUnavailable) as caught:
+    with pytest.raises(ttl_cache.ConfigurationUnavailable) as caught:
         _get(cache, outage, "never-seen")
     assert caught.value.status == 503 and caught.value.headers == {"Retry-After": "1"}
 
 
 def test_invalidated_entries_are_not_served_during_an_outage():
-    cache: authcache.TtlCache[str] = authcache.TtlCache()
+    cache: ttl_cache.TtlCache[str] = ttl_cache.TtlCache(confirm=authcache.version_confirm)
     outage = _Outage({"revoked": "entry"})
     _get(cache, outage, "revoked")
     outage.down = True
     cache.drop_workspace("ws_1")
 
-    with pytest.raises(authcache.ConfigurationUnavailable):
+    with pytest.raises(ttl_cache.ConfigurationUnavailable):
         _get(cache, outage, "revoked")
 
 
 def test_database_outage_without_a_recent_version_check_serves_nothing_cached():
-    cache: authcache.TtlCache[str] = authcache.TtlCache()
+    cache: ttl_cache.TtlCache[str] = ttl_cache.TtlCache(confirm=authcache.version_confirm)
     outage = _Outage({"known": "entry"})
     assert _get(cache, outage, "known") == "entry"
     outage.down = True
     cache.slots["known"].expires = 0.0
     authcache.cache_reset()  # no version read has confirmed this process's caches
 
-    with pytest.raises(authcache.ConfigurationUnavailable):
+    with pytest.raises(ttl_cache.ConfigurationUnavailable):
         _get(cache, outage, "known")

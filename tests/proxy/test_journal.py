@@ -16,10 +16,12 @@ from billing.services.ingest import usage_ingest
 from billing.services.usage import USAGE_STREAM
 from groups.limits import EnforcedLimit
 from routing import journal
+from routing.admission import limits_admit
 from routing.authcache import KeyEntry
-from routing.exchange import Call
-from routing.limiter import group_usage_read, limits_admit
+from routing.call import Call
 from routing.redis_pool import close_all
+from routing.tasks import inflight_reap_task
+from routing.usage_read import group_usage_read
 from tests.proxy.conftest import SLUG, compatible_target, tenant_build
 from tests.waiting import wait_until
 
@@ -178,6 +180,21 @@ def test_a_dead_workers_request_becomes_one_cancelled_event_and_its_reservation_
     assert event["usageEstimated"] is True and event["requestMetadata"] == {"ticket": "T-1"}
     assert event["tokens"] == {"inputTokens": 100, "outputTokens": 0, "cachedInputTokens": 0}
     assert _tokens_today() == 100, "the reservation is settled to the event's tokens"
+    assert client.hlen(journal.INFLIGHT_KEY) == 0
+
+
+def test_the_beat_task_reaps_a_dead_workers_request(workspace):
+    _orphan("req-dead-2", worker="gone:4:W", body_bytes=400, reserve=4_100)
+    client = _client()
+    missing_since = _now() - journal.MISSING_GRACE - 1
+    client.set(journal.MISSING_PREFIX + "gone:4:W", repr(missing_since))
+
+    reaped = inflight_reap_task.apply().get()
+
+    assert reaped == 1
+    [event] = _events()
+    assert event["requestId"] == "req-dead-2" and event["status"] == "cancelled"
+    assert _tokens_today() == 100
     assert client.hlen(journal.INFLIGHT_KEY) == 0
 
 

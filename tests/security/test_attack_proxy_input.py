@@ -12,7 +12,7 @@ import pytest
 
 from billing.models import UsageEvent
 from billing.services.ingest import usage_ingest
-from routing import authcache
+from routing import authcache, ttl_cache
 from routing.streaming import SseRelay
 from tests.proxy.conftest import SLUG
 from tests.proxy.test_cache import query_log  # noqa: F401 - fixture
@@ -185,9 +185,9 @@ def test_unique_huge_model_strings_cannot_grow_metrics(gateway, tenant):
 
 
 def test_unknown_key_flood_cannot_evict_live_keys_or_grow_the_cache(monkeypatch):
-    monkeypatch.setattr(authcache, "MAX_ENTRIES", 50)
-    monkeypatch.setattr(authcache, "MAX_MISSES", 20)
-    cache: authcache.TtlCache[str] = authcache.TtlCache()
+    monkeypatch.setattr(ttl_cache, "MAX_ENTRIES", 50)
+    monkeypatch.setattr(ttl_cache, "MAX_MISSES", 20)
+    cache: ttl_cache.TtlCache[str] = ttl_cache.TtlCache(confirm=authcache.version_confirm)
     fills: list[str] = []
 
     async def lookup(key, value):

@@ -18,7 +18,7 @@ from django.db import connections
 
 from groups.services.audit import SYSTEM_ACTOR
 from keys.services import api_key_revoke
-from routing import authcache
+from routing import authcache, ttl_cache
 from routing.lifecycle import background_tasks
 from tests.fakes.redis_relay import RedisRelay
 from tests.proxy.conftest import GatewayThread, Tenant
@@ -153,7 +153,7 @@ def test_revoked_key_dies_within_a_second_when_the_listener_task_is_killed(
     assert _last_served(gateway, tenant.key, revoked, {401}) < REVOKED_WITHIN
     restarted = wait_until(lambda: background_tasks().get("cache-listener"), what="restart")
     assert restarted is not listener and not restarted.done()
-    wait_until(lambda: authcache.cache_confirmed_age() < authcache.TRUST_SECONDS, what="confirms")
+    wait_until(lambda: authcache.cache_confirmed_age() < ttl_cache.TRUST_SECONDS, what="confirms")
 
 
 def test_revoked_key_is_never_served_while_redis_is_unreachable(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from routing.exchange import Call
+from routing.call import Call
 from routing.metrics import metric_inc, metric_observe
 
 logger = logging.getLogger("gateway.request")

@@ -1,44 +1,16 @@
-"""One inference request's state and its raw ASGI response side."""
+"""The client side of a raw ASGI inference request: the response sent, a disconnect noticed."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from gateway_project.kernel.errors import GatewayError, error_bytes
-from routing.authcache import KeyEntry
-from routing.usage import Usage
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-@dataclass(slots=True)
-class Call:
-    """What the proxy learns about one request, for the usage event, metrics and the log line."""
-
-    request_id: str
-    path: str
-    started: float = field(default_factory=time.perf_counter)
-    entry: KeyEntry | None = None
-    slug: str = ""
-    metadata: dict[str, Any] = field(default_factory=dict)
-    status: int = 0
-    error_code: str | None = None
-    target: str = ""
-    usage: Usage | None = None
-    event_status: str | None = None
-    upstream_ms: float = 0.0
-    first_byte_ms: float | None = None
-    stream: bool = False
-
-    def elapsed_ms(self) -> float:
-        """Milliseconds since the request arrived."""
-        return (time.perf_counter() - self.started) * 1000
 
 
 class Responder:

@@ -1,0 +1,211 @@
+"""Admission on the request path: every limit of a request checked and charged in one Redis script
+(routing/limit_counters.py), then settled to the actual usage or refunded.
+
+A cost above a threshold (or a threshold of 0) can never fit: 429 with retry_after None and
+`x-should-retry: false`.
+
+Response headers (OpenAI names) describe, per type, the counter with the least room left:
+`x-ratelimit-limit-*` its threshold, `-remaining-*` what is left after this request, `-reset-*` the
+time until it is full again, formatted like OpenAI/Go durations ("20ms", "1.5s", "6m0s", "1h2m3s").
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+
+from routing.adjust_retry import adjust_retry_start
+from routing.limit_counters import (
+    UNAVAILABLE,
+    ChargedCounter,
+    LimitsUnavailable,
+    counter_key,
+    script_run,
+)
+
+if TYPE_CHECKING:
+    from groups.selectors import EnforcedLimit
+
+logger = logging.getLogger(__name__)
+
+UNIT_TEXT = {"SECOND": "per second", "MINUTE": "per minute", "DAY": "per day (UTC)"}
+HEADER_NAMES = (("REQUEST", "requests"), ("TOKEN", "tokens"))
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What an admitted request charged: handed back to limits_settle or limits_refund."""
+
+    counters: tuple[ChargedCounter, ...]
+    reserved_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The outcome of limits_admit; retry_after None on a rejection means it can never fit."""
+
+    allowed: bool
+    error_type: str | None = None
+    message: str | None = None
+    retry_after: float | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    reservation: Reservation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _CounterState:
+    counter: ChargedCounter
+    fits: int  # 1 fits, 0 fits later, -1 never fits
+    wait_us: int
+    remaining: int
+    reset_us: int
+
+
+def reset_format(microseconds: int) -> str:
+    """A duration the way OpenAI's x-ratelimit-reset-* headers show it ("20ms", "6m0s")."""
+    ms = math.ceil(microseconds / 1000)
+    if ms == 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds = f"{rest / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{seconds}"
+    return f"{minutes}m{seconds}" if minutes else seconds
+
+
+async def limits_admit(
+    *,
+    limits: Sequence[EnforcedLimit],
+    reserve_tokens: int,
+    slug: str,
+    now: float | None = None,
+) -> Admission:
+    """Check every limit of a request and charge all of them, or none (now: test clock, seconds)."""
+    if not limits:
+        return Admission(allowed=True)
+    counters = [_counter(limit=limit, slug=slug, reserve_tokens=reserve_tokens) for limit in limits]
+    try:
+        reply = await script_run(mode="admit", counters=counters, amounts=None, now=now)
+    except UNAVAILABLE as exc:
+        return _admit_unavailable(exc)
+    return _admission(reply=reply, counters=counters, slug=slug, reserve_tokens=reserve_tokens)
+
+
+async def limits_settle(
+    *, reservation: Reservation | None, actual_tokens: int, now: float | None = None
+) -> None:
+    """Reconcile the TOKEN counters to the actual usage (may go over a limit; never fails)."""
+    if reservation is None:
+        return
+    delta = actual_tokens - reservation.reserved_tokens
+    await _adjust(reservation=reservation, deltas={"TOKEN": delta, "REQUEST": 0}, now=now)
+
+
+async def limits_refund(*, reservation: Reservation | None, now: float | None = None) -> None:
+    """Give back the request count and the reserved tokens of a request that produced nothing."""
+    if reservation is None:
+        return
+    deltas = {"TOKEN": -reservation.reserved_tokens, "REQUEST": -1}
+    await _adjust(reservation=reservation, deltas=deltas, now=now)
+
+
+def _counter(*, limit: EnforcedLimit, slug: str, reserve_tokens: int) -> ChargedCounter:
+    cost = 1 if limit.type == "REQUEST" else reserve_tokens
+    return ChargedCounter(
+        key=counter_key(limit=limit, slug=slug),
+        type=limit.type,
+        unit=limit.unit,
+        threshold=int(limit.threshold),
+        cost=int(cost),
+    )
+
+
+def _admit_unavailable(exc: BaseException) -> Admission:
+    if settings.GATEWAY_LIMITS_FAIL_OPEN:
+        logger.warning("Limits Redis unreachable, admitting without limits (fail open): %r", exc)
+        return Admission(allowed=True)
+    logger.error("Limits Redis unreachable, rejecting (fail closed): %r", exc)
+    raise LimitsUnavailable(
+        "Rate limiting is temporarily unavailable; retry shortly.", headers={"Retry-After": "1"}
+    ) from exc
+
+
+def _admission(
+    *, reply: list[Any], counters: list[ChargedCounter], slug: str, reserve_tokens: int
+) -> Admission:
+    day = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
+    states = [
+        _CounterState(counter, *(int(value) for value in reply[3 + 4 * i : 7 + 4 * i]))
+        for i, counter in enumerate(counters)
+    ]
+    headers = _rate_headers(states)
+    if reply[0] == 1:
+        charged = tuple(
+            replace(c, key=f"{c.key}:{day}") if c.unit == "DAY" else c for c in counters
+        )
+        reservation = Reservation(counters=charged, reserved_tokens=reserve_tokens)
+        return Admission(allowed=True, headers=headers, reservation=reservation)
+    return _rejection(states=states, headers=headers, slug=slug)
+
+
+def _rejection(*, states: list[_CounterState], headers: dict[str, str], slug: str) -> Admission:
+    failing = [state for state in states if state.fits != 1]
+    worst = max(failing, key=lambda state: math.inf if state.fits == -1 else state.wait_us)
+    retry_after = None if worst.fits == -1 else worst.wait_us / 1_000_000
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    else:
+        # Retrying cannot help; the OpenAI SDKs retry every 429 unless told not to.
+        headers["x-should-retry"] = "false"
+    usage = worst.counter.unit == "DAY"
+    return Admission(
+        allowed=False,
+        error_type="usage_limit_error" if usage else "rate_limit_error",
+        message=_rejection_message(state=worst, slug=slug),
+        retry_after=retry_after,
+        headers=headers,
+    )
+
+
+def _rejection_message(*, state: _CounterState, slug: str) -> str:
+    counter = state.counter
+    limit = f"{counter.type} limit of {counter.threshold} {UNIT_TEXT[counter.unit]}"
+    if state.fits == -1:
+        need = "1 request" if counter.type == "REQUEST" else f"{counter.cost} tokens"
+        return f"This request can never fit the {limit} for model '{slug}': it needs {need}."
+    kind = "Usage" if counter.unit == "DAY" else "Rate"
+    return f"{kind} limit exceeded for model '{slug}': {limit}."
+
+
+def _rate_headers(states: list[_CounterState]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for type_, name in HEADER_NAMES:
+        of_type = [state for state in states if state.counter.type == type_]
+        if not of_type:
+            continue
+        tightest = min(of_type, key=lambda s: (s.remaining, s.counter.threshold, -s.reset_us))
+        headers[f"x-ratelimit-limit-{name}"] = str(tightest.counter.threshold)
+        headers[f"x-ratelimit-remaining-{name}"] = str(tightest.remaining)
+        headers[f"x-ratelimit-reset-{name}"] = reset_format(tightest.reset_us)
+    return headers
+
+
+async def _adjust(*, reservation: Reservation, deltas: dict[str, int], now: float | None) -> None:
+    counters = [c for c in reservation.counters if deltas[c.type] != 0]
+    if not counters:
+        return
+    amounts = [deltas[counter.type] for counter in counters]
+    try:
+        await script_run(mode="adjust", counters=counters, amounts=amounts, now=now)
+    except UNAVAILABLE as exc:
+        # The response is out; the adjustment is not lost with Redis: retry it in the background.
+        logger.warning("Limits Redis unreachable, counters reconciled later: %r", exc)
+        adjust_retry_start(counters=counters, amounts=amounts, now=now)
