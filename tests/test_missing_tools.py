@@ -60,6 +60,7 @@ def test_provisioning_says_what_it_cannot_install_and_lets_the_run_go_on(tmp_pat
 
     lines = done.stdout.splitlines()
     assert done.returncode == 0, done.stderr
-    assert len(lines) == 2, lines
+    assert len(lines) == 3, lines
     assert "Chromium is missing (/nonexistent/chromium)" in lines[0] and "chromium" in lines[0]
     assert "Node.js/npm are missing" in lines[1] and "install Node.js" in lines[1]
+    assert "podman/mmdebstrap are missing" in lines[2] and "mmdebstrap packages" in lines[2]

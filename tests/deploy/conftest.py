@@ -46,11 +46,13 @@ def database_url() -> Iterator[str]:
         pytest.skip("needs PostgreSQL: run with DATABASE_URL=postgres://... (make test does in CI)")
     base, _, name = url.rpartition("/")
     fresh = f"{name}_compose"
-    with psycopg.connect(url, autocommit=True) as conn:
+    # The server's maintenance database: DATABASE_URL's own may not exist (the suite uses test_*).
+    maintenance = f"{base}/postgres"
+    with psycopg.connect(maintenance, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{fresh}"')
     yield f"{base}/{fresh}"
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(maintenance, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{fresh}" WITH (FORCE)')
 
 
