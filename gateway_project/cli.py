@@ -41,6 +41,8 @@ def serve_argv(*, workers: int, bind: str) -> list[str]:
         "gateway_project.asgi:application",
         "-k",
         "gateway_project.worker.GatewayWorker",
+        "--config",
+        "python:gateway_project.gunicorn_conf",
         "--workers",
         str(workers),
         "--bind",

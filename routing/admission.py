@@ -55,6 +55,9 @@ class Admission:
     retry_after: float | None = None
     headers: dict[str, str] = field(default_factory=dict)
     reservation: Reservation | None = None
+    # The limit that rejected: its type (request, token) and unit (minute, day, ...).
+    limit_type: str = ""
+    limit_unit: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +175,8 @@ def _rejection(*, states: list[_CounterState], headers: dict[str, str], slug: st
         message=_rejection_message(state=worst, slug=slug),
         retry_after=retry_after,
         headers=headers,
+        limit_type=worst.counter.type.lower(),
+        limit_unit=worst.counter.unit.lower(),
     )
 
 

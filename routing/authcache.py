@@ -25,7 +25,7 @@ from gateway_project.kernel.invalidation import VERSION_KEY
 from groups.models import CustomDomain
 from groups.selectors import group_effective_models, group_enforced_limits
 from keys.selectors import api_key_resolve
-from routing.metrics import metric_inc
+from routing.metrics import cache_version_checks
 from routing.redis_pool import main_redis
 from routing.selectors import endpoint_route
 from routing.targets import ResolvedEndpoint
@@ -147,10 +147,10 @@ async def _version_read() -> bool:
             raw = await main_redis().get(VERSION_KEY)
         version = version_parse(raw)
     except (RedisError, OSError, TimeoutError, ValueError) as exc:
-        metric_inc("gateway_cache_version_checks_total", (("result", "failed"),))
+        cache_version_checks.labels("failed").inc()
         version_unreadable(exc)
         return False
-    metric_inc("gateway_cache_version_checks_total", (("result", "ok"),))
+    cache_version_checks.labels("ok").inc()
     version_observe(version, sent_at=sent_at)
     return True
 

@@ -21,7 +21,7 @@ from routing.errors import (
     gateway_timeout,
     upstream_too_large,
 )
-from routing.metrics import metric_inc
+from routing.metrics import upstream_errors
 from routing.targets import ResolvedEndpoint, ResolvedTarget
 from routing.upstream import (
     UpstreamRefused,
@@ -127,5 +127,5 @@ async def upstream_pick(
             failure = answered
         except CredentialMissing as missing:
             failure = missing
-        metric_inc("gateway_upstream_errors_total", (("kind", failure.code), ("slug", call.slug)))
+        upstream_errors.labels(failure.code).inc()
     raise failure

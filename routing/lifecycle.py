@@ -13,10 +13,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from routing.adjust_retry import adjustments_drain
+from routing.authcache import cache_confirmed_age
 from routing.cache_listener import cache_listen
 from routing.journal import flush_loop, heartbeat_loop
-from routing.metrics import metrics_publish_loop
-from routing.periodic import pause
+from routing.metrics import key_cache_age
+from routing.periodic import every, pause
 from routing.redis_pool import close_all, main_redis
 from routing.upstream import upstream_close, upstream_session
 
@@ -86,9 +87,16 @@ def listener_ensure() -> None:
     background = _background[loop_id] = Supervisor()
     stop = background.stop
     background.start("cache-listener", lambda: cache_listen(stop=stop))
-    background.start("metrics-publish", lambda: metrics_publish_loop(main_redis(), stop=stop))
+    background.start("key-cache-age", lambda: key_cache_age_loop(stop=stop))
     background.start("heartbeat", lambda: heartbeat_loop(main_redis(), stop=stop))
     background.start("journal-flush", lambda: flush_loop(main_redis(), stop=stop))
+
+
+async def key_cache_age_loop(*, stop: asyncio.Event, interval: float = 1.0) -> None:
+    """Keep this worker's gateway_key_cache_age_seconds current: in multiprocess mode the worker
+    answering /metrics reads the others' values from their files, not from their memory."""
+    async for _ in every(stop, interval):
+        key_cache_age.set(cache_confirmed_age())
 
 
 def background_tasks() -> dict[str, asyncio.Task[None]]:

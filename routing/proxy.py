@@ -28,12 +28,18 @@ from gateway_project.kernel.errors import (
 from gateway_project.kernel.hosts import host_normalize
 from keys.selectors import key_hash, key_well_formed
 from routing.admission import Admission, limits_admit, limits_refund, limits_settle
-from routing.authcache import KeyEntry, domain_workspace, key_lookup, route_lookup
+from routing.authcache import (
+    KeyEntry,
+    cache_confirmed_age,
+    domain_workspace,
+    key_lookup,
+    route_lookup,
+)
 from routing.call import Call
 from routing.client_connection import DisconnectWatch, Receive, Responder, Send
 from routing.journal import journal, journal_close, journal_note
 from routing.lifecycle import listener_ensure
-from routing.metrics import metric_inc, metrics_gather
+from routing.metrics import CONTENT_TYPE, key_cache_age, limit_rejections, metrics_gather
 from routing.models import Endpoint
 from routing.redis_pool import main_redis
 from routing.relay import relay_run
@@ -98,9 +104,10 @@ async def proxy_app(scope: MutableMapping[str, Any], receive: Receive, send: Sen
 
 
 async def _metrics(send: Send) -> None:
+    key_cache_age.set(cache_confirmed_age())
     data = await metrics_gather(main_redis(), stream=USAGE_STREAM)
     headers = [
-        (b"content-type", b"text/plain; version=0.0.4"),
+        (b"content-type", CONTENT_TYPE.encode()),
         (b"content-length", str(len(data)).encode()),
     ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -222,10 +229,7 @@ async def _admit(
     headers = dict(admission.headers)
     if admission.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(admission.retry_after)))
-    metric_inc(
-        "gateway_limit_rejections_total",
-        (("type", admission.error_type or ""), ("slug", call.slug)),
-    )
+    limit_rejections.labels(admission.limit_type, admission.limit_unit).inc()
     raise GatewayError(
         admission.message or "Limit exceeded.",
         status=429,

@@ -19,7 +19,7 @@ from routing.client_connection import DisconnectWatch, Responder
 from routing.errors import bad_gateway, gateway_timeout, upstream_too_large
 from routing.failover import upstream_pick
 from routing.journal import INFLIGHT_KEY, journal
-from routing.metrics import metric_gauge_add
+from routing.metrics import streams_in_flight
 from routing.redis_pool import main_redis
 from routing.streaming import EventTooLarge, SseRelay, model_rewrite, sse_error
 from routing.targets import ResolvedEndpoint
@@ -149,11 +149,11 @@ async def _stream(
         (b"x-accel-buffering", b"no"),
     ]
     await responder.start(response.status, head)
-    metric_gauge_add("gateway_streams_in_flight", 1)
+    streams_in_flight.inc()
     try:
         failure = await _pump(response, first, relay, responder)
     finally:
-        metric_gauge_add("gateway_streams_in_flight", -1)
+        streams_in_flight.dec()
     call.upstream_ms = _since_ms(started)
     tail = relay.rest()
     call.usage = relay.usage or usage_estimate(

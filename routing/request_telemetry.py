@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from routing import metrics
 from routing.call import Call
-from routing.metrics import metric_inc, metric_observe
 
 logger = logging.getLogger("gateway.request")
 
@@ -15,18 +15,11 @@ def request_observe(call: Call, *, route_label: str) -> None:
     total = call.elapsed_ms()
     # call.slug is set only once the endpoint resolved: labels stay a bounded set.
     slug = call.slug or "unknown"
-    metric_inc(
-        "gateway_requests_total",
-        (("route", route_label), ("status", str(call.status)), ("slug", slug)),
-    )
-    metric_observe("gateway_request_duration_ms", (("route", route_label),), total)
+    metrics.requests_total.labels(route_label, str(call.status), slug).inc()
+    metrics.request_duration.labels(route_label).observe(total / 1000)
     if call.upstream_ms:
-        metric_observe("gateway_upstream_duration_ms", (("route", route_label),), call.upstream_ms)
-    metric_observe(
-        "gateway_overhead_duration_ms",
-        (("route", route_label),),
-        max(0.0, total - call.upstream_ms),
-    )
+        metrics.upstream_duration.labels(route_label).observe(call.upstream_ms / 1000)
+    metrics.overhead.labels(route_label).observe(max(0.0, total - call.upstream_ms) / 1000)
     usage, entry = call.usage, call.entry
     if usage is not None and call.event_status is not None:
         for kind, value in (
@@ -34,7 +27,7 @@ def request_observe(call: Call, *, route_label: str) -> None:
             ("output", usage.output_tokens),
             ("cached", usage.cached_input_tokens),
         ):
-            metric_inc("gateway_tokens_total", (("slug", call.slug), ("kind", kind)), value)
+            metrics.tokens_total.labels(call.slug, kind).inc(value)
     logger.info(
         "inference request",
         extra={

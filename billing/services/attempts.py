@@ -6,6 +6,7 @@ its delivery in `quarantined` with the error, instead of leaving it to be retrie
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from datetime import datetime, timedelta
@@ -14,12 +15,15 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
+from django_redis import get_redis_connection
+from redis.exceptions import RedisError
 
 from billing.delivery import Outcome, Resolve, webhook_post
 from billing.models import DeliveryAttempt, DeliveryStatus, WebhookDelivery
 from billing.sanitize import text_clean
 from billing.schedule import retry_after_parse, retry_delay
 from billing.selectors import webhook_secrets_active
+from billing.services.usage import BILLING_METRICS_KEY, WEBHOOK_DELIVERIES_METRIC
 from billing.services.webhooks import webhook_endpoint_set_enabled
 from gateway_project.kernel.netguard import allowlist_effective
 from groups.services.audit import SYSTEM_ACTOR
@@ -82,10 +86,20 @@ def delivery_attempt_run(
             allowlist=allowlist_effective(delivery.endpoint.workspace),
             resolve=resolve,
         )
-        return attempt_record(delivery=delivery, outcome=outcome, now=now, rng=rng)
+        attempt = attempt_record(delivery=delivery, outcome=outcome, now=now, rng=rng)
     except Exception as exc:  # noqa: BLE001 - whatever it is, it must not be retried forever
         delivery_quarantine(delivery=delivery, error=f"{type(exc).__name__}: {exc}")
         return None
+    _attempt_count(delivered=outcome.delivered)
+    return attempt
+
+
+def _attempt_count(*, delivered: bool) -> None:
+    """Count the attempt where every node's /metrics reads it (best effort: a metric is not worth
+    failing a delivery that was made)."""
+    field = f"{WEBHOOK_DELIVERIES_METRIC}:{'succeeded' if delivered else 'failed'}"
+    with contextlib.suppress(RedisError, OSError):
+        get_redis_connection("default").hincrby(BILLING_METRICS_KEY, field, 1)
 
 
 def delivery_quarantine(*, delivery: WebhookDelivery, error: str) -> None:

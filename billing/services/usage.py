@@ -24,6 +24,8 @@ BILLING_METRICS_KEY = "gw:billing:metrics"
 DEAD_LETTERS_METRIC = "gateway_usage_dead_letters_total"
 QUARANTINED_EVENTS_METRIC = "gateway_billing_quarantined_events"
 QUARANTINED_DELIVERIES_METRIC = "gateway_billing_quarantined_deliveries"
+# Field prefix of the webhook attempt counters, one field per outcome ("...:succeeded").
+WEBHOOK_DELIVERIES_METRIC = "gateway_webhook_deliveries_total"
 logger = logging.getLogger("billing.usage")
 
 

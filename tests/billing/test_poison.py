@@ -317,8 +317,8 @@ def test_quarantined_rows_are_counted_on_metrics_and_released_by_staff(
     deliveries_enqueue_due()
 
     assert shown.context["cl"].result_count == 1 and detail.status_code == 200
-    assert "gateway_billing_quarantined_events 1" in before
-    assert "gateway_billing_quarantined_events 0" in _metrics()
+    assert "gateway_billing_quarantined_events 1.0" in before
+    assert "gateway_billing_quarantined_events 0.0" in _metrics()
     bad.refresh_from_db()
     assert bad.quarantined_at is None and bad.batched_at is not None
 
@@ -397,10 +397,10 @@ def test_dead_letters_are_counted_on_metrics(group: Group) -> None:
 
     usage_ingest()
 
-    assert "gateway_usage_dead_letters_total 0" in before
+    assert "gateway_usage_dead_letters_total 0.0" in before
     assert "# TYPE gateway_usage_dead_letters_total counter" in before
-    assert "gateway_billing_quarantined_deliveries 0" in before
-    assert "gateway_usage_dead_letters_total 1" in _metrics()
+    assert "gateway_billing_quarantined_deliveries 0.0" in before
+    assert "gateway_usage_dead_letters_total 1.0" in _metrics()
 
 
 # --- the in-flight reaper -------------------------------------------------------------------

@@ -174,6 +174,7 @@ class Gateway:
 
     def __init__(self, env: dict[str, str], directory: Path) -> None:
         self.env, self.port, self.log = env, free_port(), directory / "gunicorn.log"
+        self.metrics_dir = directory / "metrics"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -185,9 +186,11 @@ class Gateway:
         """Start and wait until /healthz answers and both workers run."""
         args = [sys.executable, "-m", "gunicorn", "gateway_project.asgi:application"]
         args += ["-k", "gateway_project.worker.GatewayWorker"]
+        args += ["-c", "python:gateway_project.gunicorn_conf"]
         args += ["-w", "2", "-b", f"127.0.0.1:{self.port}"]
         args += ["--graceful-timeout", "5"]
-        self.proc = _spawn(args, env=self.env, log=self.log)
+        env = {**self.env, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
+        self.proc = _spawn(args, env=env, log=self.log)
         wait_until(self._healthy, timeout=60, what=f"gateway up\n{log_tail(self.log)}")
         wait_until(lambda: len(self.workers()) == 2, timeout=30, what="two gunicorn workers")
         return self

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import httpx
@@ -11,9 +10,9 @@ import pytest
 import redis
 
 from billing.services.usage import USAGE_STREAM
-from routing.metrics import SNAPSHOT_PREFIX
 from tests.faults.ledger import accounting_check
 from tests.faults.traffic import Load, Outcome, burst, chat_body, summary
+from tests.metrics_read import requests_by_worker
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -21,25 +20,17 @@ CONCURRENCY = 10
 OUTAGE_SECONDS = 10.0
 
 
-def _workers_served(redis_url: str) -> int:
-    """Workers whose published metrics show a 200 (each worker has filled its caches)."""
-    client = redis.Redis.from_url(redis_url)
-    served = 0
-    for key in client.scan_iter(match=f"{SNAPSHOT_PREFIX}*"):
-        snapshot = json.loads(client.get(key) or b'{"c": []}')
-        served += any(
-            name == "gateway_requests_total" and ["status", "200"] in labels and value
-            for name, labels, value in snapshot["c"]
-        )
-    client.close()
-    return served
+def _workers_served(stack) -> int:
+    """Live workers whose metric files count a 200 (each worker has filled its caches)."""
+    counts = requests_by_worker(stack.gateway.metrics_dir, status="200")
+    return sum(1 for worker in stack.gateway.workers() if counts.get(worker.pid))
 
 
 def _both_workers_warm(stack, body: bytes, outcomes: list[Outcome]) -> bool:
     """Send a few requests; True once both workers have served one (their caches are full)."""
     bodies = [body] * 4
     outcomes += asyncio.run(burst(base=stack.gateway.url, key=stack.tenant["key"], bodies=bodies))
-    return _workers_served(stack.redis.url) == 2
+    return _workers_served(stack) == 2
 
 
 def _stream_depth(redis_url: str) -> int:

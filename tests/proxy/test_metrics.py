@@ -37,11 +37,14 @@ def test_metrics_count_requests_tokens_and_latency(gateway, tenant):
         - _sample(before, "gateway_tokens_total", *output)
         == 3
     )
-    assert _sample(after, "gateway_overhead_duration_ms_count") > _sample(
-        before, "gateway_overhead_duration_ms_count"
+    assert _sample(after, "gateway_overhead_seconds_count") > _sample(
+        before, "gateway_overhead_seconds_count"
     )
-    assert "gateway_upstream_duration_ms_bucket" in after
+    assert _sample(after, "gateway_request_duration_seconds_sum", 'route="chat"') < 60
+    assert "gateway_upstream_duration_seconds_bucket" in after
     assert "gateway_streams_in_flight" in after
+    assert "gateway_key_cache_age_seconds" in after
+    assert "gateway_usage_queue_depth" in after
 
 
 def test_health_and_admin_still_go_to_django(gateway):
