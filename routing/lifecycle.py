@@ -16,7 +16,7 @@ from routing.adjust_retry import adjustments_drain
 from routing.authcache import cache_confirmed_age
 from routing.cache_listener import cache_listen
 from routing.journal import flush_loop, heartbeat_loop
-from routing.metrics import key_cache_age
+from routing.metrics import key_cache_age, metrics_flush
 from routing.periodic import every, pause
 from routing.redis_pool import close_all, main_redis
 from routing.upstream import upstream_close, upstream_session
@@ -87,16 +87,17 @@ def listener_ensure() -> None:
     background = _background[loop_id] = Supervisor()
     stop = background.stop
     background.start("cache-listener", lambda: cache_listen(stop=stop))
-    background.start("key-cache-age", lambda: key_cache_age_loop(stop=stop))
+    background.start("metrics-flush", lambda: metrics_flush_loop(stop=stop))
     background.start("heartbeat", lambda: heartbeat_loop(main_redis(), stop=stop))
     background.start("journal-flush", lambda: flush_loop(main_redis(), stop=stop))
 
 
-async def key_cache_age_loop(*, stop: asyncio.Event, interval: float = 1.0) -> None:
-    """Keep this worker's gateway_key_cache_age_seconds current: in multiprocess mode the worker
-    answering /metrics reads the others' values from their files, not from their memory."""
+async def metrics_flush_loop(*, stop: asyncio.Event, interval: float = 1.0) -> None:
+    """Write this worker's pending metrics and its key cache age every `interval` seconds: the
+    worker answering /metrics reads the others' numbers from their files, not their memory."""
     async for _ in every(stop, interval):
         key_cache_age.set(cache_confirmed_age())
+        metrics_flush()
 
 
 def background_tasks() -> dict[str, asyncio.Task[None]]:
@@ -110,6 +111,7 @@ async def proxy_shutdown() -> None:
     background = _background.pop(id(asyncio.get_running_loop()), None)
     if background is not None:
         await background.close()
+    metrics_flush()
     await upstream_close()
     await adjustments_drain(timeout=SHUTDOWN_DRAIN_SECONDS)
     await close_all()

@@ -6,6 +6,11 @@ gateway_project/gunicorn_conf.py). `/metrics`, whichever worker answers it, rend
 node's workers, those that died included, so a counter never goes down; Prometheus sums the nodes.
 Without that directory (a single process) the numbers are this process's own.
 
+Writing those files costs a few microseconds per sample, so requests do not write them: `count` and
+`observe` add to this worker's pending numbers in memory, and `metrics_flush` writes the sums once a
+second (a background loop), before this worker answers a scrape and at shutdown. A worker killed
+with SIGKILL loses at most its last second of numbers; the counts already written stay.
+
 The billing pipeline's numbers live in Redis and are the same for the whole deployment: every node
 reports the same value, so aggregate them across nodes with max(), not sum().
 """
@@ -14,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from bisect import bisect_left
+from collections import defaultdict
 from typing import Any
 
 from prometheus_client import (
@@ -107,6 +114,54 @@ key_cache_age = Gauge(
 )
 
 
+Labels = tuple[str, ...]
+
+
+class _Pending:
+    """This worker's numbers not yet written. Requests add and flushes take them on the worker's
+    event loop thread only, so no lock: a flush swaps in fresh dicts and writes the ones it took."""
+
+    def __init__(self) -> None:
+        # The metric and its label values (in the metric's label order) -> amount.
+        self.counts: defaultdict[tuple[Counter, Labels], float] = defaultdict(float)
+        # Per histogram series: a count per bucket (the last one +Inf), then the sum of values.
+        self.observed: dict[tuple[Histogram, Labels], list[float]] = {}
+
+
+_pending = _Pending()
+
+
+def count(metric: Counter, labels: Labels, amount: float = 1.0) -> None:
+    """Add to a counter (written out by the next flush)."""
+    _pending.counts[metric, labels] += amount
+
+
+def observe(metric: Histogram, labels: Labels, seconds: float) -> None:
+    """Record one duration in a histogram (written out by the next flush)."""
+    series = _pending.observed.get((metric, labels))
+    if series is None:
+        series = _pending.observed[metric, labels] = [0.0] * (len(BUCKETS_SECONDS) + 2)
+    # bisect_left: the first bucket whose upper bound is >= the value, as Histogram.observe.
+    series[bisect_left(BUCKETS_SECONDS, seconds)] += 1
+    series[-1] += seconds
+
+
+def metrics_flush() -> None:
+    """Write this worker's pending numbers to its metrics (its files in multiprocess mode)."""
+    counts, _pending.counts = _pending.counts, defaultdict(float)
+    observed, _pending.observed = _pending.observed, {}
+    for (counter, labels), amount in counts.items():
+        counter.labels(*labels).inc(amount)
+    for (histogram, labels), series in observed.items():
+        child = histogram.labels(*labels)
+        # Histogram has no call for many observations at once: its bucket and sum values are
+        # what Histogram.observe itself increments (prometheus_client is pinned).
+        for bucket, hits in zip(child._buckets, series[:-1], strict=True):
+            if hits:
+                bucket.inc(hits)
+        child._sum.inc(series[-1])
+
+
 def _multiproc_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
@@ -172,6 +227,7 @@ def _number(raw: bytes) -> float:
 async def metrics_gather(client: Any, *, stream: str) -> bytes:
     """The text exposition of /metrics: this node's numbers, then the cluster's from Redis (left
     out when Redis does not answer, rather than reported as zero)."""
+    metrics_flush()
     node = await asyncio.to_thread(node_render)
     try:
         depth = await client.xlen(stream)

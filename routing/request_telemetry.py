@@ -15,11 +15,12 @@ def request_observe(call: Call, *, route_label: str) -> None:
     total = call.elapsed_ms()
     # call.slug is set only once the endpoint resolved: labels stay a bounded set.
     slug = call.slug or "unknown"
-    metrics.requests_total.labels(route_label, str(call.status), slug).inc()
-    metrics.request_duration.labels(route_label).observe(total / 1000)
+    route = (route_label,)
+    metrics.count(metrics.requests_total, (route_label, str(call.status), slug))
+    metrics.observe(metrics.request_duration, route, total / 1000)
     if call.upstream_ms:
-        metrics.upstream_duration.labels(route_label).observe(call.upstream_ms / 1000)
-    metrics.overhead.labels(route_label).observe(max(0.0, total - call.upstream_ms) / 1000)
+        metrics.observe(metrics.upstream_duration, route, call.upstream_ms / 1000)
+    metrics.observe(metrics.overhead, route, max(0.0, total - call.upstream_ms) / 1000)
     usage, entry = call.usage, call.entry
     if usage is not None and call.event_status is not None:
         for kind, value in (
@@ -27,7 +28,7 @@ def request_observe(call: Call, *, route_label: str) -> None:
             ("output", usage.output_tokens),
             ("cached", usage.cached_input_tokens),
         ):
-            metrics.tokens_total.labels(call.slug, kind).inc(value)
+            metrics.count(metrics.tokens_total, (call.slug, kind), value)
     logger.info(
         "inference request",
         extra={

@@ -137,8 +137,14 @@ def test_each_node_counts_its_own_requests_and_a_killed_worker_keeps_its_counts(
     sent_a = _send(node_a, tenant, 60) + _send(node_a, tenant, 40)
     sent_b = _send(node_b, tenant, 50)
 
+    # Workers write their numbers out once a second: wait for what they counted, never more.
+    wait_until(
+        lambda: (node_a.requests(slug), node_b.requests(slug)) == (100, 50),
+        timeout=10,
+        what="each node reports its own requests",
+    )
+
     assert sent_a == [200] * 100 and sent_b == [200] * 50
-    assert (node_a.requests(slug), node_b.requests(slug)) == (100, 50)
 
     per_worker = requests_by_worker(node_a.metrics_dir, slug=slug)
     victim = max(per_worker, key=lambda pid: per_worker[pid])
