@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pytest
+import redis.asyncio
+from django.conf import settings
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
@@ -21,9 +24,12 @@ from billing.schedule import RETRY_STEPS
 from billing.selectors import deliveries_due
 from billing.services.attempts import delivery_attempt_run
 from billing.services.batching import events_batch
+from billing.services.usage import USAGE_STREAM
+from routing.metrics import metrics_gather
 from tests.billing.conftest import SECRET, NoJitter, batched_delivery
 from tests.billing.scripted_server import Reply, ScriptedServer
 from tests.fakes.webhook_receiver import WebhookReceiverThread
+from tests.metrics_read import sample_sum
 
 
 def test_a_delivery_verifies_with_standardwebhooks_and_svix(
@@ -307,3 +313,37 @@ def test_delivery_metrics_count_outcomes_from_the_database(
     assert metrics["deliveries_delivered"] == 1 and metrics["deliveries_pending"] == 0
     assert (metrics["attempts_succeeded"], metrics["attempts_failed"]) == (1, 1)
     assert metrics["events_unbatched"] == 1
+
+
+def _delivery_attempts_scraped() -> dict[str, float]:
+    async def gather() -> bytes:
+        client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+        try:
+            return await metrics_gather(client, stream=USAGE_STREAM)
+        finally:
+            await client.aclose()
+
+    text = asyncio.run(gather()).decode()
+    return {
+        outcome: sample_sum(text, "gateway_webhook_deliveries_total", outcome=outcome)
+        for outcome in ("succeeded", "failed")
+    }
+
+
+def test_delivery_attempts_are_counted_by_outcome_on_every_node_s_metrics(
+    make_event: Callable[..., UsageEvent],
+    endpoint: WebhookEndpoint,
+    receiver: WebhookReceiverThread,
+) -> None:
+    make_event()
+    now = timezone.now() + timedelta(seconds=10)
+    delivery = batched_delivery(now)
+    receiver.receiver.fail_next(1, 500)
+    before = _delivery_attempts_scraped()
+
+    delivery_attempt_run(delivery_id=delivery.id, now=now)
+    delivery_attempt_run(delivery_id=delivery.id, now=now + timedelta(seconds=10))
+
+    after = _delivery_attempts_scraped()
+    assert after["failed"] - before["failed"] == 1
+    assert after["succeeded"] - before["succeeded"] == 1
