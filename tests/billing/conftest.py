@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import random
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import count
 from typing import Any
 
@@ -95,3 +95,10 @@ def batched_delivery(now: datetime) -> WebhookDelivery:
     """Batch the pending events at `now` into the one delivery the test expects."""
     events_batch(now=now)
     return WebhookDelivery.objects.get()
+
+
+def one_event_batched(make_event: Callable[..., UsageEvent]) -> tuple[WebhookDelivery, datetime]:
+    """One new event, batched 10 s from now into the one delivery: that delivery and the time."""
+    make_event()
+    now = timezone.now() + timedelta(seconds=10)
+    return batched_delivery(now), now

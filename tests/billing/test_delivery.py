@@ -21,12 +21,12 @@ from billing.models import (
     WebhookEndpoint,
 )
 from billing.schedule import RETRY_STEPS
-from billing.selectors import deliveries_due
+from billing.selectors import deliveries_due, delivery_metrics
 from billing.services.attempts import delivery_attempt_run
 from billing.services.batching import events_batch
 from billing.services.usage import USAGE_STREAM
 from routing.metrics import metrics_gather
-from tests.billing.conftest import SECRET, NoJitter, batched_delivery
+from tests.billing.conftest import SECRET, NoJitter, batched_delivery, one_event_batched
 from tests.billing.scripted_server import Reply, ScriptedServer
 from tests.fakes.webhook_receiver import WebhookReceiverThread
 from tests.metrics_read import sample_sum
@@ -67,9 +67,7 @@ def test_500_then_200_sends_the_same_bytes_and_webhook_id_twice(
     endpoint: WebhookEndpoint,
     receiver: WebhookReceiverThread,
 ) -> None:
-    make_event()
-    now = timezone.now() + timedelta(seconds=10)
-    delivery = batched_delivery(now)
+    delivery, now = one_event_batched(make_event)
     receiver.receiver.fail_next(1, 500)
 
     first = delivery_attempt_run(delivery_id=delivery.id, now=now, rng=NoJitter())
@@ -155,9 +153,7 @@ def test_410_disables_the_endpoint_and_parks_its_deliveries(
     endpoint: WebhookEndpoint,
     receiver: WebhookReceiverThread,
 ) -> None:
-    make_event()
-    now = timezone.now() + timedelta(seconds=10)
-    delivery = batched_delivery(now)
+    delivery, now = one_event_batched(make_event)
     receiver.receiver.fail_next(1, 410)
 
     delivery_attempt_run(delivery_id=delivery.id, now=now)
@@ -179,9 +175,7 @@ def test_redirects_are_not_followed(
 
     with ScriptedServer(Reply(307, {"location": receiver.url})) as server:
         endpoint_add(workspace=workspace, url=server.url)  # type: ignore[arg-type]
-        make_event()
-        now = timezone.now() + timedelta(seconds=10)
-        delivery = batched_delivery(now)
+        delivery, now = one_event_batched(make_event)
 
         attempt = delivery_attempt_run(delivery_id=delivery.id, now=now)
 
@@ -201,9 +195,7 @@ def test_retry_after_is_honoured_within_the_step_bounds(
         Reply(503, {"retry-after": "8"}), Reply(429, {"retry-after": "3600"})
     ) as server:
         endpoint_add(workspace=workspace, url=server.url)  # type: ignore[arg-type]
-        make_event()
-        now = timezone.now() + timedelta(seconds=10)
-        delivery = batched_delivery(now)
+        delivery, now = one_event_batched(make_event)
 
         delivery_attempt_run(delivery_id=delivery.id, now=now)
         delivery.refresh_from_db()
@@ -225,9 +217,7 @@ def test_the_stored_response_body_is_truncated_to_2_kib(
 
     with ScriptedServer(Reply(500, body=b"x" * 100_000)) as server:
         endpoint_add(workspace=workspace, url=server.url)  # type: ignore[arg-type]
-        make_event()
-        now = timezone.now() + timedelta(seconds=10)
-        delivery = batched_delivery(now)
+        delivery, now = one_event_batched(make_event)
 
         attempt = delivery_attempt_run(delivery_id=delivery.id, now=now)
 
@@ -243,9 +233,7 @@ def test_a_connection_error_is_a_recorded_failed_attempt(
     with ScriptedServer(Reply(200)) as server:
         url = server.url
     endpoint_add(workspace=workspace, url=url)  # type: ignore[arg-type]
-    make_event()
-    now = timezone.now() + timedelta(seconds=10)
-    delivery = batched_delivery(now)
+    delivery, now = one_event_batched(make_event)
 
     attempt = delivery_attempt_run(delivery_id=delivery.id, now=now)
 
@@ -264,9 +252,7 @@ def test_proxy_environment_variables_are_ignored(
         monkeypatch.setenv(name, "http://127.0.0.1:9")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    make_event()
-    now = timezone.now() + timedelta(seconds=10)
-    delivery = batched_delivery(now)
+    delivery, now = one_event_batched(make_event)
 
     attempt = delivery_attempt_run(delivery_id=delivery.id, now=now)
 
@@ -278,9 +264,7 @@ def test_after_the_last_step_the_delivery_is_failed(
     endpoint: WebhookEndpoint,
     receiver: WebhookReceiverThread,
 ) -> None:
-    make_event()
-    now = timezone.now() + timedelta(seconds=10)
-    delivery = batched_delivery(now)
+    delivery, now = one_event_batched(make_event)
     receiver.receiver.fail_next(10, 500)
 
     for _ in range(10):
@@ -293,19 +277,22 @@ def test_after_the_last_step_the_delivery_is_failed(
     assert json.loads(receiver.receiver.deliveries[-1].body) == json.loads(bytes(delivery.body))
 
 
+def _failed_once_then_delivered(
+    make_event: Callable[..., UsageEvent], receiver: WebhookReceiverThread
+) -> None:
+    """One event's delivery: a 500 from the receiver, then its retry 10 s later succeeds."""
+    delivery, now = one_event_batched(make_event)
+    receiver.receiver.fail_next(1, 500)
+    delivery_attempt_run(delivery_id=delivery.id, now=now)
+    delivery_attempt_run(delivery_id=delivery.id, now=now + timedelta(seconds=10))
+
+
 def test_delivery_metrics_count_outcomes_from_the_database(
     make_event: Callable[..., UsageEvent],
     endpoint: WebhookEndpoint,
     receiver: WebhookReceiverThread,
 ) -> None:
-    from billing.selectors import delivery_metrics
-
-    make_event()
-    now = timezone.now() + timedelta(seconds=10)
-    delivery = batched_delivery(now)
-    receiver.receiver.fail_next(1, 500)
-    delivery_attempt_run(delivery_id=delivery.id, now=now)
-    delivery_attempt_run(delivery_id=delivery.id, now=now + timedelta(seconds=10))
+    _failed_once_then_delivered(make_event, receiver)
     make_event()
 
     metrics = delivery_metrics()
@@ -335,14 +322,9 @@ def test_delivery_attempts_are_counted_by_outcome_on_every_node_s_metrics(
     endpoint: WebhookEndpoint,
     receiver: WebhookReceiverThread,
 ) -> None:
-    make_event()
-    now = timezone.now() + timedelta(seconds=10)
-    delivery = batched_delivery(now)
-    receiver.receiver.fail_next(1, 500)
     before = _delivery_attempts_scraped()
 
-    delivery_attempt_run(delivery_id=delivery.id, now=now)
-    delivery_attempt_run(delivery_id=delivery.id, now=now + timedelta(seconds=10))
+    _failed_once_then_delivered(make_event, receiver)
 
     after = _delivery_attempts_scraped()
     assert after["failed"] - before["failed"] == 1

@@ -8,7 +8,6 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, connections
-from django.utils import timezone
 
 from billing.models import DeliveryAttempt, UsageEvent, WebhookEndpoint
 from billing.selectors import deliveries_due
@@ -18,7 +17,7 @@ from billing.services.attempts import (
     delivery_claim,
     lease_seconds,
 )
-from tests.billing.conftest import batched_delivery
+from tests.billing.conftest import one_event_batched
 from tests.fakes.webhook_receiver import WebhookReceiverThread
 
 
@@ -27,9 +26,7 @@ def test_two_claims_of_one_delivery_make_one_attempt(
     endpoint: WebhookEndpoint,
     receiver: WebhookReceiverThread,
 ) -> None:
-    make_event()
-    now = timezone.now() + timedelta(seconds=10)
-    delivery = batched_delivery(now)
+    delivery, now = one_event_batched(make_event)
 
     first = delivery_attempt_run(delivery_id=delivery.id, now=now)
     second = delivery_attempt_run(delivery_id=delivery.id, now=now)
@@ -41,9 +38,7 @@ def test_two_claims_of_one_delivery_make_one_attempt(
 def test_a_claimed_delivery_is_neither_due_nor_claimable_until_its_lease_expires(
     make_event: Callable[..., UsageEvent], endpoint: WebhookEndpoint
 ) -> None:
-    make_event()
-    now = timezone.now() + timedelta(seconds=10)
-    delivery = batched_delivery(now)
+    delivery, now = one_event_batched(make_event)
 
     claimed = delivery_claim(delivery_id=delivery.id, now=now)
 
@@ -60,9 +55,7 @@ def test_a_worker_lost_mid_attempt_is_resent_with_the_same_id_and_bytes_after_th
     endpoint: WebhookEndpoint,
     receiver: WebhookReceiverThread,
 ) -> None:
-    make_event()
-    now = timezone.now() + timedelta(seconds=10)
-    delivery = batched_delivery(now)
+    delivery, now = one_event_batched(make_event)
     delivery_claim(delivery_id=delivery.id, now=now)  # the worker holding this claim dies
     later = now + timedelta(seconds=lease_seconds() + 1)
 
@@ -85,9 +78,7 @@ def test_racing_workers_make_exactly_one_http_attempt(
 ) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("row locks with skip_locked need PostgreSQL; SQLite serializes writers")
-    make_event()
-    now = timezone.now() + timedelta(seconds=10)
-    delivery = batched_delivery(now)
+    delivery, now = one_event_batched(make_event)
     barrier = threading.Barrier(8)
     results: list[object] = []
 

@@ -17,12 +17,11 @@ from django.db import connection
 
 from billing.models import DeliveryStatus, UsageEvent, WebhookDelivery
 from billing.tasks import deliveries_enqueue_due
-from gateway_project.env import BASE_DIR
 from groups.models import Workspace
 from tests.billing.conftest import endpoint_add
 from tests.billing.scripted_server import Reply, ScriptedServer
 from tests.billing.test_worker_crash import TIMEOUT, _database_url
-from tests.faults.processes import group_kill, log_tail
+from tests.faults.processes import group_kill, log_tail, spawn
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -37,15 +36,7 @@ def _worker(log: Path) -> subprocess.Popen[bytes]:
         "GATEWAY_UPSTREAM_ALLOWLIST": "127.0.0.0/8",
     }
     argv = [sys.executable, "-m", "gateway_project.cli", "worker", "--concurrency", "1"]
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            argv,
-            cwd=BASE_DIR,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    return spawn(argv, env=env, log=log)
 
 
 def test_a_worker_told_to_stop_finishes_its_delivery_first(

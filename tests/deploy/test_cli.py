@@ -32,6 +32,17 @@ def test_unknown_subcommands_and_options_are_refused(capsys):
     assert "unrecognized arguments: now" in capsys.readouterr().err
 
 
+def _check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway_project.cli", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_check_says_what_is_wrong_and_exits_1(tmp_path):
     env = {
         "PATH": "/usr/bin:/bin",
@@ -41,14 +52,7 @@ def test_check_says_what_is_wrong_and_exits_1(tmp_path):
         "GATEWAY_VAR_DIR": str(tmp_path),
     }
 
-    out = subprocess.run(
-        [sys.executable, "-m", "gateway_project.cli", "check"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = _check(env)
 
     assert out.returncode == 1
     assert "FAIL database: " in out.stdout and "not applied; run `gateway migrate`" in out.stdout
@@ -58,14 +62,7 @@ def test_check_says_what_is_wrong_and_exits_1(tmp_path):
 def test_check_refuses_unsafe_production_settings_in_words(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "GATEWAY_PRODUCTION": "1", "GATEWAY_VAR_DIR": str(tmp_path)}
 
-    out = subprocess.run(
-        [sys.executable, "-m", "gateway_project.cli", "check"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = _check(env)
 
     assert out.returncode == 1
     assert out.stdout.startswith("FAIL settings: GATEWAY_PRODUCTION=1 refuses to start")

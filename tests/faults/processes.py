@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Self
 
 import httpx
 import psutil
@@ -32,7 +33,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _spawn(args: list[str], *, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def spawn(args: list[str], *, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start `args` in a session of its own (`group_kill` reaches its children), output to `log`."""
     with log.open("ab") as out:
         return subprocess.Popen(
             args,
@@ -82,7 +84,7 @@ class PrivateRedis:
         """Start (again) on the same port and directory; returns once it answers PING."""
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         args += ["--appendonly", "yes", "--dir", str(self.dir)]
-        self.proc = _spawn(args, env=dict(os.environ), log=self.log)
+        self.proc = spawn(args, env=dict(os.environ), log=self.log)
         wait_until(self.ping, timeout=15, what=f"redis on {self.port}\n{log_tail(self.log)}")
         return self
 
@@ -170,11 +172,11 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 
 class Gateway:
-    """gunicorn with two uvicorn workers on a free port."""
+    """gunicorn with two uvicorn workers on a free port, its output in <directory>/<name>.log."""
 
-    def __init__(self, env: dict[str, str], directory: Path) -> None:
-        self.env, self.port, self.log = env, free_port(), directory / "gunicorn.log"
-        self.metrics_dir = directory / "metrics"
+    def __init__(self, env: dict[str, str], directory: Path, name: str = "gunicorn") -> None:
+        self.env, self.port, self.log = env, free_port(), directory / f"{name}.log"
+        self.directory = directory
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -182,15 +184,24 @@ class Gateway:
         """Root URL."""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Gateway:
-        """Start and wait until /healthz answers and both workers run."""
+    @property
+    def metrics_dir(self) -> Path:
+        """Where the workers write their metrics."""
+        return self.directory / "metrics"
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment that start the gateway."""
         args = [sys.executable, "-m", "gunicorn", "gateway_project.asgi:application"]
         args += ["-k", "gateway_project.worker.GatewayWorker"]
         args += ["-c", "python:gateway_project.gunicorn_conf"]
         args += ["-w", "2", "-b", f"127.0.0.1:{self.port}"]
         args += ["--graceful-timeout", "5"]
-        env = {**self.env, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
-        self.proc = _spawn(args, env=env, log=self.log)
+        return args, {**self.env, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
+
+    def start(self) -> Self:
+        """Start and wait until /healthz answers and both workers run."""
+        args, env = self.command()
+        self.proc = spawn(args, env=env, log=self.log)
         wait_until(self._healthy, timeout=60, what=f"gateway up\n{log_tail(self.log)}")
         wait_until(lambda: len(self.workers()) == 2, timeout=30, what="two gunicorn workers")
         return self
@@ -239,7 +250,7 @@ class Celery:
             args += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
         else:
             args += ["-s", str(self.dir / "celerybeat-schedule")]
-        self.proc = _spawn(args, env=self.env, log=self.log)
+        self.proc = spawn(args, env=self.env, log=self.log)
         return self
 
     def kill(self) -> None:

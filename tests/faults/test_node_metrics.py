@@ -7,7 +7,6 @@ import asyncio
 import json
 import signal
 import socket
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -17,15 +16,12 @@ import httpx
 import psutil
 import pytest
 
-from gateway_project.env import BASE_DIR
 from tests.fakes.model_server import FakeModelServerThread
 from tests.faults.conftest import DB_NAME, child_env
 from tests.faults.processes import (
+    Gateway,
     PrivatePostgres,
     PrivateRedis,
-    free_port,
-    group_kill,
-    log_tail,
     manage,
 )
 from tests.faults.traffic import burst, chat_body
@@ -35,63 +31,25 @@ from tests.waiting import wait_until
 pytestmark = pytest.mark.slow
 
 
-class Node:
+class Node(Gateway):
     """`gateway serve --workers 2` on a free port, its output in <dir>/<name>.log."""
 
-    def __init__(self, env: dict[str, str], directory: Path, name: str) -> None:
-        self.env, self.port, self.log = env, free_port(), directory / f"{name}.log"
-        self.var_dir = Path(env["GATEWAY_VAR_DIR"])
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """Root URL."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Node:
-        """Start and wait until /healthz answers and both workers run."""
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        """`gateway serve`, with the metrics directory it picks by default."""
         argv = [sys.executable, "-m", "gateway_project.cli", "serve", "--workers", "2"]
-        argv += ["--bind", f"127.0.0.1:{self.port}"]
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=BASE_DIR,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        wait_until(self._healthy, timeout=60, what=f"node up\n{log_tail(self.log)}")
-        wait_until(lambda: len(self.workers()) == 2, timeout=30, what="two workers")
-        return self
-
-    def _healthy(self) -> bool:
-        assert self.proc is not None and self.proc.poll() is None, log_tail(self.log)
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def workers(self) -> list[psutil.Process]:
-        """The live worker processes of the master."""
-        assert self.proc is not None
-        return [p for p in psutil.Process(self.proc.pid).children() if p.is_running()]
+        return [*argv, "--bind", f"127.0.0.1:{self.port}"], self.env
 
     @property
     def metrics_dir(self) -> Path:
         """The node's default metrics directory: under the var dir, named for host and master."""
         assert self.proc is not None
-        return self.var_dir / "prometheus" / f"{socket.gethostname()}-{self.proc.pid}"
+        node = f"{socket.gethostname()}-{self.proc.pid}"
+        return Path(self.env["GATEWAY_VAR_DIR"]) / "prometheus" / node
 
     def requests(self, slug: str) -> float:
         """gateway_requests_total of `slug` as this node's /metrics reports it."""
         text = httpx.get(f"{self.url}/metrics", timeout=10).text
         return sample_sum(text, "gateway_requests_total", slug=slug)
-
-    def stop(self) -> None:
-        """SIGTERM the master and its workers."""
-        if self.proc is not None:
-            group_kill(self.proc, signal.SIGTERM)
 
 
 @pytest.fixture
