@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.peers import HOST, ROOT, System, Unavailable, free_port, http_ready, proc_spawn
+from gateway_project.cli import serve_argv
 
 PG_URL = "postgres://postgres@127.0.0.1:5432/gw_bench"
 REDIS_URL = "redis://127.0.0.1:6379/7"
@@ -118,7 +119,7 @@ def _manage(env: dict[str, str], args: list[str], *, what: str, timeout: float =
 
 
 def gateway_start(*, logs: Path, tmp: Path, fast_port: int, slow_port: int) -> System:
-    """Migrate, create the bench workspace, start gunicorn with 2 uvicorn workers, probe it."""
+    """Migrate, create the bench workspace, start a node as `gateway serve` does, probe it."""
     env, notes = gateway_env(tmp=tmp)
     if "REDIS_URL" not in env:
         _manage(env, ["-m", "gateway_project.embedded_redis", "start"], what="embedded Redis")
@@ -136,20 +137,7 @@ def gateway_start(*, logs: Path, tmp: Path, fast_port: int, slow_port: int) -> S
     )
     setup = json.loads(out.strip().splitlines()[-1])
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "gateway_project.asgi:application",
-        "-k",
-        "uvicorn_worker.UvicornWorker",
-        "-w",
-        str(WORKERS),
-        "-b",
-        f"{HOST}:{port}",
-        "--graceful-timeout",
-        "5",
-    ]
+    command = serve_argv(workers=WORKERS, bind=f"{HOST}:{port}")
     proc = proc_spawn("gateway", command, logs=logs, env=env)
     system = System(
         "gateway",
@@ -158,7 +146,7 @@ def gateway_start(*, logs: Path, tmp: Path, fast_port: int, slow_port: int) -> S
         headers=[f"Authorization: Bearer {setup['key']}"],
         models=dict(SLUGS),
         notes=[
-            f"gunicorn, {WORKERS} uvicorn workers",
+            f"`gateway serve`: gunicorn, {WORKERS} gateway (uvicorn) workers",
             *notes,
             "federated key, group with 2 limits (REQUEST/MINUTE rate, "
             "TOKEN/DAY usage), usage events recorded",

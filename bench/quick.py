@@ -1,9 +1,10 @@
 """`make bench-quick`: the gateway's added latency (c=1) and throughput (c=64), direct vs gateway.
 
 One run starts everything in a temporary directory: the fake model server, its own embedded Redis,
-a SQLite file database seeded through the services, and gunicorn with uvicorn workers. The load
-generator is `hey` (pinned to one core with taskset when available) or, without it, a Python
-aiohttp loop (which tops out far below the gateway: its figures are then a floor, and say so).
+a SQLite file database seeded through the services, and a node started as `gateway serve` does.
+The load generator is `hey` (pinned to one core with taskset when available) or, without it, a
+Python aiohttp loop (which tops out far below the gateway: its figures are then a floor, and say
+so).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from gateway_project.cli import serve_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -160,16 +163,8 @@ def _run(args: argparse.Namespace, tmp: Path) -> list[tuple[str, str, Result, Re
         "--no-record",
     ]
     gunicorn = [
-        str(BIN / "gunicorn"),
-        "-k",
-        "uvicorn_worker.UvicornWorker",
-        "-w",
-        str(args.workers),
-        "-b",
-        f"127.0.0.1:{gw_port}",
-        "--log-level",
-        "warning",
-        "gateway_project.asgi:application",
+        *serve_argv(workers=args.workers, bind=f"127.0.0.1:{gw_port}"),
+        *("--log-level", "warning"),
     ]
     try:
         with _process(fake, env, tmp / "fake.log"), _process(gunicorn, env, tmp / "gunicorn.log"):
@@ -210,7 +205,7 @@ def _scenarios(
 
 def _print(rows: list[tuple[str, str, Result, Result]], tool: str, workers: int) -> None:
     print(
-        f"\nbench-quick: load by {tool}; gateway = gunicorn + {workers} uvicorn workers; "
+        f"\nbench-quick: load by {tool}; gateway = `gateway serve`, {workers} workers; "
         "fake upstream (16 tokens); loopback"
     )
     head = f"{'body':<7}{'conc':<6}{'direct rps':>11}{'gw rps':>9}{'direct p50':>12}{'gw p50':>9}"
