@@ -11,7 +11,7 @@ TEST_ENV := GATEWAY_VAR_DIR=$(CURDIR)/var/test GATEWAY_UPSTREAM_ALLOWLIST=127.0.
 	GATEWAY_KEY_CACHE_TTL=30 SECRET_KEY=test-secret-key-not-for-production
 PYTEST_ARGS ?=
 
-.PHONY: venv run test test-fast test-slow lint bench bench-quick bench-limits bench-usage-write bench-soak \
+.PHONY: venv run test test-fast test-slow lint bench bench-quick bench-control bench-limits bench-usage-write bench-soak \
 	lock clean fuzz
 
 # The project itself goes in editable (no dependencies: the locks pin them), for the `gateway` command.
@@ -72,6 +72,12 @@ typecheck: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) -m bench.quick
+
+# The management API: N groups created with limits and a key each by 8 concurrent clients, then
+# get/PATCH/lookup/usage/revoke/events/list timed (BENCH_CONTROL_ARGS="--groups 100000" for a big lab).
+BENCH_CONTROL_ARGS ?=
+bench-control: $(STAMP)
+	$(PY) -m bench.control $(BENCH_CONTROL_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m bench.run

@@ -18,7 +18,7 @@ from pathlib import Path
 from bench.peers import HOST, ROOT, System, Unavailable, free_port, http_ready, proc_spawn
 from gateway_project.cli import serve_argv
 
-PG_URL = "postgres://postgres@127.0.0.1:5432/gw_bench"
+PG_DATABASE = "gw_bench"
 REDIS_URL = "redis://127.0.0.1:6379/7"
 WORKERS = 2
 PREFIX = "bench"
@@ -36,8 +36,8 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
-def _postgres_reset() -> str | None:
-    """Drop and recreate gw_bench; None when PostgreSQL is unreachable or refuses."""
+def _postgres_reset(name: str) -> str | None:
+    """Drop and recreate database `name`; None when PostgreSQL is unreachable or refuses."""
     if not _reachable("127.0.0.1", 5432):
         return None
     try:
@@ -46,30 +46,33 @@ def _postgres_reset() -> str | None:
         with psycopg.connect(
             "postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=5
         ) as conn:
-            conn.execute("DROP DATABASE IF EXISTS gw_bench WITH (FORCE)")
-            conn.execute("CREATE DATABASE gw_bench")
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
     except Exception as exc:  # noqa: BLE001 - any failure means: use the embedded default
         print(f"  PostgreSQL at 127.0.0.1:5432 unusable ({exc}); using SQLite", flush=True)
         return None
-    return PG_URL
+    return f"postgres://postgres@127.0.0.1:5432/{name}"
 
 
-def _redis_reset() -> str | None:
-    """Flush our own Redis DB 7; None when Redis on 6379 is unreachable."""
+def _redis_reset(url: str) -> str | None:
+    """Flush our own Redis database at `url`; None when Redis on 6379 is unreachable."""
     if not _reachable("127.0.0.1", 6379):
         return None
     try:
         import redis
 
-        redis.Redis.from_url(REDIS_URL, socket_timeout=5).flushdb()
+        redis.Redis.from_url(url, socket_timeout=5).flushdb()
     except Exception as exc:  # noqa: BLE001
         print(f"  Redis at 127.0.0.1:6379 unusable ({exc}); using the embedded one", flush=True)
         return None
-    return REDIS_URL
+    return url
 
 
-def gateway_env(*, tmp: Path) -> tuple[dict[str, str], list[str]]:
-    """The gateway's environment and a description of its stores."""
+def gateway_env(
+    *, tmp: Path, database: str = PG_DATABASE, redis_url: str = REDIS_URL
+) -> tuple[dict[str, str], list[str]]:
+    """The gateway's environment and a description of its stores (PostgreSQL `database` and
+    `redis_url`, both emptied first, when they answer; else the embedded defaults)."""
     var = tmp / "gateway-var"
     var.mkdir(parents=True, exist_ok=True)
     env = {
@@ -84,22 +87,23 @@ def gateway_env(*, tmp: Path) -> tuple[dict[str, str], list[str]]:
         "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
     }
     notes = []
-    database = _postgres_reset()
-    if database:
-        env["DATABASE_URL"] = database
-        notes.append(f"PostgreSQL {database.rsplit('/', 1)[-1]} (fresh)")
+    database_url = _postgres_reset(database)
+    if database_url:
+        env["DATABASE_URL"] = database_url
+        notes.append(f"PostgreSQL {database} (fresh)")
     else:
         notes.append("SQLite (embedded default)")
-    redis_url = _redis_reset()
-    if redis_url:
-        env["REDIS_URL"] = redis_url
-        notes.append(f"Redis {redis_url}")
+    redis_reset = _redis_reset(redis_url)
+    if redis_reset:
+        env["REDIS_URL"] = redis_reset
+        notes.append(f"Redis {redis_reset}")
     else:
         notes.append("embedded Redis (unix socket)")
     return env, notes
 
 
-def _manage(env: dict[str, str], args: list[str], *, what: str, timeout: float = 300) -> str:
+def manage_run(env: dict[str, str], args: list[str], *, what: str, timeout: float = 300) -> str:
+    """Run `python <args>` in the project with `env`; its stdout, or Unavailable saying why not."""
     try:
         done = subprocess.run(
             [sys.executable, *args],
@@ -122,9 +126,9 @@ def gateway_start(*, logs: Path, tmp: Path, fast_port: int, slow_port: int) -> S
     """Migrate, create the bench workspace, start a node as `gateway serve` does, probe it."""
     env, notes = gateway_env(tmp=tmp)
     if "REDIS_URL" not in env:
-        _manage(env, ["-m", "gateway_project.embedded_redis", "start"], what="embedded Redis")
-    _manage(env, ["manage.py", "migrate", "--noinput"], what="migrate")
-    out = _manage(
+        manage_run(env, ["-m", "gateway_project.embedded_redis", "start"], what="embedded Redis")
+    manage_run(env, ["manage.py", "migrate", "--noinput"], what="migrate")
+    out = manage_run(
         env,
         [
             "-m",

@@ -1,0 +1,301 @@
+"""`make bench-control`: the management API driven as a lab's customer sync drives it.
+
+One run: a fresh PostgreSQL database (`gw_bench_control`) and Redis database 13 when they answer
+(else the embedded defaults), one node started as `gateway serve --workers 2` does, a workspace
+with one endpoint and a management key. Then 8 concurrent clients create N groups (one rate and
+one usage limit each) and mint a key for each, and time, on a sample of those groups: get, PATCH,
+lookup by external id, usage, key revoke and an events page; and walk the whole group list a page
+of 100 at a time. Writes bench/results/control.json and the README's control-plane line.
+
+    python -m bench.control [--groups N] [--clients 8] [--sample 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.gateway import gateway_env, manage_run
+from bench.peers import BENCH_DIR, HOST, Unavailable, free_port, http_ready, proc_spawn, proc_stop
+from bench.report import machine_describe, readme_update
+from gateway_project.cli import serve_argv
+
+DATABASE = "gw_bench_control"
+REDIS_URL = "redis://127.0.0.1:6379/13"
+SLUG = "benchctl/model"
+README_MARKERS = ("<!-- bench:control -->", "<!-- /bench:control -->")
+RESULTS = BENCH_DIR / "results" / "control.json"
+RATE_LIMIT = {"type": "REQUEST", "unit": "MINUTE", "threshold": 600}
+USAGE_LIMIT = {"type": "TOKEN", "unit": "DAY", "threshold": 10_000_000}
+WORKERS = 2
+
+
+@dataclass
+class Op:
+    """One operation's latencies (seconds) and the wall time its phase took."""
+
+    latencies: list[float] = field(default_factory=list)
+    wall: float = 0.0
+    errors: int = 0
+
+    def summary(self) -> dict[str, float | int]:
+        """per_s over the phase's wall time; p50/p99 in milliseconds."""
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return {"count": 0, "errors": self.errors}
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        return {
+            "count": len(ordered),
+            "errors": self.errors,
+            "per_s": round(len(ordered) / self.wall, 1) if self.wall else 0.0,
+            "p50_ms": round(statistics.median(ordered) * 1000, 1),
+            "p99_ms": round(p99 * 1000, 1),
+        }
+
+
+class Client:
+    """The management API over one pooled aiohttp session."""
+
+    def __init__(self, root: str, key: str, session: aiohttp.ClientSession) -> None:
+        self.root, self.session = root, session
+        self.headers = {"Authorization": f"Bearer {key}"}
+
+    async def call(self, op: Op, method: str, path: str, body: Any = None) -> Any:
+        """One timed request; a non-2xx answer counts as an error and returns None."""
+        started = time.perf_counter()
+        async with self.session.request(
+            method, f"{self.root}{path}", json=body, headers=self.headers
+        ) as response:
+            data = await response.read()
+        op.latencies.append(time.perf_counter() - started)
+        if response.status >= 300:
+            op.errors += 1
+            if op.errors <= 3:
+                print(f"  {method} {path} -> {response.status} {data[:200]!r}", flush=True)
+            return None
+        return json.loads(data) if data else None
+
+
+async def _phase(
+    op: Op, items: Sequence[Any], clients: int, one: Callable[[Any], Awaitable[None]]
+) -> None:
+    """Run `one` over `items` with `clients` concurrent callers; the phase's wall time into op."""
+    queue = list(reversed(items))
+
+    async def caller() -> None:
+        while queue:
+            await one(queue.pop())
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(clients)))
+    op.wall = time.perf_counter() - started
+
+
+async def _drive(root: str, key: str, args: argparse.Namespace) -> dict[str, Op]:
+    ops: dict[str, Op] = {}
+    connector = aiohttp.TCPConnector(limit=args.clients * 2)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        api = Client(root, key, session)
+        groups: list[str] = []
+        prefixes: dict[str, str] = {}
+
+        async def create(i: int) -> None:
+            body = {
+                "metadata": {"name": f"Customer {i}", "external_entity_id": f"cust-{i}"},
+                "models": [
+                    {"slug": SLUG, "rate_limits": [RATE_LIMIT], "usage_limits": [USAGE_LIMIT]}
+                ],
+            }
+            answer = await api.call(ops["group create"], "POST", "/v1/gateway/groups", body)
+            if answer:
+                groups.append(answer["id"])
+
+        async def mint(group: str) -> None:
+            path = f"/v1/gateway/groups/{group}/api_keys"
+            answer = await api.call(ops["key mint"], "POST", path, {"name": "backend"})
+            if answer:
+                prefixes[group] = answer["prefix"]
+
+        ops["group create"] = Op()
+        print(f"  creating {args.groups} groups", flush=True)
+        await _phase(ops["group create"], range(args.groups), args.clients, create)
+        ops["key mint"] = Op()
+        await _phase(ops["key mint"], groups, args.clients, mint)
+
+        sample = random.Random(7).sample(groups, min(args.sample, len(groups)))
+        since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        singles: dict[str, Callable[[str], tuple[str, str, Any]]] = {
+            "group get": lambda g: ("GET", f"/v1/gateway/groups/{g}", None),
+            "group patch": lambda g: (
+                "PATCH",
+                f"/v1/gateway/groups/{g}",
+                {"metadata": {"name": f"Renamed {g}"}},
+            ),
+            "lookup by external id": lambda g: ("GET", "/v1/gateway/groups", None),
+            "group usage": lambda g: ("GET", f"/v1/gateway/groups/{g}/usage", None),
+            "events page": lambda g: ("GET", f"/v1/gateway/events?start_time={since}", None),
+            "key revoke": lambda g: (
+                "DELETE",
+                f"/v1/gateway/groups/{g}/api_keys/{prefixes.get(g, 'none')}",
+                None,
+            ),
+        }
+        external = {g: i for i, g in enumerate(groups)}
+        for name, request in singles.items():
+            ops[name] = op = Op()
+
+            async def one(g: str, op: Op = op, request: Any = request, name: str = name) -> None:
+                method, path, body = request(g)
+                if name == "lookup by external id":
+                    path = f"/v1/gateway/groups?external_entity_id=cust-{external[g]}"
+                await api.call(op, method, path, body)
+
+            await _phase(op, sample, args.clients, one)
+
+        ops["list page (100)"] = op = Op()
+        started = time.perf_counter()
+        cursor: str | None = None
+        while True:
+            path = "/v1/gateway/groups?limit=100" + (f"&cursor={cursor}" if cursor else "")
+            page = await api.call(op, "GET", path)
+            if not page or not page["pagination"]["has_more"]:
+                break
+            cursor = page["pagination"]["cursor"]
+        op.wall = time.perf_counter() - started
+    return ops
+
+
+def _setup() -> dict[str, str]:
+    """Workspace, org prefix, one endpoint, a management key (run in the gateway's env)."""
+    import django
+
+    django.setup()
+    from django.db import transaction
+
+    from groups.services import org_prefix_register, workspace_create
+    from groups.services.audit import SYSTEM_ACTOR
+    from keys.services import management_key_create
+    from routing.services import endpoint_create
+
+    actor = SYSTEM_ACTOR
+    with transaction.atomic():
+        workspace = workspace_create(name="Control bench", actor=actor, onboarded=True)
+        org_prefix_register(workspace=workspace, prefix=SLUG.split("/")[0], actor=actor)
+        target = {
+            "provider": "OPENAI_COMPATIBLE",
+            "base_url": f"http://{HOST}:9/v1",
+            "target_model": "m",
+        }
+        endpoint_create(workspace=workspace, actor=actor, slug=SLUG, targets=[target])
+        _, key = management_key_create(workspace=workspace, actor=actor, name="bench")
+    return {"key": key}
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench.control", description=__doc__.split("\n")[0])
+    parser.add_argument("--groups", type=int, default=20_000, help="groups to create (20000)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (8)")
+    parser.add_argument("--sample", type=int, default=1000, help="groups per timed op (1000)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
+    return parser.parse_args(argv)
+
+
+def _table(result: dict[str, Any]) -> str:
+    lines = [
+        "| operation | per s | p50 ms | p99 ms | count | errors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, op in result["ops"].items():
+        lines.append(
+            f"| {name} | {op.get('per_s', '—')} | {op.get('p50_ms', '—')} | "
+            f"{op.get('p99_ms', '—')} | {op['count']} | {op['errors']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _readme_line(result: dict[str, Any]) -> str:
+    ops = result["ops"]
+
+    def figure(name: str, key: str) -> str:
+        return str(ops.get(name, {}).get(key, "—"))
+
+    return (
+        f"Latest `make bench-control` ({result['when']}, {result['groups']:,} groups, "
+        f"{result['clients']} clients, {result['stores']}): group create "
+        f"{figure('group create', 'per_s')}/s (p50 {figure('group create', 'p50_ms')} ms), "
+        f"list page of 100 p50 {figure('list page (100)', 'p50_ms')} ms, lookup by external id "
+        f"p50 {figure('lookup by external id', 'p50_ms')} ms, key mint "
+        f"{figure('key mint', 'per_s')}/s; all figures in "
+        "[bench/results/control.json](bench/results/control.json).\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start a node, drive it, write the results."""
+    args = _args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="gw-bench-control-"))
+    logs = tmp / "logs"
+    logs.mkdir()
+    env, notes = gateway_env(tmp=tmp, database=DATABASE, redis_url=REDIS_URL)
+    node = None
+    try:
+        if "REDIS_URL" not in env:
+            manage_run(env, ["-m", "gateway_project.embedded_redis", "start"], what="Redis")
+        manage_run(env, ["manage.py", "migrate", "--noinput"], what="migrate")
+        out = manage_run(env, ["-m", "bench.control", "setup"], what="bench data setup")
+        key = json.loads(out.strip().splitlines()[-1])["key"]
+        port = free_port()
+        node = proc_spawn(
+            "gateway", serve_argv(workers=WORKERS, bind=f"{HOST}:{port}"), logs=logs, env=env
+        )
+        http_ready(f"http://{HOST}:{port}/healthz", proc=node, timeout=60)
+        print(f"bench-control: {machine_describe()}; {', '.join(notes)}", flush=True)
+        ops = asyncio.run(_drive(f"http://{HOST}:{port}", key, args))
+    except Unavailable as exc:
+        print(f"bench-control: {exc} (logs in {logs})")
+        return 1
+    finally:
+        if node is not None:
+            proc_stop(node)
+        if "REDIS_URL" not in env:
+            manage_run(env, ["-m", "gateway_project.embedded_redis", "stop"], what="Redis stop")
+    result = {
+        "machine": machine_describe(),
+        "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "groups": args.groups,
+        "clients": args.clients,
+        "workers": WORKERS,
+        "stores": "; ".join(notes),
+        "ops": {name: op.summary() for name, op in ops.items()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print("\n" + _table(result))
+    if args.out.resolve() == RESULTS.resolve():
+        readme_update(
+            _readme_line(result), readme=BENCH_DIR.parent / "README.md", markers=README_MARKERS
+        )
+    print(f"written: {args.out}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["setup"]:
+        print(json.dumps(_setup()))
+        sys.exit(0)
+    sys.exit(main())
