@@ -11,7 +11,7 @@ TEST_ENV := GATEWAY_VAR_DIR=$(CURDIR)/var/test GATEWAY_UPSTREAM_ALLOWLIST=127.0.
 	GATEWAY_KEY_CACHE_TTL=30 SECRET_KEY=test-secret-key-not-for-production
 PYTEST_ARGS ?=
 
-.PHONY: venv run test test-fast test-slow lint bench bench-quick bench-control bench-limits bench-usage-write bench-soak \
+.PHONY: venv run test test-fast test-slow lint bench bench-quick bench-control bench-ingest bench-limits bench-usage-write bench-soak \
 	lock clean fuzz
 
 # The project itself goes in editable (no dependencies: the locks pin them), for the `gateway` command.
@@ -78,6 +78,12 @@ bench-quick: $(STAMP)
 BENCH_CONTROL_ARGS ?=
 bench-control: $(STAMP)
 	$(PY) -m bench.control $(BENCH_CONTROL_ARGS)
+
+# The billing pipeline: a backlog of usage events through ingest, webhook delivery and the events
+# API, one worker process (BENCH_INGEST_ARGS="--events 1000000").
+BENCH_INGEST_ARGS ?=
+bench-ingest: $(STAMP)
+	$(PY) -m bench.ingest $(BENCH_INGEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m bench.run

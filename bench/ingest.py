@@ -1,0 +1,278 @@
+"""`make bench-ingest`: how many usage events one worker moves, measured on the real pipeline.
+
+One run: a fresh PostgreSQL database (`gw_bench_ingest`) and Redis database 14 when they answer
+(else the embedded defaults), a workspace with a webhook endpoint at the bundled receiver (its own
+process). N synthetic events, shaped as the gateway records them, are written to the usage stream
+first (a backlog), then one process does what one Celery worker does:
+- ingest: stream -> consumer group -> PostgreSQL rows, until the stream is empty
+  (`backlog_drain_s` is that wall time, `ingest_events_per_s` its rate);
+- delivery: batch the events into signed webhook deliveries and POST them to the receiver
+  (`deliver_events_per_s`);
+- the events API: a one-day page of 100 for the workspace, through the whole view stack, p50/p99.
+Writes bench/results/ingest.json and the README's billing line.
+
+    python -m bench.ingest [--events N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.gateway import gateway_env, manage_run
+from bench.peers import BENCH_DIR, HOST, Unavailable, free_port, http_ready, proc_spawn, proc_stop
+from bench.report import machine_describe, readme_update
+
+DATABASE = "gw_bench_ingest"
+REDIS_URL = "redis://127.0.0.1:6379/14"
+README_MARKERS = ("<!-- bench:ingest -->", "<!-- /bench:ingest -->")
+RESULTS = BENCH_DIR / "results" / "ingest.json"
+CUSTOMERS = 1000
+WRITE_CHUNK = 5000
+API_QUERIES = 200
+
+
+def _event(i: int, *, workspace: str, group: str, start: dt.datetime) -> dict[str, Any]:
+    """One event as the gateway records it (distinct request id and idempotency key)."""
+    from gateway_project.kernel.ids import new_ulid
+
+    moment = start + dt.timedelta(milliseconds=i)
+    return {
+        "idempotencyKey": new_ulid(),
+        "timestamp": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "requestId": f"bench-{i:012d}",
+        "requestMetadata": {"trace": f"t{i % 97}"},
+        "modelSlug": "benching/model",
+        "externalCustomerId": f"cust-{i % CUSTOMERS}",
+        "externalEntityId": f"cust-{i % CUSTOMERS}",
+        "apiKeyPrefix": f"sky_bench{i % CUSTOMERS:07d}",
+        "groupId": group,
+        "status": "completed",
+        "tokens": {
+            "inputTokens": 120 + i % 50,
+            "outputTokens": 300 + i % 70,
+            "cachedInputTokens": 0,
+        },
+        "workspaceId": workspace,
+        "usageEstimated": False,
+        "httpStatus": 200,
+        "target": "primary",
+        "totalMs": 812.5,
+        "upstreamMs": 801.25,
+        "firstByteMs": 35.5,
+    }
+
+
+def _setup(receiver_url: str) -> tuple[Any, Any, str]:
+    """Workspace, a group, a management key, the webhook endpoint; (workspace, group, key)."""
+    from django.db import transaction
+
+    from billing.services.webhooks import webhook_endpoint_create
+    from groups.services import group_create, org_prefix_register, workspace_create
+    from groups.services.audit import SYSTEM_ACTOR
+    from keys.services import management_key_create
+    from routing.services import endpoint_create
+
+    actor = SYSTEM_ACTOR
+    with transaction.atomic():
+        workspace = workspace_create(name="Ingest bench", actor=actor, onboarded=True)
+        org_prefix_register(workspace=workspace, prefix="benching", actor=actor)
+        target = {
+            "provider": "OPENAI_COMPATIBLE",
+            "base_url": f"http://{HOST}:9/v1",
+            "target_model": "m",
+        }
+        endpoint_create(workspace=workspace, actor=actor, slug="benching/model", targets=[target])
+        group = group_create(
+            workspace=workspace,
+            actor=actor,
+            external_entity_id="bench-customer",
+            name="Bench customer",
+            models=[{"slug": "benching/model"}],
+        )
+        _, key = management_key_create(workspace=workspace, actor=actor, name="bench")
+        webhook_endpoint_create(workspace=workspace, url=receiver_url, actor=actor)
+    return workspace, group, key
+
+
+def _backlog(events: int, *, workspace: str, group: str) -> None:
+    """XADD `events` events to the usage stream, pipelined."""
+    from django_redis import get_redis_connection
+
+    from billing.services.usage import USAGE_STREAM
+
+    client = get_redis_connection("default")
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    for base in range(0, events, WRITE_CHUNK):
+        pipe = client.pipeline(transaction=False)
+        for i in range(base, min(events, base + WRITE_CHUNK)):
+            event = _event(i, workspace=workspace, group=group, start=start)
+            pipe.xadd(USAGE_STREAM, {"e": json.dumps(event, separators=(",", ":"))})
+        pipe.execute()
+
+
+def _ingest() -> tuple[int, float]:
+    """Drain the stream as the ingest task does; (events stored, seconds)."""
+    from billing.services.ingest import usage_ingest
+
+    stored, started = 0, time.perf_counter()
+    while True:
+        moved = usage_ingest(max_batches=100)
+        if moved == 0:
+            break
+        stored += moved
+    return stored, time.perf_counter() - started
+
+
+def _deliver() -> tuple[int, float]:
+    """Batch everything and run every due delivery; (events delivered, seconds)."""
+    from billing.models import DeliveryStatus, WebhookDelivery
+    from billing.selectors import deliveries_due
+    from billing.services.attempts import delivery_attempt_run
+    from billing.services.batching import events_batch
+
+    started = time.perf_counter()
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
+    while events_batch(now=later):
+        pass
+    while due := deliveries_due(now=later, limit=500):
+        for delivery_id in due:
+            delivery_attempt_run(delivery_id=delivery_id, now=later)
+    seconds = time.perf_counter() - started
+    delivered = WebhookDelivery.objects.filter(status=DeliveryStatus.DELIVERED)
+    return sum(d.event_count for d in delivered.only("event_count")), seconds
+
+
+def _events_api(key: str) -> list[float]:
+    """Latencies (s) of one-day pages of 100: the first page and pages further in, by cursor."""
+    from django.test import Client
+
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {key}", HTTP_HOST="127.0.0.1")
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    first = f"/v1/gateway/events?start_time={since}&limit=100"
+    latencies, cursors = [], []
+    rng = random.Random(7)
+    for i in range(API_QUERIES):
+        url = first if i % 2 == 0 or not cursors else rng.choice(cursors)
+        started = time.perf_counter()
+        answer = client.get(url)
+        latencies.append(time.perf_counter() - started)
+        if answer.status_code != 200:
+            raise Unavailable(f"events API answered {answer.status_code}: {answer.content[:200]!r}")
+        cursor = answer.json()["pagination"]["cursor"]
+        if cursor and len(cursors) < 50:
+            cursors.append(f"/v1/gateway/events?cursor={cursor}&limit=100")
+    return latencies
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def _run(events: int, receiver_url: str) -> dict[str, Any]:
+    import django
+
+    django.setup()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per webhook POST otherwise
+    from billing.models import UsageEvent
+
+    workspace, group, key = _setup(receiver_url)
+    print(f"  writing {events:,} events to the usage stream", flush=True)
+    _backlog(events, workspace=workspace.id, group=group.id)
+    print("  ingesting", flush=True)
+    stored, ingest_s = _ingest()
+    print(f"  {stored:,} stored in {ingest_s:.1f} s; delivering", flush=True)
+    delivered, deliver_s = _deliver()
+    print(f"  {delivered:,} delivered in {deliver_s:.1f} s; events API", flush=True)
+    latencies = _events_api(key)
+    rows = UsageEvent.objects.count()
+    if stored != events or rows != events or delivered != events:
+        raise Unavailable(
+            f"lost or doubled: {events} written, {stored} stored, {rows} rows, "
+            f"{delivered} delivered"
+        )
+    return {
+        "events": events,
+        "ingest_events_per_s": round(stored / ingest_s),
+        "deliver_events_per_s": round(delivered / deliver_s),
+        "rows": rows,
+        "events_api_p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "events_api_p99_ms": round(_percentile(latencies, 0.99) * 1000, 1),
+        "backlog_drain_s": round(ingest_s, 1),
+    }
+
+
+def _readme_line(result: dict[str, Any]) -> str:
+    return (
+        f"Latest `make bench-ingest` ({result['when']}, {result['events']:,} events, one worker "
+        f"process, {result['stores']}): ingest {result['ingest_events_per_s']:,} events/s, "
+        f"webhook delivery {result['deliver_events_per_s']:,} events/s, a backlog of "
+        f"{result['events']:,} drained in {result['backlog_drain_s']} s, events API one-day page "
+        f"p50 {result['events_api_p50_ms']} ms / p99 {result['events_api_p99_ms']} ms at "
+        f"{result['rows']:,} rows; [bench/results/ingest.json](bench/results/ingest.json).\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Fresh stores, a receiver, the measured run, the results file."""
+    parser = argparse.ArgumentParser(prog="bench.ingest", description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=200_000, help="events (200000)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
+    args = parser.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="gw-bench-ingest-"))
+    logs = tmp / "logs"
+    logs.mkdir()
+    env, notes = gateway_env(tmp=tmp, database=DATABASE, redis_url=REDIS_URL)
+    port = free_port()
+    receiver = proc_spawn(
+        "receiver",
+        [sys.executable, "-m", "tests.fakes.webhook_receiver", "--port", str(port)],
+        logs=logs,
+        env=env,
+    )
+    try:
+        if "REDIS_URL" not in env:
+            manage_run(env, ["-m", "gateway_project.embedded_redis", "start"], what="Redis")
+        manage_run(env, ["manage.py", "migrate", "--noinput"], what="migrate")
+        http_ready(f"http://{HOST}:{port}/healthz", proc=receiver, timeout=30)
+        os.environ.clear()
+        os.environ.update(env)
+        print(f"bench-ingest: {machine_describe()}; {', '.join(notes)}", flush=True)
+        figures = _run(args.events, f"http://{HOST}:{port}/webhooks")
+    except Unavailable as exc:
+        print(f"bench-ingest: {exc} (logs in {logs})")
+        return 1
+    finally:
+        proc_stop(receiver)
+        if "REDIS_URL" not in env:
+            manage_run(env, ["-m", "gateway_project.embedded_redis", "stop"], what="Redis stop")
+    result = {
+        "machine": machine_describe(),
+        "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **figures,
+        "stores": "; ".join(notes),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    if args.out.resolve() == RESULTS.resolve():
+        readme = BENCH_DIR.parent / "README.md"
+        readme_update(_readme_line(result), readme=readme, markers=README_MARKERS)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
