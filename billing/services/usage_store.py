@@ -6,6 +6,7 @@ cannot be stored at all (no workspace, group or request id) raises.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -17,16 +18,49 @@ from django.db import (
     connections,
     transaction,
 )
+from django.db.models import JSONField
 from django.utils import timezone
 
 from billing.models import EventStatus, UsageEvent
 from billing.sanitize import count_clean, float_clean, metadata_sanitize, text_clean
 
+_STAGE = "usage_event_stage"
+_STATUSES = frozenset(EventStatus.values)
+
 
 def usage_events_store(*, events: list[dict[str, Any]]) -> None:
-    """Insert events (the shape usage_event_record takes), skipping request ids already stored."""
-    rows = [usage_event_build(event=event) for event in events]
-    UsageEvent.objects.bulk_create(rows, ignore_conflicts=True)
+    """Insert events (the shape usage_event_record takes), skipping request ids already stored.
+
+    On PostgreSQL the rows are copied into a staging table dropped at
+    commit and inserted from there with ON CONFLICT DO NOTHING: several times faster than a
+    parameterised INSERT, and a replayed event still never makes a second row.
+    """
+    rows = [usage_event_values(event=event) for event in events]
+    if connection.vendor != "postgresql":
+        UsageEvent.objects.bulk_create([UsageEvent(**row) for row in rows], ignore_conflicts=True)
+        return
+    fields = UsageEvent._meta.concrete_fields
+    table = connection.ops.quote_name(UsageEvent._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    now = timezone.now()
+    # What the model would fill in itself (defaults, auto_now_add), per column, once a batch.
+    implied = {
+        field.attname: now if getattr(field, "auto_now_add", False) else field.get_default()
+        for field in fields
+    }
+    jsons = {field.attname for field in fields if isinstance(field, JSONField)}
+    names = [field.attname for field in fields]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"CREATE TEMP TABLE {_STAGE} (LIKE {table}) ON COMMIT DROP")
+        with cursor.cursor.copy(f"COPY {_STAGE} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                for name in jsons:
+                    row[name] = json.dumps(row[name], separators=(",", ":"))
+                copy.write_row([row[name] if name in row else implied[name] for name in names])
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGE} ON CONFLICT DO NOTHING"
+        )
+        cursor.execute(f"DROP TABLE {_STAGE}")
 
 
 def usage_events_store_direct(*, events: list[dict[str, Any]]) -> None:
@@ -68,14 +102,15 @@ def database_down_reraise(exc: Exception) -> None:
         raise exc from None
 
 
-def usage_event_build(*, event: dict[str, Any]) -> UsageEvent:
-    """The UsageEvent row for one stream payload, cleaned so the database can always store it."""
+def usage_event_values(*, event: dict[str, Any]) -> dict[str, Any]:
+    """The UsageEvent column values (by attribute name) of one stream payload, cleaned so the
+    database can always store them; the model's defaults fill the rest."""
     notes = [str(event.get("ingestNote") or "")]
     metadata, note = metadata_sanitize(event.get("requestMetadata"))
     notes.append(note)
     tokens = event.get("tokens")
     tokens = tokens if isinstance(tokens, dict) else {}
-    return UsageEvent(
+    return dict(
         idempotency_key=_text(event, "idempotencyKey", 26, notes, required=True),
         request_id=_text(event, "requestId", 64, notes, required=True),
         timestamp=_timestamp(event.get("timestamp"), notes),
@@ -119,7 +154,7 @@ def _text(
 
 
 def _status(value: Any) -> str:
-    return value if isinstance(value, str) and value in EventStatus.values else "completed"
+    return value if isinstance(value, str) and value in _STATUSES else "completed"
 
 
 def _http_status(value: Any) -> int:

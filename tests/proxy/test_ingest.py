@@ -70,6 +70,31 @@ def test_ingest_stores_each_request_once(group):
     assert redis.Redis.from_url(settings.REDIS_URL).xlen(USAGE_STREAM) == 0
 
 
+def test_a_replayed_entry_in_a_later_batch_makes_no_second_row_and_rows_get_model_defaults(group):
+    event = _event(group, "req-1", "01J9X7Y0Z3K4M5N6P7Q8R9S0T1")
+    _record(event)
+    usage_ingest()
+    first = UsageEvent.objects.get()
+
+    _record(event)  # the same entry again, e.g. re-sent after a crash before its acknowledgement
+    _record(_event(group, "req-2", "01J9X7Y0Z3K4M5N6P7Q8R9S0T2"))
+    usage_ingest()
+
+    rows = list(UsageEvent.objects.order_by("request_id"))
+    assert [(r.request_id, r.idempotency_key) for r in rows] == [
+        ("req-1", "01J9X7Y0Z3K4M5N6P7Q8R9S0T1"),
+        ("req-2", "01J9X7Y0Z3K4M5N6P7Q8R9S0T2"),
+    ]
+    assert rows[0].created_at == first.created_at and rows[1].created_at >= first.created_at
+    assert (rows[1].batched_at, rows[1].quarantined_at, rows[1].quarantine_error) == (
+        None,
+        None,
+        "",
+    )
+    assert (rows[1].input_tokens, rows[1].first_byte_ms, rows[1].ingest_note) == (10, 1.0, "")
+    assert redis.Redis.from_url(settings.REDIS_URL).xlen(DEAD_LETTER_STREAM) == 0
+
+
 def test_entries_left_pending_by_a_dead_consumer_are_reclaimed(group, monkeypatch):
     import billing.services.ingest
 
