@@ -44,6 +44,7 @@ from routing.usage_read import group_usage_read
 MAX_TERM_LENGTH = 256
 MAX_MATCHES = 50
 TYPE_UNITS = {"TOKEN": "tokens", "REQUEST": "requests"}
+NO_USAGE = UsageTotals(0, 0, 0, 0, 0, 0, None)
 UNIT_WINDOWS = {"SECOND": "per second", "MINUTE": "per minute", "DAY": "today (UTC)"}
 
 
@@ -196,7 +197,7 @@ class KeyRow:
 
     key: ApiKey
     last_used_at: datetime | None
-    usage: UsageTotals | None
+    usage: UsageTotals
 
 
 @dataclass(frozen=True)
@@ -256,5 +257,5 @@ def _key_rows(*, group: Group, keys: list[ApiKey], now: datetime) -> list[KeyRow
     rows = []
     for key in keys:
         seen = [at for at in (key.last_used_at, pending.get(key.prefix)) if at is not None]
-        rows.append(KeyRow(key, max(seen) if seen else None, usage.get(key.prefix)))
+        rows.append(KeyRow(key, max(seen) if seen else None, usage.get(key.prefix, NO_USAGE)))
     return rows

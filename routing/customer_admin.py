@@ -61,18 +61,18 @@ def _page_url(match: Match) -> str:
 def customer_search(request: HttpRequest) -> HttpResponse:
     """Find a customer; one match opens its page."""
     _allowed(request)
-    if request.method == "POST":
-        term = request.POST.get("q", "").strip()[:MAX_TERM_LENGTH]
-        if term_is_key(term):
-            prefix = key_term_prefix(term)
-            return HttpResponseRedirect(
-                _search_url(prefix) if prefix else reverse("customer-search") + "?unknown_key=1"
-            )
-        return HttpResponseRedirect(_search_url(term))
-    term = request.GET.get("q", "").strip()[:MAX_TERM_LENGTH]
+    source = request.POST if request.method == "POST" else request.GET
+    term = source.get("q", "").strip()[:MAX_TERM_LENGTH]
     if term_is_key(term):
-        # Pasted into the URL by hand: answer without echoing it and drop it from the address.
-        return HttpResponseRedirect(reverse("customer-search") + "?key_in_url=1")
+        # A whole key (or what looks like one) is never echoed: found, it becomes its prefix.
+        prefix = key_term_prefix(term)
+        if prefix is not None:
+            return HttpResponseRedirect(_search_url(prefix))
+        if not customers_find(term=term):  # an external id may look like a key: those are shown
+            flag = "unknown_key" if request.method == "POST" else "key_in_url"
+            return HttpResponseRedirect(f"{reverse('customer-search')}?{flag}=1")
+    if request.method == "POST":
+        return HttpResponseRedirect(_search_url(term))
     matches = customers_find(term=term)
     if len(matches) == 1:
         return HttpResponseRedirect(_page_url(matches[0]))
