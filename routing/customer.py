@@ -109,6 +109,13 @@ class LimitBar:
         return min(100, math.floor(self.used * 100 / self.threshold))
 
     @property
+    def resets_at(self) -> datetime | None:
+        """When a usage counter starts again from zero."""
+        if not self.reset_at:
+            return None
+        return datetime.fromisoformat(self.reset_at.replace("Z", "+00:00"))
+
+    @property
     def measure(self) -> str:
         """What is counted: requests, tokens, ..."""
         return TYPE_UNITS.get(self.type, self.type.lower())
