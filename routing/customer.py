@@ -45,7 +45,12 @@ MAX_TERM_LENGTH = 256
 MAX_MATCHES = 50
 TYPE_UNITS = {"TOKEN": "tokens", "REQUEST": "requests"}
 NO_USAGE = UsageTotals(0, 0, 0, 0, 0, 0, None)
-UNIT_WINDOWS = {"SECOND": "per second", "MINUTE": "per minute", "DAY": "today (UTC)"}
+UNIT_WINDOWS = {
+    "SECOND": "per second",
+    "MINUTE": "per minute",
+    "DAY": "today (UTC)",
+    "MONTH": "this month (UTC)",
+}
 
 
 @dataclass(frozen=True)

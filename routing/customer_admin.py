@@ -36,11 +36,18 @@ from routing.customer import (
 
 SEARCH_TEMPLATE = "admin/customer/search.html"
 PAGE_TEMPLATE = "admin/customer/page.html"
-PERMISSION = "groups.view_group"
+# The page shows all of these: who may not view one of them may not view the page.
+PERMISSIONS = (
+    "groups.view_group",
+    "groups.view_auditevent",
+    "keys.view_apikey",
+    "billing.view_usageevent",
+    "billing.view_webhookdelivery",
+)
 
 
 def _allowed(request: HttpRequest) -> None:
-    if not request.user.has_perm(PERMISSION):
+    if not request.user.has_perms(PERMISSIONS):
         raise PermissionDenied
 
 

@@ -19,10 +19,13 @@ from django.utils import timezone
 from billing.models import UsageEvent, WebhookDelivery, WebhookEndpoint
 from billing.services.batching import events_batch
 from groups.models import AuditEvent, Group, Workspace
+from groups.selectors import group_enforced_limits
 from groups.services import group_create
 from groups.services.audit import SYSTEM_ACTOR
 from keys.services import api_key_create, api_key_revoke
 from routing.activity import ActivityBook, Rejection, activity_flush
+from routing.admission import limits_admit
+from routing.customer import LimitBar, limit_bars
 from routing.redis_pool import close_all, main_redis
 from tests.proxy.conftest import SLUG, Tenant, compatible_target, tenant_build
 
@@ -236,7 +239,7 @@ def test_a_child_group_page_links_up_its_chain(admin_client: Client, tenant: Ten
     assert reverse("customer-page", args=[tenant.group.pk]) in response.content.decode()
 
 
-def test_the_pages_need_a_staff_login_with_view_access_to_groups(
+def test_the_pages_need_a_staff_login_with_view_access_to_everything_they_show(
     client: Client, tenant: Tenant
 ) -> None:
     page = reverse("customer-page", args=[tenant.group.pk])
@@ -245,12 +248,20 @@ def test_the_pages_need_a_staff_login_with_view_access_to_groups(
     client.force_login(user)
 
     refused = client.get(page)
-    user.user_permissions.add(
-        Permission.objects.get(codename="view_group", content_type__app_label="groups")
-    )
-    allowed = client.get(reverse("customer-page", args=[tenant.group.pk]))
+    for app_label, model in (("groups", "group"), ("groups", "auditevent"), ("keys", "apikey")):
+        user.user_permissions.add(
+            Permission.objects.get(codename=f"view_{model}", content_type__app_label=app_label)
+        )
+    short_of_billing = client.get(page)
+    for model in ("usageevent", "webhookdelivery"):
+        user.user_permissions.add(
+            Permission.objects.get(codename=f"view_{model}", content_type__app_label="billing")
+        )
+    user = User.objects.get(pk=user.pk)  # permissions are cached on the instance
+    client.force_login(user)
+    allowed = client.get(page)
 
-    assert refused.status_code == 403
+    assert refused.status_code == short_of_billing.status_code == 403
     assert allowed.status_code == 200
 
 
@@ -313,3 +324,38 @@ def test_a_key_of_another_group_is_not_shown(
     other_key, _ = api_key_create(workspace=workspace, group=sibling, actor=SYSTEM_ACTOR)
 
     assert other_key.prefix not in _page(admin_client, tenant)
+
+
+def test_a_bar_reads_any_limit_type_and_unit() -> None:
+    spend = LimitBar("acme/llama", "SPEND", "MONTH", 0, None, None)
+    tokens = LimitBar("acme/llama", "TOKEN", "DAY", 1_000, 250, "2026-12-04T00:00:00Z")
+
+    assert (spend.measure, spend.window, spend.percent, spend.rate) == (
+        "spend",
+        "this month (UTC)",
+        0,
+        False,
+    )
+    assert (tokens.measure, tokens.window, tokens.percent) == ("tokens", "today (UTC)", 25)
+    assert (
+        tokens.resets_at is not None and tokens.resets_at.isoformat() == "2026-12-04T00:00:00+00:00"
+    )
+    assert LimitBar("s", "REQUEST", "MINUTE", 0, 0, None).percent == 100
+
+
+def test_the_bars_show_what_the_counters_hold(tenant: Tenant) -> None:
+    limits = group_enforced_limits(group=tenant.group)[SLUG]
+
+    async def admit() -> None:
+        for _ in range(7):
+            admission = await limits_admit(limits=limits, reserve_tokens=1_000, slug=SLUG)
+            assert admission.allowed
+        await close_all()
+
+    asyncio.run(admit())
+
+    bars = {(bar.type, bar.unit): bar for bar in limit_bars(group=tenant.group)}
+    assert bars["REQUEST", "MINUTE"].used == 7
+    assert bars["REQUEST", "MINUTE"].threshold == 50_000
+    assert bars["TOKEN", "DAY"].used == 7_000
+    assert bars["TOKEN", "DAY"].threshold == 5_000_000
