@@ -259,7 +259,7 @@ CELERY_BEAT_SCHEDULE = {
     # Requests of gateway workers that died mid-request (routing/journal.py).
     "inflight-reap": {"task": "routing.inflight_reap", "schedule": 5.0},
     # Federated keys' last use, noted at most once a minute per key (routing/activity.py).
-    "keys-last-used": {"task": "routing.keys_last_used_sync", "schedule": 30.0},
+    "keys-last-used": {"task": "routing.keys_last_used_sync", "schedule": 60.0},
 }
 
 # Webhook pipeline (billing/tasks.py): batch events, reclaim leases, enqueue due deliveries.

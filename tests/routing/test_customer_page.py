@@ -343,19 +343,32 @@ def test_a_bar_reads_any_limit_type_and_unit() -> None:
     assert LimitBar("s", "REQUEST", "MINUTE", 0, 0, None).percent == 100
 
 
-def test_the_bars_show_what_the_counters_hold(tenant: Tenant) -> None:
-    limits = group_enforced_limits(group=tenant.group)[SLUG]
+def test_the_bars_show_what_the_counters_hold(other_workspace: Workspace) -> None:
+    limits = {
+        "rate_limits": [{"type": "REQUEST", "unit": "MINUTE", "threshold": 10}],
+        "usage_limits": [{"type": "TOKEN", "unit": "DAY", "threshold": 5_000_000}],
+    }
+    group = tenant_build(
+        workspace=other_workspace,
+        targets=[compatible_target("http://127.0.0.1:9/v1")],
+        slug="globex/llama",
+        limits=limits,
+    ).group
+    enforced = group_enforced_limits(group=group)["globex/llama"]
 
     async def admit() -> None:
         for _ in range(7):
-            admission = await limits_admit(limits=limits, reserve_tokens=1_000, slug=SLUG)
+            admission = await limits_admit(
+                limits=enforced, reserve_tokens=1_000, slug="globex/llama"
+            )
             assert admission.allowed
         await close_all()
 
     asyncio.run(admit())
 
-    bars = {(bar.type, bar.unit): bar for bar in limit_bars(group=tenant.group)}
+    bars = {(bar.type, bar.unit): bar for bar in limit_bars(group=group)}
+    # GCRA refills one request every 6 s: the 7 just admitted are still in use.
     assert bars["REQUEST", "MINUTE"].used == 7
-    assert bars["REQUEST", "MINUTE"].threshold == 50_000
+    assert bars["REQUEST", "MINUTE"].threshold == 10
     assert bars["TOKEN", "DAY"].used == 7_000
     assert bars["TOKEN", "DAY"].threshold == 5_000_000
