@@ -17,5 +17,5 @@ def inflight_reap_task() -> int:
 
 @shared_task(name="routing.keys_last_used_sync", ignore_result=True)  # type: ignore[untyped-decorator]
 def keys_last_used_sync_task() -> int:
-    """Federated keys' last use, noted by the gateway workers, into the database (beat: every minute)."""
+    """Federated keys' last use, noted by the gateway, into the database (beat: every minute)."""
     return keys_last_used_sync()
