@@ -372,3 +372,28 @@ def test_the_bars_show_what_the_counters_hold(other_workspace: Workspace) -> Non
     assert bars["REQUEST", "MINUTE"].threshold == 10
     assert bars["TOKEN", "DAY"].used == 7_000
     assert bars["TOKEN", "DAY"].threshold == 5_000_000
+
+
+def test_the_page_costs_the_same_queries_for_one_key_or_many(
+    admin_client: Client,
+    tenant: Tenant,
+    event: Callable[..., UsageEvent],
+    settings: Any,
+    django_assert_max_num_queries: Any,
+) -> None:
+    settings.GATEWAY_WEBHOOK_FLUSH_SECONDS = 0
+    WebhookEndpoint.objects.create(workspace=tenant.workspace, url="https://billing.example.com/h")
+    event()
+    events_batch(now=timezone.now())
+    admin_client.get(reverse("customer-page", args=[tenant.group.pk]))  # session, content types
+    with django_assert_max_num_queries(100) as few:
+        _page(admin_client, tenant)
+    for _ in range(5):
+        api_key_create(workspace=tenant.workspace, group=tenant.group, actor=SYSTEM_ACTOR)
+        event()
+    events_batch(now=timezone.now())
+
+    with django_assert_max_num_queries(100) as many:
+        _page(admin_client, tenant)
+
+    assert len(many.captured_queries) == len(few.captured_queries)
