@@ -397,3 +397,27 @@ def test_the_page_costs_the_same_queries_for_one_key_or_many(
         _page(admin_client, tenant)
 
     assert len(many.captured_queries) == len(few.captured_queries)
+
+
+def test_a_delivery_carrying_two_customers_lists_both(
+    admin_client: Client, tenant: Tenant, event: Callable[..., UsageEvent], settings: Any
+) -> None:
+    settings.GATEWAY_WEBHOOK_FLUSH_SECONDS = 0
+    WebhookEndpoint.objects.create(workspace=tenant.workspace, url="https://billing.example.com/h")
+    sibling = group_create(
+        workspace=tenant.workspace,
+        actor=SYSTEM_ACTOR,
+        external_entity_id="sibling",
+        models=[{"slug": SLUG}],
+    )
+    event()
+    event(group=sibling, external_entity_id="sibling")
+    events_batch(now=timezone.now())
+    delivery = WebhookDelivery.objects.get()
+
+    response = admin_client.get(reverse("customer-of", args=["webhookdelivery", delivery.pk]))
+
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert reverse("customer-page", args=[tenant.group.pk]) in body
+    assert reverse("customer-page", args=[sibling.pk]) in body
