@@ -59,6 +59,9 @@ class UsageEvent(models.Model):
     upstream_ms = models.FloatField(default=0)
     first_byte_ms = models.FloatField(null=True, blank=True)
     batched_at = models.DateTimeField(null=True, blank=True)
+    batch = models.CharField(
+        max_length=26, blank=True, default="", help_text="The deliveries carrying this event"
+    )
     ingest_note = models.CharField(
         max_length=500, blank=True, default="", help_text="What ingest had to drop or change"
     )
@@ -141,6 +144,9 @@ class WebhookDelivery(models.Model):
     )
     body = models.BinaryField(editable=False)
     event_count = models.PositiveIntegerField()
+    batch = models.CharField(
+        max_length=26, blank=True, default="", db_index=True, help_text="Its events' batch"
+    )
     status = models.CharField(
         max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
     )

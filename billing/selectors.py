@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, F, Min, Q, QuerySet, Sum
+from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 
 from billing.models import (
@@ -70,6 +71,143 @@ def _events_in(*, workspace: Workspace, window: EventsWindow) -> QuerySet[UsageE
     if window.external_entity_ids:
         events = events.filter(external_entity_id__in=window.external_entity_ids)
     return events
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    """Requests and tokens of one key or slug: today (UTC) and this month so far."""
+
+    requests_today: int
+    tokens_today: int
+    requests_month: int
+    tokens_month: int
+    input_tokens_month: int
+    output_tokens_month: int
+    last_at: datetime | None
+
+
+def usage_totals(*, group_id: str, by: str, now: datetime) -> dict[str, UsageTotals]:
+    """A group's usage this month by `by` (`api_key_prefix` or `model_slug`), one query."""
+    if by not in ("api_key_prefix", "model_slug"):
+        raise ValueError(f"usage totals by {by!r}")
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    month = day.replace(day=1)
+    today = Q(timestamp__gte=day)
+    tokens = F("input_tokens") + F("output_tokens")
+    rows = (
+        UsageEvent.objects.filter(group_id=group_id, timestamp__gte=month)
+        .values(by)
+        .annotate(
+            requests_today=Count("pk", filter=today),
+            tokens_today=Sum(tokens, filter=today),
+            requests_month=Count("pk"),
+            tokens_month=Sum(tokens),
+            input_tokens_month=Sum("input_tokens"),
+            output_tokens_month=Sum("output_tokens"),
+            last_at=Max("timestamp"),
+        )
+        .order_by()
+    )
+    return {row[by]: _totals(row) for row in rows}
+
+
+def _totals(row: dict[str, Any]) -> UsageTotals:
+    return UsageTotals(
+        requests_today=row["requests_today"],
+        tokens_today=row["tokens_today"] or 0,
+        requests_month=row["requests_month"],
+        tokens_month=row["tokens_month"] or 0,
+        input_tokens_month=row["input_tokens_month"] or 0,
+        output_tokens_month=row["output_tokens_month"] or 0,
+        last_at=row["last_at"],
+    )
+
+
+@dataclass(frozen=True)
+class EventDeliveries:
+    """A usage event and the webhook deliveries carrying it (none yet: not batched)."""
+
+    event: UsageEvent
+    deliveries: list[WebhookDelivery]
+
+    @property
+    def state(self) -> str:
+        """Where the event stands on its way to billing."""
+        if self.event.quarantined_at is not None:
+            return "quarantined"
+        if self.event.batched_at is None:
+            return "waiting for batching"
+        if not self.event.batch:
+            return "batched before deliveries were linked"
+        return _batch_state({delivery.status for delivery in self.deliveries})
+
+
+def events_recent(*, group_id: str, limit: int = 20) -> list[EventDeliveries]:
+    """The group's newest usage events with their deliveries (two queries)."""
+    events = list(
+        UsageEvent.objects.filter(group_id=group_id)
+        .defer("request_metadata")
+        .order_by("-timestamp", "-idempotency_key")[:limit]
+    )
+    batches = {event.batch for event in events if event.batch}
+    by_batch: dict[str, list[WebhookDelivery]] = {}
+    found = (
+        WebhookDelivery.objects.filter(batch__in=batches).defer("body").select_related("endpoint")
+    )
+    for delivery in found.order_by("created_at", "id"):
+        by_batch.setdefault(delivery.batch, []).append(delivery)
+    return [EventDeliveries(event, by_batch.get(event.batch, [])) for event in events]
+
+
+def delivery_group_ids(*, delivery_id: str) -> list[str]:
+    """The groups whose events a delivery carries, read from its frozen body."""
+    body = WebhookDelivery.objects.filter(pk=delivery_id).values_list("body", flat=True).first()
+    if body is None:
+        return []
+    try:
+        events = json.loads(bytes(body))["data"]["events"]
+        return sorted({str(event["groupId"]) for event in events})
+    except (KeyError, TypeError, ValueError):
+        return []
+
+
+BILLING_STATES = ("delivered", "in delivery", "failed", "waiting for batching", "quarantined")
+
+
+def events_billing_state(*, group_id: str, since: datetime) -> dict[str, int]:
+    """How many of the group's events since `since` reached each billing state (five queries).
+
+    An event is delivered once every delivery carrying it is; batched with no endpoint enabled,
+    it counts as `no webhook endpoint`."""
+    events = UsageEvent.objects.filter(group_id=group_id, timestamp__gte=since)
+    waiting = events.filter(batched_at__isnull=True, quarantined_at__isnull=True).count()
+    quarantined = events.filter(quarantined_at__isnull=False).count()
+    per_batch = dict(
+        events.exclude(batch="").values_list("batch").annotate(n=Count("pk")).order_by()
+    )
+    statuses: dict[str, set[str]] = {}
+    rows = WebhookDelivery.objects.filter(batch__in=list(per_batch)).values_list("batch", "status")
+    for batch, status in rows:
+        statuses.setdefault(batch, set()).add(status)
+    counts = dict.fromkeys(BILLING_STATES, 0)
+    counts["waiting for batching"], counts["quarantined"] = waiting, quarantined
+    for batch, count in per_batch.items():
+        state = _batch_state(statuses.get(batch, set()))
+        counts[state] = counts.get(state, 0) + count
+    unlinked = events.filter(batched_at__isnull=False, batch="").count()
+    if unlinked:
+        counts["batched before deliveries were linked"] = unlinked
+    return counts
+
+
+def _batch_state(statuses: set[str]) -> str:
+    if not statuses:
+        return "no webhook endpoint"
+    if statuses == {DeliveryStatus.DELIVERED}:
+        return "delivered"
+    if statuses & {DeliveryStatus.FAILED, DeliveryStatus.QUARANTINED, DeliveryStatus.DISABLED}:
+        return "failed"
+    return "in delivery"
 
 
 def delivery_health(*, workspace: Workspace, now: datetime) -> dict[str, Any]:

@@ -258,6 +258,8 @@ CELERY_BEAT_SCHEDULE = {
     "usage-ingest": {"task": "billing.usage_ingest", "schedule": 1.0},
     # Requests of gateway workers that died mid-request (routing/journal.py).
     "inflight-reap": {"task": "routing.inflight_reap", "schedule": 5.0},
+    # Federated keys' last use, noted at most once a minute per key (routing/activity.py).
+    "keys-last-used": {"task": "routing.keys_last_used_sync", "schedule": 60.0},
 }
 
 # Webhook pipeline (billing/tasks.py): batch events, reclaim leases, enqueue due deliveries.

@@ -9,8 +9,11 @@ from django.views.static import serve
 from drf_spectacular.views import SpectacularJSONAPIView
 
 from gateway_project import apidocs, health
+from routing.customer_admin import customer_urls
 
 urlpatterns = [
+    # Support's customer page (before the admin's catch-all).
+    path("admin/customers/", include(customer_urls())),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz),
     path("readyz", health.readyz),

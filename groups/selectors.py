@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet, prefetch_related_objects
+from django.db.models import Prefetch, Q, QuerySet, prefetch_related_objects
 
 from gateway_project.kernel.errors import NotFound
 from groups.limit_serializers import ModelConfigOutSerializer
@@ -21,11 +21,13 @@ from groups.limits import (
     enforced_limits,
     specs_wire,
 )
-from groups.models import Group, GroupModel, ModelLimit, Workspace
+from groups.models import AuditEvent, Group, GroupModel, ModelLimit, Workspace
 
 __all__ = [
     "EnforcedLimit",
     "ModelConfigOutSerializer",
+    "audit_of_customer",
+    "audit_search",
     "group_chain",
     "group_effective_models",
     "group_enforced_limits",
@@ -172,3 +174,29 @@ def group_subtree(*, group: Group) -> list[Group]:
             inside.add(candidate.id)
             subtree.append(candidate)
     return subtree
+
+
+def audit_of_customer(*, group_ids: list[str], key_ids: list[str], limit: int = 50) -> list[Any]:
+    """The newest audit rows of these groups and keys (support's customer page)."""
+    rows = AuditEvent.objects.filter(
+        Q(object_type="group", object_id__in=group_ids)
+        | Q(object_type="api_key", object_id__in=key_ids)
+    )
+    return list(rows.order_by("-created_at", "-id")[:limit])
+
+
+def audit_search(*, term: str) -> Q:
+    """Audit rows about `term`: an object id, an actor, a key prefix, or a group's external id
+    (the group's rows and its keys' rows)."""
+    groups = list(Group.objects.filter(external_entity_id=term).values_list("id", flat=True)[:100])
+    found = (
+        Q(object_id=term)
+        | Q(actor__icontains=term)
+        | Q(after__prefix=term)
+        | Q(before__prefix=term)
+        | Q(after__external_entity_id=term)
+        | Q(before__external_entity_id=term)
+    )
+    if groups:
+        found |= Q(object_id__in=groups) | Q(after__group_id__in=groups)
+    return found

@@ -286,6 +286,15 @@ def group_keys_revoke(*, group_ids: Collection[str], at: datetime) -> list[str]:
     return revoked
 
 
+def api_keys_last_used_record(*, used: dict[str, datetime]) -> int:
+    """Move federated keys' `last_used_at` forward to the noted times (never back); how many."""
+    moved = 0
+    for prefix, at in sorted(used.items()):
+        stale = models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lt=at)
+        moved += ApiKey.objects.filter(stale, prefix=prefix).update(last_used_at=at)
+    return moved
+
+
 def key_slugs_rename(*, workspace_id: str, old_slug: str, new_slug: str) -> None:
     """Follow an endpoint rename in the slug subsets of the workspace's legacy user keys."""
     for key in ApiKey.objects.filter(workspace_id=workspace_id, slugs__isnull=False):

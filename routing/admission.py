@@ -24,6 +24,7 @@ from routing.limit_counters import (
     UNAVAILABLE,
     ChargedCounter,
     LimitsUnavailable,
+    counter_group,
     counter_key,
     script_run,
 )
@@ -58,6 +59,9 @@ class Admission:
     # The limit that rejected: its type (request, token) and unit (minute, day, ...).
     limit_type: str = ""
     limit_unit: str = ""
+    # Its threshold and the group it is set on (an ancestor's, under CASCADING).
+    limit_threshold: int = 0
+    limit_group: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,8 @@ def _rejection(*, states: list[_CounterState], headers: dict[str, str], slug: st
         headers=headers,
         limit_type=worst.counter.type.lower(),
         limit_unit=worst.counter.unit.lower(),
+        limit_threshold=worst.counter.threshold,
+        limit_group=counter_group(worst.counter.key),
     )
 
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from routing.activity import activity_drain, activity_flush_loop
 from routing.adjust_retry import adjustments_drain
 from routing.authcache import cache_confirmed_age
 from routing.cache_listener import cache_listen
@@ -90,6 +91,7 @@ def listener_ensure() -> None:
     background.start("metrics-flush", lambda: metrics_flush_loop(stop=stop))
     background.start("heartbeat", lambda: heartbeat_loop(main_redis(), stop=stop))
     background.start("journal-flush", lambda: flush_loop(main_redis(), stop=stop))
+    background.start("activity-flush", lambda: activity_flush_loop(main_redis(), stop=stop))
 
 
 async def metrics_flush_loop(*, stop: asyncio.Event, interval: float = 1.0) -> None:
@@ -112,6 +114,10 @@ async def proxy_shutdown() -> None:
     if background is not None:
         await background.close()
     metrics_flush()
+    try:
+        await activity_drain(main_redis())
+    except Exception:  # noqa: BLE001 - shutdown goes on without the last second of activity
+        logger.warning("activity not written at shutdown", exc_info=True)
     await upstream_close()
     await adjustments_drain(timeout=SHUTDOWN_DRAIN_SECONDS)
     await close_all()

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 SCRIPT = Path(__file__).with_name("limits_script.lua").read_text()
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 PERIOD_US = {"SECOND": 1_000_000, "MINUTE": 60_000_000, "DAY": 0}
+# The script's EPOCH: GCRA keys hold theoretical arrival times in microseconds since it.
+GCRA_EPOCH_US = 1_767_225_600_000_000
 # What "Redis is unreachable" looks like from redis-py, single node and cluster, plus our timeout.
 UNAVAILABLE = (
     rx.ConnectionError,
@@ -70,6 +72,11 @@ class ChargedCounter:
 def counter_key(*, limit: EnforcedLimit, slug: str) -> str:
     """The Redis key of one limit's counter (DAY keys get `:YYYYMMDD` appended)."""
     return f"rl:{{{limit.root_group_id}}}:{limit.counter_group_id}:{slug}:{limit.type}:{limit.unit}"
+
+
+def counter_group(key: str) -> str:
+    """The group a counter key charges (`rl:{root}:<group>:...`)."""
+    return key.split(":", 3)[2]
 
 
 async def script_run(

@@ -27,6 +27,7 @@ from gateway_project.kernel.errors import (
 )
 from gateway_project.kernel.hosts import host_normalize
 from keys.selectors import key_hash, key_well_formed
+from routing.activity import Rejection, key_use_note, rejection_note
 from routing.admission import Admission, limits_admit, limits_refund, limits_settle
 from routing.authcache import (
     KeyEntry,
@@ -129,6 +130,7 @@ async def _serve(
         )
     headers = request_headers(scope)
     call.entry = entry = await _authenticate(headers)
+    key_use_note(entry.key_prefix)
     if route.kind == "models":
         await _models_list(entry, responder)
         call.status = 200
@@ -230,6 +232,18 @@ async def _admit(
     if admission.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(admission.retry_after)))
     limit_rejections.labels(admission.limit_type, admission.limit_unit).inc()
+    rejection_note(
+        Rejection(
+            group_id=entry.group_id,
+            key_prefix=entry.key_prefix,
+            slug=call.slug,
+            limit_type=admission.limit_type,
+            limit_unit=admission.limit_unit,
+            threshold=admission.limit_threshold,
+            limit_group=admission.limit_group,
+            reason=admission.message or "",
+        )
+    )
     raise GatewayError(
         admission.message or "Limit exceeded.",
         status=429,

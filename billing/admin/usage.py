@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
@@ -19,7 +19,7 @@ from billing.charts import slug_charts
 from billing.models import UsageEvent
 from billing.selectors import UsageBucket, delivery_health, usage_by_slug
 from billing.services.quarantine import usage_events_release
-from groups.models import Workspace
+from groups.models import Group, Workspace
 
 DASHBOARD_TEMPLATE = "admin/billing/usage_dashboard.html"
 
@@ -136,7 +136,29 @@ class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 class DashboardForm(forms.Form):
     workspace = forms.ModelChoiceField(Workspace.objects.all())
-    group = forms.CharField(required=False, help_text="A group id; empty for the whole workspace")
+    group = forms.CharField(
+        required=False,
+        max_length=255,
+        help_text="A group id or a customer's external id; empty for the whole workspace",
+    )
+
+    def clean(self) -> dict[str, Any]:
+        """Resolve an external id to its group; an unknown group is an error, not "No usage"."""
+        data = super().clean() or {}
+        term, workspace = data.get("group", "").strip(), data.get("workspace")
+        if not term or workspace is None:
+            return data
+        groups = Group.objects.filter(workspace=workspace)
+        found = groups.filter(pk=term).first() or (
+            groups.filter(external_entity_id=term)
+            .order_by(F("deleted_at").asc(nulls_first=True), "-created_at")
+            .first()
+        )
+        if found is None:
+            self.add_error("group", f"No group with the id or external id {term!r} in {workspace}.")
+        else:
+            data["group"] = found.pk
+        return data
 
 
 def usage_dashboard(*, workspace: Workspace, group: str) -> dict[str, Any]:

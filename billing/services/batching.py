@@ -17,6 +17,7 @@ from django.db.models import Count, Min
 from billing.models import UsageEvent, WebhookDelivery, WebhookEndpoint
 from billing.sanitize import text_clean
 from billing.wire import batch_body, event_bytes
+from gateway_project.kernel.ids import new_ulid
 
 # The beat runs every second, so a partial batch waits at most GATEWAY_WEBHOOK_FLUSH_SECONDS.
 BEAT_SECONDS = 1.0
@@ -88,10 +89,17 @@ def _workspace_batch(*, workspace_id: str, count: int, now: datetime) -> list[st
     deliveries = []
     for start in range(0, len(parts), size):
         chunk = parts[start : start + size]
-        body = batch_body(chunk)
+        body = batch_body([part for _, part in chunk])
+        # One batch key per body ties each event to the deliveries carrying it (support's view).
+        batch = new_ulid()
+        UsageEvent.objects.filter(pk__in=[pk for pk, _ in chunk]).update(batch=batch)
         deliveries += [
             WebhookDelivery(
-                endpoint=endpoint, body=body, event_count=len(chunk), next_attempt_at=now
+                endpoint=endpoint,
+                body=body,
+                event_count=len(chunk),
+                batch=batch,
+                next_attempt_at=now,
             )
             for endpoint in endpoints
         ]
@@ -99,12 +107,12 @@ def _workspace_batch(*, workspace_id: str, count: int, now: datetime) -> list[st
     return [d.id for d in deliveries]
 
 
-def _serialized(*, events: list[UsageEvent], now: datetime) -> list[bytes]:
-    """Each event's wire bytes; one that cannot be serialized is quarantined, not batched."""
+def _serialized(*, events: list[UsageEvent], now: datetime) -> list[tuple[str, bytes]]:
+    """Each event's key and wire bytes; one that cannot be serialized is quarantined instead."""
     parts = []
     for event in events:
         try:
-            parts.append(event_bytes(event))
+            parts.append((event.pk, event_bytes(event)))
         except Exception as exc:  # noqa: BLE001 - one event must not hold back its batch
             error = text_clean(f"{type(exc).__name__}: {exc}")[:500]
             logger.error("usage event %s quarantined: %s", event.pk, error)

@@ -17,7 +17,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from groups.admin.base import PrettyJSONField, ServiceAdmin, ServiceForm, actor_of, change_link
 from groups.models import AuditEvent, Group, GroupModel, LimitEnforcement
-from groups.selectors import group_effective_models, group_models, group_subtree
+from groups.selectors import audit_search, group_effective_models, group_models, group_subtree
 from groups.services import group_create, group_delete, group_update
 
 MODELS_HELP = (
@@ -274,6 +274,7 @@ class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_select_related = ("workspace",)
     list_filter = ("action", "object_type")
     search_fields = ("=object_id", "actor")
+    search_help_text = "An object id, an actor, a key prefix or a customer's external id."
     date_hierarchy = "created_at"
     fields = (
         "id",
@@ -287,6 +288,14 @@ class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "after",
     )
     readonly_fields = fields
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[AuditEvent], search_term: str
+    ) -> tuple[QuerySet[AuditEvent], bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return queryset.filter(audit_search(term=term)), False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -13,4 +13,5 @@ def test_every_scheduled_task_is_registered() -> None:
     scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
 
     assert "routing.inflight_reap" in scheduled
+    assert "routing.keys_last_used_sync" in scheduled
     assert scheduled <= set(app.tasks)
