@@ -84,14 +84,14 @@ tokens_total = Counter(
 )
 limit_rejections = Counter(
     "gateway_limit_rejections",
-    "Requests rejected by a limit, by limit type (request, token) and unit.",
-    ["type", "unit"],
+    "Requests rejected by a limit, by limit type (request, token), unit and model slug.",
+    ["type", "unit", "slug"],
     registry=registry,
 )
 upstream_errors = Counter(
     "gateway_upstream_errors",
-    "Upstream attempts that failed, by reason (the error code the client would see).",
-    ["reason"],
+    "Upstream attempts that failed, by reason (the error code the client would see) and slug.",
+    ["reason", "slug"],
     registry=registry,
 )
 cache_version_checks = Counter(
