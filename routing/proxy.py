@@ -18,7 +18,6 @@ from typing import Any
 
 from django.conf import settings
 
-from billing.services.usage import USAGE_STREAM
 from gateway_project.kernel import tracing
 from gateway_project.kernel.errors import (
     AuthenticationFailed,
@@ -108,7 +107,7 @@ async def proxy_app(scope: MutableMapping[str, Any], receive: Receive, send: Sen
 
 async def _metrics(send: Send) -> None:
     key_cache_age.set(cache_confirmed_age())
-    data = await metrics_gather(main_redis(), stream=USAGE_STREAM)
+    data = await metrics_gather(main_redis())
     headers = [
         (b"content-type", CONTENT_TYPE.encode()),
         (b"content-length", str(len(data)).encode()),
