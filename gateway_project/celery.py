@@ -15,7 +15,8 @@ import time
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, task_postrun, task_prerun, worker_init
+from celery.apps import worker as celery_worker_app
+from celery.signals import celeryd_init, setup_logging, task_postrun, task_prerun, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
 
@@ -27,12 +28,21 @@ task_logger = logging.getLogger("gateway.task")
 _started: dict[str, float] = {}
 
 
+@celeryd_init.connect
 @setup_logging.connect
 def logging_configure(**_: Any) -> None:
-    """Django's LOGGING for the worker and beat (a receiver here stops Celery's own set-up)."""
+    """Django's LOGGING for the worker and beat (a setup_logging receiver stops Celery's own
+    set-up); from the worker's first signal on, so its start-up warnings are JSON lines too."""
     from django.conf import settings
 
     logging.config.dictConfig(settings.LOGGING)
+    logging.captureWarnings(True)
+    # The worker prints its shutdown notice straight to the terminal: log it instead.
+    celery_worker_app.safe_say = _notice_log  # type: ignore[attr-defined]
+
+
+def _notice_log(msg: str, f: Any = None) -> None:
+    logging.getLogger("celery.apps.worker").info(msg.strip())
 
 
 @task_prerun.connect
