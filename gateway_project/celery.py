@@ -28,8 +28,8 @@ task_logger = logging.getLogger("gateway.task")
 _started: dict[str, float] = {}
 
 
-@celeryd_init.connect
-@setup_logging.connect
+@celeryd_init.connect  # type: ignore[untyped-decorator]
+@setup_logging.connect  # type: ignore[untyped-decorator]
 def logging_configure(**_: Any) -> None:
     """Django's LOGGING for the worker and beat (a setup_logging receiver stops Celery's own
     set-up); from the worker's first signal on, so its start-up warnings are JSON lines too."""
@@ -38,20 +38,20 @@ def logging_configure(**_: Any) -> None:
     logging.config.dictConfig(settings.LOGGING)
     logging.captureWarnings(True)
     # The worker prints its shutdown notice straight to the terminal: log it instead.
-    celery_worker_app.safe_say = _notice_log  # type: ignore[attr-defined]
+    celery_worker_app.safe_say = _notice_log
 
 
 def _notice_log(msg: str, f: Any = None) -> None:
     logging.getLogger("celery.apps.worker").info(msg.strip())
 
 
-@task_prerun.connect
+@task_prerun.connect  # type: ignore[untyped-decorator]
 def task_started(task_id: str, **_: Any) -> None:
     """Note when a task starts, for its line."""
     _started[task_id] = time.perf_counter()
 
 
-@task_postrun.connect
+@task_postrun.connect  # type: ignore[untyped-decorator]
 def task_finished(task_id: str, task: Any, state: str | None = None, **_: Any) -> None:
     """One line per task run, with the keys of an inference request's line."""
     started = _started.pop(task_id, None)
@@ -67,7 +67,7 @@ def task_finished(task_id: str, task: Any, state: str | None = None, **_: Any) -
     )
 
 
-@worker_init.connect
+@worker_init.connect  # type: ignore[untyped-decorator]
 def worker_metrics_start(**_: Any) -> None:
     """The worker's metrics endpoint, when GATEWAY_WORKER_METRICS_PORT asks for one."""
     from gateway_project.worker_metrics import worker_metrics_serve

@@ -12,16 +12,19 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import Token
 from importlib.metadata import entry_points
+from typing import cast
 
 from django.core.exceptions import ImproperlyConfigured
 from opentelemetry import context, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from opentelemetry.instrumentation.django import DjangoInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanProcessor
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from gateway_project.kernel.tracing import RequestFacts, tracer_install
@@ -38,7 +41,7 @@ def otel_start() -> None:
     provider = provider_build(processors=processors)
     trace.set_tracer_provider(provider)
     DjangoInstrumentor().instrument(tracer_provider=provider)
-    CeleryInstrumentor().instrument(tracer_provider=provider)
+    CeleryInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
     HTTPXClientInstrumentor().instrument(tracer_provider=provider)
     tracer_install(OtelTracer(provider))
 
@@ -113,7 +116,7 @@ class OtelTracer:
 
     def request_end(self, handle: object, facts: RequestFacts) -> None:
         """Close the request's span with its outcome (an error status for a 5xx)."""
-        span, token = handle  # type: ignore[misc]  # what request_start returned
+        span, token = cast(tuple[Span, Token[Context]], handle)  # what request_start returned
         context.detach(token)
         span.set_attributes(
             {

@@ -132,13 +132,16 @@ def test_the_worker_serves_the_pipeline_metrics_behind_the_token(processes):
     processes.start(beat=False)
     url = f"http://127.0.0.1:{processes.port}/metrics"
 
-    def scrape(**headers: str) -> httpx.Response | None:
-        try:
-            return httpx.get(url, headers=headers, timeout=5)
-        except httpx.TransportError:
-            return None
+    def scrape(**headers: str) -> httpx.Response:
+        return httpx.get(url, headers=headers, timeout=5)
 
-    wait_until(scrape, timeout=60, what="the worker's metrics port")
+    def listening() -> bool:
+        try:
+            return bool(scrape())
+        except httpx.TransportError:
+            return False
+
+    wait_until(listening, timeout=60, what="the worker's metrics port")
     anonymous = scrape()
     forwarded = scrape(**{"Authorization": f"Bearer {TOKEN}", "X-Forwarded-For": "203.0.113.9"})
     text = scrape(Authorization=f"Bearer {TOKEN}").text
