@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import os
 
-ENABLING_VARIABLES = (
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_TRACES_EXPORTER",
-)
-
 
 def tracing_wanted() -> bool:
     """Whether the environment asks for traces."""
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
     exporters = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    if exporters == "none":
-        return False
-    return any(os.environ.get(name, "").strip() for name in ENABLING_VARIABLES)
+    if exporters:
+        return exporters != "none"
+    endpoints = (
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", ""),
+    )
+    return any(endpoint.strip() for endpoint in endpoints)
 
 
 def tracing_setup() -> None:
