@@ -75,13 +75,17 @@ def test_limit_rejections_and_upstream_errors_carry_the_resolved_slug(
         url = f"{gateway.url}/v1/chat/completions"
         return httpx.post(url, json={**body, **changes}, headers=headers).status_code
 
+    before = httpx.get(f"{gateway.url}/metrics").text
     statuses = [chat(limited), chat(limited), chat(down, model="acme/down"), chat(down)]
-    text = httpx.get(f"{gateway.url}/metrics").text
+    after = httpx.get(f"{gateway.url}/metrics").text
+
+    def added(name: str, **labels: str) -> float:
+        return sample_sum(after, name, **labels) - sample_sum(before, name, **labels)
 
     assert statuses == [200, 429, 503, 404]
     rejected = {"type": "request", "unit": "minute", "slug": SLUG}
-    assert sample_sum(text, "gateway_limit_rejections_total", **rejected) == 1
-    assert sample_sum(text, "gateway_upstream_errors_total", slug="acme/down") == 1
+    assert added("gateway_limit_rejections_total", **rejected) == 1
+    assert added("gateway_upstream_errors_total", slug="acme/down") == 1
     # A slug the caller may not use is never a label value.
-    assert sample_sum(text, "gateway_upstream_errors_total", slug=SLUG) == 0
-    assert sample_sum(text, "gateway_requests_total", slug="unknown", status="404") == 1
+    assert added("gateway_upstream_errors_total", slug=SLUG) == 0
+    assert added("gateway_requests_total", slug="unknown", status="404") == 1
