@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 import httpx
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # no stubs in the dev lock
 import pytest
 import yaml
 from django_redis import get_redis_connection
