@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 
+from gateway_project.tracing import tracing_setup
 from groups.ports import Ports, ports_wire
 
 
@@ -13,7 +14,8 @@ class GatewayConfig(AppConfig):
     name = "gateway_project"
 
     def ready(self) -> None:
-        """Give groups routing's live endpoint slugs and keys' revoke and rename."""
+        """Give groups routing's live endpoint slugs and keys' revoke and rename; start tracing
+        if the environment asks for it (before Django builds its middleware chain)."""
         # Apps' services import their models, which Django allows only once the registry is ready.
         from keys.services import group_keys_revoke, key_slugs_rename
         from routing.selectors import endpoint_live_slugs
@@ -25,3 +27,4 @@ class GatewayConfig(AppConfig):
                 key_slugs_rename=key_slugs_rename,
             )
         )
+        tracing_setup()

@@ -54,14 +54,17 @@ def serve_argv(*, workers: int, bind: str) -> list[str]:
 
 def worker_argv(*, concurrency: int, name: str) -> list[str]:
     """The Celery worker command line."""
-    celery = [sys.executable, "-m", "celery", "-A", "gateway_project", "worker", "-l", "info"]
-    return [*celery, "--concurrency", str(concurrency), "-n", name]
+    return [*_celery("worker"), "--concurrency", str(concurrency), "-n", name]
 
 
 def beat_argv(*, schedule: str) -> list[str]:
     """The Celery beat command line."""
-    celery = [sys.executable, "-m", "celery", "-A", "gateway_project", "beat", "-l", "info"]
-    return [*celery, "-s", schedule]
+    return [*_celery("beat"), "-s", schedule]
+
+
+def _celery(role: str) -> list[str]:
+    # --quiet: no startup banner, so stdout holds the JSON log lines only.
+    return [sys.executable, "-m", "celery", "-A", "gateway_project", "--quiet", role, "-l", "info"]
 
 
 def _exec(argv: list[str]) -> int:

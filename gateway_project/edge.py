@@ -1,7 +1,8 @@
 """Checks at the ASGI edge, before a request reaches the proxy or Django.
 
 - `/metrics` needs `Authorization: Bearer $GATEWAY_METRICS_TOKEN`; with no token configured, only a
-  client connected directly over loopback (no forwarding headers) may read it.
+  client connected directly over loopback (no forwarding headers) may read it
+  (gateway_project/kernel/metrics_access.py).
 - A custom domain serves inference and the health probes only: admin, management API, docs and
   metrics answer 404 there.
 - Django's paths get their body read here, bounded by GATEWAY_MAX_CONTROL_BODY_BYTES, before Django
@@ -10,15 +11,14 @@
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from django.conf import settings
 
-from gateway_project.kernel.errors import AuthenticationFailed, GatewayError, NotFound, error_bytes
+from gateway_project.kernel.errors import GatewayError, NotFound, error_bytes
 from gateway_project.kernel.hosts import host_normalize
+from gateway_project.kernel.metrics_access import metrics_access_check as check_metrics
 from routing.authcache import domain_workspace
 
 Scope = Mapping[str, Any]
@@ -27,20 +27,6 @@ Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 
 METRICS_PATH = "/metrics"
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
-# Any of these means a proxy stands between the client and us: the peer address is not the client's.
-FORWARDING_HEADERS = frozenset(
-    {
-        b"forwarded",
-        b"via",
-        b"x-forwarded-for",
-        b"x-forwarded-host",
-        b"x-forwarded-proto",
-        b"x-real-ip",
-        b"x-client-ip",
-        b"true-client-ip",
-        b"cf-connecting-ip",
-    }
-)
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -68,37 +54,14 @@ async def custom_domain_refuse(scope: Scope) -> None:
 
 
 def metrics_access_check(scope: Scope) -> None:
-    """401 unless the request carries the metrics token (or, with none set, comes from loopback)."""
-    token = settings.GATEWAY_METRICS_TOKEN
-    allowed = _bearer_matches(scope, token) if token else _direct_loopback(scope)
-    if not allowed:
-        raise AuthenticationFailed(
-            "Metrics need Authorization: Bearer <GATEWAY_METRICS_TOKEN>.",
-            code="metrics_unauthorized",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-
-
-def _bearer_matches(scope: Scope, token: str) -> bool:
-    value = header(scope, b"authorization") or ""
-    scheme, _, presented = value.partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(presented.strip().encode("latin-1"), token.encode())
-
-
-def _direct_loopback(scope: Scope) -> bool:
-    if any(key.lower() in FORWARDING_HEADERS for key, _ in scope["headers"]):
-        return False
+    """401 without the metrics token when one is set; 403 for a non-loopback client when not."""
     client = scope.get("client")
-    if not client:
-        return False
-    try:
-        address = ipaddress.ip_address(client[0])
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return bool((mapped or address).is_loopback)
+    check_metrics(
+        token=settings.GATEWAY_METRICS_TOKEN,
+        authorization=header(scope, b"authorization"),
+        client_host=client[0] if client else None,
+        header_names=(name.decode("latin-1") for name, _ in scope["headers"]),
+    )
 
 
 def _too_large(limit: int) -> GatewayError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -10,25 +9,33 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-_RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+from pythonjsonlogger.json import JsonFormatter as _PythonJsonFormatter
+
+# The keys every line starts with, on every process (gateway, Celery worker and beat).
+BASE_KEYS = ("ts", "level", "logger", "msg")
+# What a request's line adds, whichever process served it: an inference request (gateway.request),
+# a management API call (gateway.management) or a Celery task (gateway.task).
+REQUEST_KEYS = (*BASE_KEYS, "request_id", "route", "status", "total_ms")
+_RENAMED = {
+    "asctime": "ts",
+    "levelname": "level",
+    "name": "logger",
+    "message": "msg",
+    "exc_info": "exc",
+}
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line; extra fields passed with `extra=` are kept."""
+class JsonFormatter(_PythonJsonFormatter):
+    """One JSON object per line: BASE_KEYS, then the fields passed with `extra=`."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        payload: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in vars(record).items():
-            if key not in _RESERVED and not key.startswith("_"):
-                payload[key] = value
-        if record.exc_info:
-            payload["exc"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
+    def __init__(self) -> None:
+        super().__init__(
+            ["asctime", "levelname", "name", "message"], rename_fields=_RENAMED, json_default=str
+        )
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        """UTC, ISO 8601, milliseconds."""
+        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
 
 
 class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]

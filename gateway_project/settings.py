@@ -47,6 +47,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: a management API call's line covers the whole chain.
+    "gateway_project.access_log.management_access_log",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -145,6 +147,8 @@ CELERY_TASK_TIME_LIMIT = 120
 CELERY_TASK_SOFT_TIME_LIMIT = 100
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# Logging is Django's LOGGING below in the worker and beat too (gateway_project/celery.py).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -192,7 +196,13 @@ LOGGING = {
         "console": {"class": "gateway_project.logs.BufferedStreamHandler", "formatter": "json"}
     },
     "root": {"handlers": ["console"], "level": env_str("GATEWAY_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # A worker's task is one `gateway.task` line; Celery's received/succeeded pair only when
+        # something is wrong.
+        "celery.app.trace": {"level": "WARNING"},
+        "celery.worker.strategy": {"level": "WARNING"},
+    },
 }
 
 # --- Gateway settings. Read at call time through django.conf.settings. ---
@@ -215,6 +225,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = FILE_UPLOAD_MAX_MEMORY_SIZE = GATEWAY_MAX_CONTROL_
 GATEWAY_MAX_REQUEST_HEAD_BYTES = env_int("GATEWAY_MAX_REQUEST_HEAD_BYTES", 64 * 1024)
 # Bearer token of /metrics; empty: only direct loopback clients may read it.
 GATEWAY_METRICS_TOKEN = env_str("GATEWAY_METRICS_TOKEN", "")
+# A Celery worker serves the billing pipeline's metrics on this port (all interfaces, same access
+# rule as /metrics); 0, the default, serves none.
+GATEWAY_WORKER_METRICS_PORT = env_int("GATEWAY_WORKER_METRICS_PORT", 0)
 GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 4096)
 # The largest completion cap a limited request may ask for (per choice); above it: 400.
 GATEWAY_MAX_TOKENS_CEILING = env_int("GATEWAY_MAX_TOKENS_CEILING", 262_144)

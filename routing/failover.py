@@ -127,5 +127,5 @@ async def upstream_pick(
             failure = answered
         except CredentialMissing as missing:
             failure = missing
-        upstream_errors.labels(failure.code).inc()
+        upstream_errors.labels(failure.code, call.slug).inc()
     raise failure

@@ -12,7 +12,8 @@ second (a background loop), before this worker answers a scrape and at shutdown.
 with SIGKILL loses at most its last second of numbers; the counts already written stay.
 
 The billing pipeline's numbers live in Redis and are the same for the whole deployment: every node
-reports the same value, so aggregate them across nodes with max(), not sum().
+reports the same value, so aggregate them across nodes with max(), not sum()
+(billing/services/pipeline_metrics.py).
 """
 
 from __future__ import annotations
@@ -31,22 +32,16 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
-from billing.services.usage import (
-    BILLING_METRICS_KEY,
-    DEAD_LETTERS_METRIC,
-    QUARANTINED_DELIVERIES_METRIC,
-    QUARANTINED_EVENTS_METRIC,
-    WEBHOOK_DELIVERIES_METRIC,
+from billing.services.pipeline_metrics import (
+    PipelineCollector,
+    pipeline_commands,
+    pipeline_numbers,
 )
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-# Upstream outcomes counted by gateway_webhook_deliveries_total.
-DELIVERY_OUTCOMES = ("succeeded", "failed")
 
 registry = CollectorRegistry()
 requests_total = Counter(
@@ -84,14 +79,14 @@ tokens_total = Counter(
 )
 limit_rejections = Counter(
     "gateway_limit_rejections",
-    "Requests rejected by a limit, by limit type (request, token) and unit.",
-    ["type", "unit"],
+    "Requests rejected by a limit, by limit type (request, token), unit and model slug.",
+    ["type", "unit", "slug"],
     registry=registry,
 )
 upstream_errors = Counter(
     "gateway_upstream_errors",
-    "Upstream attempts that failed, by reason (the error code the client would see).",
-    ["reason"],
+    "Upstream attempts that failed, by reason (the error code the client would see) and slug.",
+    ["reason", "slug"],
     registry=registry,
 )
 cache_version_checks = Counter(
@@ -176,64 +171,17 @@ def node_render() -> bytes:
     return generate_latest(merged)
 
 
-class _ClusterNumbers(Collector):
-    """The deployment-wide numbers read from Redis for one scrape."""
-
-    def __init__(self, *, depth: int, billing: dict[bytes, bytes]) -> None:
-        self.depth = depth
-        self.values = {k.decode(errors="replace"): _number(v) for k, v in billing.items()}
-
-    def collect(self) -> list[Metric]:
-        queue = GaugeMetricFamily(
-            "gateway_usage_queue_depth", "Usage events waiting in the Redis stream for ingest."
-        )
-        queue.add_metric([], float(self.depth))
-        dead = CounterMetricFamily(
-            "gateway_usage_dead_letters", "Usage events the database could not store at all."
-        )
-        dead.add_metric([], self.values.get(DEAD_LETTERS_METRIC, 0.0))
-        deliveries = CounterMetricFamily(
-            "gateway_webhook_deliveries",
-            "Webhook delivery attempts by outcome.",
-            labels=["outcome"],
-        )
-        for outcome in DELIVERY_OUTCOMES:
-            deliveries.add_metric(
-                [outcome], self.values.get(f"{WEBHOOK_DELIVERIES_METRIC}:{outcome}", 0.0)
-            )
-        return [
-            queue,
-            dead,
-            deliveries,
-            self._gauge(QUARANTINED_EVENTS_METRIC, "Usage events set aside, awaiting staff."),
-            self._gauge(
-                QUARANTINED_DELIVERIES_METRIC, "Webhook deliveries set aside, awaiting staff."
-            ),
-        ]
-
-    def _gauge(self, name: str, documentation: str) -> GaugeMetricFamily:
-        family = GaugeMetricFamily(name, documentation)
-        family.add_metric([], self.values.get(name, 0.0))
-        return family
-
-
-def _number(raw: bytes) -> float:
-    try:
-        return float(raw)
-    except ValueError:
-        return 0.0
-
-
-async def metrics_gather(client: Any, *, stream: str) -> bytes:
-    """The text exposition of /metrics: this node's numbers, then the cluster's from Redis (left
-    out when Redis does not answer, rather than reported as zero)."""
+async def metrics_gather(client: Any) -> bytes:
+    """The text exposition of /metrics: this node's numbers, then the billing pipeline's from
+    Redis (left out when Redis does not answer, rather than reported as zero)."""
     metrics_flush()
     node = await asyncio.to_thread(node_render)
     try:
-        depth = await client.xlen(stream)
-        billing = await client.hgetall(BILLING_METRICS_KEY)
+        pipe = client.pipeline(transaction=False)
+        pipeline_commands(pipe)
+        replies = await pipe.execute()
     except (RedisError, OSError):
         return node
     cluster = CollectorRegistry()
-    cluster.register(_ClusterNumbers(depth=int(depth), billing=billing))
+    cluster.register(PipelineCollector(pipeline_numbers(replies)))
     return node + generate_latest(cluster)

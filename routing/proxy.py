@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 
-from billing.services.usage import USAGE_STREAM
+from gateway_project.kernel import tracing
 from gateway_project.kernel.errors import (
     AuthenticationFailed,
     GatewayError,
@@ -83,6 +83,7 @@ async def proxy_app(scope: MutableMapping[str, Any], receive: Receive, send: Sen
     listener_ensure()
     call = Call(request_id=str(uuid.uuid4()), path=scope["path"])
     responder = Responder(send, request_id=call.request_id)
+    span = tracing.request_start(scope["headers"], call.request_id)
     try:
         await _serve(call, scope, receive, responder)
     except GatewayError as exc:
@@ -102,11 +103,12 @@ async def proxy_app(scope: MutableMapping[str, Any], receive: Receive, send: Sen
     finally:
         route = ROUTES.get(call.path)
         request_observe(call, route_label=route.kind if route else "unknown")
+        tracing.request_end(span, call)
 
 
 async def _metrics(send: Send) -> None:
     key_cache_age.set(cache_confirmed_age())
-    data = await metrics_gather(main_redis(), stream=USAGE_STREAM)
+    data = await metrics_gather(main_redis())
     headers = [
         (b"content-type", CONTENT_TYPE.encode()),
         (b"content-length", str(len(data)).encode()),
@@ -231,7 +233,7 @@ async def _admit(
     headers = dict(admission.headers)
     if admission.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(admission.retry_after)))
-    limit_rejections.labels(admission.limit_type, admission.limit_unit).inc()
+    limit_rejections.labels(admission.limit_type, admission.limit_unit, call.slug).inc()
     rejection_note(
         Rejection(
             group_id=entry.group_id,
@@ -263,7 +265,8 @@ async def _admitted_relay(
     receive: Receive,
     responder: Responder,
 ) -> None:
-    admission = await _admit(call, entry, body, body_bytes)
+    with tracing.span("admission"):
+        admission = await _admit(call, entry, body, body_bytes)
     for name, value in admission.headers.items() if admission else ():
         responder.header_add(name, value)
     reservation = admission.reservation if admission else None

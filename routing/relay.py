@@ -12,6 +12,7 @@ import aiohttp
 from django.conf import settings
 
 from billing.services.usage import usage_event_record
+from gateway_project.kernel import tracing
 from gateway_project.kernel.errors import GatewayError
 from gateway_project.kernel.ids import new_ulid
 from routing.call import Call
@@ -44,7 +45,8 @@ async def relay_run(
     response: aiohttp.ClientResponse | None = None
     relay = _relay_for(call, body)
     try:
-        response, first = await upstream_pick(call, endpoint, body, headers)
+        with tracing.span("upstream"):
+            response, first = await upstream_pick(call, endpoint, body, headers)
         if relay is not None and _is_json_answer(response):
             relay = None  # an upstream that ignored `stream`: one JSON body, billed as such
         if relay is not None:
@@ -248,4 +250,5 @@ async def event_record(call: Call, *, status: str) -> None:
         "firstByteMs": None if call.first_byte_ms is None else round(call.first_byte_ms, 3),
     }
     note = (INFLIGHT_KEY, call.request_id) if journal().end(call.request_id) else None
-    await usage_event_record(client=main_redis(), event=event, note=note)
+    with tracing.span("usage record"):
+        await usage_event_record(client=main_redis(), event=event, note=note)

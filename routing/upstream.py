@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from django.conf import settings
 
+from gateway_project.kernel import tracing
 from gateway_project.kernel.netguard import (
     GuardedResolver,
     address_is_allowed,
@@ -100,6 +101,7 @@ def upstream_headers(
     headers["Content-Type"] = "application/json"
     headers["Accept-Encoding"] = "identity"  # the relay rewrites bytes: no compression upstream
     headers["X-Request-ID"] = request_id  # upstream logs correlate with the usage event
+    tracing.headers_inject(headers)  # W3C traceparent when tracing is on
     if credential:
         headers["Authorization"] = f"Bearer {credential}"
     return headers

@@ -24,7 +24,6 @@ from billing.schedule import RETRY_STEPS
 from billing.selectors import deliveries_due, delivery_metrics
 from billing.services.attempts import delivery_attempt_run
 from billing.services.batching import events_batch
-from billing.services.usage import USAGE_STREAM
 from routing.metrics import metrics_gather
 from tests.billing.conftest import SECRET, NoJitter, batched_delivery, one_event_batched
 from tests.billing.scripted_server import Reply, ScriptedServer
@@ -306,7 +305,7 @@ def _delivery_attempts_scraped() -> dict[str, float]:
     async def gather() -> bytes:
         client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
         try:
-            return await metrics_gather(client, stream=USAGE_STREAM)
+            return await metrics_gather(client)
         finally:
             await client.aclose()
 

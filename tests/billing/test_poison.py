@@ -384,7 +384,7 @@ def _metrics() -> str:
     async def gather() -> bytes:
         client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
         try:
-            return await metrics_gather(client, stream=USAGE_STREAM)
+            return await metrics_gather(client)
         finally:
             await client.aclose()
 

@@ -6,7 +6,8 @@ import re
 
 import httpx
 
-from tests.proxy.conftest import SLUG
+from tests.metrics_read import sample_sum
+from tests.proxy.conftest import SLUG, compatible_target, tenant_build
 
 
 def _sample(text: str, name: str, *labels: str) -> float:
@@ -52,3 +53,39 @@ def test_metrics_count_requests_tokens_and_latency(gateway, tenant):
 def test_health_and_admin_still_go_to_django(gateway):
     assert httpx.get(f"{gateway.url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{gateway.url}/admin/login/").status_code == 200
+
+
+def test_limit_rejections_and_upstream_errors_carry_the_resolved_slug(
+    gateway, workspace, upstream, unavailable_upstream
+):
+    limits = {"rate_limits": [{"type": "REQUEST", "unit": "MINUTE", "threshold": 1}]}
+    limited = tenant_build(
+        workspace=workspace, targets=[compatible_target(upstream.url)], limits=limits
+    )
+    down = tenant_build(
+        workspace=workspace,
+        targets=[compatible_target(unavailable_upstream.url)],
+        slug="acme/down",
+        external_id="cust_down",
+    )
+    body = {"model": SLUG, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+
+    def chat(tenant, **changes):
+        headers = {"Authorization": f"Bearer {tenant.key}"}
+        url = f"{gateway.url}/v1/chat/completions"
+        return httpx.post(url, json={**body, **changes}, headers=headers).status_code
+
+    before = httpx.get(f"{gateway.url}/metrics").text
+    statuses = [chat(limited), chat(limited), chat(down, model="acme/down"), chat(down)]
+    after = httpx.get(f"{gateway.url}/metrics").text
+
+    def added(name: str, **labels: str) -> float:
+        return sample_sum(after, name, **labels) - sample_sum(before, name, **labels)
+
+    assert statuses == [200, 429, 503, 404]
+    rejected = {"type": "request", "unit": "minute", "slug": SLUG}
+    assert added("gateway_limit_rejections_total", **rejected) == 1
+    assert added("gateway_upstream_errors_total", slug="acme/down") == 1
+    # A slug the caller may not use is never a label value.
+    assert added("gateway_upstream_errors_total", slug=SLUG) == 0
+    assert added("gateway_requests_total", slug="unknown", status="404") == 1

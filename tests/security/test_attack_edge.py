@@ -83,8 +83,9 @@ def test_metrics_are_not_served_to_a_client_behind_a_proxy_without_the_token(gat
     direct = httpx.get(f"{gateway.url}/metrics")
 
     for response in (forwarded, rfc7239):
-        assert response.status_code == 401
-        assert response.json()["error"]["code"] == "metrics_unauthorized"
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "metrics_forbidden"
+        assert response.json()["error"]["type"] == "permission_error"
         assert SLUG not in response.text
     assert direct.status_code == 200
     assert SLUG in direct.text
@@ -103,6 +104,7 @@ def test_metrics_need_the_configured_token_even_from_loopback(gateway, settings)
     assert missing.status_code == wrong.status_code == 401
     assert missing.headers["www-authenticate"] == "Bearer"
     assert wrong.json()["error"]["code"] == "metrics_unauthorized"
+    assert wrong.json()["error"]["type"] == "authentication_error"
     assert right.status_code == 200
     assert "gateway_streams_in_flight" in right.text
 

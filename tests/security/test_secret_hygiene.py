@@ -1,6 +1,7 @@
 """Keys and secrets never show up where they should not: only the one-time mint/add responses carry
-a plaintext; logs (caplog at DEBUG and the JSON log handler), error bodies, admin pages, the audit
-trail and the OpenAPI document never do. Runs every flow that creates one, then greps everything."""
+a plaintext; logs (caplog at DEBUG and the JSON log handler: inference and management API lines),
+error bodies, admin pages, the audit trail and the OpenAPI document never do. Runs every flow that
+creates one, then greps everything."""
 
 from __future__ import annotations
 
@@ -327,6 +328,7 @@ def test_plaintexts_appear_only_in_their_one_time_responses(
     assert len(cap.plaintexts) == 8 and len(cap.responses) > 60
     logs = caplog.text + "\n".join(r.getMessage() for r in caplog.records) + json_log.getvalue()
     assert "inference request" in json_log.getvalue()  # the handler did capture the traffic
+    assert "management request" in json_log.getvalue()  # and a line per management API call
     audit = json.dumps(list(AuditEvent.objects.values("before", "after", "actor")), default=str)
     stored = json.dumps(
         [
