@@ -1,4 +1,5 @@
-"""Billing reads: signing secrets, due deliveries, the events API window, delivery health."""
+"""Billing reads: signing secrets, due deliveries, the events API window, usage per slug; billing
+health lives in billing/health.py and is re-exported here."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, F, Min, Q, QuerySet, Sum
+from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 
+from billing.health import Finding as Finding
+from billing.health import pipeline_alerts as pipeline_alerts
+from billing.health import pipeline_findings as pipeline_findings
+from billing.health import workspace_findings as workspace_findings
+from billing.health import workspaces_with_webhooks as workspaces_with_webhooks
 from billing.models import (
     DeliveryAttempt,
     DeliveryStatus,
@@ -70,29 +76,6 @@ def _events_in(*, workspace: Workspace, window: EventsWindow) -> QuerySet[UsageE
     if window.external_entity_ids:
         events = events.filter(external_entity_id__in=window.external_entity_ids)
     return events
-
-
-def delivery_health(*, workspace: Workspace, now: datetime) -> dict[str, Any]:
-    """Pending, failed and quarantined deliveries, the age in seconds of the oldest pending one,
-    and events waiting to be batched or quarantined."""
-    stats = WebhookDelivery.objects.filter(endpoint__workspace=workspace).aggregate(
-        pending=Count("pk", filter=Q(status=DeliveryStatus.PENDING)),
-        failed=Count("pk", filter=Q(status=DeliveryStatus.FAILED)),
-        quarantined=Count("pk", filter=Q(status=DeliveryStatus.QUARANTINED)),
-        oldest=Min("created_at", filter=Q(status=DeliveryStatus.PENDING)),
-    )
-    oldest = stats.pop("oldest")
-    events = UsageEvent.objects.filter(workspace=workspace).aggregate(
-        unbatched=Count("pk", filter=Q(batched_at__isnull=True, quarantined_at__isnull=True)),
-        quarantined=Count("pk", filter=Q(quarantined_at__isnull=False)),
-    )
-    age = (now - oldest).total_seconds() if oldest else None
-    return {
-        **stats,
-        "oldest_pending_age_seconds": age,
-        "unbatched_events": events["unbatched"],
-        "quarantined_events": events["quarantined"],
-    }
 
 
 @dataclass(frozen=True)

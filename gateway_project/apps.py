@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.contrib.admin.apps import AdminConfig
 
 from groups.ports import Ports, ports_wire
 
@@ -25,3 +26,9 @@ class GatewayConfig(AppConfig):
                 key_slugs_rename=key_slugs_rename,
             )
         )
+
+
+class GatewayAdminConfig(AdminConfig):
+    """django.contrib.admin with the product's site (gateway_project/admin_site.py)."""
+
+    default_site = "gateway_project.admin_site.GatewayAdminSite"

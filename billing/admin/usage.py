@@ -17,8 +17,9 @@ from django.utils import timezone
 from billing.admin.staff import json_shown, request_actor
 from billing.charts import slug_charts
 from billing.models import UsageEvent
-from billing.selectors import UsageBucket, delivery_health, usage_by_slug
+from billing.selectors import UsageBucket, usage_by_slug, workspace_findings
 from billing.services.quarantine import usage_events_release
+from gateway_project.kernel.confirmation import action_confirmation, action_confirmed
 from groups.models import Workspace
 
 DASHBOARD_TEMPLATE = "admin/billing/usage_dashboard.html"
@@ -100,15 +101,26 @@ class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         self.message_user(request, f"Released {count} quarantined event(s).")
 
     @admin.action(
-        description="Release from quarantine without the request metadata (bill the tokens)",
+        description="Release from quarantine without the request metadata (bill the tokens)…",
         permissions=("change",),
     )
     def release_without_metadata(
         self, request: HttpRequest, queryset: QuerySet[UsageEvent]
-    ) -> None:
+    ) -> HttpResponse | None:
+        if not action_confirmed(request):
+            return action_confirmation(
+                self,
+                request,
+                queryset.filter(quarantined_at__isnull=False),
+                title="Release without the request metadata",
+                consequence="The request metadata of these events is deleted for good, then "
+                "their tokens are billed on the next beat.",
+                button="Yes, drop the metadata and release",
+            )
         ids = list(queryset.values_list("pk", flat=True))
         count = usage_events_release(ids=ids, actor=request_actor(request), drop_metadata=True)
         self.message_user(request, f"Released {count} quarantined event(s) without metadata.")
+        return None
 
     def get_urls(self) -> list[URLPattern]:
         dashboard = path(
@@ -155,5 +167,5 @@ def usage_dashboard(*, workspace: Workspace, group: str) -> dict[str, Any]:
         "workspace": workspace,
         "group": group,
         "charts": charts,
-        "health": delivery_health(workspace=workspace, now=now),
+        "health": workspace_findings(workspace=workspace, now=now),
     }
