@@ -98,7 +98,10 @@ def test_the_rotate_form_refuses_a_revoke_time_in_the_past(
 
 def test_a_registered_key_is_not_rotated_by_minting(workspace: Workspace, group: Group) -> None:
     key = api_key_register(
-        workspace=workspace, group=group, actor=SYSTEM_ACTOR, key="acme_reg1.Zq8xv2LmN4pR7tYwKd93Hs0Q"
+        workspace=workspace,
+        group=group,
+        actor=SYSTEM_ACTOR,
+        key="acme_reg1.Zq8xv2LmN4pR7tYwKd93Hs0Q",
     )
 
     with pytest.raises(ValidationFailed) as caught:
