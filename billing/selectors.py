@@ -1,5 +1,5 @@
-"""Billing reads: signing secrets, due deliveries, the events API window, usage per slug; billing
-health lives in billing/health.py and is re-exported here."""
+"""Billing reads: signing secrets, due deliveries, the events API window, usage per slug (billing
+health, which also reads Redis, is billing/health.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,6 @@ from typing import Any
 from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 
-from billing.health import Finding as Finding
-from billing.health import pipeline_alerts as pipeline_alerts
-from billing.health import pipeline_findings as pipeline_findings
-from billing.health import workspace_findings as workspace_findings
-from billing.health import workspaces_with_webhooks as workspaces_with_webhooks
 from billing.models import (
     DeliveryAttempt,
     DeliveryStatus,

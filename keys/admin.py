@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.forms import ModelForm
@@ -54,7 +55,7 @@ class RotateForm(forms.Form):
     revoke_at = forms.DateTimeField(
         required=False,
         label="Revoke at (UTC)",
-        help_text="e.g. 2026-12-03 18:00:00; gives its users time to switch to the replacement.",
+        help_text="e.g. 2026-12-03 18:00:00 UTC: time for its users to switch to the replacement.",
     )
 
     def clean(self) -> dict[str, Any]:
@@ -162,7 +163,7 @@ class MintedKeyAdmin(ReadOnlyPageMixin, admin.ModelAdmin):  # type: ignore[type-
     def _live_key(self, request: HttpRequest, object_id: str) -> Any:
         if not self.has_change_permission(request):
             raise PermissionDenied
-        return get_object_or_404(self.get_queryset(request), pk=object_id)
+        return get_object_or_404(self.get_queryset(request), pk=unquote(object_id))
 
     def _change_url(self, key: Any) -> str:
         return reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[key.pk])

@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
-from billing.admin.staff import json_shown, request_actor
+from billing.admin.staff import json_shown, milliseconds, request_actor
 from billing.health import duration_words, worker_heartbeat_age
 from billing.models import DeliveryAttempt, DeliveryStatus, WebhookDelivery
 from billing.services.quarantine import deliveries_release
@@ -33,15 +33,19 @@ class DeliveryAttemptInline(admin.TabularInline):  # type: ignore[type-arg]
     model = DeliveryAttempt
     extra = 0
     can_delete = False
-    fields = ("number", "started_at", "duration_ms", "status_code", "error", "response_body")
+    fields = ("number", "started_at", "duration", "status_code", "error", "response_body")
     readonly_fields = fields
+
+    @admin.display(description="duration")
+    def duration(self, obj: DeliveryAttempt) -> str:
+        return milliseconds(obj.duration_ms)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
 class RecoverForm(forms.Form):
-    since = forms.DateTimeField(help_text="UTC, e.g. 2026-05-05 12:00")
+    since = forms.DateTimeField(help_text="UTC, e.g. 2026-05-05 12:00:00 UTC")
     workspace = forms.ModelChoiceField(
         Workspace.objects.all(), required=False, help_text="All when empty"
     )

@@ -19,9 +19,8 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
 from billing.admin.staff import request_actor
-from billing.health import duration_words
+from billing.health import duration_words, workspace_findings
 from billing.models import WebhookEndpoint
-from billing.selectors import workspace_findings
 from billing.services.webhooks import (
     webhook_endpoint_create,
     webhook_endpoint_set_enabled,

@@ -11,6 +11,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -23,7 +24,7 @@ from django.utils.safestring import SafeString, mark_safe
 from gateway_project.kernel.admin_pages import ReadOnlyPageMixin
 from gateway_project.kernel.errors import GatewayError
 from groups.admin.base import PrettyJSONField, ServiceAdmin, ServiceForm, actor_of, change_link
-from groups.admin.limits import LimitRows, rows_initial
+from groups.admin.limits import LimitRowFormSet, LimitRows, rows_initial
 from groups.models import AuditEvent, Group, GroupModel, LimitEnforcement
 from groups.selectors import group_effective_models, group_models, group_subtree
 from groups.services import group_create, group_delete, group_update
@@ -256,10 +257,11 @@ class GroupAdmin(ReadOnlyPageMixin, ServiceAdmin):
         if not self.has_change_permission(request):
             raise PermissionDenied
         live = self.get_queryset(request).filter(deleted_at__isnull=True)
-        group = get_object_or_404(live.select_related("workspace"), pk=object_id)
+        group = get_object_or_404(live.select_related("workspace"), pk=unquote(object_id))
         rows = LimitRows(
             request.POST or None, initial=rows_initial(group_models(group=group)), prefix="rows"
         )
+        assert isinstance(rows, LimitRowFormSet)
         if request.method == "POST" and rows.is_valid():
             try:
                 group_update(

@@ -94,7 +94,7 @@ class LimitRowFormSet(BaseFormSet):  # type: ignore[type-arg]
                 {"slug": data["slug"], **{key: [] for key in WIRE_KEY_BY_KIND.values()}},
             )
             self.slug_rows.setdefault(list(by_slug).index(data["slug"]), index)
-            limit = form.limit()  # type: ignore[attr-defined]
+            limit = form.limit()
             if limit is not None:
                 key, wire = limit
                 position = (list(by_slug).index(data["slug"]), key, len(model[key]))

@@ -56,7 +56,7 @@ def test_rotating_now_shows_the_replacement_once_and_revokes_the_leaked_key(
     assert ApiKey.objects.filter(group=group).count() == 2
     rotation = AuditEvent.objects.get(action="api_key.rotate", object_id=old.pk)
     assert rotation.actor == "staff:admin"
-    assert rotation.after["replacement_prefix"] == new.prefix
+    assert (rotation.after or {})["replacement_prefix"] == new.prefix
     assert AuditEvent.objects.filter(action="api_key.revoke", object_id=old.pk).count() == 1
 
 

@@ -14,7 +14,9 @@ YEAR_MONTH_FORMAT = "F Y"
 DECIMAL_SEPARATOR = "."
 THOUSAND_SEPARATOR = ","
 NUMBER_GROUPING = 3
+# The shown form is accepted back (times are read as UTC, the zone of the server).
 DATETIME_INPUT_FORMATS = [
+    "%Y-%m-%d %H:%M:%S UTC",
     "%Y-%m-%d %H:%M:%S",
     "%Y-%m-%d %H:%M:%S.%f",
     "%Y-%m-%d %H:%M",
