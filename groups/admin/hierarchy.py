@@ -68,7 +68,6 @@ class GroupForm(ServiceForm):
     )
     models_json = PrettyJSONField(
         label="models (JSON)",
-        required=False,
         help_text=MODELS_HELP,
         widget=forms.Textarea(attrs={"rows": 16, "cols": 100, "style": "font-family: monospace"}),
     )
@@ -92,7 +91,7 @@ class GroupForm(ServiceForm):
                 workspace=data["workspace"],
                 actor=self.actor,
                 external_entity_id=data["external_entity_id"],
-                models=data.get("models_json") or [],
+                models=data["models_json"],
                 name=data.get("name") or "",
                 limit_enforcement=data.get("limit_enforcement") or None,
                 parent_group_id=data.get("parent_group_id") or None,
