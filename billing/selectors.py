@@ -1,4 +1,5 @@
-"""Billing reads: signing secrets, due deliveries, the events API window, delivery health."""
+"""Billing reads: signing secrets, due deliveries, the events API window, usage per slug (billing
+health, which also reads Redis, is billing/health.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
+from django.db.models import Count, F, Max, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 
 from billing.models import (
@@ -208,29 +209,6 @@ def _batch_state(statuses: set[str]) -> str:
     if statuses & {DeliveryStatus.FAILED, DeliveryStatus.QUARANTINED, DeliveryStatus.DISABLED}:
         return "failed"
     return "in delivery"
-
-
-def delivery_health(*, workspace: Workspace, now: datetime) -> dict[str, Any]:
-    """Pending, failed and quarantined deliveries, the age in seconds of the oldest pending one,
-    and events waiting to be batched or quarantined."""
-    stats = WebhookDelivery.objects.filter(endpoint__workspace=workspace).aggregate(
-        pending=Count("pk", filter=Q(status=DeliveryStatus.PENDING)),
-        failed=Count("pk", filter=Q(status=DeliveryStatus.FAILED)),
-        quarantined=Count("pk", filter=Q(status=DeliveryStatus.QUARANTINED)),
-        oldest=Min("created_at", filter=Q(status=DeliveryStatus.PENDING)),
-    )
-    oldest = stats.pop("oldest")
-    events = UsageEvent.objects.filter(workspace=workspace).aggregate(
-        unbatched=Count("pk", filter=Q(batched_at__isnull=True, quarantined_at__isnull=True)),
-        quarantined=Count("pk", filter=Q(quarantined_at__isnull=False)),
-    )
-    age = (now - oldest).total_seconds() if oldest else None
-    return {
-        **stats,
-        "oldest_pending_age_seconds": age,
-        "unbatched_events": events["unbatched"],
-        "quarantined_events": events["quarantined"],
-    }
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 Beat: `usage_ingest_task` (every second) moves usage events from the Redis stream into the
 database. `deliveries_enqueue_due` (every second) freezes due usage events into deliveries,
 releases expired leases, enqueues due deliveries and publishes the quarantine counts for /metrics;
-each step runs even when another failed. `delivery_attempt` makes one attempt. A Redis marker per
-queued delivery keeps a backlog from being enqueued again on every beat.
+each step runs even when another failed, and each notes its outcome (billing/liveness.py).
+`delivery_attempt` makes one attempt. A Redis marker per queued delivery keeps a backlog from being
+enqueued again on every beat. `billing.heartbeat` (every 5 s) proves beat and a worker are alive.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from celery import shared_task
+from celery.signals import before_task_publish, worker_ready
 from django.core.cache import cache
 from django.utils import timezone
 from django_redis import get_redis_connection
 
+from billing.liveness import BEAT, WORKER, heartbeat_note, step_note
 from billing.selectors import deliveries_due, quarantine_counts
 from billing.services.attempts import (
     deliveries_lease_reclaim,
@@ -34,12 +38,37 @@ from billing.services.usage import (
 )
 
 logger = logging.getLogger(__name__)
+HEARTBEAT_TASK = "billing.heartbeat"
+
+
+@shared_task(name=HEARTBEAT_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+def heartbeat() -> None:
+    """A worker ran a task beat sent: both are alive (beat: every 5 seconds)."""
+    heartbeat_note(role=WORKER)
+
+
+@before_task_publish.connect  # type: ignore[untyped-decorator]
+def _beat_heartbeat(sender: str | None = None, **kwargs: Any) -> None:
+    # Only beat publishes the heartbeat task, so this runs in the beat process.
+    if sender == HEARTBEAT_TASK:
+        heartbeat_note(role=BEAT)
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _worker_started(**kwargs: Any) -> None:
+    heartbeat_note(role=WORKER)
 
 
 @shared_task(name="billing.usage_ingest", ignore_result=True)  # type: ignore[untyped-decorator]
 def usage_ingest_task() -> int:
     """Move usage events from the Redis stream into the database (beat: every second)."""
-    return usage_ingest()
+    try:
+        stored = usage_ingest()
+    except Exception as exc:
+        step_note(step="usage_ingest", error=f"{type(exc).__name__}: {exc}")
+        raise
+    step_note(step="usage_ingest")
+    return stored
 
 
 def _queued_key(delivery_id: str) -> str:
@@ -58,31 +87,52 @@ def deliveries_enqueue_due() -> int:
 
 
 def _step(run: Callable[..., object], now: datetime) -> int | None:
-    """One step of the beat; its failure is logged and does not stop the steps after it."""
+    """One step of the beat; its failure is logged, noted for the admin, and does not stop the
+    steps after it."""
+    name = run.__name__.strip("_")
     try:
         result = run(now=now)
-    except Exception:
-        logger.exception("billing beat step %s failed", run.__name__)
+    except Exception as exc:
+        logger.exception("billing beat step %s failed", name)
+        step_note(step=name, error=f"{type(exc).__name__}: {exc}")
         return None
+    step_note(step=name)
     return result if isinstance(result, int) else None
 
 
+class NotEnqueued(Exception):
+    """Some due deliveries could not be handed to the broker on this beat."""
+
+
 def _deliveries_enqueue(*, now: datetime) -> int:
-    enqueued, failed = 0, 0
+    enqueued, failed, first_error = 0, 0, ""
     for delivery_id in deliveries_due(now=now):
         try:
-            if cache.add(_queued_key(delivery_id), 1, timeout=int(lease_seconds())):
-                delivery_attempt.delay(delivery_id)
+            if delivery_enqueue(delivery_id):
                 enqueued += 1
-        except Exception:
+        except Exception as exc:
             failed += 1
             if failed == 1:  # the broker or cache is down: one traceback per beat is enough
                 logger.exception("webhook delivery %s not enqueued", delivery_id)
-            with contextlib.suppress(Exception):
-                cache.delete(_queued_key(delivery_id))  # so the next beat tries it again
-    if failed > 1:
-        logger.error("%d webhook deliveries not enqueued on this beat", failed)
+                first_error = f"{type(exc).__name__}: {exc}"
+    if failed:
+        raise NotEnqueued(
+            f"{failed} due webhook deliveries not enqueued ({enqueued} were): {first_error}"
+        )
     return enqueued
+
+
+def delivery_enqueue(delivery_id: str) -> bool:
+    """Hand one due delivery to the workers unless it is already queued; whether it was."""
+    if not cache.add(_queued_key(delivery_id), 1, timeout=int(lease_seconds())):
+        return False
+    try:
+        delivery_attempt.delay(delivery_id)
+    except Exception:
+        with contextlib.suppress(Exception):
+            cache.delete(_queued_key(delivery_id))  # so the next beat tries it again
+        raise
+    return True
 
 
 def _quarantine_publish(*, now: datetime) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.contrib.admin.apps import AdminConfig
 
 from gateway_project.tracing import tracing_setup
 from groups.ports import Ports, ports_wire
@@ -28,3 +29,9 @@ class GatewayConfig(AppConfig):
             )
         )
         tracing_setup()
+
+
+class GatewayAdminConfig(AdminConfig):
+    """django.contrib.admin with the product's site (gateway_project/admin_site.py)."""
+
+    default_site = "gateway_project.admin_site.GatewayAdminSite"

@@ -29,7 +29,8 @@ if PRODUCTION:
     production_check(debug=DEBUG, secret_key=SECRET_KEY, allowed_hosts=ALLOWED_HOSTS)
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # The admin with the product's site (gateway_project/admin_site.py): header, index, banner.
+    "gateway_project.apps.GatewayAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -159,6 +160,9 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
+# Times in UTC with the zone and seconds, numbers with separators (gateway_project/formats/).
+FORMAT_MODULE_PATH = ["gateway_project.formats"]
+USE_THOUSAND_SEPARATOR = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = var_dir() / "static"
@@ -280,6 +284,21 @@ CELERY_BEAT_SCHEDULE["webhook-deliveries"] = {
     "task": "billing.deliveries_enqueue_due",
     "schedule": 1.0,
 }
+# Beat and worker liveness for the admin's billing health (billing/liveness.py).
+CELERY_BEAT_SCHEDULE["billing-heartbeat"] = {"task": "billing.heartbeat", "schedule": 5.0}
+# Federated keys whose revoke staff scheduled (a leaked key's rotation, keys/tasks.py).
+CELERY_BEAT_SCHEDULE["keys-scheduled-revokes"] = {
+    "task": "keys.scheduled_revokes",
+    "schedule": 10.0,
+}
+# Billing health in the admin: a heartbeat older than this is red; the oldest pending delivery
+# warns, then is red, past these ages; the ingest lag is red past its bound (all seconds).
+GATEWAY_BILLING_HEARTBEAT_STALE_SECONDS = env_float("GATEWAY_BILLING_HEARTBEAT_STALE_SECONDS", 30.0)
+GATEWAY_BILLING_PENDING_WARN_SECONDS = env_float("GATEWAY_BILLING_PENDING_WARN_SECONDS", 300.0)
+GATEWAY_BILLING_PENDING_RED_SECONDS = env_float("GATEWAY_BILLING_PENDING_RED_SECONDS", 3600.0)
+GATEWAY_BILLING_INGEST_LAG_RED_SECONDS = env_float("GATEWAY_BILLING_INGEST_LAG_RED_SECONDS", 60.0)
+# How long the admin's "Resend" waits for a live worker's attempt before reporting it as queued.
+GATEWAY_ADMIN_RESEND_WAIT_SECONDS = env_float("GATEWAY_ADMIN_RESEND_WAIT_SECONDS", 10.0)
 
 # The management API's OpenAPI 3 schema (/v1/gateway/openapi.json) and its reference page.
 SPECTACULAR_SETTINGS = {

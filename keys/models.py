@@ -29,6 +29,9 @@ class ManagementKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    revoke_at = models.DateTimeField(
+        null=True, blank=True, help_text="A revoke staff scheduled (after a rotation), in UTC."
+    )
 
     class Meta:
         ordering = ["id"]
@@ -60,6 +63,9 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    revoke_at = models.DateTimeField(
+        null=True, blank=True, help_text="A revoke staff scheduled (after a rotation), in UTC."
+    )
 
     class Meta:
         ordering = ["id"]

@@ -12,6 +12,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.utils import construct_change_message
+from django.contrib.admin.widgets import RelatedFieldWidgetWrapper
 from django.db import models, transaction
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
@@ -97,11 +98,26 @@ class TargetFormSet(BaseInlineFormSet):  # type: ignore[type-arg]
             raise forms.ValidationError(f"{where}{exc.message}", code=exc.code) from exc
 
 
+# Sizes that keep a target's row, delete box included, inside a 1400 px window.
+TARGET_WIDGET_SIZES = {"model_id": 10, "environment_name": 8, "base_url": 22, "target_model": 16}
+
+
 class TargetInline(admin.TabularInline):  # type: ignore[type-arg]
     model = Target
     formset = TargetFormSet
     fields = TARGET_FIELDS
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        size = TARGET_WIDGET_SIZES.get(db_field.name)
+        if field is not None and size is not None:
+            field.widget.attrs.update(size=size, style=f"width: {size}ch")
+        if field is not None and isinstance(field.widget, RelatedFieldWidgetWrapper):
+            # Secrets are added on their own page; the row keeps only the link to view one.
+            field.widget.can_add_related = field.widget.can_change_related = False
+        return field
+
     ordering = ("position",)
     extra = 1
     min_num = 0

@@ -4,9 +4,11 @@ quarantine, or recover everything that failed since a time."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -14,10 +16,13 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
-from billing.admin.staff import json_shown, request_actor
-from billing.models import DeliveryAttempt, WebhookDelivery
+from billing.admin.staff import json_shown, milliseconds, request_actor
+from billing.health import duration_words, worker_heartbeat_age
+from billing.models import DeliveryAttempt, DeliveryStatus, WebhookDelivery
 from billing.services.quarantine import deliveries_release
 from billing.services.webhooks import deliveries_recover, delivery_resend
+from billing.tasks import delivery_attempt, delivery_enqueue
+from gateway_project.kernel.admin_pages import ReadOnlyPageMixin
 from gateway_project.kernel.errors import GatewayError
 from groups.models import Workspace
 
@@ -28,22 +33,26 @@ class DeliveryAttemptInline(admin.TabularInline):  # type: ignore[type-arg]
     model = DeliveryAttempt
     extra = 0
     can_delete = False
-    fields = ("number", "started_at", "duration_ms", "status_code", "error", "response_body")
+    fields = ("number", "started_at", "duration", "status_code", "error", "response_body")
     readonly_fields = fields
+
+    @admin.display(description="duration")
+    def duration(self, obj: DeliveryAttempt) -> str:
+        return milliseconds(obj.duration_ms)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
 class RecoverForm(forms.Form):
-    since = forms.DateTimeField(help_text="UTC, e.g. 2026-05-05 12:00")
+    since = forms.DateTimeField(help_text="UTC, e.g. 2026-05-05 12:00:00 UTC")
     workspace = forms.ModelChoiceField(
         Workspace.objects.all(), required=False, help_text="All when empty"
     )
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class WebhookDeliveryAdmin(ReadOnlyPageMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     """Deliveries and their attempt log; resend one, or recover everything failed since T."""
 
     list_display = (
@@ -105,14 +114,15 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         description="Resend (one more attempt, same id and bytes)", permissions=("change",)
     )
     def resend(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
-        done = 0
+        """Mark each for another attempt, hand it to a live worker, and say what happened."""
         for delivery in queryset.select_related("endpoint"):
             try:
                 delivery_resend(delivery=delivery, actor=request_actor(request))
-                done += 1
             except GatewayError as exc:
                 self.message_user(request, f"{delivery.id}: {exc.message}", messages.ERROR)
-        self.message_user(request, f"Queued {done} delivery(ies) for another attempt.")
+                continue
+            level, report = resend_report(delivery)
+            self.message_user(request, f"{delivery.id}: {report}", level)
 
     @admin.action(
         description="Recover everything that failed since a time…", permissions=("change",)
@@ -150,3 +160,50 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             "title": "Recover failed deliveries",
         }
         return TemplateResponse(request, RECOVER_TEMPLATE, context)
+
+
+def resend_report(delivery: WebhookDelivery) -> tuple[int, str]:
+    """Enqueue a delivery marked for resend when a worker is alive, wait for its attempt, and
+    describe the outcome (message level, text): never "queued" when nothing will send it."""
+    eager = bool(delivery_attempt.app.conf.task_always_eager)
+    age = worker_heartbeat_age()
+    if not eager and (age is None or age > settings.GATEWAY_BILLING_HEARTBEAT_STALE_SECONDS):
+        seen = "ever" if age is None else f"for {duration_words(age)}"
+        return messages.ERROR, (
+            f"NOT sent: no Celery worker has run a task {seen} (the worker is down). "
+            "It is pending and goes out once a worker runs."
+        )
+    before = delivery.attempts
+    try:
+        queued = delivery_enqueue(delivery.pk)
+    except Exception as exc:  # noqa: BLE001 - the broker's failure is the report
+        return messages.ERROR, f"NOT sent: the broker refused it ({type(exc).__name__}: {exc})."
+    after = _attempt_wait(delivery, before=before)
+    if after is None:
+        state = "was already queued" if not queued else "was queued to a live worker"
+        wait = duration_words(settings.GATEWAY_ADMIN_RESEND_WAIT_SECONDS)
+        return messages.WARNING, f"{state}, but no attempt finished within {wait}; still pending."
+    return _outcome(after)
+
+
+def _attempt_wait(delivery: WebhookDelivery, *, before: int) -> WebhookDelivery | None:
+    """The delivery once an attempt after `before` is recorded, or None at the deadline."""
+    deadline = time.monotonic() + float(settings.GATEWAY_ADMIN_RESEND_WAIT_SECONDS)
+    while True:
+        row = WebhookDelivery.objects.get(pk=delivery.pk)
+        if row.attempts > before and row.lease_until is None:
+            return row
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)  # a staff action waiting on a worker; nothing to subscribe to
+
+
+def _outcome(row: WebhookDelivery) -> tuple[int, str]:
+    code = f"HTTP {row.last_status_code}" if row.last_status_code else row.last_error or "error"
+    if row.status == DeliveryStatus.DELIVERED:
+        return messages.SUCCESS, f"delivered on attempt {row.attempts} ({code})."
+    nxt = f"{row.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC" if row.next_attempt_at else "none"
+    detail = f"{code}: {row.last_error}" if row.last_status_code and row.last_error else code
+    return messages.WARNING, (
+        f"attempt {row.attempts} failed ({detail}); now {row.status}, next attempt: {nxt}."
+    )

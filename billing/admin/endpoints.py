@@ -1,29 +1,36 @@
 """Webhook endpoints in the admin: add one (its secret shown once), rotate the secret, enable or
-disable; the URL is fixed once created."""
+disable; the URL is fixed once created. Rotating and disabling ask first; every write redirects,
+so reloading the page that shows new secrets never rotates again."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.forms import ModelForm
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
 from billing.admin.staff import request_actor
+from billing.health import duration_words, workspace_findings
 from billing.models import WebhookEndpoint
-from billing.selectors import delivery_health
 from billing.services.webhooks import (
     webhook_endpoint_create,
     webhook_endpoint_set_enabled,
     webhook_secret_rotate,
 )
+from gateway_project.kernel.admin_pages import ReadOnlyPageMixin
+from gateway_project.kernel.confirmation import action_confirmation, action_confirmed
 from gateway_project.kernel.errors import GatewayError
 from gateway_project.kernel.netguard import allowlist_effective, url_check
+from gateway_project.kernel.shown_once import shown_once_put, shown_once_take
 
 SECRETS_TEMPLATE = "admin/billing/secrets_shown.html"
 
@@ -48,7 +55,7 @@ class WebhookEndpointForm(forms.ModelForm):  # type: ignore[type-arg]
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class WebhookEndpointAdmin(ReadOnlyPageMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     """Add (secret shown once), rotate the secret, enable/disable; the URL is fixed once created."""
 
     form = WebhookEndpointForm
@@ -75,10 +82,10 @@ class WebhookEndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.display(description="Delivery health")
+    @admin.display(description="Delivery health of the workspace")
     def health(self, obj: WebhookEndpoint) -> str:
-        stats = delivery_health(workspace=obj.workspace, now=timezone.now())
-        return ", ".join(f"{name.replace('_', ' ')}: {value}" for name, value in stats.items())
+        findings = workspace_findings(workspace=obj.workspace, now=timezone.now())
+        return "; ".join(f"{f.label}: {f.value}" for f in findings)
 
     def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:  # type: ignore[type-arg]
         if change:
@@ -93,46 +100,97 @@ class WebhookEndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def response_add(
         self, request: HttpRequest, obj: Any, post_url_continue: str | None = None
     ) -> HttpResponse:
-        return self._secrets_page(request, obj.shown_secrets, title="Webhook endpoint added")
+        return self._secrets_redirect(request, obj.shown_secrets, title="Webhook endpoint added")
 
-    def _secrets_page(
-        self, request: HttpRequest, shown: list[tuple[Any, str]], *, title: str
+    def _secrets_redirect(
+        self, request: HttpRequest, shown: list[tuple[WebhookEndpoint, str]], *, title: str
     ) -> HttpResponse:
-        """The plaintext secrets, in this response only: stored encrypted, never shown again."""
+        """Redirect to the page that shows the new secrets once (a reload cannot rotate again)."""
+        payload = {"title": title, "shown": [[e.pk, secret] for e, secret in shown]}
+        token = shown_once_put(user_id=request.user.pk, payload=payload)
+        url = reverse("admin:billing_webhookendpoint_secrets", args=[token])
+        return HttpResponseRedirect(url, status=303)
+
+    def get_urls(self) -> list[URLPattern]:
+        secrets = path(
+            "secrets/<str:token>/",
+            self.admin_site.admin_view(self.secrets_view),
+            name="billing_webhookendpoint_secrets",
+        )
+        return [secrets, *super().get_urls()]
+
+    def secrets_view(self, request: HttpRequest, token: str) -> HttpResponse:
+        """The plaintext secrets, once: stored encrypted, never shown again."""
+        if not (self.has_add_permission(request) or self.has_change_permission(request)):
+            raise PermissionDenied
+        payload = shown_once_take(user_id=request.user.pk, token=token) or {}
+        pairs = payload.get("shown", [])
+        endpoints = WebhookEndpoint.objects.in_bulk([pk for pk, _ in pairs])
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
-            "title": title,
-            "shown": shown,
+            "title": payload.get("title", "Signing secrets"),
+            "shown": [(endpoints[pk], secret) for pk, secret in pairs if pk in endpoints],
         }
         response = TemplateResponse(request, SECRETS_TEMPLATE, context)
         add_never_cache_headers(response)
         return response
 
+    def _rotate(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[WebhookEndpoint],
+        *,
+        overlap_hours: float | None,
+        consequence: str,
+    ) -> HttpResponse:
+        if not action_confirmed(request):
+            return action_confirmation(
+                self,
+                request,
+                queryset,
+                title="Rotate signing secrets",
+                consequence=consequence,
+                button="Yes, rotate",
+            )
+        actor = request_actor(request)
+        shown = [
+            (e, webhook_secret_rotate(endpoint=e, actor=actor, overlap_hours=overlap_hours))
+            for e in queryset
+        ]
+        title = "New signing secrets" + (" (old ones revoked)" if overlap_hours == 0 else "")
+        return self._secrets_redirect(request, shown, title=title)
+
     @admin.action(
-        description="Rotate the signing secret (the old one keeps working for the overlap)",
+        description="Rotate the signing secret (the old one keeps working for the overlap)…",
         permissions=("change",),
     )
     def rotate_secret(
         self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]
     ) -> HttpResponse:
-        shown = [
-            (e, webhook_secret_rotate(endpoint=e, actor=request_actor(request))) for e in queryset
-        ]
-        return self._secrets_page(request, shown, title="New signing secrets")
+        overlap = duration_words(settings.GATEWAY_WEBHOOK_SECRET_OVERLAP_HOURS * 3600)
+        return self._rotate(
+            request,
+            queryset,
+            overlap_hours=None,
+            consequence="A new secret signs from now on; the current one keeps signing for "
+            f"{overlap}. Give the new secret to the receiver within that time.",
+        )
 
     @admin.action(
-        description="Rotate the signing secret now, old one expires at once (leaked)",
+        description="Rotate the signing secret now, old one expires at once (leaked)…",
         permissions=("change",),
     )
     def rotate_secret_now(
         self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]
     ) -> HttpResponse:
-        shown = [
-            (e, webhook_secret_rotate(endpoint=e, actor=request_actor(request), overlap_hours=0))
-            for e in queryset
-        ]
-        return self._secrets_page(request, shown, title="New signing secrets (old ones revoked)")
+        return self._rotate(
+            request,
+            queryset,
+            overlap_hours=0,
+            consequence="The current secret stops signing at once: the receiver rejects every "
+            "delivery until it has the new secret. Use this when the secret leaked.",
+        )
 
     @admin.action(description="Enable (resume parked deliveries)", permissions=("change",))
     def enable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
@@ -142,8 +200,20 @@ class WebhookEndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             )
         self.message_user(request, f"Enabled {len(queryset)} endpoint(s).")
 
-    @admin.action(description="Disable", permissions=("change",))
-    def disable(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
+    @admin.action(description="Disable…", permissions=("change",))
+    def disable(
+        self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]
+    ) -> HttpResponse | None:
+        if not action_confirmed(request):
+            return action_confirmation(
+                self,
+                request,
+                queryset,
+                title="Disable webhook endpoints",
+                consequence="Nothing is delivered to these endpoints until they are enabled "
+                "again; their pending deliveries are parked.",
+                button="Yes, disable",
+            )
         for endpoint in queryset:
             webhook_endpoint_set_enabled(
                 endpoint=endpoint,
@@ -152,3 +222,4 @@ class WebhookEndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 reason="disabled by staff",
             )
         self.message_user(request, f"Disabled {len(queryset)} endpoint(s).")
+        return None

@@ -1,4 +1,4 @@
-"""What every billing admin page shares: who is acting, and stored JSON shown safely."""
+"""What every billing admin page shares: who is acting, stored JSON shown safely, latencies."""
 
 from __future__ import annotations
 
@@ -25,3 +25,8 @@ def json_shown(value: Any) -> str:
     except (ValueError, RecursionError) as exc:
         return f"(cannot be shown: {exc})"
     return shown
+
+
+def milliseconds(value: float) -> str:
+    """A latency as people read it: `5,284 ms`, `0.4 ms` below one millisecond."""
+    return f"{value:,.1f} ms" if value < 1 else f"{round(value):,} ms"

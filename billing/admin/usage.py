@@ -13,12 +13,15 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils import timezone
+from django.utils.formats import date_format
 
-from billing.admin.staff import json_shown, request_actor
+from billing.admin.staff import json_shown, milliseconds, request_actor
 from billing.charts import slug_charts
+from billing.health import workspace_findings
 from billing.models import UsageEvent
-from billing.selectors import UsageBucket, delivery_health, usage_by_slug
+from billing.selectors import UsageBucket, usage_by_slug
 from billing.services.quarantine import usage_events_release
+from gateway_project.kernel.confirmation import action_confirmation, action_confirmed
 from groups.models import Group, Workspace
 
 DASHBOARD_TEMPLATE = "admin/billing/usage_dashboard.html"
@@ -52,11 +55,8 @@ class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "api_key_prefix",
         "external_entity_id",
         "status",
-        "input_tokens",
-        "output_tokens",
-        "cached_input_tokens",
-        "batched_at",
-        "quarantined_at",
+        "tokens",
+        "billing_state",
     )
     list_filter = (
         QuarantinedFilter,
@@ -65,8 +65,9 @@ class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         ("batched_at", admin.EmptyFieldListFilter),
     )
     actions = ["release", "release_without_metadata"]
-    exclude = ("request_metadata",)  # shown escaped by metadata_shown, whatever it holds
-    readonly_fields = ("metadata_shown",)
+    # Metadata is shown escaped by metadata_shown, whatever it holds; latencies rounded, in ms.
+    exclude = ("request_metadata", "total_ms", "upstream_ms", "first_byte_ms")
+    readonly_fields = ("metadata_shown", "latencies")
     search_fields = ("=request_id", "=idempotency_key", "api_key_prefix", "=external_entity_id")
     list_select_related = ("workspace",)
     date_hierarchy = "timestamp"
@@ -85,6 +86,26 @@ class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def get_queryset(self, request: HttpRequest) -> QuerySet[UsageEvent]:
         return super().get_queryset(request).defer("request_metadata")
 
+    @admin.display(description="tokens (in / out / cached in)")
+    def tokens(self, obj: UsageEvent) -> str:
+        return f"{obj.input_tokens:,} / {obj.output_tokens:,} / {obj.cached_input_tokens:,} tokens"
+
+    @admin.display(description="billing")
+    def billing_state(self, obj: UsageEvent) -> str:
+        if obj.quarantined_at is not None:
+            return f"quarantined {date_format(obj.quarantined_at, 'DATETIME_FORMAT')}"
+        if obj.batched_at is not None:
+            return f"batched {date_format(obj.batched_at, 'DATETIME_FORMAT')}"
+        return "waiting to be batched"
+
+    @admin.display(description="latencies")
+    def latencies(self, obj: UsageEvent) -> str:
+        first = "-" if obj.first_byte_ms is None else milliseconds(obj.first_byte_ms)
+        return (
+            f"total {milliseconds(obj.total_ms)}, upstream {milliseconds(obj.upstream_ms)}, "
+            f"first byte {first}"
+        )
+
     @admin.display(description="Request metadata")
     def metadata_shown(self, obj: UsageEvent) -> str:
         metadata = obj.request_metadata
@@ -100,15 +121,26 @@ class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         self.message_user(request, f"Released {count} quarantined event(s).")
 
     @admin.action(
-        description="Release from quarantine without the request metadata (bill the tokens)",
+        description="Release from quarantine without the request metadata (bill the tokens)…",
         permissions=("change",),
     )
     def release_without_metadata(
         self, request: HttpRequest, queryset: QuerySet[UsageEvent]
-    ) -> None:
+    ) -> HttpResponse | None:
+        if not action_confirmed(request):
+            return action_confirmation(
+                self,
+                request,
+                queryset.filter(quarantined_at__isnull=False),
+                title="Release without the request metadata",
+                consequence="The request metadata of these events is deleted for good, then "
+                "their tokens are billed on the next beat.",
+                button="Yes, drop the metadata and release",
+            )
         ids = list(queryset.values_list("pk", flat=True))
         count = usage_events_release(ids=ids, actor=request_actor(request), drop_metadata=True)
         self.message_user(request, f"Released {count} quarantined event(s) without metadata.")
+        return None
 
     def get_urls(self) -> list[URLPattern]:
         dashboard = path(
@@ -177,5 +209,5 @@ def usage_dashboard(*, workspace: Workspace, group: str) -> dict[str, Any]:
         "workspace": workspace,
         "group": group,
         "charts": charts,
-        "health": delivery_health(workspace=workspace, now=now),
+        "health": workspace_findings(workspace=workspace, now=now),
     }

@@ -1,7 +1,8 @@
 """Admin of the customer hierarchy (groups, their models and limits) and the audit trail.
 
-Limits are edited as one "models (JSON)" field in the API's wire shape and saved through
-group_create / group_update, so the hierarchy checks and the audit apply; the inline is read-only.
+A live group's models and limits are edited as typed rows (groups/admin/limits.py) on their own
+page; a new group may be given its models in the API's wire shape (JSON) at creation. Both save
+through group_create / group_update, so the hierarchy checks and the audit apply.
 """
 
 from __future__ import annotations
@@ -10,12 +11,20 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from gateway_project.kernel.admin_pages import ReadOnlyPageMixin
+from gateway_project.kernel.errors import GatewayError
 from groups.admin.base import PrettyJSONField, ServiceAdmin, ServiceForm, actor_of, change_link
+from groups.admin.limits import LimitRowFormSet, LimitRows, rows_initial
 from groups.models import AuditEvent, Group, GroupModel, LimitEnforcement
 from groups.selectors import audit_search, group_effective_models, group_models, group_subtree
 from groups.services import group_create, group_delete, group_update
@@ -70,8 +79,9 @@ class GroupForm(ServiceForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not self.instance._state.adding:
+            # A live group's models are edited as rows on their own page.
             self.fields.pop("parent_group_id", None)
-            self.initial["models_json"] = group_models(group=self.instance)
+            self.fields.pop("models_json", None)
         else:
             self.initial.setdefault("models_json", [])
 
@@ -86,26 +96,24 @@ class GroupForm(ServiceForm):
                 limit_enforcement=data.get("limit_enforcement") or None,
                 parent_group_id=data.get("parent_group_id") or None,
             )
-        models = data["models_json"] if "models_json" in self.changed_data else None
         return group_update(
             workspace=self.instance.workspace,
             group_id=self.instance.pk,
             actor=self.actor,
             name=data.get("name") or "",
-            models=models,
         )
 
 
 class GroupModelInline(admin.TabularInline):  # type: ignore[type-arg]
-    """The configured access rows; edit them with the models (JSON) field above."""
+    """The configured access rows; edited with "Edit models and limits"."""
 
     model = GroupModel
     fields = ("position", "slug", "configured_limits")
     readonly_fields = fields
     extra = 0
     can_delete = False
-    verbose_name = "configured model (edit through “models (JSON)”)"
-    verbose_name_plural = "configured models (edit through “models (JSON)”)"
+    verbose_name = "configured model"
+    verbose_name_plural = "configured models (change them with “Edit models and limits”)"
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -118,7 +126,7 @@ class GroupModelInline(admin.TabularInline):  # type: ignore[type-arg]
 
     @admin.display(description="limits")
     def configured_limits(self, obj: GroupModel) -> str:
-        return ", ".join(f"{lim.kind} {lim} " for lim in obj.limits.all()) or "no limits"
+        return ", ".join(limit_words(lim) for lim in obj.limits.all()) or "no limits"
 
 
 class LiveFilter(admin.SimpleListFilter):
@@ -136,9 +144,24 @@ class LiveFilter(admin.SimpleListFilter):
         return queryset
 
 
+THRESHOLD_UNITS = {"TOKEN": "tokens", "REQUEST": "requests"}
+
+
+def threshold_words(*, type_: str, threshold: int) -> str:
+    """`100,000 tokens`: a threshold with separators and its unit."""
+    return f"{threshold:,} {THRESHOLD_UNITS.get(type_, type_.lower())}"
+
+
+def limit_words(limit: Any) -> str:
+    """`rate: 100,000 tokens per minute`: a configured limit as support reads it."""
+    amount = threshold_words(type_=limit.type, threshold=limit.threshold)
+    return f"{limit.kind.lower()}: {amount} per {limit.unit.lower()}"
+
+
 @admin.register(Group)
-class GroupAdmin(ServiceAdmin):
+class GroupAdmin(ReadOnlyPageMixin, ServiceAdmin):
     form = GroupForm
+    change_form_template = "admin/groups/group/change_form.html"
     list_display = (
         "external_entity_id",
         "name",
@@ -168,7 +191,7 @@ class GroupAdmin(ServiceAdmin):
                 "models_json",
             )
             return [(None, {"fields": fields})]
-        editable = ("name", "models_json") if self._live(obj) else ("name",)
+        editable = ("name",)
         return [
             (None, {"fields": DETAIL_FIELDS}),
             ("Edit", {"fields": editable}),
@@ -220,6 +243,47 @@ class GroupAdmin(ServiceAdmin):
             "<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", header, body
         )
 
+    def get_urls(self) -> list[URLPattern]:
+        limits = path(
+            "<path:object_id>/limits/",
+            self.admin_site.admin_view(self.limits_view),
+            name="groups_group_limits",
+        )
+        return [limits, *super().get_urls()]
+
+    def limits_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The group's models and limits as typed rows; a valid save redirects to the group."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        live = self.get_queryset(request).filter(deleted_at__isnull=True)
+        group = get_object_or_404(live.select_related("workspace"), pk=unquote(object_id))
+        rows = LimitRows(
+            request.POST or None, initial=rows_initial(group_models(group=group)), prefix="rows"
+        )
+        assert isinstance(rows, LimitRowFormSet)
+        if request.method == "POST" and rows.is_valid():
+            try:
+                group_update(
+                    workspace=group.workspace,
+                    group_id=group.pk,
+                    actor=actor_of(request),
+                    models=rows.models(),
+                )
+            except GatewayError as exc:
+                rows.service_error(exc)
+            else:
+                self.message_user(request, f"Saved the models and limits of {group}.")
+                url = reverse("admin:groups_group_change", args=[group.pk])
+                return HttpResponseRedirect(url, status=303)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Models and limits of {group}",
+            "group": group,
+            "rows": rows,
+        }
+        return TemplateResponse(request, "admin/groups/group/limits.html", context)
+
     def delete_model(self, request: HttpRequest, obj: Group) -> None:
         group_delete(workspace=obj.workspace, group_id=obj.pk, actor=actor_of(request))
 
@@ -254,7 +318,7 @@ def _effective_rows(group: Group) -> list[tuple[Any, ...]]:
             kind,
             lim["type"],
             lim["unit"],
-            lim["threshold"],
+            threshold_words(type_=lim["type"], threshold=lim["threshold"]),
             change_link(sources.get(lim["source_group"])),
         )
         for slug, kind, lim in pairs

@@ -33,6 +33,17 @@ def _action(client: Client, model: str, action: str, ids: list[str], **extra: st
     return client.post(f"/admin/billing/{model}/", data)
 
 
+def _confirmed(client: Client, model: str, action: str, ids: list[str]) -> Any:
+    """Run an action that asks first: its confirmation page, then "Yes", then the redirect."""
+    asked = _action(client, model, action, ids)
+    assert asked.status_code == 200 and b'name="confirm" value="yes"' in asked.content
+    return client.post(
+        f"/admin/billing/{model}/",
+        {"action": action, "_selected_action": ids, "confirm": "yes"},
+        follow=True,
+    )
+
+
 def _failed_delivery(now: Any, receiver: WebhookReceiverThread) -> WebhookDelivery:
     events_batch(now=now)
     delivery = WebhookDelivery.objects.get()
@@ -67,11 +78,15 @@ def test_adding_an_endpoint_shows_its_secret_once(
         "/admin/billing/webhookendpoint/add/",
         {"workspace": workspace.pk, "url": "http://127.0.0.1:9/hook"},
     )
+    shown = admin_client.get(response["Location"])
+    reloaded = admin_client.get(response["Location"])
 
     endpoint = WebhookEndpoint.objects.get()
-    [secret] = re.findall(r"whsec_[A-Za-z0-9+/=]+", response.content.decode())
+    assert response.status_code == 303
+    [secret] = re.findall(r"whsec_[A-Za-z0-9+/=]+", shown.content.decode())
     assert webhook_secrets_active(endpoint=endpoint, now=timezone.now()) == [secret]
-    assert "no-cache" in response["Cache-Control"]
+    assert "no-cache" in shown["Cache-Control"]
+    assert "whsec_" not in reloaded.content.decode() and b"already shown" in reloaded.content
 
 
 def test_rotating_signs_with_both_secrets_until_the_overlap_ends(
@@ -79,7 +94,7 @@ def test_rotating_signs_with_both_secrets_until_the_overlap_ends(
 ) -> None:
     settings.GATEWAY_WEBHOOK_SECRET_OVERLAP_HOURS = 24
 
-    response = _action(admin_client, "webhookendpoint", "rotate_secret", [endpoint.pk])
+    response = _confirmed(admin_client, "webhookendpoint", "rotate_secret", [endpoint.pk])
 
     [new] = re.findall(r"whsec_[A-Za-z0-9+/=]+", response.content.decode())
     now = timezone.now()
@@ -94,7 +109,7 @@ def test_a_rotated_delivery_verifies_with_either_secret(
     receiver: WebhookReceiverThread,
     make_event: Callable[..., UsageEvent],
 ) -> None:
-    response = _action(admin_client, "webhookendpoint", "rotate_secret", [endpoint.pk])
+    response = _confirmed(admin_client, "webhookendpoint", "rotate_secret", [endpoint.pk])
     [new] = re.findall(r"whsec_[A-Za-z0-9+/=]+", response.content.decode())
     make_event()
     now = timezone.now() + timedelta(seconds=10)
@@ -119,7 +134,7 @@ def test_disable_parks_deliveries_and_enable_resumes_them(
     make_event()
     events_batch(now=timezone.now() + timedelta(seconds=10))
 
-    _action(admin_client, "webhookendpoint", "disable", [endpoint.pk])
+    _confirmed(admin_client, "webhookendpoint", "disable", [endpoint.pk])
     parked = WebhookDelivery.objects.get().status
     _action(admin_client, "webhookendpoint", "enable", [endpoint.pk])
 
@@ -186,7 +201,8 @@ def test_delivery_pages_render_with_attempts_and_health(
 
     assert listing.status_code == 200 and delivery.pk in listing.content.decode()
     assert detail.status_code == 200 and b"API_BILLING_USAGE" in detail.content
-    assert b"failed: 1" in endpoint_page.content
+    assert b"Failed deliveries: 1;" in endpoint_page.content
+    assert b"Last delivery error: HTTP 500" in endpoint_page.content
     assert WebhookSecret.objects.filter(endpoint=endpoint).count() == 1
 
 
@@ -238,7 +254,7 @@ def test_the_usage_dashboard_narrows_to_one_group(
 def test_a_compromise_rotation_drops_the_old_secret_at_once(
     admin_client: Client, endpoint: WebhookEndpoint
 ) -> None:
-    response = _action(admin_client, "webhookendpoint", "rotate_secret_now", [endpoint.pk])
+    response = _confirmed(admin_client, "webhookendpoint", "rotate_secret_now", [endpoint.pk])
 
     [new] = re.findall(r"whsec_[A-Za-z0-9+/=]+", response.content.decode())
     assert webhook_secrets_active(endpoint=endpoint, now=timezone.now()) == [new]

@@ -336,7 +336,7 @@ def test_an_event_whose_metadata_can_never_be_sent_is_billed_once_released_witho
 
     admin_client.post(
         "/admin/billing/usageevent/",
-        {"action": "release_without_metadata", "_selected_action": [bad.pk]},
+        {"action": "release_without_metadata", "_selected_action": [bad.pk], "confirm": "yes"},
     )
     deliveries_enqueue_due()
 

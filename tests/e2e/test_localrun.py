@@ -138,7 +138,7 @@ def test_make_run_serves_the_demo_and_stops_cleanly(var_dir: Path, ports: dict[s
         assert groups.status_code == 200
         assert groups.json()["items"][0]["metadata"]["external_entity_id"] == "demo-customer"
         assert login_page.status_code == 200
-        assert "Site administration" in logged_in.text
+        assert "Support console" in logged_in.text
         assert httpx.get(f"{base}/readyz").status_code == 200
         receiver_log = var_dir / "logs" / "webhook-receiver.log"
         _wait(lambda: "events, verified" in receiver_log.read_text(), timeout=30)

@@ -77,37 +77,91 @@ def test_group_add_form_creates_through_the_service(
     assert AuditEvent.objects.get(object_id=group.pk, action="group.create").actor == "staff:admin"
 
 
-def test_group_change_form_shows_service_errors_on_the_models_field(
+def _rows(*rows: tuple[str, str, str, str]) -> dict[str, str]:
+    """The limits page's formset post: (slug, type, period, threshold) per row."""
+    data = {"rows-TOTAL_FORMS": str(len(rows)), "rows-INITIAL_FORMS": "0"}
+    for index, (slug, type_, period, threshold) in enumerate(rows):
+        data.update(
+            {
+                f"rows-{index}-slug": slug,
+                f"rows-{index}-type": type_,
+                f"rows-{index}-period": period,
+                f"rows-{index}-threshold": threshold,
+            }
+        )
+    return data
+
+
+def test_limits_page_shows_a_service_error_on_the_row_that_caused_it(
     admin_client: Client, make_group: GroupFactory
 ) -> None:
     root = make_group([model(rate={"TOKEN/MINUTE": 100})], limit_enforcement="CASCADING")
     child = make_group([model(rate={"TOKEN/MINUTE": 50})], parent=root)
-    too_high = [model(rate={"TOKEN/MINUTE": 500})]
 
     response = admin_client.post(
-        _url("group_change", child.pk),
-        {"name": "x", "models_json": json.dumps(too_high), **_empty_inline()},
+        _url("group_limits", child.pk), _rows(("acme/llama", "TOKEN", "RATE:MINUTE", "500"))
     )
 
     assert response.status_code == 200
-    assert "raise ancestors first" in response.context["adminform"].form.errors["models_json"][0]
+    [row] = response.context["rows"].forms
+    assert "raise ancestors first" in row.errors["threshold"][0]
     assert (
         group_models(group=Group.objects.get(pk=child.pk))[0]["rate_limits"][0]["threshold"] == 50
     )
 
 
-def test_group_change_form_replaces_models(admin_client: Client, make_group: GroupFactory) -> None:
+def test_limits_page_checks_each_field_before_the_service_runs(
+    admin_client: Client, make_group: GroupFactory
+) -> None:
     group = make_group([model()])
-    new_models = [model("acme/qwen", rate={"REQUEST/SECOND": 2})]
 
     response = admin_client.post(
-        _url("group_change", group.pk),
-        {"name": "renamed", "models_json": json.dumps(new_models), **_empty_inline()},
+        _url("group_limits", group.pk),
+        _rows(
+            ("acme/llama", "TOKEN", "RATE:MINUTE", "-5"),
+            ("acme/llama", "BYTES", "RATE:FORTNIGHT", "10"),
+            ("acme/llama", "REQUEST", "", ""),
+        ),
+    )
+
+    assert response.status_code == 200
+    negative, unknown, partial = response.context["rows"].forms
+    assert "threshold" in negative.errors
+    assert {"type", "period"} <= set(unknown.errors)
+    assert {"period", "threshold"} <= set(partial.errors)
+    assert group_models(group=Group.objects.get(pk=group.pk)) == [model()]
+
+
+def test_limits_page_replaces_models_and_redirects(
+    admin_client: Client, make_group: GroupFactory
+) -> None:
+    group = make_group([model()])
+    page = admin_client.get(_url("group_limits", group.pk))
+
+    response = admin_client.post(
+        _url("group_limits", group.pk),
+        _rows(("acme/qwen", "REQUEST", "RATE:SECOND", "2"), ("acme/llama", "", "", "")),
+    )
+
+    assert page.status_code == 200 and 'value="acme/llama"' in page.content.decode()
+    assert response.status_code == 303
+    assert group_models(group=Group.objects.get(pk=group.pk)) == [
+        model("acme/qwen", rate={"REQUEST/SECOND": 2}),
+        model(),
+    ]
+    assert AuditEvent.objects.filter(action="group.update", object_id=group.pk).exists()
+
+
+def test_group_change_form_renames(admin_client: Client, make_group: GroupFactory) -> None:
+    group = make_group([model()])
+
+    response = admin_client.post(
+        _url("group_change", group.pk), {"name": "renamed", **_empty_inline()}
     )
 
     assert response.status_code == 302
     fresh = Group.objects.get(pk=group.pk)
-    assert fresh.name == "renamed" and group_models(group=fresh) == new_models
+    assert fresh.name == "renamed" and group_models(group=fresh) == [model()]
 
 
 def test_group_delete_in_admin_soft_deletes_the_subtree(

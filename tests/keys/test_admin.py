@@ -48,13 +48,18 @@ def test_api_keys_are_searchable_by_group_external_id(
 def test_minting_an_api_key_shows_the_plaintext_exactly_once(
     admin_client: Client, workspace: Workspace, group: Group
 ) -> None:
-    response = admin_client.post(
+    posted = admin_client.post(
         reverse("admin:keys_apikey_add"), {"group": group.id, "name": "support"}
     )
+    response = admin_client.get(posted["Location"])
+    reloaded = admin_client.get(posted["Location"])
 
-    assert response.status_code == 200
+    assert posted.status_code == 303 and response.status_code == 200
     assert "no-store" in response["Cache-Control"]
     plaintext = KEY_IN_PAGE.search(response.content.decode()).group(1)  # type: ignore[union-attr]
+    assert plaintext not in reloaded.content.decode()
+    assert "already shown" in reloaded.content.decode()
+    assert ApiKey.objects.filter(group=group).count() == 1
     key = api_key_resolve(plaintext=plaintext)
     assert key is not None and key.group_id == group.id and key.name == "support"
     assert AuditEvent.objects.get(object_id=key.id, action="api_key.create").actor == "staff:admin"
@@ -71,6 +76,7 @@ def test_minting_a_management_key_shows_the_plaintext_once(
     response = admin_client.post(
         reverse("admin:keys_managementkey_add"),
         {"workspace": workspace.id, "name": "ops", "scope": "VIEW"},
+        follow=True,
     )
 
     plaintext = KEY_IN_PAGE.search(response.content.decode()).group(1)  # type: ignore[union-attr]
@@ -86,12 +92,18 @@ def test_revoke_action_revokes_through_the_service(
     first, first_plain = api_key_create(workspace=workspace, group=group, actor=SYSTEM_ACTOR)
     second, _ = api_key_create(workspace=workspace, group=group, actor=SYSTEM_ACTOR)
 
-    response = admin_client.post(
+    asked = admin_client.post(
         reverse("admin:keys_apikey_changelist"),
         {"action": "revoke_selected", "_selected_action": [first.pk]},
+    )
+    still_live = api_key_resolve(plaintext=first_plain) is not None
+    response = admin_client.post(
+        reverse("admin:keys_apikey_changelist"),
+        {"action": "revoke_selected", "_selected_action": [first.pk], "confirm": "yes"},
         follow=True,
     )
 
+    assert "cannot be undone" in asked.content.decode() and still_live
     assert "Revoked 1 key(s)." in response.content.decode()
     assert api_key_resolve(plaintext=first_plain) is None
     assert ApiKey.objects.get(pk=second.pk).revoked_at is None
@@ -105,7 +117,7 @@ def test_management_key_revoke_action(admin_client: Client, workspace: Workspace
 
     admin_client.post(
         reverse("admin:keys_managementkey_changelist"),
-        {"action": "revoke_selected", "_selected_action": [key.pk]},
+        {"action": "revoke_selected", "_selected_action": [key.pk], "confirm": "yes"},
     )
 
     assert management_key_authenticate(plaintext=plaintext) is None

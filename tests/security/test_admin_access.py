@@ -15,7 +15,13 @@ from groups.models import Workspace
 pytestmark = pytest.mark.django_db
 
 OPEN = {"login", "logout"}  # the only admin views that do not require staff
-KWARGS = {"object_id": "x", "id": "1", "app_label": "groups", "content_type_id": 1}
+KWARGS = {
+    "object_id": "x",
+    "id": "1",
+    "app_label": "groups",
+    "content_type_id": 1,
+    "token": "x",
+}
 
 
 def _admin_views(patterns: Any, params: frozenset[str]) -> dict[str, frozenset[str]]:

@@ -130,6 +130,7 @@ def admin_flows(staff: Client, cap: Capture) -> dict[str, Any]:
         staff.post(
             "/admin/keys/managementkey/add/",
             {"workspace": workspace.pk, "name": "ops", "scope": "MANAGE"},
+            follow=True,
         ),
     )
     [manage_key] = MINTED_KEY.findall(minted.content.decode())
@@ -139,6 +140,7 @@ def admin_flows(staff: Client, cap: Capture) -> dict[str, Any]:
         staff.post(
             "/admin/billing/webhookendpoint/add/",
             {"workspace": workspace.pk, "url": "http://127.0.0.1:9/hook"},
+            follow=True,
         ),
     )
     [hook_secret] = WEBHOOK_SECRET.findall(hook.content.decode())
@@ -148,7 +150,8 @@ def admin_flows(staff: Client, cap: Capture) -> dict[str, Any]:
         "webhook rotate",
         staff.post(
             "/admin/billing/webhookendpoint/",
-            {"action": "rotate_secret", "_selected_action": [endpoint.pk]},
+            {"action": "rotate_secret", "_selected_action": [endpoint.pk], "confirm": "yes"},
+            follow=True,
         ),
     )
     [new_secret] = WEBHOOK_SECRET.findall(rotated.content.decode())
