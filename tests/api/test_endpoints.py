@@ -27,10 +27,11 @@ def test_create_returns_endpoint_v1(api: APIClient) -> None:
 
     body = response.json()
     assert response.status_code == 200
-    assert set(body) == {"id", "slug", "region", "targets", "created_at", "updated_at"}
+    assert set(body) == {"id", "slug", "region", "routing", "targets", "created_at", "updated_at"}
     assert body["slug"] == "acme/llama"
     assert body["region"] == "EU"
-    assert body["targets"] == [{**TARGET, "secret_id": None}]
+    assert body["routing"] == {"strategy": "PRIORITY", "first_byte_timeout": None}
+    assert body["targets"] == [{**TARGET, "secret_id": None, "weight": 1}]
     assert body["created_at"].endswith("Z")
 
 

@@ -132,6 +132,7 @@ def test_editing_renames_and_replaces_targets(
             "model_id": "abcd1234",
             "environment_name": "production",
             "secret_id": None,
+            "weight": 1,
         }
     ]
     assert (
