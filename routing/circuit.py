@@ -31,6 +31,8 @@ KEY_PREFIX = "gw:circuit:"
 # A breaker nobody touched for a day is forgotten (its endpoint may be gone).
 KEY_LIFETIME_MS = 86_400_000
 STATE_VALUES = {"closed": 0, "open": 1, "half": 2}
+# As logs and metric labels name them.
+STATE_NAMES = {"closed": "closed", "open": "open", "half": "half_open"}
 _FIELDS = ("s", "f", "u", "l", "p")
 
 
@@ -156,12 +158,13 @@ async def _run(target: ResolvedTarget, op: str, *, slug: str, lease: float = 0.0
 
 
 def _transition(target: ResolvedTarget, before: str, after: str, *, slug: str) -> None:
-    count(circuit_transitions, (slug, _label(target), after))
+    old, new = STATE_NAMES.get(before, before), STATE_NAMES[after]
+    count(circuit_transitions, (slug, _label(target), new))
     logger.warning(
         "circuit breaker %s -> %s",
-        before,
-        after,
-        extra={"slug": slug, "target": _label(target), "from": before, "to": after},
+        old,
+        new,
+        extra={"slug": slug, "target": _label(target), "from": old, "to": new},
     )
 
 
