@@ -47,8 +47,8 @@ def _closed_port_url():
 
 def _open_until(redis_server):
     """The first target's breaker's end of cooldown, in epoch seconds (0: not open)."""
-    client = redis.Redis.from_url(redis_server)
-    keys = [k for k in client.keys(KEY_PREFIX + "*") if k.decode().split(":")[-2] == "0"]
+    client = redis.Redis.from_url(redis_server, decode_responses=True)
+    keys = [k for k in client.keys(KEY_PREFIX + "*") if str(k).split(":")[-2] == "0"]
     until = client.hget(keys[0], "u") if keys else None
     client.close()
     return float(until or 0) / 1000
