@@ -20,7 +20,7 @@ from django_redis import get_redis_connection
 
 from gateway_project.kernel.errors import GatewayError
 from groups.services.audit import SYSTEM_ACTOR, staff_actor
-from routing.circuit import circuit_describe
+from routing.circuit_state import circuit_describe
 from routing.models import Endpoint, Target
 from routing.services import endpoint_create, endpoint_delete, endpoint_update
 from routing.targets import target_circuit

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from routing.circuit import CircuitState
+from routing.circuit_state import CircuitState
 from routing.models import Strategy
 from routing.targets import ResolvedEndpoint, ResolvedTarget
 

@@ -14,49 +14,32 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from routing.circuit_state import (
+    CLOSED,
+    FIELDS,
+    KEY_PREFIX,
+    STATE_VALUES,
+    CircuitState,
+    circuit_parse,
+)
 from routing.metrics import circuit_state, circuit_transitions, count
 from routing.redis_pool import main_redis
 from routing.targets import ResolvedTarget
 
 logger = logging.getLogger("gateway.circuit")
 SCRIPT = Path(__file__).with_name("circuit.lua").read_text()
-KEY_PREFIX = "gw:circuit:"
 # A breaker nobody touched for a day is forgotten (its endpoint may be gone).
 KEY_LIFETIME_MS = 86_400_000
-STATE_VALUES = {"closed": 0, "open": 1, "half": 2}
 # As logs and metric labels name them.
 STATE_NAMES = {"closed": "closed", "open": "open", "half": "half_open"}
-_FIELDS = ("s", "f", "u", "l", "p")
 
 
-@dataclass(frozen=True, slots=True)
-class CircuitState:
-    """One breaker as a worker last saw it; times in epoch seconds."""
-
-    state: str = "closed"
-    failures: int = 0
-    open_until: float = 0.0
-    last_failure: float = 0.0
-    probe_lease: float = 0.0
-
-    def passable(self) -> bool:
-        """Closed: requests go through without asking Redis."""
-        return self.state == "closed"
-
-    def probe_due(self, now: float) -> bool:
-        """Open past its cooldown (or a probe's lease ran out): one request may claim the probe."""
-        ripe = self.state == "half" or (self.state == "open" and now >= self.open_until)
-        return ripe and now >= self.probe_lease
-
-
-CLOSED = CircuitState()
 _cache: dict[str, tuple[float, CircuitState]] = {}
 
 
@@ -68,44 +51,6 @@ def circuit_reset() -> None:
 def circuit_key(target: ResolvedTarget) -> str:
     """The Redis key of a target's breaker."""
     return KEY_PREFIX + target.circuit
-
-
-def circuit_describe(client: Any, *, names: list[str], now: float | None = None) -> list[str]:
-    """The breakers named `names` as staff read them ("closed", "open for 7 s", ...), read with
-    a synchronous Redis client (the admin)."""
-    clock = time.time() if now is None else now
-    try:
-        pipe = client.pipeline(transaction=False)
-        for name in names:
-            pipe.hmget(KEY_PREFIX + name, _FIELDS)
-        states = [circuit_parse(row) for row in pipe.execute()]
-    except (RedisError, OSError):
-        return ["unknown (Redis unreachable)"] * len(names)
-    return [_describe(state, clock) for state in states]
-
-
-def _describe(state: CircuitState, now: float) -> str:
-    if state.state == "open" and now < state.open_until:
-        return f"open for {state.open_until - now:.0f} s more"
-    if state.state != "closed":
-        return "half-open (one probe allowed)"
-    return f"closed, {state.failures} failure(s) in a row" if state.failures else "closed"
-
-
-def _number(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def circuit_parse(row: list[Any]) -> CircuitState:
-    """A breaker hash (HMGET of s, f, u, l, p) as a CircuitState."""
-    state = row[0].decode() if isinstance(row[0], bytes) else "closed"
-    if state not in STATE_VALUES:
-        return CLOSED
-    failures, until, last, lease = (_number(value) for value in row[1:])
-    return CircuitState(state, int(failures), until / 1000, last / 1000, lease / 1000)
 
 
 def _label(target: ResolvedTarget) -> str:
@@ -122,11 +67,11 @@ async def circuit_states(targets: tuple[ResolvedTarget, ...], *, slug: str) -> l
     ttl, now = settings.GATEWAY_CIRCUIT_STATE_TTL, time.monotonic()
     stale = [t for t in targets if now - _cache.get(t.circuit, (-ttl, CLOSED))[0] >= ttl]
     if stale:
-        rows: list[Any] = [[None] * len(_FIELDS)] * len(stale)
+        rows: list[Any] = [[None] * len(FIELDS)] * len(stale)
         try:
             pipe = main_redis().pipeline(transaction=False)
             for target in stale:
-                pipe.hmget(circuit_key(target), _FIELDS)
+                pipe.hmget(circuit_key(target), FIELDS)
             rows = await pipe.execute()
         except (RedisError, OSError):
             logger.warning("circuit breakers unreadable, targets treated as closed", exc_info=True)

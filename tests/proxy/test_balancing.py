@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from routing.circuit import KEY_PREFIX
+from routing.circuit_state import KEY_PREFIX
 from tests.proxy.conftest import SLUG, StaticUpstream, compatible_target, tenant_build
 from tests.waiting import wait_until
 

@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 from routing.balancing import attempt_plan
-from routing.circuit import CLOSED, CircuitState
+from routing.circuit_state import CLOSED, CircuitState
 from routing.targets import ResolvedEndpoint, ResolvedTarget
 
 NOW = 1_000_000.0
