@@ -255,7 +255,17 @@ GATEWAY_KEY_CACHE_TTL = env_float("GATEWAY_KEY_CACHE_TTL", 30.0)
 GATEWAY_UNKNOWN_KEY_CACHE_TTL = env_float("GATEWAY_UNKNOWN_KEY_CACHE_TTL", 2.0)
 GATEWAY_CACHE_VERSION_POLL = env_float("GATEWAY_CACHE_VERSION_POLL", 0.5)
 GATEWAY_UPSTREAM_CONNECT_TIMEOUT = env_float("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", 5.0)
-GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT = env_float("GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT", 300.0)
+# To the first byte of the last target a request may try (an endpoint may set its own); one with a
+# target after it waits at most the FALLBACK one (routing/balancing.py, docs/inference.md).
+GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT = env_float("GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT", 60.0)
+GATEWAY_UPSTREAM_FALLBACK_FIRST_BYTE_TIMEOUT = env_float(
+    "GATEWAY_UPSTREAM_FALLBACK_FIRST_BYTE_TIMEOUT", 20.0
+)
+# Circuit breaker per target (routing/circuit.py): consecutive failures that open it, seconds it
+# stays open before one probe, seconds a worker trusts its copy of a closed breaker's state.
+GATEWAY_CIRCUIT_FAILURES = env_int("GATEWAY_CIRCUIT_FAILURES", 5)
+GATEWAY_CIRCUIT_COOLDOWN = env_float("GATEWAY_CIRCUIT_COOLDOWN", 10.0)
+GATEWAY_CIRCUIT_STATE_TTL = env_float("GATEWAY_CIRCUIT_STATE_TTL", 1.0)
 # After SIGTERM a node refuses new requests (503) and finishes running ones for at most this long.
 GATEWAY_SHUTDOWN_TIMEOUT = shutdown_timeout()
 GATEWAY_UPSTREAM_IDLE_TIMEOUT = env_float("GATEWAY_UPSTREAM_IDLE_TIMEOUT", 120.0)

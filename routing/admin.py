@@ -17,13 +17,31 @@ from django.db import models, transaction
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
+from django_redis import get_redis_connection
 
 from gateway_project.kernel.errors import GatewayError
 from groups.services.audit import SYSTEM_ACTOR, staff_actor
+from routing.circuit_state import circuit_describe
 from routing.models import Endpoint, Target
 from routing.services import endpoint_create, endpoint_delete, endpoint_update
+from routing.targets import target_circuit
 
-TARGET_FIELDS = ("provider", "model_id", "environment_name", "base_url", "target_model", "secret")
+TARGET_FIELDS = (
+    "provider",
+    "model_id",
+    "environment_name",
+    "base_url",
+    "target_model",
+    "secret",
+    "weight",
+)
+
+
+def _optional(field: Any, name: str) -> Any:
+    """Fields with a default (strategy, weight) may be left out of a form: the default holds."""
+    if field is not None and name in ("strategy", "weight"):
+        field.required = False
+    return field
 
 
 class _DryRun(Exception):
@@ -34,6 +52,7 @@ def endpoint_write(
     *, endpoint: Endpoint, targets: list[dict[str, Any]] | None, actor: str
 ) -> Endpoint:
     """Create or update `endpoint` (an admin form's instance) through the services."""
+    routing = {"strategy": endpoint.strategy, "first_byte_timeout": endpoint.first_byte_timeout}
     if endpoint._state.adding:
         return endpoint_create(
             workspace=endpoint.workspace,
@@ -41,6 +60,7 @@ def endpoint_write(
             slug=endpoint.slug,
             targets=targets or [],
             region=endpoint.region,
+            routing=routing,
         )
     return endpoint_update(
         workspace=endpoint.workspace,
@@ -48,6 +68,7 @@ def endpoint_write(
         actor=actor,
         slug=endpoint.slug,
         targets=targets,
+        routing=routing,
     )
 
 
@@ -99,7 +120,13 @@ class TargetFormSet(BaseInlineFormSet):  # type: ignore[type-arg]
 
 
 # Sizes that keep a target's row, delete box included, inside a 1400 px window.
-TARGET_WIDGET_SIZES = {"model_id": 10, "environment_name": 8, "base_url": 22, "target_model": 16}
+TARGET_WIDGET_SIZES = {
+    "model_id": 10,
+    "environment_name": 8,
+    "base_url": 22,
+    "target_model": 16,
+    "weight": 5,
+}
 
 
 class TargetInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -109,7 +136,7 @@ class TargetInline(admin.TabularInline):  # type: ignore[type-arg]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
-        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        field = _optional(super().formfield_for_dbfield(db_field, request, **kwargs), db_field.name)
         size = TARGET_WIDGET_SIZES.get(db_field.name)
         if field is not None and size is not None:
             field.widget.attrs.update(size=size, style=f"width: {size}ch")
@@ -168,16 +195,50 @@ class EndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     search_fields = ("slug", "=id")
     inlines = (TargetInline,)
 
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        return _optional(super().formfield_for_dbfield(db_field, request, **kwargs), db_field.name)
+
     def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        routing = ("strategy", "first_byte_timeout")
         if obj is None:
-            return ("workspace", "slug", "region")
-        return ("id", "workspace", "slug", "region", "created_at", "updated_at", "deleted_at")
+            return ("workspace", "slug", "region", *routing)
+        return (
+            "id",
+            "workspace",
+            "slug",
+            "region",
+            *routing,
+            "circuit_breakers",
+            "created_at",
+            "updated_at",
+            "deleted_at",
+        )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         if obj is None:
             return ()
-        readonly = ("id", "workspace", "region", "created_at", "updated_at", "deleted_at")
-        return readonly if obj.deleted_at is None else (*readonly, "slug")
+        readonly = (
+            "id",
+            "workspace",
+            "region",
+            "circuit_breakers",
+            "created_at",
+            "updated_at",
+            "deleted_at",
+        )
+        if obj.deleted_at is None:
+            return readonly
+        return (*readonly, "slug", "strategy", "first_byte_timeout")
+
+    @admin.display(description="circuit breakers")
+    def circuit_breakers(self, obj: Endpoint) -> str:
+        """Each target's breaker as the gateway's nodes share it."""
+        targets = sorted(obj.targets.all(), key=lambda t: t.position)
+        names = [target_circuit(t) for t in targets]
+        states = circuit_describe(get_redis_connection("default"), names=names)
+        return "; ".join(
+            f"#{t.position} {t.provider}: {state}" for t, state in zip(targets, states, strict=True)
+        )
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         live = obj is None or obj.deleted_at is None

@@ -16,6 +16,8 @@ class Call:
 
     request_id: str
     path: str
+    # The route: chat, completions, embeddings, responses, models, model.
+    kind: str = ""
     started: float = field(default_factory=time.perf_counter)
     entry: KeyEntry | None = None
     slug: str = ""

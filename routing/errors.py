@@ -67,3 +67,15 @@ def upstream_too_large() -> GatewayError:
     """502: the upstream's answer is larger than the gateway holds."""
     limit = settings.GATEWAY_MAX_UPSTREAM_BODY_BYTES
     return bad_gateway(f"The upstream's answer is larger than {limit} bytes.")
+
+
+def responses_unsupported(slug: str) -> GatewayError:
+    """400: the model's server (a BASETEN deployment) has no Responses API."""
+    return GatewayError(
+        f"The model `{slug}` does not support the Responses API (/v1/responses): use "
+        "/v1/chat/completions.",
+        status=400,
+        type="invalid_request_error",
+        code="responses_unsupported",
+        headers={"x-should-retry": "false"},
+    )

@@ -1,7 +1,8 @@
-"""Calls an endpoint's targets in priority order until one gives a usable answer.
+"""Calls an endpoint's targets in the order of its strategy until one gives a usable answer.
 
 A target is skipped for the next one only while nothing has been sent to the client: refused or
 timed-out connections, answers too large to hold, and the upstream statuses of FALLBACK_STATUSES.
+Connection failures, timeouts and those statuses also count against the target's circuit breaker.
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ from typing import Any
 import aiohttp
 
 from gateway_project.kernel.errors import GatewayError
+from routing.balancing import Attempt, attempt_plan
 from routing.call import Call
+from routing.circuit import circuit_failure, circuit_probe, circuit_states, circuit_success
 from routing.errors import (
-    CredentialMissing,
     UpstreamAnswered,
     bad_gateway,
     credential_missing,
     gateway_timeout,
+    responses_unsupported,
     upstream_too_large,
 )
 from routing.metrics import upstream_errors
+from routing.models import Provider
 from routing.targets import ResolvedEndpoint, ResolvedTarget
 from routing.upstream import (
     UpstreamRefused,
@@ -34,6 +38,8 @@ from routing.upstream import (
 )
 
 FALLBACK_STATUSES = frozenset({429, 502, 503, 504})
+# Answers of a BASETEN deployment without the Responses API.
+UNSUPPORTED_ROUTE_STATUSES = frozenset({404, 405})
 
 
 def _payload(body: dict[str, Any], target: ResolvedTarget, *, usage_option: bool) -> bytes:
@@ -49,19 +55,23 @@ def _payload(body: dict[str, Any], target: ResolvedTarget, *, usage_option: bool
 
 
 async def _attempt(
-    call: Call, target: ResolvedTarget, body: dict[str, Any], headers: dict[str, str]
+    call: Call, attempt: Attempt, body: dict[str, Any], headers: dict[str, str]
 ) -> tuple[aiohttp.ClientResponse, bytes | None]:
+    target = attempt.target
     url = target.base_url + call.path.removeprefix("/v1")
     sent = upstream_headers(
         client_headers=headers, credential=target.api_key, request_id=call.request_id
     )
+    # The Responses API reports usage in its last event unasked (it has no include_usage).
+    usage_option = call.stream and call.kind != "responses"
     response = await upstream_open(
         url=url,
-        body=_payload(body, target, usage_option=call.stream),
+        body=_payload(body, target, usage_option=usage_option),
         headers=sent,
         allowlist=target.allowlist,
+        timeout=attempt.timeout,
     )
-    if not (call.stream and response.status == 400):
+    if not (usage_option and response.status == 400):
         return response, None
     data = await _body_or_close(response)
     if b"stream_options" not in data:
@@ -69,7 +79,9 @@ async def _attempt(
     # Some servers refuse stream_options: ask once more without it and estimate usage instead.
     response.release()
     payload = _payload(body, target, usage_option=False)
-    retry = await upstream_open(url=url, body=payload, headers=sent, allowlist=target.allowlist)
+    retry = await upstream_open(
+        url=url, body=payload, headers=sent, allowlist=target.allowlist, timeout=attempt.timeout
+    )
     return retry, None
 
 
@@ -82,10 +94,10 @@ async def _body_or_close(response: aiohttp.ClientResponse) -> bytes:
         raise
 
 
-async def _first_chunk(call: Call, response: aiohttp.ClientResponse) -> bytes:
+async def _first_chunk(call: Call, response: aiohttp.ClientResponse, timeout: float) -> bytes:
     """A stream's first bytes: until they arrive nothing is sent, so a failure can fall back."""
     try:
-        first = await chunk_read(response.content, first=True)
+        first = await chunk_read(response.content, first=True, timeout=timeout)
     except BaseException:
         response.close()
         raise
@@ -94,14 +106,61 @@ async def _first_chunk(call: Call, response: aiohttp.ClientResponse) -> bytes:
 
 
 async def _answer(
-    call: Call, response: aiohttp.ClientResponse, data: bytes | None
+    call: Call, attempt: Attempt, response: aiohttp.ClientResponse, data: bytes | None
 ) -> tuple[aiohttp.ClientResponse, bytes]:
     """A usable response (with a stream's first bytes), or the upstream's error raised."""
     if response.status < 300:
-        return response, (await _first_chunk(call, response) if call.stream else b"")
+        first = await _first_chunk(call, response, attempt.timeout) if call.stream else b""
+        return response, first
     raw = data if data is not None else await _body_or_close(response)
     response.release()
     raise UpstreamAnswered(response.status, raw, response.headers.get("Retry-After"))
+
+
+def _unsupported(call: Call, target: ResolvedTarget, answered: UpstreamAnswered) -> bool:
+    return (
+        call.kind == "responses"
+        and target.provider == Provider.BASETEN
+        and answered.status in UNSUPPORTED_ROUTE_STATUSES
+    )
+
+
+async def _try(
+    call: Call, attempt: Attempt, body: dict[str, Any], headers: dict[str, str]
+) -> tuple[aiohttp.ClientResponse, bytes]:
+    """One target: its usable answer, else a GatewayError saying why (UpstreamAnswered for an
+    upstream error that ends the request); counts toward the target's breaker."""
+    target = attempt.target
+    try:
+        if target.credential_missing:
+            raise credential_missing(call.slug)
+        picked = await _answer(call, attempt, *await _attempt(call, attempt, body, headers))
+    except UpstreamTimeout as exc:
+        await circuit_failure(target, slug=call.slug)
+        raise gateway_timeout() from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        await circuit_failure(target, slug=call.slug)
+        raise bad_gateway() from exc
+    except UpstreamRefused as exc:
+        raise bad_gateway() from exc
+    except UpstreamTooLarge as exc:
+        raise upstream_too_large() from exc
+    except UpstreamAnswered as answered:
+        if answered.status in FALLBACK_STATUSES:
+            await circuit_failure(target, slug=call.slug)
+        else:
+            await circuit_success(target, slug=call.slug)
+        if _unsupported(call, target, answered):
+            raise responses_unsupported(call.slug) from answered
+        raise
+    await circuit_success(target, slug=call.slug)
+    return picked
+
+
+def _falls_back(failure: GatewayError) -> bool:
+    if isinstance(failure, UpstreamAnswered):
+        return failure.status in FALLBACK_STATUSES
+    return True
 
 
 async def upstream_pick(
@@ -109,23 +168,19 @@ async def upstream_pick(
 ) -> tuple[aiohttp.ClientResponse, bytes]:
     """The first usable upstream response; falls back only on failures nothing was sent for."""
     failure: GatewayError = bad_gateway("The endpoint has no target.")
-    for target in endpoint.targets:
+    states = await circuit_states(endpoint.targets, slug=call.slug)
+    for attempt in attempt_plan(endpoint, states):
+        target = attempt.target
+        if attempt.probe and not await circuit_probe(
+            target, slug=call.slug, lease=attempt.timeout + 5
+        ):
+            continue
         call.target = f"{target.provider}#{target.position}"
         try:
-            if target.credential_missing:
-                raise credential_missing(call.slug)
-            return await _answer(call, *await _attempt(call, target, body, headers))
-        except UpstreamTimeout:
-            failure = gateway_timeout()
-        except (aiohttp.ClientError, OSError, UpstreamRefused):
-            failure = bad_gateway()
-        except UpstreamTooLarge:
-            failure = upstream_too_large()
-        except UpstreamAnswered as answered:
-            if answered.status not in FALLBACK_STATUSES:
+            return await _try(call, attempt, body, headers)
+        except GatewayError as exc:
+            if not _falls_back(exc):
                 raise
-            failure = answered
-        except CredentialMissing as missing:
-            failure = missing
+            failure = exc
         upstream_errors.labels(failure.code, call.slug).inc()
     raise failure

@@ -107,6 +107,20 @@ key_cache_age = Gauge(
     registry=registry,
     multiprocess_mode="livemax",
 )
+circuit_state = Gauge(
+    "gateway_circuit_state",
+    "Circuit breaker of a target (PROVIDER#position) as this node last saw it: 0 closed, 1 open, "
+    "2 half-open.",
+    ["slug", "target"],
+    registry=registry,
+    multiprocess_mode="mostrecent",
+)
+circuit_transitions = Counter(
+    "gateway_circuit_transitions",
+    "Circuit breaker state changes made by this node, by the state entered.",
+    ["slug", "target", "to"],
+    registry=registry,
+)
 
 
 Labels = tuple[str, ...]

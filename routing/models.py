@@ -20,6 +20,11 @@ class Provider(models.TextChoices):
     OPENAI = "OPENAI"
 
 
+class Strategy(models.TextChoices):
+    PRIORITY = "PRIORITY"
+    WEIGHTED = "WEIGHTED"
+
+
 class Endpoint(models.Model):
     """A routable model slug `{org_prefix}/{name}`."""
 
@@ -27,6 +32,10 @@ class Endpoint(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="endpoints")
     slug = models.CharField(max_length=201)
     region = models.CharField(max_length=16, choices=Region.choices, default=Region.UNRESTRICTED)
+    # How a request picks among the targets; see routing/balancing.py.
+    strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.PRIORITY)
+    # Seconds to the first byte for every target; None: the settings' rule (docs/inference.md).
+    first_byte_timeout = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
@@ -58,12 +67,17 @@ class Target(models.Model):
     secret = models.ForeignKey(
         Secret, null=True, blank=True, on_delete=models.PROTECT, related_name="targets"
     )
+    # Share of requests under the WEIGHTED strategy (1..1000); ignored by PRIORITY.
+    weight = models.PositiveSmallIntegerField(default=1)
 
     class Meta:
         ordering = ["endpoint_id", "position"]
         constraints = [
             models.UniqueConstraint(fields=["endpoint", "position"], name="target_position_unique"),
             models.CheckConstraint(condition=Q(position__lt=4), name="target_position_max"),
+            models.CheckConstraint(
+                condition=Q(weight__gte=1, weight__lte=1000), name="target_weight_range"
+            ),
         ]
 
     def __str__(self) -> str:

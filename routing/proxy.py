@@ -67,11 +67,15 @@ ROUTES = {
     "/v1/chat/completions": Route("POST", "chat"),
     "/v1/completions": Route("POST", "completions"),
     "/v1/embeddings": Route("POST", "embeddings"),
+    "/v1/responses": Route("POST", "responses"),
     "/v1/models": Route("GET", "models"),
 }
+# GET /v1/models/{slug}: the slug itself holds a slash.
+MODEL_PREFIX = "/v1/models/"
+MODEL_ROUTE = Route("GET", "model")
 _AUTH_SCHEMES = ("bearer ", "api-key ")
 # Embeddings never stream: a `stream: true` there is answered (and billed) as one JSON body.
-STREAMING_KINDS = frozenset({"chat", "completions"})
+STREAMING_KINDS = frozenset({"chat", "completions", "responses"})
 MAX_SLUG_LENGTH = Endpoint._meta.get_field("slug").max_length or 201
 
 
@@ -101,9 +105,16 @@ async def proxy_app(scope: MutableMapping[str, Any], receive: Receive, send: Sen
                 )
             )
     finally:
-        route = ROUTES.get(call.path)
+        route = route_for(call.path)
         request_observe(call, route_label=route.kind if route else "unknown")
         tracing.request_end(span, call)
+
+
+def route_for(path: str) -> Route | None:
+    """The route of an inference path (None: unknown)."""
+    if path.startswith(MODEL_PREFIX) and len(path) > len(MODEL_PREFIX):
+        return MODEL_ROUTE
+    return ROUTES.get(path)
 
 
 async def _metrics(send: Send) -> None:
@@ -120,7 +131,7 @@ async def _metrics(send: Send) -> None:
 async def _serve(
     call: Call, scope: MutableMapping[str, Any], receive: Receive, responder: Responder
 ) -> None:
-    route = ROUTES.get(call.path)
+    route = route_for(call.path)
     if route is None:
         raise NotFound(f"Unknown inference route {call.path}.", code="unknown_route")
     if scope["method"] != route.method:
@@ -130,16 +141,18 @@ async def _serve(
             code="method_not_allowed",
             headers={"Allow": route.method},
         )
+    call.kind = route.kind
     headers = request_headers(scope)
     call.entry = entry = await _authenticate(headers)
     key_use_note(entry.key_prefix)
-    if route.kind == "models":
-        await _models_list(entry, responder)
-        call.status = 200
+    if route.kind in ("models", "model"):
+        await _models_answer(call, entry, responder)
         return
     raw = await request_body_read(headers, receive)
     body = request_body_parse(headers, raw)
     endpoint = await _endpoint_for(entry, _model_of(body))
+    if route.kind == "responses":
+        _responses_check(body)
     # Only a resolved slug becomes a metric label or a log field: a client's string never does.
     call.slug = endpoint.slug
     call.metadata = request_metadata(headers)
@@ -166,14 +179,36 @@ async def _authenticate(headers: dict[str, str]) -> KeyEntry:
     return entry
 
 
-async def _models_list(entry: KeyEntry, responder: Responder) -> None:
-    data = []
-    for slug in sorted(entry.allowed_slugs):
-        route = await route_lookup(slug=slug)
-        if route is not None and route.workspace_id == entry.workspace_id:
-            owner = slug.split("/", 1)[0]
-            data.append({"id": slug, "object": "model", "created": 0, "owned_by": owner})
-    await responder.json(200, json.dumps({"object": "list", "data": data}).encode())
+def _model_card(slug: str) -> dict[str, Any]:
+    return {"id": slug, "object": "model", "created": 0, "owned_by": slug.split("/", 1)[0]}
+
+
+async def _models_answer(call: Call, entry: KeyEntry, responder: Responder) -> None:
+    """GET /v1/models (the slugs the key may call) or GET /v1/models/{slug} (one of them)."""
+    if call.kind == "model":
+        endpoint = await _endpoint_for(entry, call.path.removeprefix(MODEL_PREFIX))
+        call.slug = endpoint.slug
+        answer: dict[str, Any] = _model_card(endpoint.slug)
+    else:
+        data = []
+        for slug in sorted(entry.allowed_slugs):
+            route = await route_lookup(slug=slug)
+            if route is not None and route.workspace_id == entry.workspace_id:
+                data.append(_model_card(slug))
+        answer = {"object": "list", "data": data}
+    await responder.json(200, json.dumps(answer).encode())
+    call.status = 200
+
+
+def _responses_check(body: dict[str, Any]) -> None:
+    """A background response is generated after the answer, where no usage can be read: refused
+    rather than let it run unbilled."""
+    if body.get("background") not in (None, False):
+        raise ValidationFailed(
+            "`background` responses are not supported through the gateway.",
+            code="invalid_parameter",
+            param="background",
+        )
 
 
 def _model_of(body: dict[str, Any]) -> str:
@@ -217,7 +252,7 @@ async def _admit(
     if not limits:
         return None
     budget = usage_reserve(
-        kind=ROUTES[call.path].kind,
+        kind=call.kind,
         body=body,
         body_bytes=body_bytes,
         default_max_tokens=settings.GATEWAY_DEFAULT_MAX_TOKENS,

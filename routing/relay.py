@@ -68,7 +68,8 @@ def _relay_for(call: Call, body: dict[str, Any]) -> SseRelay | None:
         return None
     return SseRelay(
         slug=call.slug,
-        strip_usage=not _usage_asked(body),
+        # A Responses stream's usage is part of its last event, which the client needs.
+        strip_usage=call.kind != "responses" and not _usage_asked(body),
         max_event_bytes=settings.GATEWAY_MAX_UPSTREAM_EVENT_BYTES,
     )
 

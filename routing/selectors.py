@@ -70,4 +70,6 @@ def endpoint_route(*, slug: str) -> ResolvedEndpoint | None:
         slug=endpoint.slug,
         region=endpoint.region,
         targets=tuple(target_resolve(t, workspace=endpoint.workspace) for t in targets),
+        strategy=endpoint.strategy,
+        first_byte_timeout=endpoint.first_byte_timeout,
     )

@@ -10,7 +10,9 @@ from rest_framework import serializers
 from gateway_project.kernel.apikit import TimestampField
 from groups.models import LimitType
 from routing import selectors
-from routing.models import Endpoint, Provider, Region
+from routing.models import Endpoint, Provider, Region, Strategy
+from routing.strategy import FIRST_BYTE_TIMEOUT_MAX, routing_wire
+from routing.targets import WEIGHT_MAX, WEIGHT_MIN
 
 
 class TargetSerializer(serializers.Serializer[Any]):
@@ -28,6 +30,34 @@ class TargetSerializer(serializers.Serializer[Any]):
         allow_null=True,
         help_text="A workspace secret (BASETEN, OPENAI; optional for OPENAI_COMPATIBLE)",
     )
+    weight = serializers.IntegerField(
+        required=False,
+        min_value=WEIGHT_MIN,
+        max_value=WEIGHT_MAX,
+        help_text="Share of requests under the WEIGHTED strategy (default 1)",
+    )
+
+
+class RoutingSerializer(serializers.Serializer[Any]):
+    """How a request picks among the targets."""
+
+    strategy = serializers.ChoiceField(
+        choices=Strategy.choices,
+        required=False,
+        help_text="PRIORITY (default): in order; WEIGHTED: at random by weight",
+    )
+    first_byte_timeout = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        min_value=0,
+        max_value=FIRST_BYTE_TIMEOUT_MAX,
+        help_text="Seconds to wait for a target's first byte (null: the gateway's rule)",
+    )
+
+
+@extend_schema_field(RoutingSerializer)
+class RoutingField(serializers.JSONField):
+    """The `routing` object, checked by the routing services."""
 
 
 @extend_schema_field(TargetSerializer(many=True))
@@ -39,17 +69,20 @@ class EndpointCreateSerializer(serializers.Serializer[Any]):
     slug = serializers.CharField(max_length=201)
     targets = TargetsField()
     region = serializers.ChoiceField(choices=Region.choices, required=False)
+    routing = RoutingField(required=False)
 
 
 class EndpointUpdateSerializer(serializers.Serializer[Any]):
     slug = serializers.CharField(max_length=201, required=False)
     targets = TargetsField(required=False)
+    routing = RoutingField(required=False)
 
 
 class EndpointV1Serializer(serializers.Serializer[Any]):
     id = serializers.CharField()
     slug = serializers.CharField()
     region = serializers.ChoiceField(choices=Region.choices)
+    routing = RoutingSerializer()
     targets = TargetSerializer(many=True)
     created_at = TimestampField()
     updated_at = TimestampField()
@@ -80,6 +113,7 @@ def endpoint_wire(endpoint: Endpoint) -> dict[str, Any]:
             "id": endpoint.id,
             "slug": endpoint.slug,
             "region": endpoint.region,
+            "routing": routing_wire(endpoint),
             "targets": selectors.endpoint_targets(endpoint=endpoint),
             "created_at": endpoint.created_at,
             "updated_at": endpoint.updated_at,

@@ -14,6 +14,7 @@ from groups import services as group_services
 from groups.models import OrgPrefix, Workspace
 from groups.services.audit import audit_record
 from routing.models import Endpoint, Region, Target
+from routing.strategy import routing_clean, routing_wire
 from routing.targets import target_rows, target_wire, targets_clean
 
 SEGMENT = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -59,6 +60,7 @@ def _snapshot(endpoint: Endpoint, targets: list[Target]) -> dict[str, Any]:
     return {
         "slug": endpoint.slug,
         "region": endpoint.region,
+        "routing": routing_wire(endpoint),
         "targets": [target_wire(t) for t in targets],
     }
 
@@ -92,12 +94,14 @@ def endpoint_create(
     slug: str,
     targets: list[dict[str, Any]],
     region: str = Region.UNRESTRICTED,
+    routing: dict[str, Any] | None = None,
 ) -> Endpoint:
-    """Create a routable slug with 1..4 priority-ordered targets."""
+    """Create a routable slug with 1..4 targets (ordered by priority, optionally weighted)."""
     slug = slug_check(workspace=workspace, slug=slug)
     region = _region_check(region)
+    rules = routing_clean({} if routing is None else routing)
     cleaned = targets_clean(workspace=workspace, targets=targets)
-    endpoint = Endpoint(workspace=workspace, slug=slug, region=region)
+    endpoint = Endpoint(workspace=workspace, slug=slug, region=region, **rules)
     _save_slug(endpoint, force_insert=True)
     rows = Target.objects.bulk_create(target_rows(endpoint_id=endpoint.id, cleaned=cleaned))
     _audit(actor, "endpoint.create", endpoint, None, _snapshot(endpoint, rows))
@@ -134,8 +138,9 @@ def endpoint_update(
     actor: str,
     slug: str | None = None,
     targets: list[dict[str, Any]] | None = None,
+    routing: dict[str, Any] | None = None,
 ) -> Endpoint:
-    """Rename the slug (groups follow) and/or replace the whole target list."""
+    """Rename the slug (groups follow), replace the whole target list and/or the routing."""
     endpoint = _live_for_update(workspace, endpoint_id)
     current = list(endpoint.targets.order_by("position"))
     before = _snapshot(endpoint, current)
@@ -145,7 +150,12 @@ def endpoint_update(
     if cleaned is not None:
         endpoint.targets.all().delete()
         current = Target.objects.bulk_create(target_rows(endpoint_id=endpoint.id, cleaned=cleaned))
-    endpoint.save(update_fields=["updated_at"])
+    fields = ["updated_at"]
+    if routing is not None:
+        for name, value in routing_clean(routing).items():
+            setattr(endpoint, name, value)
+            fields.append(name)
+    endpoint.save(update_fields=fields)
     _audit(actor, "endpoint.update", endpoint, before, _snapshot(endpoint, current))
     config_changed(workspace_id=workspace.id)
     return endpoint

@@ -10,9 +10,10 @@ from routing.usage import Usage, usage_parse
 
 MODEL_RE = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
 _USAGE_RE = re.compile(rb'"usage"\s*:\s*\{')
-# One generated delta of any kind: text, reasoning, a refusal, or a tool (or function) call.
+# One generated delta of any kind: text, reasoning, a refusal, or a tool (or function) call; a
+# Responses API event's `delta` string.
 _OUTPUT_RE = re.compile(
-    rb'"(?:content|text|reasoning_content|reasoning|refusal)"\s*:\s*"(?!")'
+    rb'"(?:content|text|reasoning_content|reasoning|refusal|delta)"\s*:\s*"(?!")'
     rb'|"(?:tool_calls|function_call)"\s*:\s*[\[{]\s*[^\]}\s]'
 )
 _DONE = b"data: [DONE]\n\n"
@@ -86,12 +87,21 @@ class SseRelay:
         kept = []
         for event in block.split(b"\n\n"):
             payload = _event_json(event) if _USAGE_RE.search(event) else None
-            if payload is not None and (usage := usage_parse(payload.get("usage"))) is not None:
+            if payload is not None and (usage := usage_parse(_usage_of(payload))) is not None:
                 self.usage = usage
                 if self._strip_usage and not payload.get("choices"):
                     continue
             kept.append(event)
         return b"\n\n".join(kept)
+
+
+def _usage_of(payload: dict[str, Any]) -> Any:
+    """A chunk's `usage`, or that of the response a Responses API event carries (completed,
+    incomplete or failed)."""
+    response = payload.get("response")
+    if "usage" not in payload and isinstance(response, dict):
+        return response.get("usage")
+    return payload.get("usage")
 
 
 def _lines_normalize(buffer: bytes) -> bytes:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,6 +30,7 @@ FIELD_PATTERNS = {
 }
 FIELD_MAX_LENGTH = {"base_url": 2048}
 DEFAULT_MAX_LENGTH = 255
+WEIGHT_MIN, WEIGHT_MAX = 1, 1000
 BASETEN_UPSTREAM_MODEL = "model"
 
 
@@ -45,6 +47,9 @@ class ResolvedTarget:
     allowlist: tuple[str, ...] | None = None
     # A BASETEN target naming no secret while its workspace has no default one: never called.
     credential_missing: bool = False
+    weight: int = 1
+    # The name of this upstream's circuit breaker (target_circuit).
+    circuit: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,9 @@ class ResolvedEndpoint:
     slug: str
     region: str
     targets: tuple[ResolvedTarget, ...]
+    strategy: str = "PRIORITY"
+    # Seconds to the first byte set on the endpoint itself; None: the settings' rule.
+    first_byte_timeout: float | None = None
 
 
 def _invalid(message: str, param: str) -> ValidationFailed:
@@ -83,7 +91,17 @@ def _base_url_check(value: str, param: str, allowlist: list[str]) -> str:
     return value.rstrip("/")
 
 
-def target_clean(raw: Any, *, index: int, allowlist: list[str]) -> dict[str, str]:
+def _weight_check(value: Any, param: str) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not WEIGHT_MIN <= value <= WEIGHT_MAX
+    ):
+        raise _invalid(f"{param} must be an integer from {WEIGHT_MIN} to {WEIGHT_MAX}.", param)
+    return int(value)
+
+
+def target_clean(raw: Any, *, index: int, allowlist: list[str]) -> dict[str, Any]:
     """One target's fields checked against its provider's rules (secret ownership aside); a
     base_url must pass the SSRF guard with the workspace's `allowlist`."""
     param = f"targets[{index}]"
@@ -96,11 +114,11 @@ def target_clean(raw: Any, *, index: int, allowlist: list[str]) -> dict[str, str
         )
     required, optional = PROVIDER_FIELDS[provider]
     for name in raw:
-        if name != "provider" and name not in required and name not in optional:
+        if name not in ("provider", "weight") and name not in required and name not in optional:
             raise _invalid(
                 f"{param}.{name} does not belong to a {provider} target.", f"{param}.{name}"
             )
-    clean = {"provider": str(provider)}
+    clean: dict[str, Any] = {"provider": str(provider)}
     for name in (*required, *optional):
         value = raw.get(name)
         if value is None:
@@ -113,10 +131,12 @@ def target_clean(raw: Any, *, index: int, allowlist: list[str]) -> dict[str, str
             clean[name] = _field_check(name, value, f"{param}.{name}")
     if "base_url" in clean:
         clean["base_url"] = _base_url_check(clean["base_url"], f"{param}.base_url", allowlist)
+    if raw.get("weight") is not None:
+        clean["weight"] = _weight_check(raw["weight"], f"{param}.weight")
     return clean
 
 
-def targets_clean(*, workspace: Workspace, targets: Any) -> list[dict[str, str]]:
+def targets_clean(*, workspace: Workspace, targets: Any) -> list[dict[str, Any]]:
     """The whole list checked: 1..GATEWAY_MAX_TARGETS targets, secrets owned by the workspace."""
     if not isinstance(targets, list):
         raise _invalid("targets must be a list.", "targets")
@@ -147,7 +167,7 @@ def default_secret_missing(*, param: str) -> ValidationFailed:
     )
 
 
-def _secrets_check(*, workspace: Workspace, cleaned: list[dict[str, str]]) -> None:
+def _secrets_check(*, workspace: Workspace, cleaned: list[dict[str, Any]]) -> None:
     defaulted = [
         index
         for index, t in enumerate(cleaned)
@@ -171,7 +191,7 @@ def _secrets_check(*, workspace: Workspace, cleaned: list[dict[str, str]]) -> No
             )
 
 
-def target_rows(*, endpoint_id: str, cleaned: Iterable[dict[str, str]]) -> list[Target]:
+def target_rows(*, endpoint_id: str, cleaned: Iterable[dict[str, Any]]) -> list[Target]:
     """Unsaved Target rows in priority order."""
     return [
         Target(
@@ -183,6 +203,7 @@ def target_rows(*, endpoint_id: str, cleaned: Iterable[dict[str, str]]) -> list[
             base_url=t.get("base_url", ""),
             target_model=t.get("target_model", ""),
             secret_id=t.get("secret_id"),
+            weight=t.get("weight", 1),
         )
         for position, t in enumerate(cleaned)
     ]
@@ -194,6 +215,7 @@ def target_wire(target: Target) -> dict[str, Any]:
     wire: dict[str, Any] = {"provider": target.provider}
     for name in (*required, *optional):
         wire[name] = target.secret_id if name == "secret_id" else getattr(target, name) or None
+    wire["weight"] = target.weight
     return wire
 
 
@@ -208,11 +230,21 @@ def target_base_url(target: Target) -> str:
     return target.base_url.rstrip("/")
 
 
+def _upstream_model(target: Target) -> str:
+    if target.provider == Provider.BASETEN and not target.target_model:
+        return BASETEN_UPSTREAM_MODEL
+    return target.target_model
+
+
+def target_circuit(target: Target) -> str:
+    """The name of a target's circuit breaker: its endpoint, position and where it points, so a
+    replaced target starts with a closed breaker."""
+    where = f"{target.provider} {target_base_url(target)} {_upstream_model(target)}".encode()
+    return f"{target.endpoint_id}:{target.position}:{hashlib.sha256(where).hexdigest()[:12]}"
+
+
 def target_resolve(target: Target, *, workspace: Workspace) -> ResolvedTarget:
     """A stored target (secret loaded) as the proxy calls it, with its workspace's allowlist."""
-    upstream_model = target.target_model
-    if target.provider == Provider.BASETEN and not upstream_model:
-        upstream_model = BASETEN_UPSTREAM_MODEL
     secret = target.secret
     defaulted = target.provider == Provider.BASETEN and secret is None
     if defaulted:
@@ -222,8 +254,10 @@ def target_resolve(target: Target, *, workspace: Workspace) -> ResolvedTarget:
         position=target.position,
         provider=target.provider,
         base_url=target_base_url(target),
-        upstream_model=upstream_model,
+        upstream_model=_upstream_model(target),
         api_key=decrypt(secret.ciphertext) if secret is not None else None,
         allowlist=None if own is None else tuple(own),
         credential_missing=defaulted and secret is None,
+        weight=target.weight,
+        circuit=target_circuit(target),
     )

@@ -125,25 +125,32 @@ def upstream_guard(url: str, allowlist: Allowlist = None) -> None:
 
 
 async def upstream_open(
-    *, url: str, body: bytes, headers: dict[str, str], allowlist: Allowlist = None
+    *,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    allowlist: Allowlist = None,
+    timeout: float | None = None,
 ) -> aiohttp.ClientResponse:
-    """POST and wait for the response head (bounded by the first-byte timeout)."""
+    """POST and wait for the response head (bounded by `timeout`, default the first-byte one)."""
     upstream_guard(url, allowlist)
     session = upstream_session(allowlist)
     try:
-        async with asyncio.timeout(settings.GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT):
+        async with asyncio.timeout(timeout or settings.GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT):
             return await session.post(url, data=body, headers=headers, allow_redirects=False)
     except TimeoutError as exc:
         raise UpstreamTimeout("The upstream did not answer in time.") from exc
 
 
-async def chunk_read(reader: aiohttp.StreamReader, *, first: bool = False) -> bytes:
+async def chunk_read(
+    reader: aiohttp.StreamReader, *, first: bool = False, timeout: float | None = None
+) -> bytes:
     """The next body bytes as they arrive (b"" at the end); too long a silence raises.
 
-    The first read may wait up to the first-byte timeout (a model still prefilling), later ones
-    up to the idle timeout.
+    The first read may wait up to `timeout` (default the first-byte timeout: a model still
+    prefilling), later ones up to the idle timeout.
     """
-    limit = settings.GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT if first else None
+    limit = (timeout or settings.GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT) if first else None
     try:
         async with asyncio.timeout(limit or settings.GATEWAY_UPSTREAM_IDLE_TIMEOUT):
             return await reader.readany()

@@ -23,16 +23,32 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
+# The names of (input, output, input details) in a chat/completions/embeddings `usage` object and
+# in a Responses API one.
+_USAGE_NAMES = (
+    ("prompt_tokens", "completion_tokens", "prompt_tokens_details"),
+    ("input_tokens", "output_tokens", "input_tokens_details"),
+)
+
+
 def usage_parse(value: Any) -> Usage | None:
-    """An OpenAI `usage` object as Usage (None when absent or malformed)."""
+    """An OpenAI `usage` object (either API's names) as Usage (None when absent or malformed)."""
     if not isinstance(value, dict):
         return None
-    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens", 0)
-    if not isinstance(prompt, int) or not isinstance(completion, int):
+    names = _USAGE_NAMES[0] if "prompt_tokens" in value else _USAGE_NAMES[1]
+    prompt, completion = _count_of(value.get(names[0])), _count_of(value.get(names[1], 0))
+    if prompt is None or completion is None:
         return None
-    details = value.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    return Usage(prompt, completion, cached if isinstance(cached, int) else 0)
+    details = value.get(names[2])
+    cached = _count_of(details.get("cached_tokens")) if isinstance(details, dict) else None
+    return Usage(prompt, completion, cached or 0)
+
+
+def _count_of(value: Any) -> int | None:
+    """A token count as an upstream reports it: a non-negative integer (None otherwise)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 def usage_estimate(*, body_bytes: int, output_chunks: int) -> Usage:

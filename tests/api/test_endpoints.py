@@ -27,10 +27,11 @@ def test_create_returns_endpoint_v1(api: APIClient) -> None:
 
     body = response.json()
     assert response.status_code == 200
-    assert set(body) == {"id", "slug", "region", "targets", "created_at", "updated_at"}
+    assert set(body) == {"id", "slug", "region", "routing", "targets", "created_at", "updated_at"}
     assert body["slug"] == "acme/llama"
     assert body["region"] == "EU"
-    assert body["targets"] == [{**TARGET, "secret_id": None}]
+    assert body["routing"] == {"strategy": "PRIORITY", "first_byte_timeout": None}
+    assert body["targets"] == [{**TARGET, "secret_id": None, "weight": 1}]
     assert body["created_at"].endswith("Z")
 
 
@@ -199,3 +200,51 @@ def test_another_workspaces_default_secret_does_not_count(
 
     assert error_code(refused) == "default_secret_missing"
     assert error_code(named) == "secret_not_found"
+
+
+def test_routing_and_weights_are_stored_and_shown(api: APIClient) -> None:
+    targets = [{**TARGET, "weight": 3}, {**TARGET, "target_model": "b"}]
+
+    body = create(api, targets=targets, routing={"strategy": "WEIGHTED"}).json()
+
+    assert body["routing"] == {"strategy": "WEIGHTED", "first_byte_timeout": None}
+    assert [t["weight"] for t in body["targets"]] == [3, 1]
+
+
+def test_patch_replaces_the_routing(api: APIClient) -> None:
+    created = create(api, routing={"strategy": "WEIGHTED"}).json()
+
+    response = api.patch(
+        f"/v1/gateway/endpoints/{created['id']}",
+        {"routing": {"first_byte_timeout": 12.5}},
+        format="json",
+    )
+
+    assert response.status_code == 200
+    assert response.json()["routing"] == {"strategy": "PRIORITY", "first_byte_timeout": 12.5}
+    assert response.json()["targets"] == created["targets"]
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "param"),
+    [
+        ({"targets": [{**TARGET, "weight": 0}]}, "invalid_target", "targets[0].weight"),
+        ({"targets": [{**TARGET, "weight": 1001}]}, "invalid_target", "targets[0].weight"),
+        ({"targets": [{**TARGET, "weight": "3"}]}, "invalid_target", "targets[0].weight"),
+        ({"targets": [{**TARGET, "weight": True}]}, "invalid_target", "targets[0].weight"),
+        ({"targets": [{**TARGET, "weight": 2.5}]}, "invalid_target", "targets[0].weight"),
+        ({"routing": "WEIGHTED"}, "invalid_routing", "routing"),
+        ({"routing": {"strategy": "ROUND_ROBIN"}}, "invalid_routing", "routing.strategy"),
+        ({"routing": {"strategy": None}}, "invalid_routing", "routing.strategy"),
+        ({"routing": {"sticky": True}}, "invalid_routing", "routing.sticky"),
+        ({"routing": {"first_byte_timeout": 0}}, "invalid_routing", "routing.first_byte_timeout"),
+        ({"routing": {"first_byte_timeout": 601}}, "invalid_routing", "routing.first_byte_timeout"),
+        ({"routing": {"first_byte_timeout": "9"}}, "invalid_routing", "routing.first_byte_timeout"),
+    ],
+)
+def test_routing_and_weight_validation(api: APIClient, body: dict, code: str, param: str) -> None:
+    response = create(api, **body)
+
+    assert response.status_code == 400, response.content
+    assert error_code(response) == code
+    assert response.json()["error"]["param"] == param

@@ -121,3 +121,25 @@ def test_failures_raise_the_sdks_typed_errors(results: dict[str, Any]) -> None:
         assert errors[name]["raised"] == "RateLimitError", errors[name]
         assert errors[name]["code"] == "usage_limit_exceeded"
     assert errors["brokenStream"]["raised"] == "APIError", errors["brokenStream"]
+
+
+def test_responses_create_and_its_stream_show_the_slug_and_usage(results: dict[str, Any]) -> None:
+    assert results["response"]["model"] == SLUG
+    assert results["response"]["text"] == "tok0 tok1 tok2"
+    assert results["response"]["usage"]["output_tokens"] == 3
+    assert results["responseStream"] == {
+        "text": "tok0 tok1 tok2 tok3 tok4",
+        "last": "response.completed",
+        "model": SLUG,
+        "outputTokens": 5,
+    }
+
+
+def test_each_response_is_billed_once_with_its_tokens(results: dict[str, Any]) -> None:
+    usage_ingest()
+
+    events = [UsageEvent.objects.get(request_id=rid) for rid in results["responseRequestIds"]]
+    assert [(e.input_tokens, e.output_tokens, e.usage_estimated) for e in events] == [
+        (3, 3, False),
+        (3, 5, False),
+    ]

@@ -10,6 +10,8 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from billing.models import UsageEvent
+from billing.services.ingest import usage_ingest
 from groups.models import Workspace
 from tests.fakes.model_server import FakeModelServerThread
 from tests.proxy.conftest import (
@@ -178,3 +180,47 @@ def test_limits_raise_rate_limit_error_in_the_async_client(
 
     assert isinstance(error, openai.RateLimitError)
     assert error.code == "usage_limit_exceeded" and error.type == "usage_limit_error"
+
+
+def test_responses_create_returns_the_answer_with_the_slug_and_bills_it(
+    gateway: GatewayThread, tenant: Tenant, upstream: FakeModelServerThread
+) -> None:
+    client = sync_client(gateway, tenant.key)
+
+    reply = client.responses.create(model=SLUG, input="hello there", max_output_tokens=3)
+
+    assert reply.model == SLUG and reply.output_text == "tok0 tok1 tok2"
+    assert reply.usage is not None and reply.usage.output_tokens == 3
+    assert upstream.requests[-1].json["model"] == "fake-model"
+    usage_ingest()
+    event = UsageEvent.objects.get()
+    assert (event.input_tokens, event.output_tokens, event.usage_estimated) == (2, 3, False)
+
+
+def test_responses_stream_yields_the_text_and_the_final_response(
+    gateway: GatewayThread, tenant: Tenant
+) -> None:
+    client = sync_client(gateway, tenant.key)
+
+    with client.responses.stream(
+        model=SLUG, input="hello there", max_output_tokens=32, extra_body={"fake": {"tokens": 8}}
+    ) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+
+    assert "".join(deltas) == " ".join(f"tok{i}" for i in range(8))
+    assert final.model == SLUG and final.usage is not None and final.usage.output_tokens == 8
+    usage_ingest()
+    event = UsageEvent.objects.get()
+    assert (event.input_tokens, event.output_tokens, event.usage_estimated) == (2, 8, False)
+
+
+def test_a_model_is_retrieved_or_not_found(gateway: GatewayThread, tenant: Tenant) -> None:
+    client = sync_client(gateway, tenant.key)
+
+    model = client.models.retrieve(SLUG)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("acme/missing")
+
+    assert (model.id, model.owned_by) == (SLUG, "acme")
+    assert caught.value.code == "model_not_found"

@@ -18,6 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.responses_api import ResponseJob
+
 DEFAULT_TOKENS = 16
 _FIELDS: dict[str, type] = {
     **dict.fromkeys(("tokens", "status", "drop_after", "pad_bytes"), int),
@@ -37,7 +39,12 @@ _ERROR_KINDS = {
     404: ("invalid_request_error", "model_not_found"),
     429: ("requests", "rate_limit_exceeded"),
 }
-_ROUTES = {"/v1/chat/completions": "chat", "/v1/completions": "text", "/v1/embeddings": "emb"}
+_ROUTES = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "text",
+    "/v1/embeddings": "emb",
+    "/v1/responses": "resp",
+}
 _ids = itertools.count(1)
 _ID_PREFIX = os.urandom(4).hex()
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
@@ -395,7 +402,35 @@ class FakeModelServer:
             return _json({"object": "list", "data": [_model(m) for m in self.models]})
         if kind == "emb":
             return self._embed(body, ctl)
+        if kind == "resp":
+            return await self._respond(request, rec, body, ctl)
         return await self._complete(request, rec, body, ctl, kind == "chat")
+
+    def _answer_length(self, ctl: Control, limit: int | None) -> tuple[int, bool]:
+        """Tokens of one answer, and whether the cap `limit` cut it."""
+        answer = next(
+            v for v in (ctl.tokens, self.answer_tokens, limit, self.tokens) if v is not None
+        )
+        count = answer if limit is None else min(answer, limit)
+        return max(0, count), limit is not None and answer >= limit
+
+    async def _respond(
+        self, request: web.Request, rec: RecordedRequest, body: Any, ctl: Control
+    ) -> web.StreamResponse:
+        """The Responses API: tokens of `input` and `instructions` in, `max_output_tokens` cap."""
+        prompt = count_tokens(body.get("input")) + count_tokens(body.get("instructions"))
+        count, cut = self._answer_length(ctl, _lax_int(body.get("max_output_tokens")))
+        job = ResponseJob(
+            f"{_ID_PREFIX}{next(_ids):x}",
+            body["model"],
+            max(1, prompt),
+            count,
+            cut,
+            not ctl.no_usage,
+        )
+        if body.get("stream") is True:
+            return await self._stream(request, rec, job, ctl)
+        return _json(job.response())
 
     async def _complete(
         self, request: web.Request, rec: RecordedRequest, body: Any, ctl: Control, chat: bool
@@ -407,11 +442,8 @@ class FakeModelServer:
         prompt += self.media_tokens * _media_parts(body.get("messages") if chat else None)
         # As vLLM and SGLang read them: `max_completion_tokens or max_tokens`, lax integers.
         limit = _lax_int(body.get("max_completion_tokens")) or _lax_int(body.get("max_tokens"))
-        answer = next(
-            v for v in (ctl.tokens, self.answer_tokens, limit, self.tokens) if v is not None
-        )
-        count = answer if limit is None else min(answer, limit)
-        finish = "length" if limit is not None and answer >= limit else "stop"
+        count, cut = self._answer_length(ctl, limit)
+        finish = "length" if cut else "stop"
         n = max(1, _lax_int(body.get("n")) or 1)
         prompts = 1 if chat else _prompt_count(body.get("prompt"))
         asked = not stream or (isinstance(options, dict) and options.get("include_usage") is True)
@@ -421,7 +453,7 @@ class FakeModelServer:
             chat,
             body["model"],
             prompt,
-            max(0, count),
+            count,
             finish,
             asked and not ctl.no_usage,
             choices=prompts * n,
@@ -432,7 +464,7 @@ class FakeModelServer:
         return await self._stream(request, rec, job, ctl) if stream else _json(job.response())
 
     async def _stream(
-        self, request: web.Request, rec: RecordedRequest, job: _Job, ctl: Control
+        self, request: web.Request, rec: RecordedRequest, job: _Job | ResponseJob, ctl: Control
     ) -> web.StreamResponse:
         headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         resp, delay, rec.status = web.StreamResponse(headers=headers), ctl.delay_ms / 1000, 200

@@ -358,3 +358,36 @@ def test_answer_tokens_set_the_length_and_the_cap_cuts_it() -> None:
     assert long["usage"]["completion_tokens"] == 5
     assert capped["usage"]["completion_tokens"] == 3
     assert streamed.text.count('"content":"tok') + streamed.text.count('"content":" tok') == 10
+
+
+def test_responses_answers_with_output_text_and_usage(client: httpx.Client) -> None:
+    body = {"model": "up-model", "input": "hello big world", "max_output_tokens": 2}
+
+    answer = client.post("/responses", json=body).json()
+
+    assert answer["object"] == "response" and answer["model"] == "up-model"
+    assert answer["status"] == "incomplete"
+    assert answer["output"][0]["content"][0]["text"] == "tok0 tok1"
+    assert answer["usage"]["input_tokens"] == 3 and answer["usage"]["output_tokens"] == 2
+
+
+def test_responses_streams_typed_events_ending_with_the_completed_response(
+    client: httpx.Client,
+) -> None:
+    body = {"model": "up-model", "input": "hi", "stream": True, "fake": {"tokens": 3}}
+
+    text = client.post("/responses", json=body).text
+
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+    assert "event: response.created\n" in text and "[DONE]" not in text
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+    assert "".join(deltas) == "tok0 tok1 tok2"
+    assert events[-1]["type"] == "response.completed"
+    assert events[-1]["response"]["usage"]["output_tokens"] == 3
+
+
+def test_responses_without_usage_report_none(client: httpx.Client) -> None:
+    body = {"model": "up-model", "input": "hi", "fake": {"no_usage": True}}
+
+    assert client.post("/responses", json=body).json()["usage"] is None

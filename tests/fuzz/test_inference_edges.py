@@ -267,7 +267,11 @@ def test_non_latin1_header_bytes_never_cause_a_server_error(
         ("GET", "/v1/chat/completions", 405, "method_not_allowed"),
         ("PUT", "/v1/embeddings", 405, "method_not_allowed"),
         ("POST", "/v1/models", 405, "method_not_allowed"),
-        ("POST", "/v1/responses", 404, "unknown_route"),
+        ("GET", "/v1/responses", 405, "method_not_allowed"),
+        # Stored responses are not served through the gateway: no retrieval, no cancel.
+        ("GET", "/v1/responses/resp_123", 404, "unknown_route"),
+        ("POST", "/v1/responses/resp_123/cancel", 404, "unknown_route"),
+        ("POST", "/v1/models/acme/llama", 405, "method_not_allowed"),
         ("POST", "/v1/chat/completions/../../admin/", 404, "unknown_route"),
         ("GET", "/v1/%ff%fe", 404, "unknown_route"),
     ],

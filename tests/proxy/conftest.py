@@ -17,6 +17,7 @@ from groups.services import group_create
 from groups.services.audit import SYSTEM_ACTOR
 from keys.services import api_key_create
 from routing import authcache
+from routing.circuit import circuit_reset
 from routing.models import Endpoint
 from routing.services import endpoint_create
 from tests.fakes.model_server import FakeModelServerThread
@@ -61,6 +62,7 @@ class GatewayThread:
 def gateway(transactional_db: None) -> Iterator[GatewayThread]:
     """The gateway as a real server; its threads see committed test data."""
     authcache.cache_reset()
+    circuit_reset()
     server = GatewayThread().start()
     yield server
     server.stop()
@@ -103,9 +105,12 @@ def tenant_build(
     slug: str = SLUG,
     limits: dict[str, list[dict[str, Any]]] | None = None,
     external_id: str = "cust_42",
+    routing: dict[str, Any] | None = None,
 ) -> Tenant:
     """Create endpoint, group and key through the services."""
-    endpoint = endpoint_create(workspace=workspace, actor=SYSTEM_ACTOR, slug=slug, targets=targets)
+    endpoint = endpoint_create(
+        workspace=workspace, actor=SYSTEM_ACTOR, slug=slug, targets=targets, routing=routing
+    )
     model = {"slug": slug, "rate_limits": [], "usage_limits": [], **(limits or {})}
     group = group_create(
         workspace=workspace, actor=SYSTEM_ACTOR, external_entity_id=external_id, models=[model]
@@ -124,13 +129,24 @@ class StaticUpstream:
     """A loopback HTTP server answering every request with one fixed status and body."""
 
     def __init__(
-        self, status: int, body: bytes, content_type: str = "application/json", stall: float = 0
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        stall: float = 0,
+        head_delay: float = 0,
     ) -> None:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.hits = 0  # requests received
+        upstream = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                upstream.hits += 1
+                if head_delay:  # nothing at all for a while: a model server still working
+                    time.sleep(head_delay)
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 if stall:  # the head goes out at once, then nothing: a hung model server

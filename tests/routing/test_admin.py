@@ -37,6 +37,8 @@ def inline(
             "secret",
         ):
             data[f"{PREFIX}-{index}-{name}"] = row.get(name, "")
+        if "weight" in row:
+            data[f"{PREFIX}-{index}-weight"] = row["weight"]
         if ids and index < len(ids):
             data[f"{PREFIX}-{index}-id"] = str(ids[index])
             data[f"{PREFIX}-{index}-endpoint"] = ""
@@ -132,6 +134,7 @@ def test_editing_renames_and_replaces_targets(
             "model_id": "abcd1234",
             "environment_name": "production",
             "secret_id": None,
+            "weight": 1,
         }
     ]
     assert (
@@ -178,3 +181,54 @@ def test_deleting_in_the_admin_soft_deletes(admin_client: Client, workspace: Wor
         admin_client.get(reverse("admin:routing_endpoint_change", args=[endpoint.pk])).status_code
         == 200
     )
+
+
+def test_the_endpoint_page_shows_each_targets_circuit_breaker(
+    admin_client: Client, workspace: Workspace
+) -> None:
+    import asyncio
+
+    from routing.circuit import circuit_failure
+    from routing.redis_pool import close_all
+    from routing.selectors import endpoint_route
+
+    endpoint = endpoint_create(
+        workspace=workspace,
+        actor=SYSTEM_ACTOR,
+        slug="acme/llama",
+        targets=[compat(), compat(target_model="b")],
+    )
+    route = endpoint_route(slug="acme/llama")
+    assert route is not None
+
+    async def fail_five_times() -> None:
+        for _ in range(5):
+            await circuit_failure(route.targets[1], slug=route.slug)
+        await close_all()
+
+    asyncio.run(fail_five_times())
+    page = admin_client.get(reverse("admin:routing_endpoint_change", args=[endpoint.pk]))
+
+    text = page.content.decode()
+    assert "#0 OPENAI_COMPATIBLE: closed" in text
+    assert "#1 OPENAI_COMPATIBLE: open for" in text
+
+
+def test_the_admin_sets_the_strategy_and_weights(
+    admin_client: Client, workspace: Workspace
+) -> None:
+    rows = [{**COMPAT_ROW, "weight": "3"}, {**COMPAT_ROW, "target_model": "b"}]
+    data = {
+        "workspace": workspace.id,
+        "slug": "acme/llama",
+        "region": "UNRESTRICTED",
+        "strategy": "WEIGHTED",
+        **inline(rows),
+    }
+
+    response = admin_client.post(reverse("admin:routing_endpoint_add"), data)
+
+    assert response.status_code == 302, response.content.decode()[-3000:]
+    endpoint = Endpoint.objects.get(slug="acme/llama")
+    assert endpoint.strategy == "WEIGHTED"
+    assert [t["weight"] for t in endpoint_targets(endpoint=endpoint)] == [3, 1]

@@ -44,14 +44,16 @@ def test_create_stores_ordered_targets_in_their_wire_shape(
             "model_id": "abcd1234",
             "environment_name": "production",
             "secret_id": secret.id,
+            "weight": 1,
         },
         {
             "provider": "OPENAI_COMPATIBLE",
             "base_url": "http://127.0.0.1:8000/v1",
             "target_model": "meta-llama/Llama-3-70b",
             "secret_id": None,
+            "weight": 1,
         },
-        {"provider": "OPENAI", "target_model": "gpt-4o-mini", "secret_id": secret.id},
+        {"provider": "OPENAI", "target_model": "gpt-4o-mini", "secret_id": secret.id, "weight": 1},
     ]
 
 

@@ -30,6 +30,15 @@ const text = await good.completions.create({ model: SLUG, prompt: "hi", max_toke
 // The fake upstream only speaks floats; the SDK would ask for base64 by default.
 const embedding = await good.embeddings.create({ model: SLUG, input: "hi", encoding_format: "float" });
 const models = await good.models.list();
+const { data: response, response: responseHttp } = await good.responses
+  .create({ model: SLUG, input: "hello from node", max_output_tokens: 3 })
+  .withResponse();
+const { data: responseStream, response: responseStreamHttp } = await good.responses
+  .create({ model: SLUG, input: "hello from node", max_output_tokens: 32, stream: true, fake: { tokens: 5 } })
+  .withResponse();
+const responseEvents = [];
+for await (const event of responseStream) responseEvents.push(event);
+const completedEvent = responseEvents.at(-1);
 const limited = client(LIMITED_KEY);
 await limited.chat.completions.create({ model: SLUG, messages });
 
@@ -45,6 +54,14 @@ const results = {
   text: { model: text.model, text: text.choices[0].text },
   embedding: { model: embedding.model, dims: embedding.data[0].embedding.length },
   models: models.data.map((m) => m.id),
+  response: { model: response.model, text: response.output_text, usage: response.usage },
+  responseRequestIds: [responseHttp.headers.get("x-request-id"), responseStreamHttp.headers.get("x-request-id")],
+  responseStream: {
+    text: responseEvents.filter((e) => e.type === "response.output_text.delta").map((e) => e.delta).join(""),
+    last: completedEvent.type,
+    model: completedEvent.response.model,
+    outputTokens: completedEvent.response.usage.output_tokens,
+  },
   errors: {
     badKey: await failure(() => client("sky_000000000000.not-a-real-key-0000000000000000").chat.completions.create({ model: SLUG, messages })),
     unknownModel: await failure(() => good.chat.completions.create({ model: "acme/missing", messages })),
