@@ -40,6 +40,7 @@ def endpoint_write(
             slug=endpoint.slug,
             targets=targets or [],
             region=endpoint.region,
+            pricing=endpoint.pricing,
         )
     return endpoint_update(
         workspace=endpoint.workspace,
@@ -47,6 +48,7 @@ def endpoint_write(
         actor=actor,
         slug=endpoint.slug,
         targets=targets,
+        pricing=endpoint.pricing,
     )
 
 
@@ -154,8 +156,17 @@ class EndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         if obj is None:
-            return ("workspace", "slug", "region")
-        return ("id", "workspace", "slug", "region", "created_at", "updated_at", "deleted_at")
+            return ("workspace", "slug", "region", "pricing")
+        return (
+            "id",
+            "workspace",
+            "slug",
+            "region",
+            "pricing",
+            "created_at",
+            "updated_at",
+            "deleted_at",
+        )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         if obj is None:

@@ -27,6 +27,11 @@ class Endpoint(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="endpoints")
     slug = models.CharField(max_length=201)
     region = models.CharField(max_length=16, choices=Region.choices, default=Region.UNRESTRICTED)
+    pricing = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Prices per million tokens (routing/pricing.py checks them); null: unpriced.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     deleted_at = models.DateTimeField(null=True, blank=True)

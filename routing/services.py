@@ -10,14 +10,17 @@ from django.utils import timezone
 
 from gateway_project.kernel.errors import NotFound, ValidationFailed
 from gateway_project.kernel.invalidation import config_changed
+from groups import selectors as group_selectors
 from groups import services as group_services
 from groups.models import OrgPrefix, Workspace
 from groups.services.audit import audit_record
 from routing.models import Endpoint, Region, Target
+from routing.pricing import pricing_clean
 from routing.targets import target_rows, target_wire, targets_clean
 
 SEGMENT = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 SEGMENT_MAX_LENGTH = 100
+UNCHANGED: Any = object()
 
 
 def _slug_taken(slug: str) -> ValidationFailed:
@@ -56,11 +59,36 @@ def _region_check(region: Any) -> str:
 
 
 def _snapshot(endpoint: Endpoint, targets: list[Target]) -> dict[str, Any]:
-    return {
+    snapshot = {
         "slug": endpoint.slug,
         "region": endpoint.region,
         "targets": [target_wire(t) for t in targets],
     }
+    if endpoint.pricing is not None:
+        snapshot["pricing"] = endpoint.pricing
+    return snapshot
+
+
+def _reprice(endpoint: Endpoint, pricing: Any) -> None:
+    """Set the endpoint's prices; SPEND limits count in its currency, so while any group has one
+    on the slug the pricing may change its prices but not go away or change currency."""
+    cleaned = pricing_clean(pricing)
+    old = None if endpoint.pricing is None else str(endpoint.pricing["currency"])
+    currency = None if cleaned is None else cleaned["currency"]
+    if (
+        old is not None
+        and currency != old
+        and group_selectors.slug_spend_limited(
+            workspace_id=endpoint.workspace_id, slug=endpoint.slug
+        )
+    ):
+        raise ValidationFailed(
+            f"SPEND limits on {endpoint.slug} count in {old}: remove them before "
+            "removing the pricing or changing its currency.",
+            code="pricing_in_use",
+            param="pricing",
+        )
+    endpoint.pricing = cleaned
 
 
 def _save_slug(endpoint: Endpoint, **kwargs: Any) -> None:
@@ -92,12 +120,14 @@ def endpoint_create(
     slug: str,
     targets: list[dict[str, Any]],
     region: str = Region.UNRESTRICTED,
+    pricing: dict[str, Any] | None = None,
 ) -> Endpoint:
-    """Create a routable slug with 1..4 priority-ordered targets."""
+    """Create a routable slug with 1..4 priority-ordered targets, optionally priced."""
     slug = slug_check(workspace=workspace, slug=slug)
     region = _region_check(region)
     cleaned = targets_clean(workspace=workspace, targets=targets)
-    endpoint = Endpoint(workspace=workspace, slug=slug, region=region)
+    priced = pricing_clean(pricing)
+    endpoint = Endpoint(workspace=workspace, slug=slug, region=region, pricing=priced)
     _save_slug(endpoint, force_insert=True)
     rows = Target.objects.bulk_create(target_rows(endpoint_id=endpoint.id, cleaned=cleaned))
     _audit(actor, "endpoint.create", endpoint, None, _snapshot(endpoint, rows))
@@ -134,18 +164,22 @@ def endpoint_update(
     actor: str,
     slug: str | None = None,
     targets: list[dict[str, Any]] | None = None,
+    pricing: dict[str, Any] | None = UNCHANGED,
 ) -> Endpoint:
-    """Rename the slug (groups follow) and/or replace the whole target list."""
+    """Rename the slug (groups follow), replace the whole target list and/or reprice (None:
+    unpriced); a price applies to requests admitted after the change."""
     endpoint = _live_for_update(workspace, endpoint_id)
     current = list(endpoint.targets.order_by("position"))
     before = _snapshot(endpoint, current)
     cleaned = None if targets is None else targets_clean(workspace=workspace, targets=targets)
+    if pricing is not UNCHANGED:
+        _reprice(endpoint, pricing)
     if slug is not None:
         _rename(endpoint, workspace=workspace, slug=slug)
     if cleaned is not None:
         endpoint.targets.all().delete()
         current = Target.objects.bulk_create(target_rows(endpoint_id=endpoint.id, cleaned=cleaned))
-    endpoint.save(update_fields=["updated_at"])
+    endpoint.save(update_fields=["updated_at", "pricing"])
     _audit(actor, "endpoint.update", endpoint, before, _snapshot(endpoint, current))
     config_changed(workspace_id=workspace.id)
     return endpoint

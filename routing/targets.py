@@ -15,6 +15,7 @@ from gateway_project.kernel.encryption import decrypt
 from gateway_project.kernel.errors import ValidationFailed
 from groups.models import Secret, Workspace
 from routing.models import Provider, Target
+from routing.pricing import Pricing
 
 # Per provider: required fields, optional fields (with their default, None = stays empty).
 PROVIDER_FIELDS: dict[str, tuple[tuple[str, ...], dict[str, str | None]]] = {
@@ -56,6 +57,7 @@ class ResolvedEndpoint:
     slug: str
     region: str
     targets: tuple[ResolvedTarget, ...]
+    pricing: Pricing | None = None
 
 
 def _invalid(message: str, param: str) -> ValidationFailed:
