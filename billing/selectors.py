@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, F, Min, Q, QuerySet, Sum
+from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 
 from billing.models import (
@@ -97,11 +98,14 @@ def delivery_health(*, workspace: Workspace, now: datetime) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class UsageBucket:
-    """Requests and tokens (input + output) of one slug in one hour or day."""
+    """Requests and tokens (input + output) of one slug in one hour or day, and what they cost
+    when the slug is priced (`currency` empty when it is not)."""
 
     start: datetime
     requests: int
     tokens: int
+    spend: Decimal = Decimal(0)
+    currency: str = ""
 
 
 def usage_by_slug(
@@ -120,7 +124,12 @@ def usage_by_slug(
     rows = (
         events.annotate(bucket=trunc("timestamp", tzinfo=UTC))
         .values("model_slug", "bucket")
-        .annotate(requests=Count("pk"), tokens=Sum(F("input_tokens") + F("output_tokens")))
+        .annotate(
+            requests=Count("pk"),
+            tokens=Sum(F("input_tokens") + F("output_tokens")),
+            spend=Sum("cost_amount"),
+            currency=Max("cost_currency"),
+        )
     )
     found = {(r["model_slug"], r["bucket"]): r for r in rows}
     starts = [first + step * i for i in range(buckets)]
@@ -138,7 +147,13 @@ def _bucket_floor(moment: datetime, unit: str) -> datetime:
 def _bucket(row: dict[str, Any] | None, start: datetime) -> UsageBucket:
     if row is None:
         return UsageBucket(start=start, requests=0, tokens=0)
-    return UsageBucket(start=start, requests=row["requests"], tokens=row["tokens"] or 0)
+    return UsageBucket(
+        start=start,
+        requests=row["requests"],
+        tokens=row["tokens"] or 0,
+        spend=row["spend"] or Decimal(0),
+        currency=row["currency"] or "",
+    )
 
 
 def delivery_metrics() -> dict[str, int]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.forms import ModelForm
@@ -14,12 +15,14 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 
+from gateway_project.kernel.errors import ValidationFailed
 from groups.models import Group
 from groups.services.audit import staff_actor
 from keys.models import ApiKey, ManagementKey
 from keys.services import (
     api_key_create,
     api_key_revoke,
+    expires_at_check,
     management_key_create,
     management_key_revoke,
 )
@@ -89,14 +92,27 @@ class MintedKeyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         self.message_user(request, f"Revoked {len(live)} key(s).")
 
 
+class ApiKeyMintForm(ModelForm):  # type: ignore[type-arg]
+    """The mint form: an expiry, if given, must be in the future (the service's rule)."""
+
+    def clean_expires_at(self) -> Any:
+        value = self.cleaned_data.get("expires_at")
+        try:
+            return expires_at_check(value)
+        except ValidationFailed as exc:
+            raise forms.ValidationError(exc.message, code=exc.code) from exc
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(MintedKeyAdmin):
+    form = ApiKeyMintForm
     list_display = (
         "prefix",
         "name",
         "group",
         "workspace",
         "registered",
+        "expires_at",
         "created_at",
         "last_used_at",
         "revoked_at",
@@ -104,7 +120,7 @@ class ApiKeyAdmin(MintedKeyAdmin):
     list_select_related = ("group", "workspace")
     search_fields = ("^prefix", "=group__external_entity_id", "=group__id", "name")
     list_filter = (*MintedKeyAdmin.list_filter, "registered")
-    mint_fields = ("group", "name")
+    mint_fields = ("group", "name", "expires_at")
     detail_fields = (
         "id",
         "prefix",
@@ -113,6 +129,7 @@ class ApiKeyAdmin(MintedKeyAdmin):
         "group",
         "slugs",
         "registered",
+        "expires_at",
         "created_at",
         "last_used_at",
         "revoked_at",
@@ -128,7 +145,11 @@ class ApiKeyAdmin(MintedKeyAdmin):
     def mint(self, request: HttpRequest, data: dict[str, Any]) -> tuple[ApiKey, str]:
         group = data["group"]
         return api_key_create(
-            workspace=group.workspace, group=group, actor=_actor(request), name=data["name"]
+            workspace=group.workspace,
+            group=group,
+            actor=_actor(request),
+            name=data["name"],
+            expires_at=data.get("expires_at"),
         )
 
     def revoke(self, request: HttpRequest, key: ApiKey) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 import uuid
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -161,6 +162,8 @@ async def _authenticate(headers: dict[str, str]) -> KeyEntry:
     owner = await domain_workspace(host=host_normalize(headers.get("host", "")))
     if owner is not None and owner != entry.workspace_id:
         raise AuthenticationFailed("Invalid API key.")
+    if entry.expires_at is not None and time.time() >= entry.expires_at:
+        raise AuthenticationFailed("This API key has expired.")
     return entry
 
 
