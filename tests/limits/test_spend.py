@@ -52,7 +52,8 @@ def test_spend_reservations_fill_the_limit_then_429_naming_it() -> None:
     rejected = results[-1]
     assert rejected.error_type == "usage_limit_error"
     assert rejected.message == (
-        "Usage limit exceeded for model 'acme/llama': SPEND limit of 1000 micro-units per day (UTC)."
+        "Usage limit exceeded for model 'acme/llama': "
+        "SPEND limit of 1000 micro-units per day (UTC)."
     )
     assert rejected.retry_after is not None
     assert "x-ratelimit-limit-tokens" not in rejected.headers
