@@ -71,7 +71,7 @@ def test_patch_sets_changes_and_removes_prices_with_an_audit_row(api: APIClient)
     assert removed.status_code == 200 and "pricing" not in removed.json()
     assert Endpoint.objects.get(pk=endpoint["id"]).pricing is None
     last = AuditEvent.objects.filter(action="endpoint.update").order_by("created_at").last()
-    assert last is not None
+    assert last is not None and last.before is not None and last.after is not None
     assert last.before["pricing"]["output_per_million"] == "2"
     assert "pricing" not in last.after
 
