@@ -84,7 +84,7 @@ tokens_total = Counter(
 )
 limit_rejections = Counter(
     "gateway_limit_rejections",
-    "Requests rejected by a limit, by limit type (request, token) and unit.",
+    "Requests rejected by a limit, by limit type (request, token, spend) and unit.",
     ["type", "unit"],
     registry=registry,
 )
