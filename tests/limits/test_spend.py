@@ -269,3 +269,33 @@ def test_a_spend_limit_of_1000_micro_usd_admits_exactly_what_fits_at_100_concurr
             group_usage_read(group=group, enforced=enforced)[SLUG][0]["current_usage"] == settled
         )
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_max_tokens_priced_above_the_spend_limit_is_refused_before_the_upstream(
+    gateway: GatewayThread, workspace: Workspace
+) -> None:
+    with FakeModelServerThread() as upstream:
+        endpoint_create(
+            workspace=workspace,
+            actor=SYSTEM_ACTOR,
+            slug=SLUG,
+            targets=[compatible_target(upstream.url)],
+            pricing={"currency": "USD", "input_per_million": "0", "output_per_million": "1000000"},
+        )
+        group = _group(workspace, "cust", 10**12)  # a million USD
+        _, key = api_key_create(workspace=workspace, group=group, actor=SYSTEM_ACTOR)
+        body = {"model": SLUG, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**5}
+
+        answer = httpx.post(
+            f"{gateway.url}/v1/chat/completions",
+            json={**body, "n": 128},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+
+        assert answer.status_code == 429
+        assert answer.headers["x-should-retry"] == "false"
+        assert answer.json()["error"]["code"] == "usage_limit_exceeded"
+        assert "SPEND limit" in answer.json()["error"]["message"]
+        assert upstream.requests == []
+    assert counters_snapshot() == {}
