@@ -6,7 +6,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from django.db import IntegrityError, models, transaction
@@ -59,6 +59,14 @@ def expires_at_check(value: Any, *, now: datetime | None = None) -> datetime | N
             "expires_at must be an RFC 3339 timestamp with an offset, e.g. 2027-01-01T00:00:00Z.",
             code="invalid_expires_at",
             param="expires_at",
+        )
+    try:
+        moment = moment.astimezone(UTC)  # stored in UTC: any RFC 3339 offset is accepted
+    except OverflowError:
+        moment = None
+    if moment is None:
+        raise ValidationFailed(
+            "expires_at is out of range.", code="invalid_expires_at", param="expires_at"
         )
     if moment <= (now or timezone.now()):
         raise ValidationFailed(

@@ -252,6 +252,7 @@ def test_a_key_minted_with_a_null_expiry_never_expires(api: APIClient, group: di
         ("2099-01-01", "invalid_expires_at"),
         ("tomorrow", "invalid_expires_at"),
         ("2099-02-30T00:00:00Z", "invalid_expires_at"),
+        ("9999-12-31T23:59:59-23:59", "invalid_expires_at"),
         (4102444800, "invalid_type"),
     ],
 )
@@ -270,6 +271,15 @@ def test_offsets_and_nanoseconds_are_read_as_rfc_3339(api: APIClient, group: dic
 
     assert response.status_code == 200, response.content
     assert response.json()["expires_at"] == "2099-01-01T00:00:00.123Z"
+
+
+def test_any_rfc_3339_offset_is_stored_in_utc(api: APIClient, group: dict) -> None:
+    response = api.post(
+        keys_path(group), {"expires_at": "8574-07-19T22:12:37+19:55"}, format="json"
+    )
+
+    assert response.status_code == 200, response.content
+    assert response.json()["expires_at"] == "8574-07-19T02:17:37.000Z"
 
 
 def test_a_legacy_user_key_may_expire(api: APIClient, user: dict) -> None:
