@@ -220,7 +220,7 @@ def _body(max_tokens: int) -> bytes:
         "messages": [{"role": "user", "content": "hi"}],
         "max_tokens": max_tokens,
         # Held upstream, so every admission happens before any request settles.
-        "fake": {"delay_ms": 1500, "tokens": 3},
+        "fake": {"first_byte_delay_ms": 5000, "tokens": 3},
     }
     return json.dumps(body).encode()
 
