@@ -73,7 +73,8 @@ def test_a_reaped_priced_request_is_billed_and_settled_at_its_admission_prices()
     reaped = journal.journal_reap(client=client, now=journal.MISSING_GRACE + 1)
 
     assert reaped == 1
-    [(_, fields)] = client.xrange(USAGE_STREAM)
+    entries: list = client.xrange(USAGE_STREAM) or []
+    [(_, fields)] = entries
     event = json.loads(fields[b"e"])
     assert event["tokens"] == {"inputTokens": 100, "outputTokens": 0, "cachedInputTokens": 0}
     assert event["cost"] == {"currency": "USD", "amount": "0.00025000"}  # 100 x 2.50 micro-USD
