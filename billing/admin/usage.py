@@ -55,6 +55,8 @@ class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "input_tokens",
         "output_tokens",
         "cached_input_tokens",
+        "cost_amount",
+        "cost_currency",
         "batched_at",
         "quarantined_at",
     )
