@@ -98,12 +98,12 @@ async def limits_admit(
     reserve_tokens: int,
     slug: str,
     now: float | None = None,
-    reserve_spend: int | None = 0,
+    reserve_spend: int | None = None,
 ) -> Admission:
     """Check every limit of a request and charge all of them, or none (now: test clock, seconds).
 
-    `reserve_spend` is what SPEND limits reserve, in micro-units; None for a model without a
-    price, which no SPEND limit admits."""
+    `reserve_spend` is what SPEND limits reserve, in micro-units; None (a model without a price,
+    or a caller that priced nothing) is admitted by no SPEND limit: spend is never unmetered."""
     if not limits:
         return Admission(allowed=True)
     counters = [
