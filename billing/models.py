@@ -52,6 +52,9 @@ class UsageEvent(models.Model):
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
     cached_input_tokens = models.BigIntegerField(default=0)
+    # The exact cost at the prices the request was admitted at; empty for unpriced endpoints.
+    cost_currency = models.CharField(max_length=3, blank=True, default="")
+    cost_amount = models.DecimalField(max_digits=40, decimal_places=12, null=True, blank=True)
     usage_estimated = models.BooleanField(default=False)
     http_status = models.PositiveSmallIntegerField(default=200)
     target = models.CharField(max_length=64, blank=True, default="", help_text="provider#position")

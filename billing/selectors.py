@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.db.models import Count, F, Max, Q, QuerySet, Sum
@@ -213,11 +214,14 @@ def _batch_state(statuses: set[str]) -> str:
 
 @dataclass(frozen=True)
 class UsageBucket:
-    """Requests and tokens (input + output) of one slug in one hour or day."""
+    """Requests and tokens (input + output) of one slug in one hour or day, and what they cost
+    when the slug is priced (`currency` empty when it is not)."""
 
     start: datetime
     requests: int
     tokens: int
+    spend: Decimal = Decimal(0)
+    currency: str = ""
 
 
 def usage_by_slug(
@@ -236,7 +240,12 @@ def usage_by_slug(
     rows = (
         events.annotate(bucket=trunc("timestamp", tzinfo=UTC))
         .values("model_slug", "bucket")
-        .annotate(requests=Count("pk"), tokens=Sum(F("input_tokens") + F("output_tokens")))
+        .annotate(
+            requests=Count("pk"),
+            tokens=Sum(F("input_tokens") + F("output_tokens")),
+            spend=Sum("cost_amount"),
+            currency=Max("cost_currency"),
+        )
     )
     found = {(r["model_slug"], r["bucket"]): r for r in rows}
     starts = [first + step * i for i in range(buckets)]
@@ -254,7 +263,13 @@ def _bucket_floor(moment: datetime, unit: str) -> datetime:
 def _bucket(row: dict[str, Any] | None, start: datetime) -> UsageBucket:
     if row is None:
         return UsageBucket(start=start, requests=0, tokens=0)
-    return UsageBucket(start=start, requests=row["requests"], tokens=row["tokens"] or 0)
+    return UsageBucket(
+        start=start,
+        requests=row["requests"],
+        tokens=row["tokens"] or 0,
+        spend=row["spend"] or Decimal(0),
+        currency=row["currency"] or "",
+    )
 
 
 def delivery_metrics() -> dict[str, int]:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billing.models import UnreadableMetadata, UsageEvent
+from gateway_project.kernel.money import amount_text
 
 BATCH_TYPE = "API_BILLING_USAGE"
 
@@ -26,7 +27,7 @@ def event_wire(event: UsageEvent, *, metadata: bool = True) -> dict[str, Any]:
     }
     if metadata:
         wire["requestMetadata"] = _metadata(event)
-    return {
+    wire = {
         **wire,
         "modelSlug": event.model_slug,
         "externalCustomerId": event.external_entity_id,
@@ -40,6 +41,9 @@ def event_wire(event: UsageEvent, *, metadata: bool = True) -> dict[str, Any]:
             "cachedInputTokens": event.cached_input_tokens,
         },
     }
+    if event.cost_currency and event.cost_amount is not None:
+        wire["cost"] = {"currency": event.cost_currency, "amount": amount_text(event.cost_amount)}
+    return wire
 
 
 def _metadata(event: UsageEvent) -> Any:

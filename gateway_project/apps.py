@@ -15,17 +15,18 @@ class GatewayConfig(AppConfig):
     name = "gateway_project"
 
     def ready(self) -> None:
-        """Give groups routing's live endpoint slugs and keys' revoke and rename; start tracing
-        if the environment asks for it (before Django builds its middleware chain)."""
+        """Give groups routing's live and priced endpoint slugs and keys' revoke and rename; start
+        tracing if the environment asks for it (before Django builds its middleware chain)."""
         # Apps' services import their models, which Django allows only once the registry is ready.
         from keys.services import group_keys_revoke, key_slugs_rename
-        from routing.selectors import endpoint_live_slugs
+        from routing.selectors import endpoint_live_slugs, endpoint_priced_slugs
 
         ports_wire(
             Ports(
                 live_endpoint_slugs=endpoint_live_slugs,
                 group_keys_revoke=group_keys_revoke,
                 key_slugs_rename=key_slugs_rename,
+                priced_endpoint_slugs=endpoint_priced_slugs,
             )
         )
         tracing_setup()

@@ -326,8 +326,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "LimitTypeEnum": ["TOKEN", "REQUEST"],
+        "UsageLimitTypeEnum": ["TOKEN", "REQUEST", "SPEND"],
         "RateLimitUnitEnum": ["SECOND", "MINUTE"],
-        "UsageLimitUnitEnum": ["DAY"],
+        "UsageLimitUnitEnum": ["DAY", "MONTH"],
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -12,21 +12,25 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from groups.models import LimitType
+from groups.limits import LIMIT_TYPES, RATE, TYPES_BY_KIND, UNITS_BY_KIND, USAGE
 
 MAX_THRESHOLD = 2**63 - 1
 
 
 class RateLimitSerializer(serializers.Serializer[Any]):
-    type = serializers.ChoiceField(choices=LimitType.choices)
-    unit = serializers.ChoiceField(choices=["SECOND", "MINUTE"])
+    type = serializers.ChoiceField(choices=list(LIMIT_TYPES))
+    unit = serializers.ChoiceField(choices=list(UNITS_BY_KIND[RATE]))
     threshold = serializers.IntegerField(min_value=0, max_value=MAX_THRESHOLD)
 
 
 class UsageLimitSerializer(serializers.Serializer[Any]):
-    type = serializers.ChoiceField(choices=LimitType.choices)
-    unit = serializers.ChoiceField(choices=["DAY"])
-    threshold = serializers.IntegerField(min_value=0, max_value=MAX_THRESHOLD)
+    type = serializers.ChoiceField(choices=list(TYPES_BY_KIND[USAGE]))
+    unit = serializers.ChoiceField(choices=list(UNITS_BY_KIND[USAGE]))
+    threshold = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_THRESHOLD,
+        help_text="SPEND: micro-units of the endpoint's currency (1 USD = 1000000), at most 2^53-1",
+    )
 
 
 class ModelConfigSerializer(serializers.Serializer[Any]):

@@ -17,18 +17,25 @@ USAGE = "USAGE"
 INDEPENDENT = "INDEPENDENT"
 CASCADING = "CASCADING"
 LIMIT_TYPES = ("TOKEN", "REQUEST")
-UNITS_BY_KIND = {RATE: ("SECOND", "MINUTE"), USAGE: ("DAY",)}
+SPEND = "SPEND"
+TYPES_BY_KIND = {RATE: LIMIT_TYPES, USAGE: (*LIMIT_TYPES, SPEND)}
+UNITS_BY_KIND = {RATE: ("SECOND", "MINUTE"), USAGE: ("DAY", "MONTH")}
+# Lua numbers are doubles: SPEND counters (micro-units) stay exact integers below 2**53.
+SPEND_MAX_THRESHOLD = 2**53 - 1
 WIRE_KEY_BY_KIND = {RATE: "rate_limits", USAGE: "usage_limits"}
 MODEL_KEYS = frozenset({"slug", "rate_limits", "usage_limits"})
 LIMIT_KEYS = frozenset({"type", "unit", "threshold"})
-_ORDER = {name: index for index, name in enumerate((*LIMIT_TYPES, "SECOND", "MINUTE", "DAY"))}
+_ORDER = {
+    name: index
+    for index, name in enumerate((*LIMIT_TYPES, SPEND, "SECOND", "MINUTE", "DAY", "MONTH"))
+}
 
 LimitKey = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
 class LimitSpec:
-    """One configured limit: kind RATE|USAGE, type TOKEN|REQUEST, unit, threshold."""
+    """One configured limit: kind RATE|USAGE, type TOKEN|REQUEST|SPEND (USAGE), unit, threshold."""
 
     kind: str
     type: str
@@ -122,9 +129,11 @@ def _limits_parse(raw: Any, *, kind: str, param: str) -> list[LimitSpec]:
     limits: list[LimitSpec] = []
     for index, item in enumerate(raw):
         limit = _limit_parse(item, kind=kind, param=f"{param}[{index}]")
-        if any(other.type == limit.type for other in limits):
+        # Rate limits: one per type; usage limits: one per (type, unit), e.g. a day and a month.
+        if any(_same_slot(other, limit) for other in limits):
+            per = "" if kind == RATE else f" {limit.unit}"
             raise ValidationFailed(
-                f"{param}: at most one {limit.type} limit per slug",
+                f"{param}: at most one {limit.type}{per} limit per slug",
                 code="duplicate_limit",
                 param=f"{param}[{index}]",
             )
@@ -132,14 +141,19 @@ def _limits_parse(raw: Any, *, kind: str, param: str) -> list[LimitSpec]:
     return limits
 
 
+def _same_slot(one: LimitSpec, other: LimitSpec) -> bool:
+    return one.type == other.type and (one.kind == RATE or one.unit == other.unit)
+
+
 def _limit_parse(raw: Any, *, kind: str, param: str) -> LimitSpec:
     if not isinstance(raw, dict):
         raise ValidationFailed(f"{param} must be an object", code="invalid_type", param=param)
     _keys_check(raw, allowed=LIMIT_KEYS, param=param)
     type_, unit, threshold = raw.get("type"), raw.get("unit"), raw.get("threshold")
-    if type_ not in LIMIT_TYPES:
+    types = TYPES_BY_KIND[kind]
+    if type_ not in types:
         raise ValidationFailed(
-            f"{param}.type must be TOKEN or REQUEST",
+            f"{param}.type must be {' or '.join(types) if len(types) == 2 else ', '.join(types)}",
             code="invalid_limit_type",
             param=f"{param}.type",
         )
@@ -153,6 +167,12 @@ def _limit_parse(raw: Any, *, kind: str, param: str) -> LimitSpec:
     if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
         raise ValidationFailed(
             f"{param}.threshold must be an integer >= 0",
+            code="invalid_threshold",
+            param=f"{param}.threshold",
+        )
+    if type_ == SPEND and threshold > SPEND_MAX_THRESHOLD:
+        raise ValidationFailed(
+            f"{param}.threshold of a SPEND limit must be at most {SPEND_MAX_THRESHOLD} micro-units",
             code="invalid_threshold",
             param=f"{param}.threshold",
         )

@@ -170,12 +170,14 @@ class GroupModel(models.Model):
 class LimitType(models.TextChoices):
     TOKEN = "TOKEN"
     REQUEST = "REQUEST"
+    SPEND = "SPEND"
 
 
 class LimitUnit(models.TextChoices):
     SECOND = "SECOND"
     MINUTE = "MINUTE"
     DAY = "DAY"
+    MONTH = "MONTH"
 
 
 class LimitKind(models.TextChoices):
@@ -184,7 +186,7 @@ class LimitKind(models.TextChoices):
 
 
 class ModelLimit(models.Model):
-    """One rate (SECOND/MINUTE) or usage (DAY) limit on a group's slug."""
+    """One rate (SECOND/MINUTE) or usage (DAY/MONTH) limit on a group's slug."""
 
     access = models.ForeignKey(GroupModel, on_delete=models.CASCADE, related_name="limits")
     kind = models.CharField(max_length=8, choices=LimitKind.choices)
@@ -195,13 +197,16 @@ class ModelLimit(models.Model):
     class Meta:
         ordering = ["access_id", "kind", "type"]
         constraints = [
-            # At most one rate limit per type per slug; at most one usage limit per (type, DAY).
-            models.UniqueConstraint(fields=["access", "kind", "type"], name="limit_one_per_type"),
+            # At most one usage limit per (type, unit); groups.limits keeps rate limits to one per
+            # type (SECOND or MINUTE).
+            models.UniqueConstraint(
+                fields=["access", "kind", "type", "unit"], name="limit_one_per_type_unit"
+            ),
             models.CheckConstraint(condition=Q(threshold__gte=0), name="limit_threshold_gte_0"),
             models.CheckConstraint(
-                condition=(Q(kind="RATE") & Q(unit__in=["SECOND", "MINUTE"]))
-                | (Q(kind="USAGE") & Q(unit="DAY")),
-                name="limit_kind_matches_unit",
+                condition=(Q(kind="RATE") & Q(unit__in=["SECOND", "MINUTE"]) & ~Q(type="SPEND"))
+                | (Q(kind="USAGE") & Q(unit__in=["DAY", "MONTH"])),
+                name="limit_kind_matches_unit_month",
             ),
         ]
 

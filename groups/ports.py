@@ -1,14 +1,15 @@
 """What groups asks of the apps built on it, as an interface they implement.
 
-`routing` knows which endpoint slugs are live and `keys` owns the keys hung off groups; both depend
-on `groups`, so groups cannot import them. Groups states what it needs here, and the composition
-root (gateway_project/apps.py) wires the implementations in once the apps are loaded.
+`routing` knows which endpoint slugs are live (and priced) and `keys` owns the keys hung off
+groups; both depend on `groups`, so groups cannot import them. Groups states what it needs here,
+and the composition root (gateway_project/apps.py) wires the implementations in once the apps are
+loaded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -18,6 +19,12 @@ from django.core.exceptions import ImproperlyConfigured
 class LiveEndpointSlugs(Protocol):
     def __call__(self, *, workspace_id: str, slugs: Collection[str]) -> set[str]:
         """The subset of `slugs` that are live endpoints of the workspace."""
+        ...
+
+
+class PricedEndpointSlugs(Protocol):
+    def __call__(self, *, workspace_id: str, slugs: Collection[str]) -> set[str]:
+        """The subset of `slugs` that are live endpoints of the workspace with a price."""
         ...
 
 
@@ -40,6 +47,8 @@ class Ports:
     live_endpoint_slugs: LiveEndpointSlugs
     group_keys_revoke: GroupKeysRevoke
     key_slugs_rename: KeySlugsRename
+    # Left out of equality: added after the others, and unwired it prices nothing (SPEND refused).
+    priced_endpoint_slugs: PricedEndpointSlugs | None = field(default=None, compare=False)
 
 
 _wired: list[Ports] = []

@@ -37,6 +37,7 @@ __all__ = [
     "group_models",
     "group_subtree",
     "groups_effective_models",
+    "slug_spend_limited",
     "models_prefetch",
 ]
 
@@ -94,6 +95,16 @@ def _accesses(group: Group) -> list[GroupModel]:
         return list(group.model_access.all())
     prefetch_related_objects([group], models_prefetch())
     return list(group.model_access.all())
+
+
+def slug_spend_limited(*, workspace_id: str, slug: str) -> bool:
+    """True when a live group of the workspace has a SPEND limit on `slug`."""
+    return ModelLimit.objects.filter(
+        type="SPEND",
+        access__slug=slug,
+        access__group__workspace_id=workspace_id,
+        access__group__deleted_at__isnull=True,
+    ).exists()
 
 
 def group_models(*, group: Group) -> list[dict[str, Any]]:

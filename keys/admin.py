@@ -26,7 +26,7 @@ from django.utils.cache import add_never_cache_headers
 
 from gateway_project.kernel.admin_pages import ReadOnlyPageMixin
 from gateway_project.kernel.confirmation import action_confirmation, action_confirmed
-from gateway_project.kernel.errors import GatewayError
+from gateway_project.kernel.errors import GatewayError, ValidationFailed
 from gateway_project.kernel.shown_once import shown_once_put, shown_once_take
 from groups.models import Group
 from groups.services.audit import staff_actor
@@ -35,6 +35,7 @@ from keys.services import (
     api_key_create,
     api_key_revoke,
     api_key_rotate,
+    expires_at_check,
     management_key_create,
     management_key_revoke,
     management_key_rotate,
@@ -222,14 +223,27 @@ class MintedKeyAdmin(ReadOnlyPageMixin, admin.ModelAdmin):  # type: ignore[type-
         return None
 
 
+class ApiKeyMintForm(ModelForm):  # type: ignore[type-arg]
+    """The mint form: an expiry, if given, must be in the future (the service's rule)."""
+
+    def clean_expires_at(self) -> Any:
+        value = self.cleaned_data.get("expires_at")
+        try:
+            return expires_at_check(value)
+        except ValidationFailed as exc:
+            raise forms.ValidationError(exc.message, code=exc.code) from exc
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(MintedKeyAdmin):
+    form = ApiKeyMintForm
     list_display = (
         "prefix",
         "name",
         "group",
         "workspace",
         "registered",
+        "expires_at",
         "created_at",
         "last_used_at",
         "revoked_at",
@@ -237,7 +251,7 @@ class ApiKeyAdmin(MintedKeyAdmin):
     list_select_related = ("group", "workspace")
     search_fields = ("^prefix", "=group__external_entity_id", "=group__id", "name")
     list_filter = (*MintedKeyAdmin.list_filter, "registered")
-    mint_fields = ("group", "name")
+    mint_fields = ("group", "name", "expires_at")
     detail_fields = (
         "id",
         "prefix",
@@ -246,6 +260,7 @@ class ApiKeyAdmin(MintedKeyAdmin):
         "group",
         "slugs",
         "registered",
+        "expires_at",
         "created_at",
         "last_used_at",
         "revoke_at",
@@ -262,7 +277,11 @@ class ApiKeyAdmin(MintedKeyAdmin):
     def mint(self, request: HttpRequest, data: dict[str, Any]) -> tuple[ApiKey, str]:
         group = data["group"]
         return api_key_create(
-            workspace=group.workspace, group=group, actor=_actor(request), name=data["name"]
+            workspace=group.workspace,
+            group=group,
+            actor=_actor(request),
+            name=data["name"],
+            expires_at=data.get("expires_at"),
         )
 
     def revoke(self, request: HttpRequest, key: ApiKey) -> None:

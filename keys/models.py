@@ -60,6 +60,9 @@ class ApiKey(models.Model):
     registered = models.BooleanField(
         default=False, help_text="Supplied by the workspace, not minted."
     )
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="The key stops working at this instant (none: never)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)

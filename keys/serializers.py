@@ -4,15 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from gateway_project.kernel.apikit import TimestampField
 from groups import selectors as group_selectors
 from groups.models import Group
 from keys.models import ApiKey
 
 
+@extend_schema_field(OpenApiTypes.DATETIME)
+class ExpiresAtField(serializers.CharField):
+    """An RFC 3339 timestamp in the future, checked by keys.services; null or absent: never."""
+
+
+def _expires_at_input() -> ExpiresAtField:
+    return ExpiresAtField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="RFC 3339, in the future: the key stops working at this instant.",
+    )
+
+
 class KeyMintSerializer(serializers.Serializer[Any]):
     name = serializers.CharField(max_length=255, allow_blank=True, required=False, default="")
+    expires_at = _expires_at_input()
 
 
 class UserKeyMintSerializer(KeyMintSerializer):
@@ -28,12 +46,14 @@ class UserKeyMintSerializer(KeyMintSerializer):
 class KeyRegisterSerializer(serializers.Serializer[Any]):
     key = serializers.CharField(trim_whitespace=False, max_length=1024)
     name = serializers.CharField(max_length=255, allow_blank=True, required=False, default="")
+    expires_at = _expires_at_input()
 
 
 class ApiKeyMintedSerializer(serializers.Serializer[Any]):
     api_key = serializers.CharField(help_text="Shown once; only a hash is stored.")
     prefix = serializers.CharField()
     name = serializers.CharField(allow_blank=True)
+    expires_at = TimestampField(required=False, help_text="Present on expiring keys only")
 
 
 class UserApiKeyMintedSerializer(ApiKeyMintedSerializer):
@@ -43,6 +63,7 @@ class UserApiKeyMintedSerializer(ApiKeyMintedSerializer):
 class ApiKeyV1Serializer(serializers.Serializer[Any]):
     prefix = serializers.CharField()
     name = serializers.CharField(allow_blank=True)
+    expires_at = TimestampField(required=False, help_text="Present on expiring keys only")
 
 
 class ApiKeyRevokedSerializer(serializers.Serializer[Any]):
@@ -54,15 +75,20 @@ class OkSerializer(serializers.Serializer[Any]):
 
 
 def api_key_wire(key: ApiKey) -> dict[str, Any]:
-    """`{prefix, name}` of a key (never its secret)."""
-    return ApiKeyV1Serializer(key).data
+    """`{prefix, name}` of a key (never its secret), and `expires_at` when it expires."""
+    return ApiKeyV1Serializer(_key_fields(key)).data
+
+
+def _key_fields(key: ApiKey) -> dict[str, Any]:
+    fields: dict[str, Any] = {"prefix": key.prefix, "name": key.name}
+    if key.expires_at is not None:
+        fields["expires_at"] = key.expires_at
+    return fields
 
 
 def api_key_minted_wire(key: ApiKey, plaintext: str) -> dict[str, Any]:
     """The one response that carries the plaintext key."""
-    return ApiKeyMintedSerializer(
-        {"api_key": plaintext, "prefix": key.prefix, "name": key.name}
-    ).data
+    return ApiKeyMintedSerializer({"api_key": plaintext, **_key_fields(key)}).data
 
 
 def user_api_key_minted_wire(key: ApiKey, plaintext: str, *, user: Group) -> dict[str, Any]:
@@ -71,5 +97,5 @@ def user_api_key_minted_wire(key: ApiKey, plaintext: str, *, user: Group) -> dic
     if key.slugs is not None:
         models = [model for model in models if model["slug"] in key.slugs]
     return UserApiKeyMintedSerializer(
-        {"api_key": plaintext, "prefix": key.prefix, "name": key.name, "models": models}
+        {"api_key": plaintext, **_key_fields(key), "models": models}
     ).data

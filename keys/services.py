@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from django.db import IntegrityError, models, transaction
@@ -34,6 +35,9 @@ REGISTERED_MAX_LENGTH = 128
 REGISTERED_MIN_ENTROPY = 3.0
 REGISTERED_SECRET_MIN_LENGTH = 16
 NAME_MAX_LENGTH = 255
+RFC3339 = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
 
 
 def _name_check(name: Any) -> str:
@@ -44,6 +48,46 @@ def _name_check(name: Any) -> str:
             param="name",
         )
     return name
+
+
+def expires_at_check(value: Any, *, now: datetime | None = None) -> datetime | None:
+    """An optional expiry: an RFC 3339 timestamp (or an aware datetime) in the future."""
+    if value is None:
+        return None
+    moment = value if isinstance(value, datetime) else _rfc3339(value)
+    if moment is None or moment.tzinfo is None:
+        raise ValidationFailed(
+            "expires_at must be an RFC 3339 timestamp with an offset, e.g. 2027-01-01T00:00:00Z.",
+            code="invalid_expires_at",
+            param="expires_at",
+        )
+    try:
+        moment = moment.astimezone(UTC)  # stored in UTC: any RFC 3339 offset is accepted
+    except OverflowError:
+        moment = None
+    if moment is None:
+        raise ValidationFailed(
+            "expires_at is out of range.", code="invalid_expires_at", param="expires_at"
+        )
+    if moment <= (now or timezone.now()):
+        raise ValidationFailed(
+            "expires_at must be in the future.", code="expires_at_past", param="expires_at"
+        )
+    return moment
+
+
+def _rfc3339(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not RFC3339.match(value):
+        return None
+    # Python reads at most 6 fraction digits; RFC 3339 allows more (nanoseconds).
+    head, dot, rest = value.partition(".")
+    if dot:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        value = f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}"
+    try:
+        return datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def _insert_minted(build: Callable[[str, str], K], kind_prefix: str) -> tuple[K, str]:
@@ -65,6 +109,8 @@ def _key_summary(key: ApiKey | ManagementKey) -> dict[str, Any]:
     summary: dict[str, Any] = {"prefix": key.prefix, "name": key.name}
     if isinstance(key, ApiKey):
         summary.update(group_id=key.group_id, slugs=key.slugs, registered=key.registered)
+        if key.expires_at is not None:
+            summary["expires_at"] = key.expires_at.isoformat()
     else:
         summary["scope"] = key.scope
     return summary
@@ -166,11 +212,14 @@ def api_key_create(
     actor: str,
     name: str = "",
     slugs: Iterable[str] | None = None,
+    expires_at: Any = None,
 ) -> tuple[ApiKey, str]:
-    """Mint a federated key for a live group; the plaintext is returned once and never stored."""
+    """Mint a federated key for a live group, optionally expiring; the plaintext is returned once
+    and never stored."""
     _live_group_check(workspace=workspace, group=group)
     name = _name_check(name)
     subset = _slugs_check(group=group, slugs=slugs)
+    expiry = expires_at_check(expires_at)
     key, plaintext = _insert_minted(
         lambda plain, prefix: ApiKey(
             workspace=workspace,
@@ -179,6 +228,7 @@ def api_key_create(
             key_hash=key_hash(plain),
             name=name,
             slugs=subset,
+            expires_at=expiry,
         ),
         FEDERATED_PREFIX,
     )
@@ -242,12 +292,19 @@ def _prefix_taken(prefix: str) -> ValidationFailed:
 
 @transaction.atomic
 def api_key_register(
-    *, workspace: Workspace, group: Group, actor: str, key: str, name: str = ""
+    *,
+    workspace: Workspace,
+    group: Group,
+    actor: str,
+    key: str,
+    name: str = "",
+    expires_at: Any = None,
 ) -> ApiKey:
     """Store the hash of a workspace-generated key (the caller verifies the body signature)."""
     _live_group_check(workspace=workspace, group=group)
     plaintext, prefix = _registered_key_check(key)
     name = _name_check(name)
+    expiry = expires_at_check(expires_at)
     if ApiKey.objects.filter(prefix=prefix).exists():
         raise _prefix_taken(prefix)
     row = ApiKey(
@@ -257,6 +314,7 @@ def api_key_register(
         key_hash=key_hash(plaintext),
         name=name,
         registered=True,
+        expires_at=expiry,
     )
     try:
         with transaction.atomic():

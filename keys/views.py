@@ -70,7 +70,11 @@ class GroupKeyListView(OwnedKeyView):
         group = self.owner(owner_id)
         data = self.input(KeyMintSerializer)
         key, plaintext = services.api_key_create(
-            workspace=self.workspace, group=group, actor=self.actor, name=data["name"]
+            workspace=self.workspace,
+            group=group,
+            actor=self.actor,
+            name=data["name"],
+            expires_at=data["expires_at"],
         )
         return Response(api_key_minted_wire(key, plaintext))
 
@@ -98,6 +102,7 @@ class GroupKeyRegisterView(OwnedKeyView):
             actor=self.actor,
             key=data["key"],
             name=data["name"],
+            expires_at=data["expires_at"],
         )
         return Response({"ok": True})
 
@@ -155,6 +160,7 @@ class UserKeyListView(GroupKeyListView):
             actor=self.actor,
             name=data["name"],
             slugs=data["models"],
+            expires_at=data["expires_at"],
         )
         return Response(user_api_key_minted_wire(key, plaintext, user=user))
 

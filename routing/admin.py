@@ -61,6 +61,7 @@ def endpoint_write(
             targets=targets or [],
             region=endpoint.region,
             routing=routing,
+            pricing=endpoint.pricing,
         )
     return endpoint_update(
         workspace=endpoint.workspace,
@@ -69,6 +70,7 @@ def endpoint_write(
         slug=endpoint.slug,
         targets=targets,
         routing=routing,
+        pricing=endpoint.pricing,
     )
 
 
@@ -201,13 +203,14 @@ class EndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         routing = ("strategy", "first_byte_timeout")
         if obj is None:
-            return ("workspace", "slug", "region", *routing)
+            return ("workspace", "slug", "region", *routing, "pricing")
         return (
             "id",
             "workspace",
             "slug",
             "region",
             *routing,
+            "pricing",
             "circuit_breakers",
             "created_at",
             "updated_at",

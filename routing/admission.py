@@ -21,6 +21,7 @@ from django.conf import settings
 
 from routing.adjust_retry import adjust_retry_start
 from routing.limit_counters import (
+    CALENDAR_UNITS,
     UNAVAILABLE,
     ChargedCounter,
     LimitsUnavailable,
@@ -34,8 +35,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-UNIT_TEXT = {"SECOND": "per second", "MINUTE": "per minute", "DAY": "per day (UTC)"}
+UNIT_TEXT = {
+    "SECOND": "per second",
+    "MINUTE": "per minute",
+    "DAY": "per day (UTC)",
+    "MONTH": "per month (UTC)",
+}
 HEADER_NAMES = (("REQUEST", "requests"), ("TOKEN", "tokens"))
+NEED_TEXT = {"REQUEST": "1 request", "TOKEN": "{cost} tokens", "SPEND": "{cost} micro-units"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +51,7 @@ class Reservation:
 
     counters: tuple[ChargedCounter, ...]
     reserved_tokens: int
+    reserved_spend: int = 0  # micro-units, SPEND counters only
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,38 +102,69 @@ async def limits_admit(
     reserve_tokens: int,
     slug: str,
     now: float | None = None,
+    reserve_spend: int | None = None,
 ) -> Admission:
-    """Check every limit of a request and charge all of them, or none (now: test clock, seconds)."""
+    """Check every limit of a request and charge all of them, or none (now: test clock, seconds).
+
+    `reserve_spend` is what SPEND limits reserve, in micro-units; None (a model without a price,
+    or a caller that priced nothing) is admitted by no SPEND limit: spend is never unmetered."""
     if not limits:
         return Admission(allowed=True)
-    counters = [_counter(limit=limit, slug=slug, reserve_tokens=reserve_tokens) for limit in limits]
+    counters = [
+        _counter(limit=limit, slug=slug, reserve_tokens=reserve_tokens, reserve_spend=reserve_spend)
+        for limit in limits
+    ]
     try:
         reply = await script_run(mode="admit", counters=counters, amounts=None, now=now)
     except UNAVAILABLE as exc:
         return _admit_unavailable(exc)
-    return _admission(reply=reply, counters=counters, slug=slug, reserve_tokens=reserve_tokens)
+    reserved = Reservation(
+        counters=(), reserved_tokens=reserve_tokens, reserved_spend=reserve_spend or 0
+    )
+    return _admission(reply=reply, counters=counters, slug=slug, reserved=reserved)
 
 
 async def limits_settle(
-    *, reservation: Reservation | None, actual_tokens: int, now: float | None = None
+    *,
+    reservation: Reservation | None,
+    actual_tokens: int,
+    now: float | None = None,
+    actual_spend: int = 0,
 ) -> None:
-    """Reconcile the TOKEN counters to the actual usage (may go over a limit; never fails)."""
+    """Reconcile the TOKEN and SPEND counters to the actual usage (may go over a limit; never
+    fails); `actual_spend` in whole micro-units, rounded up."""
     if reservation is None:
         return
-    delta = actual_tokens - reservation.reserved_tokens
-    await _adjust(reservation=reservation, deltas={"TOKEN": delta, "REQUEST": 0}, now=now)
-
-
-async def limits_refund(*, reservation: Reservation | None, now: float | None = None) -> None:
-    """Give back the request count and the reserved tokens of a request that produced nothing."""
-    if reservation is None:
-        return
-    deltas = {"TOKEN": -reservation.reserved_tokens, "REQUEST": -1}
+    deltas = {
+        "TOKEN": actual_tokens - reservation.reserved_tokens,
+        "REQUEST": 0,
+        "SPEND": actual_spend - reservation.reserved_spend,
+    }
     await _adjust(reservation=reservation, deltas=deltas, now=now)
 
 
-def _counter(*, limit: EnforcedLimit, slug: str, reserve_tokens: int) -> ChargedCounter:
-    cost = 1 if limit.type == "REQUEST" else reserve_tokens
+async def limits_refund(*, reservation: Reservation | None, now: float | None = None) -> None:
+    """Give back the request count, tokens and spend reserved by a request that produced nothing."""
+    if reservation is None:
+        return
+    deltas = {
+        "TOKEN": -reservation.reserved_tokens,
+        "REQUEST": -1,
+        "SPEND": -reservation.reserved_spend,
+    }
+    await _adjust(reservation=reservation, deltas=deltas, now=now)
+
+
+def _counter(
+    *, limit: EnforcedLimit, slug: str, reserve_tokens: int, reserve_spend: int | None
+) -> ChargedCounter:
+    if limit.type == "REQUEST":
+        cost = 1
+    elif limit.type == "SPEND":
+        # No price (it was removed under a live limit): can never fit, rather than spend unmetered.
+        cost = int(limit.threshold) + 1 if reserve_spend is None else reserve_spend
+    else:
+        cost = reserve_tokens
     return ChargedCounter(
         key=counter_key(limit=limit, slug=slug),
         type=limit.type,
@@ -146,7 +185,7 @@ def _admit_unavailable(exc: BaseException) -> Admission:
 
 
 def _admission(
-    *, reply: list[Any], counters: list[ChargedCounter], slug: str, reserve_tokens: int
+    *, reply: list[Any], counters: list[ChargedCounter], slug: str, reserved: Reservation
 ) -> Admission:
     day = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
     states = [
@@ -155,12 +194,19 @@ def _admission(
     ]
     headers = _rate_headers(states)
     if reply[0] == 1:
-        charged = tuple(
-            replace(c, key=f"{c.key}:{day}") if c.unit == "DAY" else c for c in counters
-        )
-        reservation = Reservation(counters=charged, reserved_tokens=reserve_tokens)
+        charged = tuple(_period_key(c, day=day) for c in counters)
+        reservation = replace(reserved, counters=charged)
         return Admission(allowed=True, headers=headers, reservation=reservation)
     return _rejection(states=states, headers=headers, slug=slug)
+
+
+def _period_key(counter: ChargedCounter, *, day: str) -> ChargedCounter:
+    """The counter with the full key the script charged: `:YYYYMMDD` (DAY), `:YYYYMM` (MONTH)."""
+    if counter.unit == "DAY":
+        return replace(counter, key=f"{counter.key}:{day}")
+    if counter.unit == "MONTH":
+        return replace(counter, key=f"{counter.key}:{day[:6]}")
+    return counter
 
 
 def _rejection(*, states: list[_CounterState], headers: dict[str, str], slug: str) -> Admission:
@@ -172,7 +218,7 @@ def _rejection(*, states: list[_CounterState], headers: dict[str, str], slug: st
     else:
         # Retrying cannot help; the OpenAI SDKs retry every 429 unless told not to.
         headers["x-should-retry"] = "false"
-    usage = worst.counter.unit == "DAY"
+    usage = worst.counter.unit in CALENDAR_UNITS
     return Admission(
         allowed=False,
         error_type="usage_limit_error" if usage else "rate_limit_error",
@@ -188,11 +234,12 @@ def _rejection(*, states: list[_CounterState], headers: dict[str, str], slug: st
 
 def _rejection_message(*, state: _CounterState, slug: str) -> str:
     counter = state.counter
-    limit = f"{counter.type} limit of {counter.threshold} {UNIT_TEXT[counter.unit]}"
+    amount = f"{counter.threshold} micro-units" if counter.type == "SPEND" else counter.threshold
+    limit = f"{counter.type} limit of {amount} {UNIT_TEXT[counter.unit]}"
     if state.fits == -1:
-        need = "1 request" if counter.type == "REQUEST" else f"{counter.cost} tokens"
+        need = NEED_TEXT[counter.type].format(cost=counter.cost)
         return f"This request can never fit the {limit} for model '{slug}': it needs {need}."
-    kind = "Usage" if counter.unit == "DAY" else "Rate"
+    kind = "Usage" if counter.unit in CALENDAR_UNITS else "Rate"
     return f"{kind} limit exceeded for model '{slug}': {limit}."
 
 

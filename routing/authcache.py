@@ -50,6 +50,8 @@ class KeyEntry:
     key_prefix: str
     allowed_slugs: frozenset[str]
     limits: Mapping[str, list[Any]]  # slug -> [EnforcedLimit]
+    # Unix seconds; checked against the clock on every request, so expiry needs no write.
+    expires_at: float | None = None
 
 
 def _with_connection_closed(func: Callable[..., V]) -> Callable[..., V]:
@@ -82,6 +84,7 @@ def _key_load(plaintext: str) -> KeyEntry | None:
         key_prefix=key.prefix,
         allowed_slugs=frozenset(slugs),
         limits={slug: list(items) for slug, items in limits.items() if items and slug in slugs},
+        expires_at=None if key.expires_at is None else key.expires_at.timestamp(),
     )
 
 

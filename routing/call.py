@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from routing.authcache import KeyEntry
+from routing.pricing import Pricing
 from routing.usage import Usage
 
 
@@ -30,6 +31,8 @@ class Call:
     upstream_ms: float = 0.0
     first_byte_ms: float | None = None
     stream: bool = False
+    # The endpoint's prices when the request was admitted: its event and SPEND settle use them.
+    pricing: Pricing | None = None
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the request arrived."""

@@ -28,6 +28,7 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -38,7 +39,9 @@ from routing.admission import Reservation
 from routing.call import Call
 from routing.limit_counters import ChargedCounter
 from routing.periodic import every
+from routing.pricing import Pricing, cost_micro, cost_wire, micro_ceil
 from routing.sync_adjust import limits_adjust_sync
+from routing.usage import Usage
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ def journal_note(call: Call, *, body_bytes: int, reservation: Reservation | None
     counters = [
         [c.key, c.type, c.unit, c.threshold] for c in (reservation.counters if reservation else ())
     ]
-    note = {
+    note: dict[str, Any] = {
         "worker": worker_id(),
         "at": time.time(),
         "requestMetadata": call.metadata,
@@ -97,7 +100,22 @@ def journal_note(call: Call, *, body_bytes: int, reservation: Reservation | None
         "reserved": reservation.reserved_tokens if reservation else 0,
         "counters": counters,
     }
+    if call.pricing is not None:
+        note["pricing"] = _pricing_note(call.pricing)
+        note["reservedSpend"] = reservation.reserved_spend if reservation else 0
     return json.dumps(note, separators=(",", ":"))
+
+
+def _pricing_note(pricing: Pricing) -> list[str]:
+    return [pricing.currency, str(pricing.input), str(pricing.output), str(pricing.cached_input)]
+
+
+def _pricing_read(note: dict[str, Any]) -> Pricing | None:
+    raw = note.get("pricing")
+    if raw is None:
+        return None
+    currency, fresh, output, cached = raw
+    return Pricing(str(currency), Decimal(fresh), Decimal(output), Decimal(cached))
 
 
 FLUSH_EVERY = 0.02
@@ -199,9 +217,14 @@ def _worker_gone(client: Any, worker: str, *, now: float) -> bool:
     return now - since >= MISSING_GRACE
 
 
+def _reaped_usage(note: dict[str, Any]) -> Usage:
+    return Usage(max(1, int(note["bodyBytes"]) // 4), 0, 0, estimated=True)
+
+
 def _reaped_event(request_id: str, note: dict[str, Any]) -> dict[str, Any]:
-    input_tokens = max(1, int(note["bodyBytes"]) // 4)
-    return {
+    usage, pricing = _reaped_usage(note), _pricing_read(note)
+    input_tokens = usage.input_tokens
+    event = {
         "idempotencyKey": new_ulid(),
         "timestamp": _timestamp(),
         "requestId": request_id,
@@ -213,6 +236,7 @@ def _reaped_event(request_id: str, note: dict[str, Any]) -> dict[str, Any]:
         "groupId": note["groupId"],
         "status": "cancelled",
         "tokens": {"inputTokens": input_tokens, "outputTokens": 0, "cachedInputTokens": 0},
+        **({"cost": cost_wire(pricing, usage)} if pricing is not None else {}),
         "workspaceId": note["workspaceId"],
         "usageEstimated": True,
         "httpStatus": 499,
@@ -221,6 +245,7 @@ def _reaped_event(request_id: str, note: dict[str, Any]) -> dict[str, Any]:
         "upstreamMs": 0.0,
         "firstByteMs": None,
     }
+    return event
 
 
 def journal_reap(*, client: Any, now: float | None = None) -> int:
@@ -239,28 +264,38 @@ def journal_reap(*, client: Any, now: float | None = None) -> int:
                 gone[worker] = _worker_gone(client, worker, now=now)
             if not gone[worker]:
                 continue
-            event, counters = _reaped_event(request_id, note), _token_counters(note)
-        except (KeyError, TypeError, ValueError, RecursionError) as exc:
+            event, counters = _reaped_event(request_id, note), _settled_counters(note)
+            deltas = _reaped_deltas(note)
+        except (KeyError, TypeError, ValueError, ArithmeticError, RecursionError) as exc:
             _note_park(client, request_id=request_id, raw_note=raw_note, exc=exc)
             continue  # one unreadable note must not stop the reaper for every other request
         payload = json.dumps(event, separators=(",", ":"))
         if not client.eval(_REAP_SCRIPT, 2, INFLIGHT_KEY, USAGE_STREAM, request_id, payload):
             continue  # recorded meanwhile by its worker or another reaper
         reaped += 1
-        tokens = event["tokens"]["inputTokens"]
-        _settle(counters, delta=tokens - int(note["reserved"]), request_id=request_id)
+        _settle(counters, deltas=deltas, request_id=request_id)
     if reaped:
         logger.warning("reaped %d requests of dead gateway workers %s", reaped, sorted(gone))
     return reaped
 
 
-def _token_counters(note: dict[str, Any]) -> list[ChargedCounter]:
-    int(note["reserved"])  # read before the event is recorded: a bad note is parked instead
+def _settled_counters(note: dict[str, Any]) -> list[ChargedCounter]:
     return [
         ChargedCounter(key=key, type=kind, unit=unit, threshold=int(threshold), cost=0)
         for key, kind, unit, threshold in note["counters"]
-        if kind == "TOKEN"
+        if kind in ("TOKEN", "SPEND")
     ]
+
+
+def _reaped_deltas(note: dict[str, Any]) -> dict[str, int]:
+    """TOKEN and SPEND settle to the estimate (read before the event is recorded: a bad note is
+    parked instead)."""
+    usage, pricing = _reaped_usage(note), _pricing_read(note)
+    spend = micro_ceil(cost_micro(pricing, usage)) if pricing is not None else 0
+    return {
+        "TOKEN": usage.total - int(note["reserved"]),
+        "SPEND": spend - int(note.get("reservedSpend", 0)),
+    }
 
 
 def _note_park(client: Any, *, request_id: str, raw_note: bytes, exc: Exception) -> None:
@@ -273,11 +308,12 @@ def _note_park(client: Any, *, request_id: str, raw_note: bytes, exc: Exception)
         )
 
 
-def _settle(counters: list[ChargedCounter], *, delta: int, request_id: str) -> None:
-    if not counters or delta == 0:
+def _settle(counters: list[ChargedCounter], *, deltas: dict[str, int], request_id: str) -> None:
+    counters = [counter for counter in counters if deltas[counter.type] != 0]
+    if not counters:
         return
     try:
-        limits_adjust_sync(counters=counters, amounts=[delta] * len(counters))
+        limits_adjust_sync(counters=counters, amounts=[deltas[c.type] for c in counters])
     except (RedisError, OSError, TimeoutError):
         logger.exception(
             "reaped request's reservation not settled", extra={"request_id": request_id}

@@ -4,8 +4,9 @@ how that script is run (async on the request path, sync from Celery and the usag
 SECOND/MINUTE limits use GCRA (one theoretical-arrival-time number per counter): the burst capacity
 is the threshold, it refills continuously at threshold/period, so there is no 2x burst at a window
 edge, weighted costs and refunds are one addition, and the retry delay is exact. Over any span of
-d seconds a counter admits at most threshold + d * threshold / period units. DAY limits are
-counters on UTC calendar-day keys (`...:DAY:YYYYMMDD`) that expire the day after.
+d seconds a counter admits at most threshold + d * threshold / period units. DAY and MONTH limits
+are counters on UTC calendar-day keys (`...:DAY:YYYYMMDD`) and calendar-month keys
+(`...:MONTH:YYYYMM`) that expire a day after their period ends.
 
 Keys: `rl:{<root_group_id>}:<counter_group_id>:<slug>:<TYPE>:<UNIT>`; the root id is the Redis
 Cluster hash tag, so a whole group tree lives in one slot and one script sees the whole chain.
@@ -36,9 +37,13 @@ if TYPE_CHECKING:
 
 SCRIPT = Path(__file__).with_name("limits_script.lua").read_text()
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
-PERIOD_US = {"SECOND": 1_000_000, "MINUTE": 60_000_000, "DAY": 0}
 # The script's EPOCH: GCRA keys hold theoretical arrival times in microseconds since it.
 GCRA_EPOCH_US = 1_767_225_600_000_000
+PERIOD_US = {"SECOND": 1_000_000, "MINUTE": 60_000_000, "DAY": 0, "MONTH": -1}
+CALENDAR_UNITS = frozenset({"DAY", "MONTH"})
+# Lua numbers are doubles: a cost or delta handed to the script stays an exact integer. A cost
+# this large never fits any threshold the API accepts for SPEND (at most 2**53 - 1).
+LUA_INT_MAX = 2**53
 # What "Redis is unreachable" looks like from redis-py, single node and cluster, plus our timeout.
 UNAVAILABLE = (
     rx.ConnectionError,
@@ -70,7 +75,7 @@ class ChargedCounter:
 
 
 def counter_key(*, limit: EnforcedLimit, slug: str) -> str:
-    """The Redis key of one limit's counter (DAY keys get `:YYYYMMDD` appended)."""
+    """The Redis key of one limit's counter (DAY keys get `:YYYYMMDD`, MONTH `:YYYYMM`)."""
     return f"rl:{{{limit.root_group_id}}}:{limit.counter_group_id}:{slug}:{limit.type}:{limit.unit}"
 
 
@@ -89,9 +94,7 @@ async def script_run(
     """Run the script over `counters` (amounts None: each counter's cost; now None: Redis TIME)."""
     keys = [counter.key for counter in counters]
     args: list[Any] = [mode, "" if now is None else str(round(now * 1_000_000))]
-    for index, counter in enumerate(counters):
-        amount = counter.cost if amounts is None else amounts[index]
-        args += [PERIOD_US[counter.unit], counter.threshold, amount]
+    args += script_limit_args(counters=counters, amounts=amounts)
     client = limits_redis()
     if not isinstance(client, RedisCluster):
         async with asyncio.timeout(settings.GATEWAY_LIMITS_TIMEOUT):
@@ -103,6 +106,18 @@ async def script_run(
         async with asyncio.timeout(settings.GATEWAY_LIMITS_TIMEOUT):
             await client.initialize()
             return await _evalsha(client, keys=keys, args=args)
+
+
+def script_limit_args(
+    *, counters: Sequence[ChargedCounter], amounts: Sequence[int] | None
+) -> list[Any]:
+    """The script's per-limit ARGV: period code, threshold, cost or delta (clamped for Lua)."""
+    args: list[Any] = []
+    for index, counter in enumerate(counters):
+        amount = counter.cost if amounts is None else amounts[index]
+        amount = max(-LUA_INT_MAX, min(LUA_INT_MAX, int(amount)))
+        args += [PERIOD_US[counter.unit], counter.threshold, amount]
+    return args
 
 
 async def _evalsha(client: Redis | RedisCluster, *, keys: list[str], args: list[Any]) -> Any:

@@ -1,15 +1,18 @@
 -- Limits engine: every counter of one request in one atomic step (see routing/limit_counters.py).
 --
 -- KEYS[i]  counter key of limit i. In "admit" mode a DAY key is a base that gets ":YYYYMMDD"
---          (UTC day of the clock) appended; in "adjust" mode every key is given in full.
+--          (UTC day of the clock) appended, a MONTH key ":YYYYMM"; in "adjust" mode every key
+--          is given in full.
 -- ARGV[1]  "admit" | "adjust"
 -- ARGV[2]  clock in unix microseconds, or "" to use Redis TIME (tests pass a controlled clock)
--- ARGV[3i .. 3i+2]  period_us (1e6 SECOND, 6e7 MINUTE, 0 DAY), threshold, cost (admit) or delta
+-- ARGV[3i .. 3i+2]  period_us (1e6 SECOND, 6e7 MINUTE, 0 DAY, -1 MONTH), threshold, cost (admit)
+--          or delta: integers below 2^53 (Lua numbers are doubles; callers clamp)
 --
 -- SECOND/MINUTE limits are GCRA: the key holds the theoretical arrival time (TAT, microseconds
 -- since EPOCH, a float). One unit costs period/threshold; a request fits while the new TAT is at
 -- most one period ahead of now, so the burst capacity is the threshold and there is no window
--- edge. DAY limits are plain counters on calendar-day keys that expire a day after the day ends.
+-- edge. DAY and MONTH limits are plain counters on UTC calendar-day (month) keys that expire a day
+-- after the day (month) ends. Counters are written as integer strings ('%.0f'), never as '%.14g'.
 --
 -- admit reply: {allowed, now_us, day, then per limit: fits (1 yes, 0 later, -1 never),
 --               wait_us, remaining, reset_us}
@@ -29,7 +32,7 @@ local rel = now - EPOCH
 local day_number = math.floor(now / DAY_US)
 local until_midnight = (day_number + 1) * DAY_US - now
 
-local function civil_date(z)
+local function civil(z)
   -- Howard Hinnant's days-to-civil algorithm.
   z = z + 719468
   local era = math.floor(z / 146097)
@@ -42,7 +45,33 @@ local function civil_date(z)
   local m = mp < 10 and mp + 3 or mp - 9
   local y = yoe + era * 400
   if m <= 2 then y = y + 1 end
-  return string.format('%04d%02d%02d', y, m, d)
+  return y, m, d
+end
+
+local function days_from_civil(y, m, d)
+  -- Howard Hinnant's days-from-civil algorithm.
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+local year, month = civil(day_number)
+local next_month = year * 12 + month -- months since year 0, of the month after this one
+local until_month_end = days_from_civil(math.floor(next_month / 12), next_month % 12 + 1, 1)
+  * DAY_US - now
+
+-- a calendar period's time until reset (period 0 DAY, -1 MONTH)
+local function until_reset(period)
+  if period == 0 then return until_midnight end
+  return until_month_end
+end
+
+local function integer(value)
+  return string.format('%.0f', value)
 end
 
 local function limit_args(i)
@@ -74,15 +103,15 @@ local function check_rate(key, period, limit, cost)
   return 0, after - period, tat - rel, nil
 end
 
-local function check_day(key, limit, cost)
+local function check_calendar(key, period, limit, cost)
   local used = tonumber(redis.call('GET', key) or '0')
   if used + cost <= limit then return 1, 0, used, used + cost end
-  return 0, until_midnight, used, nil
+  return 0, until_reset(period), used, nil
 end
 
 -- remaining units and time until the counter is full again, at a given level
 local function room(period, limit, level)
-  if period == 0 then return limit - level, until_midnight end
+  if period <= 0 then return limit - level, until_reset(period) end
   local interval = period / limit
   return math.floor((period + slack(interval) - level) / interval), level
 end
@@ -94,15 +123,15 @@ local function admit()
   for i = 1, #KEYS do
     local period, limit, cost = limit_args(i)
     local key = KEYS[i]
-    if period == 0 then
-      if day == '' then day = civil_date(day_number) end
-      key = key .. ':' .. day
+    if period <= 0 then
+      if day == '' then day = string.format('%04d%02d%02d', civil(day_number)) end
+      key = key .. ':' .. (period == 0 and day or string.sub(day, 1, 6))
     end
     local fits, wait, before, after
     if limit == 0 or cost > limit then
       fits, wait, before, after = -1, 0, nil, nil
-    elseif period == 0 then
-      fits, wait, before, after = check_day(key, limit, cost)
+    elseif period <= 0 then
+      fits, wait, before, after = check_calendar(key, period, limit, cost)
     else
       fits, wait, before, after = check_rate(key, period, limit, cost)
     end
@@ -116,8 +145,8 @@ local function admit()
     if allowed == 1 then level = after end
     local remaining, reset = 0, 0
     if level ~= nil then remaining, reset = room(period, limit, level) end
-    if allowed == 1 and period == 0 then
-      redis.call('SET', key, after, 'PX', math.ceil((until_midnight + DAY_US) / 1000))
+    if allowed == 1 and period <= 0 then
+      redis.call('SET', key, integer(after), 'PX', math.ceil((until_reset(period) + DAY_US) / 1000))
     elseif allowed == 1 then
       set_tat(key, rel + after)
     end
@@ -134,9 +163,9 @@ local function adjust()
   for i = 1, #KEYS do
     local period, limit, delta = limit_args(i)
     local key = KEYS[i]
-    if delta ~= 0 and period == 0 then
+    if delta ~= 0 and period <= 0 then
       if redis.call('EXISTS', key) == 1 then
-        if redis.call('INCRBY', key, delta) < 0 then redis.call('SET', key, 0, 'KEEPTTL') end
+        if redis.call('INCRBY', key, integer(delta)) < 0 then redis.call('SET', key, 0, 'KEEPTTL') end
       end
     elseif delta ~= 0 then
       -- A refund never reaches below now: time already elapsed has refilled the bucket.

@@ -79,7 +79,7 @@ tokens_total = Counter(
 )
 limit_rejections = Counter(
     "gateway_limit_rejections",
-    "Requests rejected by a limit, by limit type (request, token), unit and model slug.",
+    "Requests rejected by a limit, by limit type (request, token, spend), unit and model slug.",
     ["type", "unit", "slug"],
     registry=registry,
 )

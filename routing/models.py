@@ -36,6 +36,11 @@ class Endpoint(models.Model):
     strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.PRIORITY)
     # Seconds to the first byte for every target; None: the settings' rule (docs/inference.md).
     first_byte_timeout = models.FloatField(null=True, blank=True)
+    pricing = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Prices per million tokens (routing/pricing.py checks them); null: unpriced.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     deleted_at = models.DateTimeField(null=True, blank=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 import uuid
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from routing.journal import journal, journal_close, journal_note
 from routing.lifecycle import listener_ensure
 from routing.metrics import CONTENT_TYPE, key_cache_age, limit_rejections, metrics_gather
 from routing.models import Endpoint
+from routing.pricing import cost_micro, micro_ceil, reservation_micro
 from routing.redis_pool import main_redis
 from routing.relay import relay_run
 from routing.request_read import (
@@ -155,6 +157,7 @@ async def _serve(
         _responses_check(body)
     # Only a resolved slug becomes a metric label or a log field: a client's string never does.
     call.slug = endpoint.slug
+    call.pricing = endpoint.pricing
     call.metadata = request_metadata(headers)
     call.stream = _streaming(body) and route.kind in STREAMING_KINDS
     await _admitted_relay(call, entry, endpoint, body, len(raw), headers, receive, responder)
@@ -176,6 +179,8 @@ async def _authenticate(headers: dict[str, str]) -> KeyEntry:
     owner = await domain_workspace(host=host_normalize(headers.get("host", "")))
     if owner is not None and owner != entry.workspace_id:
         raise AuthenticationFailed("Invalid API key.")
+    if entry.expires_at is not None and time.time() >= entry.expires_at:
+        raise AuthenticationFailed("This API key has expired.")
     return entry
 
 
@@ -259,7 +264,15 @@ async def _admit(
         ceiling=settings.GATEWAY_MAX_TOKENS_CEILING,
         media_tokens=settings.GATEWAY_MEDIA_PART_TOKENS,
     )
-    admission = await limits_admit(limits=limits, reserve_tokens=budget.tokens, slug=call.slug)
+    spend = None
+    if call.pricing is not None:
+        completion = budget.tokens - budget.prompt
+        spend = reservation_micro(
+            call.pricing, prompt_tokens=budget.prompt, completion_tokens=completion
+        )
+    admission = await limits_admit(
+        limits=limits, reserve_tokens=budget.tokens, slug=call.slug, reserve_spend=spend
+    )
     if admission.allowed:
         # The upstream gets the caps it was reserved for, so it cannot produce more.
         body.update(budget.fields)
@@ -332,7 +345,12 @@ async def _reconcile(call: Call, admission: Admission | None) -> None:
         return
     try:
         if call.event_status is not None and call.usage is not None:
-            await limits_settle(reservation=admission.reservation, actual_tokens=call.usage.total)
+            spend = micro_ceil(cost_micro(call.pricing, call.usage)) if call.pricing else 0
+            await limits_settle(
+                reservation=admission.reservation,
+                actual_tokens=call.usage.total,
+                actual_spend=spend,
+            )
         else:
             await limits_refund(reservation=admission.reservation)
     except Exception:  # noqa: BLE001 - counters self-heal as windows pass; log and go on

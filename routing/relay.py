@@ -21,6 +21,7 @@ from routing.errors import bad_gateway, gateway_timeout, upstream_too_large
 from routing.failover import upstream_pick
 from routing.journal import INFLIGHT_KEY, journal
 from routing.metrics import streams_in_flight
+from routing.pricing import cost_wire
 from routing.redis_pool import main_redis
 from routing.streaming import EventTooLarge, SseRelay, model_rewrite, sse_error
 from routing.targets import ResolvedEndpoint
@@ -242,6 +243,7 @@ async def event_record(call: Call, *, status: str) -> None:
         "groupId": entry.group_id,
         "status": status,
         "tokens": tokens,
+        **({"cost": cost_wire(call.pricing, usage)} if call.pricing is not None else {}),
         "workspaceId": entry.workspace_id,
         "usageEstimated": usage.estimated,
         "httpStatus": call.status,

@@ -10,6 +10,7 @@ from django.db.models import Prefetch, QuerySet
 from gateway_project.kernel.errors import NotFound
 from groups.models import Workspace
 from routing.models import Endpoint, Target
+from routing.pricing import pricing_from
 from routing.targets import ResolvedEndpoint, ResolvedTarget, target_resolve, target_wire
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "endpoint_get",
     "endpoint_list",
     "endpoint_live_slugs",
+    "endpoint_priced_slugs",
     "endpoint_route",
     "endpoint_targets",
 ]
@@ -30,6 +32,18 @@ def endpoint_live_slugs(*, workspace_id: str, slugs: Iterable[str]) -> set[str]:
         return set()
     live = Endpoint.objects.filter(
         workspace_id=workspace_id, slug__in=wanted, deleted_at__isnull=True
+    )
+    return set(live.values_list("slug", flat=True))
+
+
+def endpoint_priced_slugs(*, workspace_id: str, slugs: Iterable[str]) -> set[str]:
+    """The subset of `slugs` that are live endpoints of the workspace with a price (rows locked
+    for the caller's transaction, so a repricing cannot slip between its check and its write)."""
+    wanted = list(slugs)
+    if not wanted:
+        return set()
+    live = Endpoint.objects.select_for_update().filter(
+        workspace_id=workspace_id, slug__in=wanted, deleted_at__isnull=True, pricing__isnull=False
     )
     return set(live.values_list("slug", flat=True))
 
@@ -72,4 +86,5 @@ def endpoint_route(*, slug: str) -> ResolvedEndpoint | None:
         targets=tuple(target_resolve(t, workspace=endpoint.workspace) for t in targets),
         strategy=endpoint.strategy,
         first_byte_timeout=endpoint.first_byte_timeout,
+        pricing=pricing_from(endpoint.pricing),
     )

@@ -65,17 +65,35 @@ class TargetsField(serializers.JSONField):
     """The `targets` list, checked per provider by the routing services."""
 
 
+class PricingSerializer(serializers.Serializer[Any]):
+    """Prices per million tokens: decimal strings >= 0 with at most 6 decimals."""
+
+    currency = serializers.CharField(help_text="ISO 4217 code, e.g. USD")
+    input_per_million = serializers.CharField(help_text='e.g. "0.50"')
+    output_per_million = serializers.CharField(help_text='e.g. "1.50"')
+    cached_input_per_million = serializers.CharField(
+        required=False, help_text="Cached prompt tokens (default: input_per_million)"
+    )
+
+
+@extend_schema_field(PricingSerializer(allow_null=True))
+class PricingField(serializers.JSONField):
+    """The optional `pricing` object, checked by routing/pricing.py; null: unpriced."""
+
+
 class EndpointCreateSerializer(serializers.Serializer[Any]):
     slug = serializers.CharField(max_length=201)
     targets = TargetsField()
     region = serializers.ChoiceField(choices=Region.choices, required=False)
     routing = RoutingField(required=False)
+    pricing = PricingField(required=False, allow_null=True)
 
 
 class EndpointUpdateSerializer(serializers.Serializer[Any]):
     slug = serializers.CharField(max_length=201, required=False)
     targets = TargetsField(required=False)
     routing = RoutingField(required=False)
+    pricing = PricingField(required=False, allow_null=True)
 
 
 class EndpointV1Serializer(serializers.Serializer[Any]):
@@ -84,6 +102,7 @@ class EndpointV1Serializer(serializers.Serializer[Any]):
     region = serializers.ChoiceField(choices=Region.choices)
     routing = RoutingSerializer()
     targets = TargetSerializer(many=True)
+    pricing = PricingSerializer(required=False, help_text="Present on priced endpoints only")
     created_at = TimestampField()
     updated_at = TimestampField()
 
@@ -95,8 +114,8 @@ class EndpointDeletedSerializer(serializers.Serializer[Any]):
 
 class UsageStateSerializer(serializers.Serializer[Any]):
     type = serializers.ChoiceField(choices=LimitType.choices)
-    unit = serializers.ChoiceField(choices=["DAY"])
-    threshold = serializers.IntegerField()
+    unit = serializers.ChoiceField(choices=["DAY", "MONTH"])
+    threshold = serializers.IntegerField(help_text="SPEND: micro-units of the endpoint's currency")
     current_usage = serializers.IntegerField(allow_null=True)
     reset_at = TimestampField(allow_null=True)
 
@@ -107,18 +126,19 @@ class GroupUsageSerializer(serializers.Serializer[Any]):
 
 
 def endpoint_wire(endpoint: Endpoint) -> dict[str, Any]:
-    """EndpointV1 (targets from the prefetch cache when present)."""
-    return EndpointV1Serializer(
-        {
-            "id": endpoint.id,
-            "slug": endpoint.slug,
-            "region": endpoint.region,
-            "routing": routing_wire(endpoint),
-            "targets": selectors.endpoint_targets(endpoint=endpoint),
-            "created_at": endpoint.created_at,
-            "updated_at": endpoint.updated_at,
-        }
-    ).data
+    """EndpointV1 (targets from the prefetch cache when present; `pricing` only when priced)."""
+    wire = {
+        "id": endpoint.id,
+        "slug": endpoint.slug,
+        "region": endpoint.region,
+        "routing": routing_wire(endpoint),
+        "targets": selectors.endpoint_targets(endpoint=endpoint),
+        "created_at": endpoint.created_at,
+        "updated_at": endpoint.updated_at,
+    }
+    if endpoint.pricing is not None:
+        wire["pricing"] = endpoint.pricing
+    return EndpointV1Serializer(wire).data
 
 
 def endpoint_deleted_wire(endpoint: Endpoint) -> dict[str, Any]:

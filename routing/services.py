@@ -10,15 +10,18 @@ from django.utils import timezone
 
 from gateway_project.kernel.errors import NotFound, ValidationFailed
 from gateway_project.kernel.invalidation import config_changed
+from groups import selectors as group_selectors
 from groups import services as group_services
 from groups.models import OrgPrefix, Workspace
 from groups.services.audit import audit_record
 from routing.models import Endpoint, Region, Target
+from routing.pricing import pricing_clean
 from routing.strategy import routing_clean, routing_wire
 from routing.targets import target_rows, target_wire, targets_clean
 
 SEGMENT = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 SEGMENT_MAX_LENGTH = 100
+UNCHANGED: Any = object()
 
 
 def _slug_taken(slug: str) -> ValidationFailed:
@@ -57,12 +60,37 @@ def _region_check(region: Any) -> str:
 
 
 def _snapshot(endpoint: Endpoint, targets: list[Target]) -> dict[str, Any]:
-    return {
+    snapshot = {
         "slug": endpoint.slug,
         "region": endpoint.region,
         "routing": routing_wire(endpoint),
         "targets": [target_wire(t) for t in targets],
     }
+    if endpoint.pricing is not None:
+        snapshot["pricing"] = endpoint.pricing
+    return snapshot
+
+
+def _reprice(endpoint: Endpoint, pricing: Any) -> None:
+    """Set the endpoint's prices; SPEND limits count in its currency, so while any group has one
+    on the slug the pricing may change its prices but not go away or change currency."""
+    cleaned = pricing_clean(pricing)
+    old = None if endpoint.pricing is None else str(endpoint.pricing["currency"])
+    currency = None if cleaned is None else cleaned["currency"]
+    if (
+        old is not None
+        and currency != old
+        and group_selectors.slug_spend_limited(
+            workspace_id=endpoint.workspace_id, slug=endpoint.slug
+        )
+    ):
+        raise ValidationFailed(
+            f"SPEND limits on {endpoint.slug} count in {old}: remove them before "
+            "removing the pricing or changing its currency.",
+            code="pricing_in_use",
+            param="pricing",
+        )
+    endpoint.pricing = cleaned
 
 
 def _save_slug(endpoint: Endpoint, **kwargs: Any) -> None:
@@ -95,13 +123,16 @@ def endpoint_create(
     targets: list[dict[str, Any]],
     region: str = Region.UNRESTRICTED,
     routing: dict[str, Any] | None = None,
+    pricing: dict[str, Any] | None = None,
 ) -> Endpoint:
-    """Create a routable slug with 1..4 targets (ordered by priority, optionally weighted)."""
+    """Create a routable slug with 1..4 targets (ordered by priority, optionally weighted),
+    optionally priced."""
     slug = slug_check(workspace=workspace, slug=slug)
     region = _region_check(region)
     rules = routing_clean({} if routing is None else routing)
     cleaned = targets_clean(workspace=workspace, targets=targets)
-    endpoint = Endpoint(workspace=workspace, slug=slug, region=region, **rules)
+    priced = pricing_clean(pricing)
+    endpoint = Endpoint(workspace=workspace, slug=slug, region=region, pricing=priced, **rules)
     _save_slug(endpoint, force_insert=True)
     rows = Target.objects.bulk_create(target_rows(endpoint_id=endpoint.id, cleaned=cleaned))
     _audit(actor, "endpoint.create", endpoint, None, _snapshot(endpoint, rows))
@@ -139,18 +170,22 @@ def endpoint_update(
     slug: str | None = None,
     targets: list[dict[str, Any]] | None = None,
     routing: dict[str, Any] | None = None,
+    pricing: dict[str, Any] | None = UNCHANGED,
 ) -> Endpoint:
-    """Rename the slug (groups follow), replace the whole target list and/or the routing."""
+    """Rename the slug (groups follow), replace the whole target list, the routing and/or the
+    prices (None: unpriced); a price applies to requests admitted after the change."""
     endpoint = _live_for_update(workspace, endpoint_id)
     current = list(endpoint.targets.order_by("position"))
     before = _snapshot(endpoint, current)
     cleaned = None if targets is None else targets_clean(workspace=workspace, targets=targets)
+    if pricing is not UNCHANGED:
+        _reprice(endpoint, pricing)
     if slug is not None:
         _rename(endpoint, workspace=workspace, slug=slug)
     if cleaned is not None:
         endpoint.targets.all().delete()
         current = Target.objects.bulk_create(target_rows(endpoint_id=endpoint.id, cleaned=cleaned))
-    fields = ["updated_at"]
+    fields = ["updated_at", "pricing"]
     if routing is not None:
         for name, value in routing_clean(routing).items():
             setattr(endpoint, name, value)

@@ -7,15 +7,19 @@ from typing import Any
 
 import redis.exceptions as rx
 
-from routing.limit_counters import PERIOD_US, SCRIPT, SCRIPT_SHA, ChargedCounter, sync_client
+from routing.limit_counters import (
+    SCRIPT,
+    SCRIPT_SHA,
+    ChargedCounter,
+    script_limit_args,
+    sync_client,
+)
 
 
 def limits_adjust_sync(*, counters: Sequence[ChargedCounter], amounts: Sequence[int]) -> None:
     """The adjust step from synchronous code (Celery): add `amounts` to `counters`."""
     client = sync_client()
-    args: list[Any] = ["adjust", ""]
-    for counter, amount in zip(counters, amounts, strict=True):
-        args += [PERIOD_US[counter.unit], counter.threshold, amount]
+    args: list[Any] = ["adjust", "", *script_limit_args(counters=counters, amounts=amounts)]
     keys = [counter.key for counter in counters]
     try:
         client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)

@@ -16,6 +16,7 @@ from gateway_project.kernel.encryption import decrypt
 from gateway_project.kernel.errors import ValidationFailed
 from groups.models import Secret, Workspace
 from routing.models import Provider, Target
+from routing.pricing import Pricing
 
 # Per provider: required fields, optional fields (with their default, None = stays empty).
 PROVIDER_FIELDS: dict[str, tuple[tuple[str, ...], dict[str, str | None]]] = {
@@ -64,6 +65,7 @@ class ResolvedEndpoint:
     strategy: str = "PRIORITY"
     # Seconds to the first byte set on the endpoint itself; None: the settings' rule.
     first_byte_timeout: float | None = None
+    pricing: Pricing | None = None
 
 
 def _invalid(message: str, param: str) -> ValidationFailed:

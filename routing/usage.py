@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway_project.kernel.errors import ValidationFailed
@@ -78,6 +78,9 @@ class Budget:
 
     tokens: int
     fields: dict[str, int]
+    # The part of `tokens` that is prompt (SPEND prices it at the input price); a detail of how
+    # `tokens` was reached, so budgets compare on what is reserved and sent.
+    prompt: int = field(default=0, compare=False)
 
 
 def usage_reserve(
@@ -96,7 +99,7 @@ def usage_reserve(
     source = body.get("input") if kind in ("embeddings", "responses") else body.get("prompt")
     prompt = max(body_bytes // 4, _token_ids(source)) + media_tokens * _media_parts(body)
     if kind not in CAP_FIELDS:
-        return Budget(prompt, {})
+        return Budget(prompt, {}, prompt)
     cap = _cap(
         body, names=CAP_FIELDS[kind], default=min(default_max_tokens, ceiling), ceiling=ceiling
     )
@@ -110,7 +113,7 @@ def usage_reserve(
         fields |= {name: count for name, count in counts.items() if count is not None}
         choices = max(count or 1 for count in counts.values())
     prompts = _prompts(body.get("prompt")) if kind == "completions" else 1
-    return Budget(prompt + choices * prompts * cap, fields)
+    return Budget(prompt + choices * prompts * cap, fields, prompt)
 
 
 def _invalid(name: str, rule: str) -> ValidationFailed:

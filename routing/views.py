@@ -98,7 +98,7 @@ class GroupUsageView(GatewayAPIView):
     @api_schema(
         response=GroupUsageSerializer,
         tags=["groups"],
-        summary="Current usage against the group's daily limits",
+        summary="Current usage against the group's daily and monthly limits",
         operation_id="groups_usage",
         errors={503: "The usage counters are unreachable."},
     )

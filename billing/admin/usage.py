@@ -56,6 +56,7 @@ class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         "external_entity_id",
         "status",
         "tokens",
+        "cost_amount",
         "billing_state",
     )
     list_filter = (

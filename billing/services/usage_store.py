@@ -7,7 +7,9 @@ cannot be stored at all (no workspace, group or request id) raises.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.db import (
@@ -26,6 +28,8 @@ from billing.sanitize import count_clean, float_clean, metadata_sanitize, text_c
 
 _STAGE = "usage_event_stage"
 _STATUSES = frozenset(EventStatus.values)
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+AMOUNT = re.compile(r"^[0-9]{1,28}\.[0-9]{1,12}$")
 
 
 def usage_events_store(*, events: list[dict[str, Any]]) -> None:
@@ -124,6 +128,7 @@ def usage_event_values(*, event: dict[str, Any]) -> dict[str, Any]:
         input_tokens=_count(tokens, "inputTokens", notes),
         output_tokens=_count(tokens, "outputTokens", notes),
         cached_input_tokens=_count(tokens, "cachedInputTokens", notes),
+        **_cost(event.get("cost"), notes),
         usage_estimated=bool(event.get("usageEstimated")),
         http_status=_http_status(event.get("httpStatus")),
         target=_text(event, "target", 64, notes),
@@ -171,6 +176,21 @@ def _timestamp(value: Any, notes: list[str]) -> datetime:
         notes.append(f"timestamp {str(value)[:40]!r} unreadable: ingest time used")
         return timezone.now()
     return moment
+
+
+def _cost(value: Any, notes: list[str]) -> dict[str, Any]:
+    """The cost columns of a priced event's `cost`; an unreadable one is noted, not guessed."""
+    if value is None:
+        return {}
+    currency = value.get("currency") if isinstance(value, dict) else None
+    amount = value.get("amount") if isinstance(value, dict) else None
+    if not isinstance(currency, str) or not CURRENCY.match(currency):
+        notes.append(f"cost {str(value)[:60]!r} unreadable: not stored")
+        return {}
+    if not isinstance(amount, str) or not AMOUNT.match(amount):
+        notes.append(f"cost {str(value)[:60]!r} unreadable: not stored")
+        return {}
+    return {"cost_currency": currency, "cost_amount": Decimal(amount)}
 
 
 def _count(tokens: dict[str, Any], key: str, notes: list[str]) -> int:

@@ -15,6 +15,7 @@ from gateway_project.kernel.errors import ValidationFailed
 from groups.limits import (
     CASCADING,
     INDEPENDENT,
+    SPEND,
     GroupLimits,
     ModelSpec,
     ceiling_violation,
@@ -36,7 +37,8 @@ def models_required(specs: list[ModelSpec], *, param: str = "models") -> list[Mo
 
 
 def slugs_live_check(*, workspace: Workspace, specs: Sequence[ModelSpec], param: str) -> None:
-    """Every spec names a live endpoint of the workspace, else ValidationFailed `unknown_slug`."""
+    """Every spec names a live endpoint of the workspace, else ValidationFailed `unknown_slug`;
+    a SPEND limit needs a priced endpoint, else `spend_limit_unpriced`."""
     live = ports().live_endpoint_slugs(
         workspace_id=workspace.id, slugs=[spec.slug for spec in specs]
     )
@@ -48,6 +50,23 @@ def slugs_live_check(*, workspace: Workspace, specs: Sequence[ModelSpec], param:
                 "then list it here.",
                 code="unknown_slug",
                 param=f"{param}[{index}].slug",
+            )
+    _spend_priced_check(workspace=workspace, specs=specs, param=param)
+
+
+def _spend_priced_check(*, workspace: Workspace, specs: Sequence[ModelSpec], param: str) -> None:
+    spending = [spec.slug for spec in specs if any(lim.type == SPEND for lim in spec.limits)]
+    if not spending:
+        return
+    lookup = ports().priced_endpoint_slugs
+    priced = set() if lookup is None else lookup(workspace_id=workspace.id, slugs=spending)
+    for index, spec in enumerate(specs):
+        if spec.slug in spending and spec.slug not in priced:
+            raise ValidationFailed(
+                f"{spec.slug} has no pricing: a SPEND limit counts money, so set the endpoint's "
+                "pricing first (PATCH /v1/gateway/endpoints/{id}).",
+                code="spend_limit_unpriced",
+                param=f"{param}[{index}].usage_limits",
             )
 
 

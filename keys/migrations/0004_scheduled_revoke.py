@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('keys', '0002_registered_key_prefixes'),
+        ('keys', '0003_key_expiry'),
     ]
 
     operations = [

@@ -1,0 +1,165 @@
+"""A priced endpoint's events carry their exact cost, in webhooks and the events API; an unpriced
+endpoint's carry none."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from django.utils import timezone
+
+from billing.models import UsageEvent
+from billing.services.ingest import usage_ingest
+from billing.tasks import deliveries_enqueue_due
+from billing.wire import event_wire
+from gateway_project.kernel.money import amount_text
+from groups.models import Workspace
+from groups.services.audit import SYSTEM_ACTOR
+from keys.services import management_key_create
+from routing import authcache
+from routing.services import endpoint_update
+from tests.billing.conftest import endpoint_add
+from tests.fakes.model_server import FakeModelServerThread
+from tests.fakes.webhook_receiver import WebhookReceiverThread
+from tests.proxy.conftest import GatewayThread, compatible_target, tenant_build
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+PRICING = {
+    "currency": "USD",
+    "input_per_million": "0.50",
+    "output_per_million": "1.50",
+    "cached_input_per_million": "0.25",
+}
+# (prompt, cached, completion) -> exact USD at 0.50 / 0.25 / 1.50 per million
+KNOWN = [
+    ((100, 0, 50), "0.00012500"),  # 100 x 0.5 + 50 x 1.5 = 125 micro-USD
+    ((1000, 600, 10), "0.00036500"),  # 400 x 0.5 + 600 x 0.25 + 10 x 1.5 = 365
+    ((1, 1, 1), "0.00000175"),  # 0.25 + 1.5 = 1.75 micro-USD
+]
+
+
+@pytest.fixture
+def gateway(transactional_db: None) -> Iterator[GatewayThread]:
+    authcache.cache_drop(workspace_id=None)
+    server = GatewayThread().start()
+    yield server
+    server.stop()
+
+
+def _answer(prompt: int, cached: int, completion: int) -> dict[str, Any]:
+    """What the fake upstream answers: a completion reporting exactly this usage."""
+    usage = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
+    message = {"role": "assistant", "content": "ok"}
+    body = {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}], "usage": usage}
+    return {"status": 200, "body": json.dumps(body)}
+
+
+def _call(gateway: GatewayThread, key: str, usage: tuple[int, int, int]) -> int:
+    body = {
+        "model": "acme/llama",
+        "messages": [{"role": "user", "content": "hi"}],
+        "fake": _answer(*usage),
+    }
+    headers = {"Authorization": f"Bearer {key}"}
+    return httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=headers).status_code
+
+
+def _iso(moment: Any) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def test_three_requests_of_known_usage_carry_their_exact_cost_everywhere(
+    settings: Any,
+    eager: None,
+    gateway: GatewayThread,
+    workspace: Workspace,
+    receiver: WebhookReceiverThread,
+) -> None:
+    settings.GATEWAY_WEBHOOK_FLUSH_SECONDS = 0
+    started = timezone.now() - timedelta(seconds=1)
+    with FakeModelServerThread() as upstream:
+        tenant = tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
+        endpoint_update(
+            workspace=workspace, endpoint_id=tenant.endpoint.id, actor=SYSTEM_ACTOR, pricing=PRICING
+        )
+        endpoint_add(workspace=workspace, url=receiver.url)
+
+        statuses = [_call(gateway, tenant.key, usage) for usage, _ in KNOWN]
+
+    wait_until(lambda: usage_ingest() is not None and UsageEvent.objects.count() == 3, timeout=10)
+    deliveries_enqueue_due()
+    _, management = management_key_create(workspace=workspace, actor=SYSTEM_ACTOR)
+    query = f"start_time={_iso(started)}&end_time={_iso(timezone.now() + timedelta(minutes=1))}"
+    listed = httpx.get(
+        f"{gateway.url}/v1/gateway/events?{query}",
+        headers={"Authorization": f"Bearer {management}"},
+    ).json()["items"]
+
+    assert statuses == [200, 200, 200]
+    expected = [{"currency": "USD", "amount": amount} for _, amount in KNOWN]
+    stored = UsageEvent.objects.order_by("timestamp", "created_at")
+    assert [(e.cost_currency, e.cost_amount) for e in stored] == [
+        ("USD", Decimal(amount)) for _, amount in KNOWN
+    ]
+    assert [e["cost"] for e in sorted(listed, key=lambda e: e["timestamp"])] == expected
+    webhooks = sorted(receiver.receiver.events().values(), key=lambda e: e["timestamp"])
+    assert [e["cost"] for e in webhooks] == expected
+
+
+def test_an_unpriced_endpoint_s_events_carry_no_cost(
+    gateway: GatewayThread, workspace: Workspace
+) -> None:
+    with FakeModelServerThread() as upstream:
+        tenant = tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
+        status = _call(gateway, tenant.key, (10, 0, 5))
+
+    wait_until(lambda: usage_ingest() is not None and UsageEvent.objects.count() == 1, timeout=10)
+
+    event = UsageEvent.objects.get()
+    assert status == 200
+    assert event.cost_currency == "" and event.cost_amount is None
+    assert "cost" not in event_wire(event)
+
+
+def test_a_price_change_applies_to_requests_admitted_after_it(
+    gateway: GatewayThread, workspace: Workspace
+) -> None:
+    with FakeModelServerThread() as upstream:
+        tenant = tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
+        reprice = {"currency": "USD", "input_per_million": "1", "output_per_million": "2"}
+        endpoint_update(
+            workspace=workspace, endpoint_id=tenant.endpoint.id, actor=SYSTEM_ACTOR, pricing=PRICING
+        )
+        first = _call(gateway, tenant.key, (100, 0, 50))
+        endpoint_update(
+            workspace=workspace, endpoint_id=tenant.endpoint.id, actor=SYSTEM_ACTOR, pricing=reprice
+        )
+        wait_until(lambda: _priced_at(gateway, tenant.key) == "0.00020000", timeout=10)
+
+    wait_until(lambda: usage_ingest() is not None and UsageEvent.objects.count() >= 2, timeout=10)
+
+    amounts = [e.cost_amount for e in UsageEvent.objects.order_by("timestamp", "created_at")]
+    assert first == 200
+    assert amounts[0] == Decimal("0.000125")
+    assert set(amounts[1:]) == {Decimal("0.0002")}  # 100 x 1 + 50 x 2 micro-USD
+
+
+def _priced_at(gateway: GatewayThread, key: str) -> str | None:
+    """Send one request and return its event's amount (read back from the usage stream)."""
+    before = UsageEvent.objects.count()
+    _call(gateway, key, (100, 0, 50))
+    wait_until(lambda: usage_ingest() is not None and UsageEvent.objects.count() > before)
+    latest = UsageEvent.objects.order_by("-timestamp", "-created_at").first()
+    assert latest is not None and latest.cost_amount is not None
+    return amount_text(latest.cost_amount)
