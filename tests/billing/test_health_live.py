@@ -85,7 +85,8 @@ def _levels() -> dict[str, str]:
 def test_heartbeats_come_from_the_processes_and_a_killed_worker_turns_red(
     celery: Callable[[str], subprocess.Popen[bytes]], settings: Any
 ) -> None:
-    settings.GATEWAY_BILLING_HEARTBEAT_STALE_SECONDS = 8
+    # Three beat periods (5 s each): a loaded machine may delay one publish, never three.
+    settings.GATEWAY_BILLING_HEARTBEAT_STALE_SECONDS = 15
     worker = celery("worker")
     celery("beat")
     _wait_for(lambda: {"beat", "worker"} <= set(notes_read().heartbeats), timeout=60)
@@ -94,7 +95,7 @@ def test_heartbeats_come_from_the_processes_and_a_killed_worker_turns_red(
 
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait(10)
-    _wait_for(lambda: _levels()["Celery worker heartbeat"] == RED, timeout=30)
+    _wait_for(lambda: _levels()["Celery worker heartbeat"] == RED, timeout=45)
     after = _levels()
 
     assert alive["Celery beat heartbeat"] == alive["Celery worker heartbeat"] == "ok"
