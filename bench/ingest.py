@@ -185,7 +185,8 @@ def _run(events: int, receiver_url: str) -> dict[str, Any]:
     import django
 
     django.setup()
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per webhook POST otherwise
+    for name in ("httpx", "gateway.management"):  # a line per webhook POST and per API call
+        logging.getLogger(name).setLevel(logging.WARNING)
     from billing.models import UsageEvent
 
     workspace, group, key = _setup(receiver_url)
