@@ -19,10 +19,9 @@ from routing import journal
 from routing.admission import limits_admit
 from routing.authcache import KeyEntry
 from routing.call import Call
-from routing.redis_pool import close_all
 from routing.tasks import inflight_reap_task
-from routing.usage_read import group_usage_read
 from tests.proxy.conftest import SLUG, compatible_target, tenant_build
+from tests.proxy.orphans import current_usage, key_entry, note_left
 from tests.waiting import wait_until
 
 CHAT = "/v1/chat/completions"
@@ -39,16 +38,7 @@ def _events() -> list[dict]:
 
 
 def _entry() -> KeyEntry:
-    return KeyEntry(
-        workspace_id="ws_j",
-        onboarded=True,
-        group_id="grp_j",
-        root_group_id="grp_j",
-        external_id="cust_j",
-        key_prefix="sky_journal00001",
-        allowed_slugs=frozenset({SLUG}),
-        limits={SLUG: DAILY},
-    )
+    return key_entry(group_id="grp_j", key_prefix="sky_journal00001", limits=DAILY)
 
 
 def _orphan(request_id: str, *, worker: str, body_bytes: int, reserve: int) -> None:
@@ -59,21 +49,13 @@ def _orphan(request_id: str, *, worker: str, body_bytes: int, reserve: int) -> N
         admission = await limits_admit(limits=DAILY, reserve_tokens=reserve, slug=SLUG)
         call = Call(request_id=request_id, path=CHAT, entry=_entry(), slug=SLUG)
         call.metadata = {"ticket": "T-1"}
-        note = journal.journal_note(call, body_bytes=body_bytes, reservation=admission.reservation)
-        note = json.dumps({**json.loads(note), "worker": worker})
-        client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
-        book = journal.Journal()
-        book.open(request_id, lambda: note)
-        await book.flush(client)
-        await client.aclose()
-        await close_all()
+        await note_left(call, admission.reservation, worker=worker, body_bytes=body_bytes)
 
     asyncio.run(run())
 
 
 def _tokens_today() -> int:
-    usage = group_usage_read(group=None, enforced={SLUG: DAILY})
-    return int(usage[SLUG][0]["current_usage"] or 0)
+    return current_usage(DAILY)
 
 
 def test_a_running_stream_is_noted_and_its_event_removes_the_note(gateway, workspace, upstream):

@@ -17,9 +17,8 @@ from routing.admission import limits_admit
 from routing.authcache import KeyEntry
 from routing.call import Call
 from routing.pricing import Pricing
-from routing.redis_pool import close_all
-from routing.usage_read import group_usage_read
 from tests.proxy.conftest import SLUG
+from tests.proxy.orphans import current_usage, key_entry, note_left
 
 CHAT = "/v1/chat/completions"
 SPEND = [EnforcedLimit("grp_s", "grp_s", "USAGE", "SPEND", "MONTH", 10_000_000)]
@@ -28,16 +27,7 @@ PRICING = Pricing("USD", Decimal("2.50"), Decimal("10"), Decimal("1.25"))
 
 
 def _entry() -> KeyEntry:
-    return KeyEntry(
-        workspace_id="ws_s",
-        onboarded=True,
-        group_id="grp_s",
-        root_group_id="grp_s",
-        external_id="cust_s",
-        key_prefix="sky_journal00002",
-        allowed_slugs=frozenset({SLUG}),
-        limits={SLUG: SPEND},
-    )
+    return key_entry(group_id="grp_s", key_prefix="sky_journal00002", limits=SPEND)
 
 
 def _orphan(request_id: str, *, worker: str, body_bytes: int, reserve_spend: int) -> None:
@@ -47,21 +37,13 @@ def _orphan(request_id: str, *, worker: str, body_bytes: int, reserve_spend: int
         )
         call = Call(request_id=request_id, path=CHAT, entry=_entry(), slug=SLUG)
         call.pricing = PRICING
-        note = journal.journal_note(call, body_bytes=body_bytes, reservation=admission.reservation)
-        note = json.dumps({**json.loads(note), "worker": worker})
-        client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
-        book = journal.Journal()
-        book.open(request_id, lambda: note)
-        await book.flush(client)
-        await client.aclose()
-        await close_all()
+        await note_left(call, admission.reservation, worker=worker, body_bytes=body_bytes)
 
     asyncio.run(run())
 
 
 def _spent() -> int:
-    usage = group_usage_read(group=None, enforced={SLUG: SPEND})
-    return int(usage[SLUG][0]["current_usage"] or 0)
+    return current_usage(SPEND)
 
 
 def test_a_reaped_priced_request_is_billed_and_settled_at_its_admission_prices() -> None:

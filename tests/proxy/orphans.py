@@ -1,0 +1,51 @@
+"""What a gateway worker killed mid-request leaves behind, for the journal and reaper tests."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+from django.conf import settings
+
+from groups.limits import EnforcedLimit
+from routing import journal
+from routing.admission import Reservation
+from routing.authcache import KeyEntry
+from routing.call import Call
+from routing.redis_pool import close_all
+from routing.usage_read import group_usage_read
+from tests.proxy.conftest import SLUG
+
+
+def key_entry(*, group_id: str, key_prefix: str, limits: list[EnforcedLimit]) -> KeyEntry:
+    """A cached key of `group_id` that may call SLUG under `limits`."""
+    return KeyEntry(
+        workspace_id=group_id.replace("grp_", "ws_"),
+        onboarded=True,
+        group_id=group_id,
+        root_group_id=group_id,
+        external_id=group_id.replace("grp_", "cust_"),
+        key_prefix=key_prefix,
+        allowed_slugs=frozenset({SLUG}),
+        limits={SLUG: limits},
+    )
+
+
+async def note_left(
+    call: Call, reservation: Reservation | None, *, worker: str, body_bytes: int
+) -> None:
+    """Flush the in-flight note of `call` as `worker` wrote it, then close this loop's clients."""
+    note = journal.journal_note(call, body_bytes=body_bytes, reservation=reservation)
+    note = json.dumps({**json.loads(note), "worker": worker})
+    client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+    book = journal.Journal()
+    book.open(call.request_id, lambda: note)
+    await book.flush(client)
+    await client.aclose()
+    await close_all()
+
+
+def current_usage(limits: list[EnforcedLimit]) -> int:
+    """The counter of the first of `limits` on SLUG (0 before any request)."""
+    usage = group_usage_read(group=None, enforced={SLUG: limits})
+    return int(usage[SLUG][0]["current_usage"] or 0)
