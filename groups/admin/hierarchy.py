@@ -13,7 +13,7 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -22,11 +22,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from gateway_project.kernel.admin_pages import LiveFilter, ReadOnlyPageMixin
-from gateway_project.kernel.admin_paging import (
-    LargeListMixin,
-    RecentValuesFilter,
-    WholeTermSearchMixin,
-)
+from gateway_project.kernel.admin_paging import RecentValuesFilter, WholeTermSearchMixin
 from gateway_project.kernel.errors import GatewayError
 from groups.admin.base import PrettyJSONField, ServiceAdmin, ServiceForm, actor_of, change_link
 from groups.admin.limits import LimitRowFormSet, LimitRows, rows_initial
@@ -356,7 +352,7 @@ def _effective_rows(group: Group) -> list[tuple[Any, ...]]:
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(LargeListMixin, admin.ModelAdmin):  # type: ignore[type-arg]
+class AuditEventAdmin(WholeTermSearchMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("created_at", "actor", "action", "object_type", "object_id", "workspace")
     list_select_related = ("workspace",)
     list_filter = (
@@ -379,13 +375,8 @@ class AuditEventAdmin(LargeListMixin, admin.ModelAdmin):  # type: ignore[type-ar
     )
     readonly_fields = fields
 
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[AuditEvent], search_term: str
-    ) -> tuple[QuerySet[AuditEvent], bool]:
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        return queryset.filter(audit_search(term=term)), False
+    def search_q(self, term: str) -> Q:
+        return audit_search(term=term)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
