@@ -234,7 +234,7 @@ class GroupAdmin(WholeTermSearchMixin, ReadOnlyPageMixin, ServiceAdmin):
         links = [(change_link(child),) for child in children[:CHILDREN_SHOWN]]
         shown = format_html_join(mark_safe("<br>"), "{}", links)
         if len(children) > CHILDREN_SHOWN:
-            url = reverse("admin:groups_group_changelist") + f"?parent={obj.pk}"
+            url = reverse("admin:groups_group_changelist") + f"?parent={obj.pk}&state=live"
             return format_html('{}<br><a href="{}">all live children…</a>', shown, url)
         return shown or "none"
 
