@@ -8,6 +8,7 @@ travels to the page that shows it through gateway_project.kernel.shown_once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -15,7 +16,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -25,6 +26,7 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
 from gateway_project.kernel.admin_pages import ReadOnlyPageMixin
+from gateway_project.kernel.admin_paging import WholeTermSearchMixin
 from gateway_project.kernel.confirmation import action_confirmation, action_confirmed
 from gateway_project.kernel.errors import GatewayError, ValidationFailed
 from gateway_project.kernel.shown_once import shown_once_put, shown_once_take
@@ -74,9 +76,9 @@ class RotateForm(forms.Form):
         return self.cleaned_data["revoke_at"] if self.cleaned_data["revoke"] == "at" else None
 
 
-class MintedKeyAdmin(ReadOnlyPageMixin, admin.ModelAdmin):  # type: ignore[type-arg]
+class MintedKeyAdmin(WholeTermSearchMixin, ReadOnlyPageMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     """Shared shape: an add form that mints, a read-only detail page with rotate and revoke
-    buttons, revoke instead of delete."""
+    buttons, revoke instead of delete. The services take (workspace, prefix, actor) alike."""
 
     mint_fields: tuple[str, ...] = ()
     detail_fields: tuple[str, ...] = ()
@@ -85,17 +87,20 @@ class MintedKeyAdmin(ReadOnlyPageMixin, admin.ModelAdmin):  # type: ignore[type-
         ("revoked_at", admin.EmptyFieldListFilter),
         "workspace",
     )
-    date_hierarchy = "created_at"
     change_form_template = "admin/keys/key_change_form.html"
+    revoke_service: Callable[..., Any]
+    rotate_service: Callable[..., tuple[Any, str]]
 
     def mint(self, request: HttpRequest, data: dict[str, Any]) -> tuple[Any, str]:
         raise NotImplementedError
 
     def revoke(self, request: HttpRequest, key: Any) -> None:
-        raise NotImplementedError
+        self.revoke_service(workspace=key.workspace, prefix=key.prefix, actor=_actor(request))
 
     def rotate(self, request: HttpRequest, key: Any, revoke_at: datetime | None) -> tuple[Any, str]:
-        raise NotImplementedError
+        return self.rotate_service(
+            workspace=key.workspace, prefix=key.prefix, actor=_actor(request), revoke_at=revoke_at
+        )
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         return self.mint_fields if obj is None else self.detail_fields
@@ -249,8 +254,14 @@ class ApiKeyAdmin(MintedKeyAdmin):
         "revoked_at",
     )
     list_select_related = ("group", "workspace")
-    search_fields = ("^prefix", "=group__external_entity_id", "=group__id", "name")
+    # Each an indexed lookup (keys/migrations/0005_admin_search_indexes.py); a group id or an
+    # external id is first resolved to its groups, so the keys are found by their group index.
+    search_fields = ("prefix__startswith", "name__istartswith")
+    search_help_text = "The start of a key prefix, a group id, an external id or a key name."
     list_filter = (*MintedKeyAdmin.list_filter, "registered")
+    autocomplete_fields = ("group",)
+    revoke_service = staticmethod(api_key_revoke)
+    rotate_service = staticmethod(api_key_rotate)
     mint_fields = ("group", "name", "expires_at")
     detail_fields = (
         "id",
@@ -274,6 +285,10 @@ class ApiKeyAdmin(MintedKeyAdmin):
             )
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
+    def search_q(self, term: str) -> Q:
+        named = Group.objects.filter(Q(pk=term) | Q(external_entity_id=term))
+        return super().search_q(term) | Q(group_id__in=list(named.values_list("pk", flat=True)))
+
     def mint(self, request: HttpRequest, data: dict[str, Any]) -> tuple[ApiKey, str]:
         group = data["group"]
         return api_key_create(
@@ -282,16 +297,6 @@ class ApiKeyAdmin(MintedKeyAdmin):
             actor=_actor(request),
             name=data["name"],
             expires_at=data.get("expires_at"),
-        )
-
-    def revoke(self, request: HttpRequest, key: ApiKey) -> None:
-        api_key_revoke(workspace=key.workspace, prefix=key.prefix, actor=_actor(request))
-
-    def rotate(
-        self, request: HttpRequest, key: ApiKey, revoke_at: datetime | None
-    ) -> tuple[ApiKey, str]:
-        return api_key_rotate(
-            workspace=key.workspace, prefix=key.prefix, actor=_actor(request), revoke_at=revoke_at
         )
 
 
@@ -307,8 +312,17 @@ class ManagementKeyAdmin(MintedKeyAdmin):
         "revoked_at",
     )
     list_select_related = ("workspace",)
-    search_fields = ("^prefix", "=workspace__id", "workspace__name", "name")
+    # Management keys are a few per workspace: names are searched anywhere in them.
+    search_fields = (
+        "prefix__startswith",
+        "workspace__id__exact",
+        "workspace__name__icontains",
+        "name__icontains",
+    )
     list_filter = (*MintedKeyAdmin.list_filter, "scope")
+    autocomplete_fields = ("workspace",)
+    revoke_service = staticmethod(management_key_revoke)
+    rotate_service = staticmethod(management_key_rotate)
     mint_fields = ("workspace", "name", "scope")
     detail_fields = (
         "id",
@@ -328,14 +342,4 @@ class ManagementKeyAdmin(MintedKeyAdmin):
             actor=_actor(request),
             scope=data["scope"],
             name=data["name"],
-        )
-
-    def revoke(self, request: HttpRequest, key: ManagementKey) -> None:
-        management_key_revoke(workspace=key.workspace, prefix=key.prefix, actor=_actor(request))
-
-    def rotate(
-        self, request: HttpRequest, key: ManagementKey, revoke_at: datetime | None
-    ) -> tuple[ManagementKey, str]:
-        return management_key_rotate(
-            workspace=key.workspace, prefix=key.prefix, actor=_actor(request), revoke_at=revoke_at
         )

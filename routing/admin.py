@@ -19,6 +19,8 @@ from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django_redis import get_redis_connection
 
+from gateway_project.kernel.admin_pages import LiveFilter
+from gateway_project.kernel.admin_paging import WholeTermSearchMixin
 from gateway_project.kernel.errors import GatewayError
 from groups.services.audit import SYSTEM_ACTOR, staff_actor
 from routing.circuit_state import circuit_describe
@@ -135,6 +137,7 @@ class TargetInline(admin.TabularInline):  # type: ignore[type-arg]
     model = Target
     formset = TargetFormSet
     fields = TARGET_FIELDS
+    autocomplete_fields = ("secret",)
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
@@ -174,27 +177,14 @@ class TargetInline(admin.TabularInline):  # type: ignore[type-arg]
         return request.user.has_perm("routing.view_endpoint") or self._endpoint_perm(request, obj)
 
 
-class LiveFilter(admin.SimpleListFilter):
-    title = "state"
-    parameter_name = "state"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("live", "Live"), ("deleted", "Deleted")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() == "live":
-            return queryset.filter(deleted_at__isnull=True)
-        if self.value() == "deleted":
-            return queryset.filter(deleted_at__isnull=False)
-        return queryset
-
-
 @admin.register(Endpoint)
-class EndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class EndpointAdmin(WholeTermSearchMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("slug", "id", "workspace", "region", "created_at", "updated_at", "deleted_at")
     list_select_related = ("workspace",)
     list_filter = (LiveFilter, "region", "workspace")
-    search_fields = ("slug", "=id")
+    search_fields = ("slug__startswith", "id__exact")
+    search_help_text = "The start of a slug (org prefix first), or an endpoint id."
+    autocomplete_fields = ("workspace",)
     inlines = (TargetInline,)
 
     def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:

@@ -10,19 +10,21 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from billing.admin.staff import json_shown, milliseconds, request_actor
 from billing.health import duration_words, worker_heartbeat_age
-from billing.models import DeliveryAttempt, DeliveryStatus, WebhookDelivery
+from billing.models import DeliveryAttempt, DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from billing.services.quarantine import deliveries_release
 from billing.services.webhooks import deliveries_recover, delivery_resend
 from billing.tasks import delivery_attempt, delivery_enqueue
 from gateway_project.kernel.admin_pages import ReadOnlyPageMixin
+from gateway_project.kernel.admin_paging import WholeTermSearchMixin
 from gateway_project.kernel.errors import GatewayError
 from groups.models import Workspace
 
@@ -47,12 +49,15 @@ class DeliveryAttemptInline(admin.TabularInline):  # type: ignore[type-arg]
 class RecoverForm(forms.Form):
     since = forms.DateTimeField(help_text="UTC, e.g. 2026-05-05 12:00:00 UTC")
     workspace = forms.ModelChoiceField(
-        Workspace.objects.all(), required=False, help_text="All when empty"
+        Workspace.objects.all(),
+        required=False,
+        help_text="All when empty",
+        widget=AutocompleteSelect(WebhookEndpoint._meta.get_field("workspace"), admin.site),
     )
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ReadOnlyPageMixin, admin.ModelAdmin):  # type: ignore[type-arg]
+class WebhookDeliveryAdmin(WholeTermSearchMixin, ReadOnlyPageMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     """Deliveries and their attempt log; resend one, or recover everything failed since T."""
 
     list_display = (
@@ -67,7 +72,7 @@ class WebhookDeliveryAdmin(ReadOnlyPageMixin, admin.ModelAdmin):  # type: ignore
         "delivered_at",
     )
     list_filter = ("status", "endpoint__workspace")
-    search_fields = ("=id", "endpoint__url")
+    search_fields = ("id__exact",)
     list_select_related = ("endpoint",)
     inlines = [DeliveryAttemptInline]
     actions = ["resend", "release", "recover_failed_since"]
@@ -86,7 +91,12 @@ class WebhookDeliveryAdmin(ReadOnlyPageMixin, admin.ModelAdmin):  # type: ignore
         "body_json",
     )
     readonly_fields = fields
-    show_full_result_count = False
+
+    search_help_text = "A delivery id, or the start of an endpoint's URL."
+
+    def search_q(self, term: str) -> Q:
+        urls = WebhookEndpoint.objects.filter(url__startswith=term).values_list("pk", flat=True)
+        return super().search_q(term) | Q(endpoint_id__in=list(urls))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

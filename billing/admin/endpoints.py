@@ -27,6 +27,7 @@ from billing.services.webhooks import (
     webhook_secret_rotate,
 )
 from gateway_project.kernel.admin_pages import ReadOnlyPageMixin
+from gateway_project.kernel.admin_paging import LargeListMixin
 from gateway_project.kernel.confirmation import action_confirmation, action_confirmed
 from gateway_project.kernel.errors import GatewayError
 from gateway_project.kernel.netguard import allowlist_effective, url_check
@@ -55,13 +56,14 @@ class WebhookEndpointForm(forms.ModelForm):  # type: ignore[type-arg]
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(ReadOnlyPageMixin, admin.ModelAdmin):  # type: ignore[type-arg]
+class WebhookEndpointAdmin(LargeListMixin, ReadOnlyPageMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     """Add (secret shown once), rotate the secret, enable/disable; the URL is fixed once created."""
 
     form = WebhookEndpointForm
     list_display = ("url", "workspace", "enabled", "disabled_reason", "created_at")
     list_filter = ("enabled", "workspace")
-    search_fields = ("url", "=id")
+    search_fields = ("url", "id__exact")
+    autocomplete_fields = ("workspace",)
     actions = ["rotate_secret", "rotate_secret_now", "enable", "disable"]
     readonly_fields = (
         "id",

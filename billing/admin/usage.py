@@ -7,8 +7,9 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import PermissionDenied
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
@@ -21,8 +22,10 @@ from billing.health import workspace_findings
 from billing.models import UsageEvent
 from billing.selectors import UsageBucket, usage_by_slug
 from billing.services.quarantine import usage_events_release
+from gateway_project.kernel.admin_paging import WholeTermSearchMixin
 from gateway_project.kernel.confirmation import action_confirmation, action_confirmed
 from groups.models import Group, Workspace
+from keys.models import ApiKey
 
 DASHBOARD_TEMPLATE = "admin/billing/usage_dashboard.html"
 
@@ -45,7 +48,7 @@ class QuarantinedFilter(admin.SimpleListFilter):
 
 
 @admin.register(UsageEvent)
-class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class UsageEventAdmin(WholeTermSearchMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     """The billing truth: read-only, except releasing an event from quarantine."""
 
     list_display = (
@@ -61,18 +64,20 @@ class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     )
     list_filter = (
         QuarantinedFilter,
+        ("timestamp", admin.DateFieldListFilter),
         "status",
         "workspace",
         ("batched_at", admin.EmptyFieldListFilter),
     )
+    # Newest first by the primary key's index: idempotency keys are ULIDs, in creation order.
+    ordering = ("-idempotency_key",)
     actions = ["release", "release_without_metadata"]
     # Metadata is shown escaped by metadata_shown, whatever it holds; latencies rounded, in ms.
     exclude = ("request_metadata", "total_ms", "upstream_ms", "first_byte_ms")
     readonly_fields = ("metadata_shown", "latencies")
-    search_fields = ("=request_id", "=idempotency_key", "api_key_prefix", "=external_entity_id")
+    search_fields = ("idempotency_key__exact", "request_id__exact")
+    search_help_text = "A request id, an idempotency key, a key prefix or an external id (exact)."
     list_select_related = ("workspace",)
-    date_hierarchy = "timestamp"
-    show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -86,6 +91,17 @@ class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[UsageEvent]:
         return super().get_queryset(request).defer("request_metadata")
+
+    def search_q(self, term: str) -> Q:
+        """Exact matches, each served by an index: the event's own ids, or (events being
+        indexed by group) the groups the key prefix or the external id names."""
+        keys = ApiKey.objects.filter(prefix=term).values_list("group_id", flat=True)
+        named = Group.objects.filter(external_entity_id=term).values_list("pk", flat=True)
+        return (
+            super().search_q(term)
+            | Q(group_id__in=list(keys), api_key_prefix=term)
+            | Q(group_id__in=list(named), external_entity_id=term)
+        )
 
     @admin.display(description="tokens (in / out / cached in)")
     def tokens(self, obj: UsageEvent) -> str:
@@ -168,7 +184,10 @@ class UsageEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 class DashboardForm(forms.Form):
-    workspace = forms.ModelChoiceField(Workspace.objects.all())
+    workspace = forms.ModelChoiceField(
+        Workspace.objects.all(),
+        widget=AutocompleteSelect(UsageEvent._meta.get_field("workspace"), admin.site),
+    )
     group = forms.CharField(
         required=False,
         max_length=255,

@@ -1,9 +1,12 @@
-"""Admin page shapes shared by the apps: read-only pages that offer no Save button."""
+"""Admin page shapes shared by the apps: read-only pages that offer no Save button, and the
+live/deleted filter of soft-deleted models."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
 HIDDEN_BUTTONS = ("show_save", "show_save_and_continue", "show_save_and_add_another")
@@ -30,3 +33,20 @@ def _nothing_to_edit(context: dict[str, Any]) -> bool:
         if inline.has_add_permission or inline.has_change_permission:
             return False
     return True
+
+
+class LiveFilter(admin.SimpleListFilter):
+    """Live or soft-deleted rows (`deleted_at` set), for models that are deleted softly."""
+
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("live", "Live"), ("deleted", "Deleted")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "live":
+            return queryset.filter(deleted_at__isnull=True)
+        if self.value() == "deleted":
+            return queryset.filter(deleted_at__isnull=False)
+        return queryset

@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from gateway_project.kernel.admin_paging import LargeListMixin
 from gateway_project.kernel.errors import GatewayError
 from groups.services.audit import SYSTEM_ACTOR, staff_actor
 
@@ -72,8 +73,9 @@ class ServiceForm(forms.ModelForm):  # type: ignore[type-arg]
         """Nothing: the service validated and wrote the row in clean()."""
 
 
-class ServiceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """Hands the staff actor to the form; the form's clean() already saved."""
+class ServiceAdmin(LargeListMixin, admin.ModelAdmin):  # type: ignore[type-arg]
+    """Hands the staff actor to the form; the form's clean() already saved. Its lists do not
+    count every row."""
 
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any

@@ -13,7 +13,7 @@ from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -21,13 +21,14 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from gateway_project.kernel.admin_pages import ReadOnlyPageMixin
+from gateway_project.kernel.admin_pages import LiveFilter, ReadOnlyPageMixin
+from gateway_project.kernel.admin_paging import RecentValuesFilter, WholeTermSearchMixin
 from gateway_project.kernel.errors import GatewayError
 from groups.admin.base import PrettyJSONField, ServiceAdmin, ServiceForm, actor_of, change_link
 from groups.admin.limits import LimitRowFormSet, LimitRows, rows_initial
 from groups.models import AuditEvent, Group, GroupModel, LimitEnforcement
 from groups.selectors import audit_search, group_effective_models, group_models, group_subtree
-from groups.services import group_create, group_delete, group_update
+from groups.services import MAX_DEPTH, group_create, group_delete, group_update
 
 MODELS_HELP = (
     'A JSON list, e.g. [{"slug": "acme/llama", "rate_limits": [{"type": "TOKEN", "unit": "MINUTE", '
@@ -35,6 +36,7 @@ MODELS_HELP = (
     '"threshold": 5000000}]}]. Rate limits: TOKEN|REQUEST per SECOND|MINUTE; usage limits: '
     "TOKEN|REQUEST per DAY. Saving replaces the whole set; [] removes all access."
 )
+CHILDREN_SHOWN = 50
 EFFECTIVE_COLUMNS = ("slug", "kind", "type", "unit", "threshold", "source group")
 DETAIL_FIELDS = (
     "id",
@@ -129,19 +131,18 @@ class GroupModelInline(admin.TabularInline):  # type: ignore[type-arg]
         return ", ".join(limit_words(lim) for lim in obj.limits.all()) or "no limits"
 
 
-class LiveFilter(admin.SimpleListFilter):
-    title = "state"
-    parameter_name = "state"
+class DepthFilter(admin.SimpleListFilter):
+    """The fixed depths 1..MAX_DEPTH (Django's own filter would scan the table for them)."""
+
+    title = "depth"
+    parameter_name = "depth"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("live", "Live"), ("deleted", "Deleted")]
+        return [(str(depth), str(depth)) for depth in range(1, MAX_DEPTH + 1)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value() == "live":
-            return queryset.filter(deleted_at__isnull=True)
-        if self.value() == "deleted":
-            return queryset.filter(deleted_at__isnull=False)
-        return queryset
+        value = self.value()
+        return queryset.filter(depth=int(value)) if value and value.isdigit() else queryset
 
 
 THRESHOLD_UNITS = {"TOKEN": "tokens", "REQUEST": "requests"}
@@ -159,7 +160,7 @@ def limit_words(limit: Any) -> str:
 
 
 @admin.register(Group)
-class GroupAdmin(ReadOnlyPageMixin, ServiceAdmin):
+class GroupAdmin(WholeTermSearchMixin, ReadOnlyPageMixin, ServiceAdmin):
     form = GroupForm
     change_form_template = "admin/groups/group/change_form.html"
     list_display = (
@@ -173,8 +174,12 @@ class GroupAdmin(ReadOnlyPageMixin, ServiceAdmin):
         "deleted",
     )
     list_select_related = ("workspace", "parent")
-    list_filter = (LiveFilter, "limit_enforcement", "is_legacy_user", "depth", "workspace")
-    search_fields = ("external_entity_id", "name", "=id")
+    list_filter = (LiveFilter, "limit_enforcement", "is_legacy_user", DepthFilter, "workspace")
+    # Each an indexed lookup (groups/migrations/0005_admin_search_indexes.py): an exact id, a
+    # case-sensitive external id prefix, a name prefix in any case.
+    search_fields = ("id__exact", "external_entity_id__startswith", "name__istartswith")
+    search_help_text = "A group id, the start of an external id, or the start of a name."
+    autocomplete_fields = ("workspace",)
     inlines = (GroupModelInline,)
 
     def get_inlines(self, request: HttpRequest, obj: Any = None) -> Any:
@@ -224,9 +229,23 @@ class GroupAdmin(ReadOnlyPageMixin, ServiceAdmin):
 
     @admin.display(description="live children")
     def children_panel(self, obj: Group) -> SafeString | str:
-        children = obj.children.filter(deleted_at__isnull=True).order_by("created_at")
-        links = [(change_link(child),) for child in children]
-        return format_html_join(mark_safe("<br>"), "{}", links) or "none"
+        live = obj.children.filter(deleted_at__isnull=True).order_by("created_at")
+        children = list(live[: CHILDREN_SHOWN + 1])
+        links = [(change_link(child),) for child in children[:CHILDREN_SHOWN]]
+        shown = format_html_join(mark_safe("<br>"), "{}", links)
+        if len(children) > CHILDREN_SHOWN:
+            url = reverse("admin:groups_group_changelist") + f"?parent={obj.pk}&state=live"
+            return format_html('{}<br><a href="{}">all live children…</a>', shown, url)
+        return shown or "none"
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Group], search_term: str
+    ) -> tuple[QuerySet[Group], bool]:
+        """Choosing a key's group offers live groups only."""
+        found, duplicates = super().get_search_results(request, queryset, search_term)
+        if request.GET.get("model_name") == "apikey":
+            found = found.filter(deleted_at__isnull=True)
+        return found, duplicates
 
     @admin.display(description="effective models")
     def effective_panel(self, obj: Group) -> SafeString | str:
@@ -333,13 +352,16 @@ def _effective_rows(group: Group) -> list[tuple[Any, ...]]:
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class AuditEventAdmin(WholeTermSearchMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("created_at", "actor", "action", "object_type", "object_id", "workspace")
     list_select_related = ("workspace",)
-    list_filter = ("action", "object_type")
+    list_filter = (
+        ("created_at", admin.DateFieldListFilter),
+        ("action", RecentValuesFilter),
+        ("object_type", RecentValuesFilter),
+    )
     search_fields = ("=object_id", "actor")
     search_help_text = "An object id, an actor, a key prefix or a customer's external id."
-    date_hierarchy = "created_at"
     fields = (
         "id",
         "created_at",
@@ -353,13 +375,8 @@ class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     )
     readonly_fields = fields
 
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[AuditEvent], search_term: str
-    ) -> tuple[QuerySet[AuditEvent], bool]:
-        term = search_term.strip()
-        if not term:
-            return queryset, False
-        return queryset.filter(audit_search(term=term)), False
+    def search_q(self, term: str) -> Q:
+        return audit_search(term=term)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

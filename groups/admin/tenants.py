@@ -6,14 +6,14 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, Model, Q, QuerySet
+from django.db.models import Count, Model, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from groups.admin.base import NoChangeMixin, ServiceAdmin, ServiceForm, actor_of
-from groups.models import CustomDomain, OrgPrefix, Secret, Workspace
+from groups.models import CustomDomain, Group, OrgPrefix, Secret, Workspace
 from groups.services import (
     custom_domain_add,
     custom_domain_delete,
@@ -127,12 +127,13 @@ class WorkspaceAdmin(ServiceAdmin):
         return self.inlines if obj is not None else ()
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Workspace]:
+        # Counted per listed workspace (a subquery each), not by joining every group of every
+        # workspace before the page is cut.
         workspaces: QuerySet[Workspace] = super().get_queryset(request)
+        live = Group.objects.filter(deleted_at__isnull=True)
         return workspaces.annotate(
-            prefix_count=Count("org_prefixes", distinct=True),
-            live_group_count=Count(
-                "groups", filter=Q(groups__deleted_at__isnull=True), distinct=True
-            ),
+            prefix_count=_count_of(OrgPrefix.objects.all()),
+            live_group_count=_count_of(live),
         )
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
@@ -154,11 +155,11 @@ class WorkspaceAdmin(ServiceAdmin):
 
     @admin.display(description="org prefixes", ordering="prefix_count")
     def prefix_count(self, obj: Any) -> int:
-        return int(obj.prefix_count)
+        return int(obj.prefix_count or 0)
 
     @admin.display(description="live groups", ordering="live_group_count")
     def live_group_count(self, obj: Any) -> int:
-        return int(obj.live_group_count)
+        return int(obj.live_group_count or 0)
 
     @admin.display(description="add")
     def add_links(self, obj: Workspace) -> SafeString:
@@ -196,6 +197,12 @@ class WorkspaceAdmin(ServiceAdmin):
         return False
 
 
+def _count_of(rows: QuerySet[Any]) -> Subquery:
+    """The number of `rows` of the workspace of the outer row, as a subquery."""
+    per_workspace = rows.filter(workspace=OuterRef("pk")).order_by().values("workspace")
+    return Subquery(per_workspace.annotate(n=Count("*")).values("n")[:1])
+
+
 # --- org prefixes, custom domains, secrets ------------------------------------------------------
 
 
@@ -216,6 +223,7 @@ class OrgPrefixForm(ServiceForm):
 class OrgPrefixAdmin(NoChangeMixin, ServiceAdmin):
     form = OrgPrefixForm
     list_display = ("prefix", "workspace", "created_at")
+    autocomplete_fields = ("workspace",)
     list_select_related = ("workspace",)
     search_fields = ("prefix", "workspace__name", "=workspace__id")
 
@@ -242,6 +250,7 @@ class CustomDomainForm(ServiceForm):
 class CustomDomainAdmin(NoChangeMixin, ServiceAdmin):
     form = CustomDomainForm
     list_display = ("host", "workspace", "created_at")
+    autocomplete_fields = ("workspace",)
     list_select_related = ("workspace",)
     search_fields = ("host", "workspace__name", "=workspace__id")
 
@@ -291,6 +300,7 @@ class SecretForm(ServiceForm):
 class SecretAdmin(ServiceAdmin):
     form = SecretForm
     list_display = ("name", "id", "workspace", "created_at", "updated_at")
+    autocomplete_fields = ("workspace",)
     list_select_related = ("workspace",)
     search_fields = ("name", "=id", "workspace__name")
     list_filter = ("workspace",)

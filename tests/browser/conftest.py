@@ -121,3 +121,11 @@ def staff_page(page: Any, staff_user: Any, shots: Shots) -> Any:
     page.wait_for_url("**/admin/")
     shots("logged-in")
     return page
+
+
+def choose(page: Any, field: str, term: str, value: str) -> None:
+    """Pick `value` in the autocomplete box of `#id_<field>`: type `term`, click its result."""
+    page.click(f"#id_{field} + .select2")
+    page.fill(".select2-container--open .select2-search__field", term)
+    page.locator(".select2-results__option", has_text=term).first.click()
+    assert page.input_value(f"#id_{field}") == value

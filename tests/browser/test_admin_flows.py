@@ -18,7 +18,7 @@ from keys.models import ApiKey
 from keys.selectors import api_key_resolve
 from routing.models import Endpoint
 from routing.services import endpoint_create
-from tests.browser.conftest import Shots, log_in
+from tests.browser.conftest import Shots, choose, log_in
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +70,7 @@ def test_staff_onboard_a_tenant_with_a_prefix_an_endpoint_and_a_group_tree(
     page.fill("#id_prefix", "initech")
     save(page)
     page.goto("/admin/routing/endpoint/add/")
-    page.select_option("#id_workspace", workspace.pk)
+    choose(page, "workspace", "Initech", workspace.pk)
     page.fill("#id_slug", "initech/llama")
     page.select_option("#id_targets-0-provider", "OPENAI_COMPATIBLE")
     page.fill("#id_targets-0-base_url", "http://127.0.0.1:9/v1")
@@ -80,7 +80,7 @@ def test_staff_onboard_a_tenant_with_a_prefix_an_endpoint_and_a_group_tree(
     shots("endpoint-saved")
     for ext_id, parent, rpm in (("initech-root", None, 100), ("initech-team", "initech-root", 10)):
         page.goto("/admin/groups/group/add/")
-        page.select_option("#id_workspace", workspace.pk)
+        choose(page, "workspace", "Initech", workspace.pk)
         page.fill("#id_external_entity_id", ext_id)
         if parent is None:
             page.select_option("#id_limit_enforcement", "CASCADING")
@@ -117,7 +117,7 @@ def test_a_minted_key_is_shown_once_and_can_be_revoked(staff_page: Any, shots: S
     page = staff_page
 
     page.goto("/admin/keys/apikey/add/")
-    page.select_option("#id_group", group.pk)
+    choose(page, "group", "cust", group.pk)
     page.fill("#id_name", "for the browser test")
     save(page)
     plaintext = page.inner_text("#minted-key").strip()
@@ -191,7 +191,7 @@ def test_the_usage_dashboard_draws_a_chart_per_slug(staff_page: Any, shots: Shot
     page = staff_page
 
     page.goto("/admin/billing/usageevent/dashboard/")
-    page.select_option("#id_workspace", workspace.pk)
+    choose(page, "workspace", workspace.name, workspace.pk)
     page.click("input[type=submit][value=Show]")
     page.wait_for_load_state()
     shots("usage-dashboard")

@@ -14,7 +14,7 @@ from groups.models import AuditEvent, Group, OrgPrefix, Workspace
 from groups.services.audit import SYSTEM_ACTOR
 from keys.services import api_key_create, management_key_create
 from routing.models import Endpoint
-from tests.browser.conftest import Shots, log_in
+from tests.browser.conftest import Shots, choose, log_in
 
 pytestmark = pytest.mark.slow
 
@@ -116,7 +116,7 @@ def test_view_only_staff_see_no_action_and_cannot_forge_one(
 
 def add_endpoint(page: Any, workspace: Workspace, slug: str, base_url: str) -> None:
     page.goto("/admin/routing/endpoint/add/")
-    page.select_option("#id_workspace", workspace.pk)
+    choose(page, "workspace", workspace.name, workspace.pk)
     page.fill("#id_slug", slug)
     page.select_option("#id_targets-0-provider", "OPENAI_COMPATIBLE")
     page.fill("#id_targets-0-base_url", base_url)
