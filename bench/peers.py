@@ -332,9 +332,15 @@ litellm_settings:
     )
 
 
+def litellm_workers() -> int:
+    """LiteLLM's workers: one per core, as its deployment docs recommend for `--num_workers`."""
+    return os.cpu_count() or 1
+
+
 def litellm_start(*, logs: Path, tmp: Path, fast_port: int, slow_port: int) -> System:
-    """LiteLLM proxy, 1 worker, no database, a master key, both fake models in its config."""
+    """LiteLLM proxy, one worker per core, no database, a master key, both fake models."""
     binary = litellm_install()
+    workers = litellm_workers()
     config = tmp / "litellm.yaml"
     _litellm_config(config, fast_port=fast_port, slow_port=slow_port)
     port = free_port()
@@ -351,7 +357,7 @@ def litellm_start(*, logs: Path, tmp: Path, fast_port: int, slow_port: int) -> S
             "--port",
             str(port),
             "--num_workers",
-            "1",
+            str(workers),
         ],
         logs=logs,
         env=env,
@@ -374,7 +380,10 @@ def litellm_start(*, logs: Path, tmp: Path, fast_port: int, slow_port: int) -> S
         f"http://{HOST}:{port}/v1/chat/completions",
         procs=[proc],
         headers=[f"Authorization: Bearer {LITELLM_MASTER_KEY}"],
-        notes=[f"LiteLLM proxy {LITELLM_VERSION}, 1 worker, no database"],
+        notes=[
+            f"LiteLLM proxy {LITELLM_VERSION}, {workers} workers (`--num_workers`, one per core), "
+            "no database"
+        ],
     )
 
 
