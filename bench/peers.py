@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -24,6 +25,7 @@ PORTKEY_OVERRIDES = {"@hono/node-server": "1.13.5", "hono": "4.9.7", "@hono/node
 LITELLM_VERSION = "1.109.1"
 LITELLM_OVERRIDES = ("certifi==2026.10.18", "litellm-proxy-extras==0.4.110")
 LITELLM_MASTER_KEY = "sk-bench-litellm-master-7d3e9a"
+LITELLM_READY_S = 300.0
 FAKE_MODEL = "fake-model"
 SLOW_MODEL = "fake-model-slow"
 TOKENS = 20  # content chunks per response (the body asks max_tokens=20)
@@ -260,7 +262,7 @@ def portkey_start(*, logs: Path, fast_port: int, slow_port: int) -> System:
         env=env,
         cwd=script.parent,
     )
-    http_ready(f"http://{HOST}:{port}/", proc=proc, timeout=30)
+    _ready_or_stop(proc, f"http://{HOST}:{port}/", timeout=30)
     common = ["x-portkey-provider: openai", "Authorization: Bearer sk-portkey-upstream"]
     return System(
         "portkey",
@@ -332,9 +334,15 @@ litellm_settings:
     )
 
 
+def litellm_workers() -> int:
+    """LiteLLM's workers: one per core, as its deployment docs recommend for `--num_workers`."""
+    return os.cpu_count() or 1
+
+
 def litellm_start(*, logs: Path, tmp: Path, fast_port: int, slow_port: int) -> System:
-    """LiteLLM proxy, 1 worker, no database, a master key, both fake models in its config."""
+    """LiteLLM proxy, one worker per core, no database, a master key, both fake models."""
     binary = litellm_install()
+    workers = litellm_workers()
     config = tmp / "litellm.yaml"
     _litellm_config(config, fast_port=fast_port, slow_port=slow_port)
     port = free_port()
@@ -351,7 +359,7 @@ def litellm_start(*, logs: Path, tmp: Path, fast_port: int, slow_port: int) -> S
             "--port",
             str(port),
             "--num_workers",
-            "1",
+            str(workers),
         ],
         logs=logs,
         env=env,
@@ -361,10 +369,11 @@ def litellm_start(*, logs: Path, tmp: Path, fast_port: int, slow_port: int) -> S
     probe = json.dumps(
         {"model": FAKE_MODEL, "max_tokens": 2, "messages": [{"role": "user", "content": "ready?"}]}
     ).encode()
-    http_ready(
+    # Each worker imports LiteLLM and loads its config on its own: minutes on a busy machine.
+    _ready_or_stop(
+        proc,
         f"http://{HOST}:{port}/v1/chat/completions",
-        proc=proc,
-        timeout=120,
+        timeout=LITELLM_READY_S,
         method="POST",
         body=probe,
         headers=auth,
@@ -374,8 +383,20 @@ def litellm_start(*, logs: Path, tmp: Path, fast_port: int, slow_port: int) -> S
         f"http://{HOST}:{port}/v1/chat/completions",
         procs=[proc],
         headers=[f"Authorization: Bearer {LITELLM_MASTER_KEY}"],
-        notes=[f"LiteLLM proxy {LITELLM_VERSION}, 1 worker, no database"],
+        notes=[
+            f"LiteLLM proxy {LITELLM_VERSION}, {workers} workers (`--num_workers`, one per core), "
+            "no database"
+        ],
     )
+
+
+def _ready_or_stop(proc: Proc, url: str, *, timeout: float, **request: Any) -> None:
+    """`http_ready`, stopping the process (and its workers) when it does not become ready."""
+    try:
+        http_ready(url, proc=proc, timeout=timeout, **request)
+    except Unavailable:
+        proc_stop(proc)
+        raise
 
 
 def _which(tool: str) -> str | None:

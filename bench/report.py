@@ -13,7 +13,16 @@ from pathlib import Path
 from bench.load import LoadResult
 from bench.peers import BENCH_DIR, PEERS_DIR
 
-SYSTEMS = ("direct", "gateway", "portkey", "litellm")
+SYSTEMS = ("direct", "floor", "floor_redis", "gateway", "portkey", "litellm")
+LABELS = {
+    "direct": "direct",
+    "floor": "floor",
+    "floor_redis": "floor_redis",
+    "gateway": "ours",
+    "portkey": "Portkey",
+    "litellm": "LiteLLM",
+}
+RATIO_PEERS = ("floor_redis", "portkey", "litellm", "direct")  # the ours/X columns, in order
 MATPLOTLIB_PIN = "matplotlib==3.11.2"
 README_BEGIN, README_END = "<!-- bench:latest -->", "<!-- /bench:latest -->"
 SUMMARY_MARKERS = ("<!-- bench:summary -->", "<!-- /bench:summary -->")
@@ -87,10 +96,24 @@ def _value(record: RunRecord, scenario: str, system: str, metric: str) -> float 
     return getattr(result, metric)
 
 
+def added_p50_ms(record: RunRecord, system: str) -> float | None:
+    """What `system` adds to the direct p50 at concurrency 1 (None when either is missing)."""
+    direct = _value(record, "c1_json", "direct", "p50_ms")
+    value = _value(record, "c1_json", system, "p50_ms")
+    return None if direct is None or value is None else value - direct
+
+
+def floor_ratio(record: RunRecord, scenario: str) -> float | None:
+    """Our req/s as a fraction of floor_redis's in `scenario` (None when either is missing)."""
+    ours = _value(record, scenario, "gateway", "rps")
+    floor = _value(record, scenario, "floor_redis", "rps")
+    return ours / floor if ours and floor else None
+
+
 def _row(label: str, values: dict[str, float | None], digits: int, ratios: bool) -> str:
     cells = [_cell(values[s], digits) for s in SYSTEMS]
     ours = values["gateway"]
-    peers = [_ratio(ours, values[s]) if ratios else "—" for s in ("portkey", "litellm", "direct")]
+    peers = [_ratio(ours, values[s]) if ratios else "—" for s in RATIO_PEERS]
     return f"| {label} | " + " | ".join(cells + peers) + " |"
 
 
@@ -123,6 +146,32 @@ def _scenario_rows(record: RunRecord, name: str) -> list[str]:
     return rows
 
 
+def _added_sentence(record: RunRecord) -> str:
+    """Added p50 at concurrency 1: ours against direct, against Portkey's and the floor's."""
+    added = {s: added_p50_ms(record, s) for s in SYSTEMS if s != "direct"}
+    ours, portkey = added["gateway"], added["portkey"]
+    versus = "—" if ours is None or portkey is None else f"{ours - portkey:+.2f} ms"
+    others = ", ".join(f"{LABELS[s]} {_cell(added[s], 2)} ms" for s in added if s != "gateway")
+    return (
+        f"Added p50 at concurrency 1 over direct: ours {_cell(ours, 2)} ms ({others}); "
+        f"ours minus Portkey's added p50: {versus}."
+    )
+
+
+def _floor_lines(record: RunRecord) -> list[str]:
+    """Ours against the floor: req/s of floor, floor_redis and ours, and ours/floor_redis."""
+    lines = [
+        "| scenario | floor req/s | floor_redis req/s | ours req/s | ours/floor_redis |",
+        "|---|---|---|---|---|",
+    ]
+    for name, *_ in record.scenarios:
+        values = [_value(record, name, s, "rps") for s in ("floor", "floor_redis", "gateway")]
+        ratio = floor_ratio(record, name)
+        cells = [_cell(v, 0) for v in values] + ["—" if ratio is None else f"{ratio:.2f}×"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*lines, "", _added_sentence(record)]
+
+
 def _rss_lines(record: RunRecord) -> list[str]:
     lines = [
         "| system | RSS at start MB | after warm-up MB | at end MB | requests sent |",
@@ -152,8 +201,8 @@ def _rss_lines(record: RunRecord) -> list[str]:
 def markdown(record: RunRecord) -> str:
     """The latest.md report: setup, the table with ratios, RSS, missing systems."""
     header = (
-        "| scenario | direct | gateway (ours) | Portkey | LiteLLM | ours/Portkey "
-        "| ours/LiteLLM | ours/direct |"
+        "| scenario | direct | floor | floor_redis | gateway (ours) | Portkey | LiteLLM "
+        "| ours/floor_redis | ours/Portkey | ours/LiteLLM | ours/direct |"
     )
     lines = [
         f"# Gateway benchmark — {record.when}",
@@ -166,8 +215,18 @@ def markdown(record: RunRecord) -> str:
         "for latency. A measured system with 0 req/s and — latencies completed no request "
         "within the window (latest.json then holds 0 for its latencies).",
         "",
+        "## Against the floor",
+        "",
+        "floor: a bare Python proxy (raw ASGI, same server and workers as ours, no product "
+        "logic); floor_redis: the same plus one EVALSHA (two limits) before the upstream call "
+        "and one XADD before the last byte, the least work the product requires per request.",
+        "",
+        *_floor_lines(record),
+        "",
+        "## All systems",
+        "",
         header,
-        "|---|---|---|---|---|---|---|---|",
+        "|---|" + "---|" * (len(SYSTEMS) + len(RATIO_PEERS)),
     ]
     for name, *_ in record.scenarios:
         lines += _scenario_rows(record, name)
@@ -237,7 +296,14 @@ def chart_png(record: RunRecord, path: Path) -> str | None:
     except ImportError as exc:
         return f"no chart: matplotlib unavailable ({exc})"
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    colors = {"direct": "#777777", "gateway": "#d62728", "portkey": "#1f77b4", "litellm": "#2ca02c"}
+    colors = {
+        "direct": "#777777",
+        "floor": "#bcbd22",
+        "floor_redis": "#ff7f0e",
+        "gateway": "#d62728",
+        "portkey": "#1f77b4",
+        "litellm": "#2ca02c",
+    }
     for axis, stream in zip(axes, (False, True), strict=True):
         chosen = [(n, c) for n, c, s, slow in record.scenarios if s == stream and not slow]
         for system in SYSTEMS:
@@ -270,37 +336,26 @@ def chart_png(record: RunRecord, path: Path) -> str | None:
 
 
 def summary(record: RunRecord) -> str:
-    """The short table of the project README: req/s and p99 per scenario, ratios to the peers."""
+    """The short table of the project README: req/s and p99 per scenario, ratios to the floor and
+    the peers, and the added latency at concurrency 1."""
     lines = [
         f"Latest `make bench` ({record.when[:16].replace('T', ' ')} UTC) on {record.machine};"
         " auth, two limits and usage recording on; full report in"
         " [bench/results/latest.md](bench/results/latest.md).",
         "",
-        "| scenario | ours req/s | Portkey | LiteLLM | ours/Portkey | ours/LiteLLM | ours p99 ms |",
-        "|---|---|---|---|---|---|---|",
+        "| scenario | ours req/s | floor_redis | Portkey | LiteLLM | ours/floor_redis "
+        "| ours/Portkey | ours/LiteLLM | ours p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, *_ in record.scenarios:
-        ours, portkey, litellm = (_value(record, name, s, "rps") for s in SYSTEMS[1:4])
-        p99 = _value(record, name, "gateway", "p99_ms")
-        cells = [_cell(ours, 0), _cell(portkey, 0), _cell(litellm, 0)]
-        cells += [_ratio(ours, portkey), _ratio(ours, litellm), _cell(p99, 1)]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    direct = _value(record, "c1_json", "direct", "p50_ms")
-    added = {
-        s: None
-        if direct is None or (v := _value(record, "c1_json", s, "p50_ms")) is None
-        else v - direct
-        for s in ("gateway", "portkey", "litellm")
-    }
-    lines += [
-        "",
-        "Added latency at concurrency 1 (p50, vs direct): ours "
-        + ", Portkey ".join(
-            [_cell(added["gateway"], 2) + " ms", _cell(added["portkey"], 2) + " ms"]
+        ours, floor, portkey, litellm = (
+            _value(record, name, s, "rps") for s in ("gateway", "floor_redis", "portkey", "litellm")
         )
-        + f", LiteLLM {_cell(added['litellm'], 2)} ms.",
-    ]
-    return "\n".join(lines) + "\n"
+        p99 = _value(record, name, "gateway", "p99_ms")
+        cells = [_cell(v, 0) for v in (ours, floor, portkey, litellm)]
+        cells += [_ratio(ours, v) for v in (floor, portkey, litellm)] + [_cell(p99, 1)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", _added_sentence(record)]) + "\n"
 
 
 def readme_update(

@@ -1,6 +1,7 @@
-"""`make bench`: direct, our gateway, Portkey and LiteLLM side by side against the fake upstream.
+"""`make bench`: direct, a Python floor, ours, Portkey and LiteLLM against the fake upstream.
 
-Usage: .venv/bin/python -m bench.run [--duration 6] [--systems direct,gateway,portkey,litellm]
+Usage: .venv/bin/python -m bench.run [--duration 6]
+       [--systems direct,floor,floor_redis,gateway,portkey,litellm]
 Writes bench/results/latest.json, latest.md and latency.png and refreshes bench/README.md.
 """
 
@@ -15,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import gateway, peers
+from bench import floor, gateway, peers
 from bench.load import (
     INSTALL_HINT,
     LoadResult,
@@ -76,6 +77,8 @@ def _start(name: str, *, logs: Path, tmp: Path, fakes: tuple[Proc, Proc, int, in
     fast, slow, fast_port, slow_port = fakes
     if name == "direct":
         return peers.direct_system(fast_port=fast_port, slow_port=slow_port, procs=[fast, slow])
+    if name in ("floor", "floor_redis"):
+        return floor.floor_system(name, logs=logs, fast_port=fast_port, slow_port=slow_port)
     if name == "gateway":
         return gateway.gateway_start(logs=logs, tmp=tmp, fast_port=fast_port, slow_port=slow_port)
     if name == "portkey":
@@ -244,8 +247,9 @@ def _one_system(
     )
     try:
         _measure(system, tool=tool, tmp=tmp, args=args, record=record)
-        if name == "gateway":
-            events = gateway.usage_events_count(system)
+        if name in ("gateway", "floor_redis"):
+            count = gateway.usage_events_count if name == "gateway" else floor.usage_entries_count
+            events = count(system)
             record.notes[name].append(
                 f"{events} usage events in the Redis stream at the end"
                 if events is not None

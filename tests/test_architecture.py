@@ -33,7 +33,9 @@ def checkout(tmp_path: Path) -> Path:
     """A copy of the sources and the contracts, to break on purpose."""
     for package in PACKAGES:
         shutil.copytree(
-            ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+            ROOT / package,
+            tmp_path / package,
+            ignore=shutil.ignore_patterns("__pycache__", ".peers"),
         )
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path
@@ -114,3 +116,14 @@ def test_a_broken_house_rule_is_reported(
     found = architecture.violations(checkout)
 
     assert [v for v in found if v.path == path and message in v.message]
+
+
+def test_installed_packages_in_a_hidden_folder_are_not_checked(checkout: Path) -> None:
+    peers = checkout / "bench" / ".peers" / "venv"
+    peers.mkdir(parents=True)
+    (peers / "vendored.py").write_text("\ufeff# a byte-order mark: not parseable by ast\n")
+    (checkout / "bench" / "probe.py").write_text("from routing.proxy import _private\n")
+
+    found = architecture.violations(checkout)
+
+    assert [v.path for v in found] == ["bench/probe.py"]
