@@ -7,7 +7,8 @@ one usage limit each) and mint a key for each, and time, on a sample of those gr
 lookup by external id, usage, key revoke and an events page; and walk the whole group list a page
 of 100 at a time. Writes bench/results/control.json and the README's control-plane line.
 
-    python -m bench.control [--groups N] [--clients 8] [--sample 1000]
+    python -m bench.control [--groups N] [--clients 8] [--sample 1000] [--database NAME]
+                            [--redis-url URL] [--out FILE]
 """
 
 from __future__ import annotations
@@ -211,6 +212,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients (8)")
     parser.add_argument("--sample", type=int, default=1000, help="groups per timed op (1000)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
+    parser.add_argument(
+        "--database", default=DATABASE, help=f"PostgreSQL database, emptied first ({DATABASE})"
+    )
+    parser.add_argument(
+        "--redis-url", default=REDIS_URL, help=f"Redis database, emptied first ({REDIS_URL})"
+    )
     return parser.parse_args(argv)
 
 
@@ -250,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gw-bench-control-"))
     logs = tmp / "logs"
     logs.mkdir()
-    env, notes = gateway_env(tmp=tmp, database=DATABASE, redis_url=REDIS_URL)
+    env, notes = gateway_env(tmp=tmp, database=args.database, redis_url=args.redis_url)
     node = None
     try:
         if "REDIS_URL" not in env:

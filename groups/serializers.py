@@ -11,7 +11,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from gateway_project.kernel.apikit import TimestampField
+from gateway_project.kernel.apikit import TimestampField, timestamp_wire
 from groups import selectors
 from groups.limit_serializers import EffectiveModelSerializer, ModelConfigOutSerializer, ModelsField
 from groups.models import Group, LimitEnforcement
@@ -92,21 +92,24 @@ def _metadata(group: Group) -> dict[str, str]:
     return {"name": group.name, "external_entity_id": group.external_entity_id}
 
 
+# The wire builders below produce what the output serializers above describe, key for key and in
+# their field order, straight from the rows: a page of 100 groups through `Serializer.data` cost
+# ~3 ms a group. tests/api prove the bytes unchanged; the serializers remain the schema.
+
+
 def group_wire(group: Group, *, effective_models: list[dict[str, Any]]) -> dict[str, Any]:
     """GroupV1 of one group (models from the prefetch cache when present)."""
-    return GroupV1Serializer(
-        {
-            "id": group.id,
-            "metadata": _metadata(group),
-            "models": selectors.group_models(group=group),
-            "effective_models": effective_models,
-            "hierarchy": {
-                "limit_enforcement": group.limit_enforcement,
-                "parent_group_id": group.parent_id,
-            },
-            "created_at": group.created_at,
-        }
-    ).data
+    return {
+        "id": group.id,
+        "metadata": _metadata(group),
+        "models": selectors.group_models(group=group),
+        "effective_models": effective_models,
+        "hierarchy": {
+            "limit_enforcement": group.limit_enforcement,
+            "parent_group_id": group.parent_id,
+        },
+        "created_at": timestamp_wire(group.created_at),
+    }
 
 
 def group_detail_wire(group: Group) -> dict[str, Any]:
@@ -123,25 +126,27 @@ def groups_wire(groups: Iterable[Group]) -> list[dict[str, Any]]:
 
 def group_deleted_wire(group: Group) -> dict[str, Any]:
     """The tombstone of a deleted group."""
-    return GroupDeletedSerializer(
-        {"id": group.id, "metadata": _metadata(group), "deleted_at": group.deleted_at}
-    ).data
+    return {
+        "id": group.id,
+        "metadata": _metadata(group),
+        "deleted_at": timestamp_wire(group.deleted_at),
+    }
 
 
 def user_wire(group: Group) -> dict[str, Any]:
     """A legacy user `{id, customer_id, models, created_at}`."""
-    return UserV1Serializer(
-        {
-            "id": group.id,
-            "customer_id": group.external_entity_id,
-            "models": selectors.group_models(group=group),
-            "created_at": group.created_at,
-        }
-    ).data
+    return {
+        "id": group.id,
+        "customer_id": group.external_entity_id,
+        "models": selectors.group_models(group=group),
+        "created_at": timestamp_wire(group.created_at),
+    }
 
 
 def user_deleted_wire(group: Group) -> dict[str, Any]:
     """The tombstone of a deleted user."""
-    return UserDeletedSerializer(
-        {"id": group.id, "customer_id": group.external_entity_id, "deleted_at": group.deleted_at}
-    ).data
+    return {
+        "id": group.id,
+        "customer_id": group.external_entity_id,
+        "deleted_at": timestamp_wire(group.deleted_at),
+    }

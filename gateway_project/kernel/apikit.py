@@ -182,14 +182,19 @@ def shape_check(field: serializers.Field[Any, Any, Any, Any], data: Any, path: s
         shape_check(fields[name], value, param)
 
 
+def timestamp_wire(value: datetime | str | None) -> str | None:
+    """RFC 3339 UTC with a `Z` and milliseconds: 2026-05-05T12:00:00.123Z (None stays None)."""
+    if value is None or isinstance(value, str):
+        return value
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class TimestampField(serializers.DateTimeField):
-    """RFC 3339 UTC with a `Z` and milliseconds: 2026-05-05T12:00:00.123Z."""
+    """A timestamp in the `timestamp_wire` form."""
 
     # DRF renders None as None; its stubs declare `-> str`.
     def to_representation(self, value: datetime | str | None) -> str | None:  # type: ignore[override]
-        if value is None or isinstance(value, str):
-            return value
-        return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return timestamp_wire(value)
 
 
 class ErrorDetailSerializer(serializers.Serializer[Any]):

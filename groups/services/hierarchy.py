@@ -47,8 +47,9 @@ def group_snapshot(group: Group) -> dict[str, Any]:
     }
 
 
-def _models_write(group: Group, specs: list[ModelSpec]) -> None:
-    GroupModel.objects.filter(group=group).delete()
+def _models_write(group: Group, specs: list[ModelSpec], *, replace: bool = True) -> None:
+    if replace:
+        GroupModel.objects.filter(group=group).delete()
     accesses = GroupModel.objects.bulk_create(
         [
             GroupModel(group=group, slug=spec.slug, position=index)
@@ -126,7 +127,7 @@ def group_insert(
         workspace=workspace, value=external_entity_id, param=id_param
     )
     group_row_insert(group, param=id_param)
-    _models_write(group, specs)
+    _models_write(group, specs, replace=False)
     audit_record(
         actor=actor,
         action="group.create",
