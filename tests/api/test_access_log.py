@@ -76,9 +76,9 @@ def test_the_line_is_written_when_django_runs_the_chain_asynchronously(caplog):
         return HttpResponse(status=204)
 
     middleware = management_access_log(view)
+    assert iscoroutinefunction(middleware)
     response = async_to_sync(middleware)(RequestFactory().get("/v1/gateway/endpoints"))
 
     (line,) = _lines(caplog)
-    assert iscoroutinefunction(middleware)
     assert line["status"] == 204 and line["method"] == "GET"
     assert line["request_id"] == response["X-Request-ID"]
