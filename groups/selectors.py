@@ -29,6 +29,7 @@ __all__ = [
     "audit_of_customer",
     "audit_search",
     "group_chain",
+    "group_chains",
     "group_effective_models",
     "group_enforced_limits",
     "group_get",
@@ -129,7 +130,8 @@ def group_chain(*, group: Group) -> list[Group]:
     return _chain_from(group, parent)
 
 
-def _chains(groups: list[Group]) -> dict[str, list[Group]]:
+def group_chains(*, groups: list[Group]) -> dict[str, list[Group]]:
+    """Each group's chain, root first, models prefetched on every member (constant queries)."""
     parent_ids = {group.parent_id for group in groups if group.parent_id is not None}
     parents = Group.objects.select_related(_ANCESTORS).in_bulk(parent_ids) if parent_ids else {}
     chains = {
@@ -146,7 +148,7 @@ def _chains(groups: list[Group]) -> dict[str, list[Group]]:
 
 def groups_effective_models(*, groups: Iterable[Group]) -> dict[str, list[dict[str, Any]]]:
     """Effective models of many groups by id, in a constant number of queries."""
-    chains = _chains(list(groups))
+    chains = group_chains(groups=list(groups))
     return {
         group_id: effective_wire(
             effective_limits(
@@ -165,7 +167,7 @@ def group_effective_models(*, group: Group) -> list[dict[str, Any]]:
 
 def group_enforced_limits(*, group: Group) -> dict[str, list[EnforcedLimit]]:
     """Per slug, the counters a request of this group must fit."""
-    chain = _chains([group])[group.id]
+    chain = group_chains(groups=[group])[group.id]
     return enforced_limits(
         chain=[group_limits(group=member) for member in chain],
         mode=group.limit_enforcement,

@@ -18,6 +18,8 @@ from gateway_project.kernel.pagination import page_body, paginate
 from groups import selectors, services
 from groups.serializers import (
     IMMUTABLE_GROUP_FIELDS,
+    GroupBatchCreateSerializer,
+    GroupBatchSerializer,
     GroupCreateSerializer,
     GroupDeletedSerializer,
     GroupListQuerySerializer,
@@ -26,6 +28,8 @@ from groups.serializers import (
     UserDeletedSerializer,
     UserUpsertSerializer,
     UserV1Serializer,
+    created_groups_wire,
+    group_create_params,
     group_deleted_wire,
     group_detail_wire,
     groups_wire,
@@ -69,17 +73,33 @@ class GroupListView(GatewayAPIView):
     )
     def post(self, request: Request) -> Response:
         data = self.input(GroupCreateSerializer)
-        hierarchy = data.get("hierarchy") or {}
         group = services.group_create(
-            workspace=self.workspace,
-            actor=self.actor,
-            external_entity_id=data["metadata"]["external_entity_id"],
-            name=data["metadata"].get("name", ""),
-            models=data["models"],
-            limit_enforcement=hierarchy.get("limit_enforcement"),
-            parent_group_id=hierarchy.get("parent_group_id"),
+            workspace=self.workspace, actor=self.actor, **group_create_params(data)
         )
         return Response(group_detail_wire(group))
+
+
+class GroupBatchView(GatewayAPIView):
+    @api_schema(
+        request=GroupBatchCreateSerializer,
+        response=GroupBatchSerializer,
+        tags=GROUPS,
+        summary="Create up to 1,000 groups at once, all or nothing",
+        operation_id="groups_batch_create",
+        description=(
+            "Each item is a group create body, checked by the same rules; an error names its item "
+            "(`param` `groups[3].metadata.external_entity_id`) and nothing is created. An "
+            "external_entity_id already held by a live group, or given twice, fails the batch."
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        items = self.input_many(GroupCreateSerializer, field="groups")
+        created = services.group_create_many(
+            workspace=self.workspace,
+            actor=self.actor,
+            items=[group_create_params(item) for item in items],
+        )
+        return Response({"items": created_groups_wire(created)})
 
 
 class GroupDetailView(GatewayAPIView):

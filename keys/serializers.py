@@ -9,6 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from gateway_project.kernel.apikit import TimestampField, timestamp_wire
+from gateway_project.kernel.pagination import BATCH_MAX
 from groups import selectors as group_selectors
 from groups.models import Group
 from keys.models import ApiKey
@@ -33,6 +34,19 @@ class KeyMintSerializer(serializers.Serializer[Any]):
     expires_at = _expires_at_input()
 
 
+class KeyBatchItemSerializer(KeyMintSerializer):
+    group_id = serializers.CharField(max_length=40, help_text="A live group of the workspace")
+
+
+class KeyBatchMintSerializer(serializers.Serializer[Any]):
+    keys = serializers.ListField(
+        child=KeyBatchItemSerializer(),
+        min_length=1,
+        max_length=BATCH_MAX,
+        help_text=f"1..{BATCH_MAX} keys to mint",
+    )
+
+
 class UserKeyMintSerializer(KeyMintSerializer):
     models = serializers.ListField(
         child=serializers.CharField(max_length=201),
@@ -54,6 +68,14 @@ class ApiKeyMintedSerializer(serializers.Serializer[Any]):
     prefix = serializers.CharField()
     name = serializers.CharField(allow_blank=True)
     expires_at = TimestampField(required=False, help_text="Present on expiring keys only")
+
+
+class ApiKeyBatchMintedSerializer(ApiKeyMintedSerializer):
+    group_id = serializers.CharField()
+
+
+class ApiKeyBatchSerializer(serializers.Serializer[Any]):
+    items = ApiKeyBatchMintedSerializer(many=True, help_text="The new keys, in the order asked")
 
 
 class UserApiKeyMintedSerializer(ApiKeyMintedSerializer):
@@ -88,6 +110,11 @@ def api_key_wire(key: ApiKey) -> dict[str, Any]:
 def api_key_minted_wire(key: ApiKey, plaintext: str) -> dict[str, Any]:
     """The one response that carries the plaintext key."""
     return {"api_key": plaintext, **api_key_wire(key)}
+
+
+def api_keys_minted_wire(minted: list[tuple[ApiKey, str]]) -> list[dict[str, Any]]:
+    """The keys of a batch mint, each with its group and its plaintext (shown this once)."""
+    return [{**api_key_minted_wire(key, plain), "group_id": key.group_id} for key, plain in minted]
 
 
 def user_api_key_minted_wire(key: ApiKey, plaintext: str, *, user: Group) -> dict[str, Any]:

@@ -17,9 +17,12 @@ from groups import selectors as group_selectors
 from groups.models import Group
 from keys import selectors, services
 from keys.serializers import (
+    ApiKeyBatchSerializer,
     ApiKeyMintedSerializer,
     ApiKeyRevokedSerializer,
     ApiKeyV1Serializer,
+    KeyBatchItemSerializer,
+    KeyBatchMintSerializer,
     KeyMintSerializer,
     KeyRegisterSerializer,
     OkSerializer,
@@ -27,6 +30,7 @@ from keys.serializers import (
     UserKeyMintSerializer,
     api_key_minted_wire,
     api_key_wire,
+    api_keys_minted_wire,
     user_api_key_minted_wire,
 )
 from keys.signatures import SIGNATURE_HEADER, registration_signature_verify
@@ -77,6 +81,27 @@ class GroupKeyListView(OwnedKeyView):
             expires_at=data["expires_at"],
         )
         return Response(api_key_minted_wire(key, plaintext))
+
+
+class KeyBatchView(GatewayAPIView):
+    @api_schema(
+        request=KeyBatchMintSerializer,
+        response=ApiKeyBatchSerializer,
+        tags=GROUP_KEYS,
+        summary="Mint keys for up to 1,000 groups at once, all or nothing",
+        operation_id="group_api_keys_batch_create",
+        description=(
+            "Each item names a live group of the workspace (`group_id`) and takes the body of a "
+            "single mint; an error names its item (`param` `keys[3].expires_at`) and no key is "
+            "minted. The plaintexts are in this answer only."
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        items = self.input_many(KeyBatchItemSerializer, field="keys")
+        minted = services.api_key_create_many(
+            workspace=self.workspace, actor=self.actor, items=items
+        )
+        return Response({"items": api_keys_minted_wire(minted)})
 
 
 class GroupKeyRegisterView(OwnedKeyView):

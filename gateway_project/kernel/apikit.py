@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 
 from gateway_project.kernel import jsoncheck
 from gateway_project.kernel.errors import GatewayError, ValidationFailed
-from gateway_project.kernel.pagination import MAX_LIMIT
+from gateway_project.kernel.pagination import BATCH_MAX, MAX_LIMIT
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -86,6 +86,24 @@ class GatewayAPIView(APIView):
         """The request body validated by `serializer_class`; unknown fields rejected everywhere."""
         return strict_validate(serializer_class, body_object(self.request), **kwargs)
 
+    def input_many(
+        self, serializer_class: type[serializers.Serializer[Any]], *, field: str
+    ) -> list[dict[str, Any]]:
+        """The batch body `{field: [item, ...]}`: 1..1,000 items (counted before any is looked
+        at), each validated like `input` would validate it alone."""
+        body = body_object(self.request)
+        for name in body:
+            if name != field:
+                raise ValidationFailed(f"Unknown field `{name}`.", code="unknown_field", param=name)
+        items = body.get(field)
+        if not isinstance(items, list) or not 1 <= len(items) <= BATCH_MAX:
+            raise ValidationFailed(
+                f"`{field}` must be a list of 1..{BATCH_MAX} items.",
+                code="invalid_batch",
+                param=field,
+            )
+        return strict_validate_many(serializer_class, items, param=field)
+
     def query(self, serializer_class: type[serializers.Serializer[Any]]) -> dict[str, Any]:
         """The declared query parameters validated by `serializer_class` (others are ignored)."""
         declared = serializer_class().fields
@@ -140,6 +158,24 @@ def strict_validate(
     shape_check(serializer, data, "")
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
+
+
+def strict_validate_many(
+    serializer_class: type[serializers.Serializer[Any]], items: list[Any], *, param: str
+) -> list[dict[str, Any]]:
+    """`strict_validate` of every item of a batch (one serializer for all); errors name the item,
+    `groups[3].metadata.name`."""
+    serializer = serializer_class(many=True, data=items)
+    for index, item in enumerate(items):
+        shape_check(serializer.child, item, f"{param}[{index}]")  # type: ignore[attr-defined]
+    if not serializer.is_valid():
+        # DRF reports a list's failures by item index: {3: {...}}.
+        failures: dict[int, Any] = {
+            int(index): error for index, error in dict(serializer.errors).items() if error
+        }
+        index = min(failures)
+        raise drf_exceptions.ValidationError({f"{param}[{index}]": failures[index]})
+    return [dict(item) for item in serializer.validated_data]
 
 
 def patch_validate(

@@ -33,8 +33,8 @@ from groups.services.hierarchy_rules import (
 from groups.services.tenants import text_check
 
 
-def group_snapshot(group: Group) -> dict[str, Any]:
-    """The audited state of a group, models included."""
+def group_snapshot(group: Group, *, models: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The audited state of a group, models included (read unless given in the wire shape)."""
     return {
         "id": group.id,
         "name": group.name,
@@ -42,7 +42,7 @@ def group_snapshot(group: Group) -> dict[str, Any]:
         "parent_group_id": group.parent_id,
         "limit_enforcement": group.limit_enforcement,
         "is_legacy_user": group.is_legacy_user,
-        "models": group_models(group=group),
+        "models": group_models(group=group) if models is None else models,
         "deleted_at": group.deleted_at.isoformat() if group.deleted_at else None,
     }
 
