@@ -11,8 +11,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from gateway_project.kernel.apikit import TimestampField, timestamp_wire
-from gateway_project.kernel.pagination import BATCH_MAX
+from gateway_project.kernel.apikit import TimestampField, batch_of, timestamp_wire
 from groups import selectors
 from groups.limit_serializers import EffectiveModelSerializer, ModelConfigOutSerializer, ModelsField
 from groups.limits import effective_limits, effective_wire, specs_wire
@@ -41,12 +40,7 @@ class GroupCreateSerializer(serializers.Serializer[Any]):
 
 
 class GroupBatchCreateSerializer(serializers.Serializer[Any]):
-    groups = serializers.ListField(
-        child=GroupCreateSerializer(),
-        min_length=1,
-        max_length=BATCH_MAX,
-        help_text=f"1..{BATCH_MAX} group create bodies",
-    )
+    groups = batch_of(GroupCreateSerializer(), help_text="1..1,000 group create bodies")
 
 
 class GroupNameSerializer(serializers.Serializer[Any]):

@@ -7,14 +7,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from gateway_project.kernel.apikit import (
-    LIST_PARAMETERS,
     GatewayAPIView,
     api_schema,
     body_object,
-    page_serializer,
+    list_schema,
     patch_validate,
 )
-from gateway_project.kernel.pagination import page_body, paginate
 from groups import selectors, services
 from groups.serializers import (
     IMMUTABLE_GROUP_FIELDS,
@@ -42,13 +40,12 @@ USERS = ["users (legacy)"]
 
 
 class GroupListView(GatewayAPIView):
-    @api_schema(
-        response=page_serializer(GroupV1Serializer),
+    @list_schema(
+        GroupV1Serializer,
         tags=GROUPS,
         summary="List groups",
         operation_id="groups_list",
         parameters=[
-            *LIST_PARAMETERS,
             OpenApiParameter(
                 "external_entity_id", str, description="Exact match (at most 1 item)."
             ),
@@ -61,8 +58,7 @@ class GroupListView(GatewayAPIView):
             external_entity_id=query.get("external_entity_id"),
             legacy=False,
         )
-        page = paginate(queryset=groups, request=request)
-        return Response(page_body(page=page, items=groups_wire(page.items)))
+        return self.page(groups, groups_wire)
 
     @api_schema(
         request=GroupCreateSerializer,
@@ -144,17 +140,10 @@ class GroupDetailView(GatewayAPIView):
 
 
 class UserListView(GatewayAPIView):
-    @api_schema(
-        response=page_serializer(UserV1Serializer),
-        tags=USERS,
-        summary="List users",
-        operation_id="users_list",
-        parameters=LIST_PARAMETERS,
-    )
+    @list_schema(UserV1Serializer, tags=USERS, summary="List users", operation_id="users_list")
     def get(self, request: Request) -> Response:
         users = selectors.group_list(workspace=self.workspace, legacy=True)
-        page = paginate(queryset=users, request=request)
-        return Response(page_body(page=page, items=[user_wire(user) for user in page.items]))
+        return self.page(users, lambda rows: [user_wire(user) for user in rows])
 
     @api_schema(
         request=UserUpsertSerializer,

@@ -8,8 +8,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from gateway_project.kernel.apikit import TimestampField, timestamp_wire
-from gateway_project.kernel.pagination import BATCH_MAX
+from gateway_project.kernel.apikit import TimestampField, batch_of, timestamp_wire
 from groups import selectors as group_selectors
 from groups.models import Group
 from keys.models import ApiKey
@@ -39,12 +38,7 @@ class KeyBatchItemSerializer(KeyMintSerializer):
 
 
 class KeyBatchMintSerializer(serializers.Serializer[Any]):
-    keys = serializers.ListField(
-        child=KeyBatchItemSerializer(),
-        min_length=1,
-        max_length=BATCH_MAX,
-        help_text=f"1..{BATCH_MAX} keys to mint",
-    )
+    keys = batch_of(KeyBatchItemSerializer(), help_text="1..1,000 keys to mint")
 
 
 class UserKeyMintSerializer(KeyMintSerializer):

@@ -9,6 +9,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import register_converter
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -17,11 +18,12 @@ from rest_framework import serializers
 from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from gateway_project.kernel import jsoncheck
 from gateway_project.kernel.errors import GatewayError, ValidationFailed
-from gateway_project.kernel.pagination import BATCH_MAX, MAX_LIMIT
+from gateway_project.kernel.pagination import BATCH_MAX, MAX_LIMIT, page_body, paginate
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -103,6 +105,14 @@ class GatewayAPIView(APIView):
                 param=field,
             )
         return strict_validate_many(serializer_class, items, param=field)
+
+    def page(
+        self, queryset: QuerySet[Any], wire: Callable[[list[Any]], list[dict[str, Any]]]
+    ) -> Response:
+        """The list body of the page of `queryset` the request's `limit` and `cursor` select,
+        its rows rendered by `wire`."""
+        page = paginate(queryset=queryset, request=self.request)
+        return Response(page_body(page=page, items=wire(page.items)))
 
     def query(self, serializer_class: type[serializers.Serializer[Any]]) -> dict[str, Any]:
         """The declared query parameters validated by `serializer_class` (others are ignored)."""
@@ -286,6 +296,31 @@ def api_schema(
         tags=tags,
         summary=summary,
         **kwargs,
+    )
+
+
+def list_schema(
+    item: type[serializers.Serializer[Any]],
+    *,
+    tags: list[str],
+    summary: str,
+    operation_id: str,
+    parameters: list[OpenApiParameter] | None = None,
+) -> Callable[[F], F]:
+    """`api_schema` of a list: a page of `item`, `limit` and `cursor` (and `parameters`)."""
+    return api_schema(
+        response=page_serializer(item),
+        tags=tags,
+        summary=summary,
+        operation_id=operation_id,
+        parameters=[*LIST_PARAMETERS, *(parameters or [])],
+    )
+
+
+def batch_of(child: serializers.Serializer[Any], *, help_text: str) -> serializers.ListField:
+    """The list field of a batch body: 1..BATCH_MAX `child` items."""
+    return serializers.ListField(
+        child=child, min_length=1, max_length=BATCH_MAX, help_text=help_text
     )
 
 
