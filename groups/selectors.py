@@ -53,6 +53,22 @@ def models_prefetch() -> Prefetch[Any]:
     return Prefetch("model_access", queryset=access)
 
 
+def models_cache_fill(group: Group, accesses: list[tuple[GroupModel, list[ModelLimit]]]) -> None:
+    """Hand the model access rows just written to the reads below, as `models_prefetch` would
+    have loaded them (rows in configured order), so a write does not read them back."""
+    for access, limits in accesses:
+        _cache_fill(access, "limits", limits)
+    _cache_fill(group, "model_access", [access for access, _limits in accesses])
+
+
+def _cache_fill(row: Group | GroupModel, name: str, rows: list[Any]) -> None:
+    cached = getattr(row, name).all()
+    cached._result_cache, cached._prefetch_done = rows, True
+    caches: dict[str, Any] = getattr(row, "_prefetched_objects_cache", {})
+    caches[name] = cached
+    row._prefetched_objects_cache = caches  # type: ignore[union-attr]
+
+
 def _live(workspace: Workspace, legacy: bool | None) -> QuerySet[Group]:
     groups = Group.objects.filter(workspace=workspace, deleted_at__isnull=True)
     return groups if legacy is None else groups.filter(is_legacy_user=legacy)

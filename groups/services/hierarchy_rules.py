@@ -25,7 +25,6 @@ from groups.limits import (
 from groups.models import Group, Workspace
 from groups.ports import ports
 from groups.selectors import group_get, group_limits, group_subtree, models_prefetch
-from groups.services.tenants import text_check
 
 MAX_DEPTH = 5
 
@@ -219,17 +218,3 @@ def descendants_fit(*, specs: list[ModelSpec], group: Group) -> None:
                 code="ceiling_below_descendant",
                 param=limit_param(specs, slug=slug, limit=ceiling, param="models"),
             )
-
-
-def external_id_check(*, workspace: Workspace, value: Any, param: str) -> str:
-    """A well-formed external id no live group of the workspace holds."""
-    external_id = text_check(
-        value, param=param, code="invalid_external_entity_id", min_length=1, max_length=255
-    )
-    if Group.objects.filter(
-        workspace=workspace, external_entity_id=external_id, deleted_at__isnull=True
-    ).exists():
-        raise ValidationFailed(
-            f"external_entity_id {external_id!r} is taken", code="external_id_taken", param=param
-        )
-    return external_id
