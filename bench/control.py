@@ -4,10 +4,13 @@ One run: a fresh PostgreSQL database (`gw_bench_control`) and Redis database 13 
 (else the embedded defaults), one node started as `gateway serve --workers 2` does, a workspace
 with one endpoint and a management key. Then 8 concurrent clients create N groups (one rate and
 one usage limit each) and mint a key for each, and time, on a sample of those groups: get, PATCH,
-lookup by external id, usage, key revoke and an events page; and walk the whole group list a page
-of 100 at a time. Writes bench/results/control.json and the README's control-plane line.
+lookup by external id, usage, key revoke and an events page. Then batch creates: more groups,
+1,000 a call (`groups:batch`), and a key for each (`api_keys:batch`), in objects per second; and
+a walk of the whole group list a page of 100 at a time. Writes bench/results/control.json and the
+README's control-plane line.
 
-    python -m bench.control [--groups N] [--clients 8] [--sample 1000]
+    python -m bench.control [--groups N] [--clients 8] [--sample 1000] [--batch-groups 10000]
+                            [--database NAME] [--redis-url URL] [--out FILE]
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ RESULTS = BENCH_DIR / "results" / "control.json"
 RATE_LIMIT = {"type": "REQUEST", "unit": "MINUTE", "threshold": 600}
 USAGE_LIMIT = {"type": "TOKEN", "unit": "DAY", "threshold": 10_000_000}
 WORKERS = 2
+BATCH = 1000
 
 
 @dataclass
@@ -51,17 +55,20 @@ class Op:
     latencies: list[float] = field(default_factory=list)
     wall: float = 0.0
     errors: int = 0
+    items: int = 0  # a batch op: objects made (per_s counts these, not requests)
 
     def summary(self) -> dict[str, float | int]:
-        """per_s over the phase's wall time; p50/p99 in milliseconds."""
+        """per_s over the phase's wall time (objects for a batch op); p50/p99 in milliseconds."""
         ordered = sorted(self.latencies)
         if not ordered:
             return {"count": 0, "errors": self.errors}
         p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        done = self.items or len(ordered)
         return {
             "count": len(ordered),
             "errors": self.errors,
-            "per_s": round(len(ordered) / self.wall, 1) if self.wall else 0.0,
+            **({"items": self.items} if self.items else {}),
+            "per_s": round(done / self.wall, 1) if self.wall else 0.0,
             "p50_ms": round(statistics.median(ordered) * 1000, 1),
             "p99_ms": round(p99 * 1000, 1),
         }
@@ -166,6 +173,8 @@ async def _drive(root: str, key: str, args: argparse.Namespace) -> dict[str, Op]
 
             await _phase(op, sample, args.clients, one)
 
+        await _batches(api, ops, args)
+
         ops["list page (100)"] = op = Op()
         started = time.perf_counter()
         cursor: str | None = None
@@ -177,6 +186,43 @@ async def _drive(root: str, key: str, args: argparse.Namespace) -> dict[str, Op]
             cursor = page["pagination"]["cursor"]
         op.wall = time.perf_counter() - started
     return ops
+
+
+async def _batches(api: Client, ops: dict[str, Op], args: argparse.Namespace) -> None:
+    """Create `--batch-groups` more groups through groups:batch, then a key each through
+    api_keys:batch, BATCH at a time."""
+    model = {"slug": SLUG, "rate_limits": [RATE_LIMIT], "usage_limits": [USAGE_LIMIT]}
+    starts = list(range(0, args.batch_groups, BATCH))
+    created: list[str] = []
+
+    async def groups(start: int) -> None:
+        body = {
+            "groups": [
+                {
+                    "metadata": {"name": f"Bulk {i}", "external_entity_id": f"bulk-{i}"},
+                    "models": [model],
+                }
+                for i in range(start, min(start + BATCH, args.batch_groups))
+            ]
+        }
+        answer = await api.call(ops["bulk group create"], "POST", "/v1/gateway/groups:batch", body)
+        if answer:
+            created.extend(item["id"] for item in answer["items"])
+            ops["bulk group create"].items += len(answer["items"])
+
+    async def keys(start: int) -> None:
+        body = {
+            "keys": [{"group_id": g, "name": "backend"} for g in created[start : start + BATCH]]
+        }
+        answer = await api.call(ops["bulk key mint"], "POST", "/v1/gateway/api_keys:batch", body)
+        if answer:
+            ops["bulk key mint"].items += len(answer["items"])
+
+    ops["bulk group create"] = Op()
+    print(f"  creating {args.batch_groups} groups in batches of {BATCH}", flush=True)
+    await _phase(ops["bulk group create"], starts, args.clients, groups)
+    ops["bulk key mint"] = Op()
+    await _phase(ops["bulk key mint"], list(range(0, len(created), BATCH)), args.clients, keys)
 
 
 def _setup() -> dict[str, str]:
@@ -210,7 +256,16 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--groups", type=int, default=20_000, help="groups to create (20000)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients (8)")
     parser.add_argument("--sample", type=int, default=1000, help="groups per timed op (1000)")
+    parser.add_argument(
+        "--batch-groups", type=int, default=10_000, help="groups made by batch creates (10000)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
+    parser.add_argument(
+        "--database", default=DATABASE, help=f"PostgreSQL database, emptied first ({DATABASE})"
+    )
+    parser.add_argument(
+        "--redis-url", default=REDIS_URL, help=f"Redis database, emptied first ({REDIS_URL})"
+    )
     return parser.parse_args(argv)
 
 
@@ -239,7 +294,8 @@ def _readme_line(result: dict[str, Any]) -> str:
         f"{figure('group create', 'per_s')}/s (p50 {figure('group create', 'p50_ms')} ms), "
         f"list page of 100 p50 {figure('list page (100)', 'p50_ms')} ms, lookup by external id "
         f"p50 {figure('lookup by external id', 'p50_ms')} ms, key mint "
-        f"{figure('key mint', 'per_s')}/s; all figures in "
+        f"{figure('key mint', 'per_s')}/s, bulk group create "
+        f"{figure('bulk group create', 'per_s')} groups/s; all figures in "
         "[bench/results/control.json](bench/results/control.json).\n"
     )
 
@@ -250,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gw-bench-control-"))
     logs = tmp / "logs"
     logs.mkdir()
-    env, notes = gateway_env(tmp=tmp, database=DATABASE, redis_url=REDIS_URL)
+    env, notes = gateway_env(tmp=tmp, database=args.database, redis_url=args.redis_url)
     node = None
     try:
         if "REDIS_URL" not in env:

@@ -11,31 +11,64 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import cast
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
+from django.utils.decorators import sync_and_async_middleware
 
 from gateway_project.kernel.tracing import current_annotate
 
 MANAGEMENT_PREFIX = "/v1/gateway"
 logger = logging.getLogger("gateway.management")
 GetResponse = Callable[[HttpRequest], HttpResponseBase]
+AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 
 
-def management_access_log(get_response: GetResponse) -> GetResponse:
-    """Django middleware: the line, after the response is ready."""
+@sync_and_async_middleware
+def management_access_log(
+    get_response: GetResponse | AsyncGetResponse,
+) -> GetResponse | AsyncGetResponse:
+    """Django middleware: the line, after the response is ready.
+
+    Async under ASGI: a sync-only outermost middleware would cost every request an extra hop from
+    the event loop to a thread and back before the view's own."""
+    if iscoroutinefunction(get_response):
+        async_get_response = cast(AsyncGetResponse, get_response)
+
+        async def async_middleware(request: HttpRequest) -> HttpResponseBase:
+            if not request.path.startswith(MANAGEMENT_PREFIX):
+                return await async_get_response(request)
+            started, request_id = _begin()
+            response = await async_get_response(request)
+            return _end(request, response, request_id, started)
+
+        return markcoroutinefunction(async_middleware)
+    sync_get_response = cast(GetResponse, get_response)
 
     def middleware(request: HttpRequest) -> HttpResponseBase:
         if not request.path.startswith(MANAGEMENT_PREFIX):
-            return get_response(request)
-        started, request_id = time.perf_counter(), str(uuid.uuid4())
-        current_annotate({"gateway.request_id": request_id})
-        response = get_response(request)
-        response["X-Request-ID"] = request_id
-        logger.info("management request", extra=_fields(request, response, request_id, started))
-        return response
+            return sync_get_response(request)
+        started, request_id = _begin()
+        response = sync_get_response(request)
+        return _end(request, response, request_id, started)
 
     return middleware
+
+
+def _begin() -> tuple[float, str]:
+    request_id = str(uuid.uuid4())
+    current_annotate({"gateway.request_id": request_id})
+    return time.perf_counter(), request_id
+
+
+def _end(
+    request: HttpRequest, response: HttpResponseBase, request_id: str, started: float
+) -> HttpResponseBase:
+    response["X-Request-ID"] = request_id
+    logger.info("management request", extra=_fields(request, response, request_id, started))
+    return response
 
 
 def _fields(

@@ -12,6 +12,7 @@ per request.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,19 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 DjangoReceive = Callable[[], Awaitable[Mapping[str, Any]]]  # what ASGIHandler's stubs accept
 DJANGO_EXECUTORS = 8
+# Allocations between two young-generation collections (CPython's default: 700).
+GC_GEN0_THRESHOLD = 20_000
+
+
+def collector_tune() -> None:
+    """Keep the cyclic garbage collector off the loaded code and collect the young less often.
+
+    The modules, URL patterns and caches loaded at startup live as long as the process, yet every
+    full collection walked them again; and a page of 100 groups allocates tens of thousands of
+    short-lived objects, so with the default threshold a control-plane request spent about a third
+    of its time in the collector."""
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
 
 class PooledExecutorASGIHandler(ASGIHandler):
@@ -72,6 +86,7 @@ class PooledExecutorASGIHandler(ASGIHandler):
 
 
 django_app = PooledExecutorASGIHandler()
+collector_tune()
 
 
 def is_inference_path(path: str) -> bool:

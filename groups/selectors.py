@@ -29,6 +29,7 @@ __all__ = [
     "audit_of_customer",
     "audit_search",
     "group_chain",
+    "group_chains",
     "group_effective_models",
     "group_enforced_limits",
     "group_get",
@@ -50,6 +51,22 @@ def models_prefetch() -> Prefetch[Any]:
     limits = Prefetch("limits", queryset=ModelLimit.objects.order_by("id"))
     access = GroupModel.objects.order_by("position", "id").prefetch_related(limits)
     return Prefetch("model_access", queryset=access)
+
+
+def models_cache_fill(group: Group, accesses: list[tuple[GroupModel, list[ModelLimit]]]) -> None:
+    """Hand the model access rows just written to the reads below, as `models_prefetch` would
+    have loaded them (rows in configured order), so a write does not read them back."""
+    for access, limits in accesses:
+        _cache_fill(access, "limits", limits)
+    _cache_fill(group, "model_access", [access for access, _limits in accesses])
+
+
+def _cache_fill(row: Group | GroupModel, name: str, rows: list[Any]) -> None:
+    cached = getattr(row, name).all()
+    cached._result_cache, cached._prefetch_done = rows, True
+    caches: dict[str, Any] = getattr(row, "_prefetched_objects_cache", {})
+    caches[name] = cached
+    row._prefetched_objects_cache = caches  # type: ignore[union-attr]
 
 
 def _live(workspace: Workspace, legacy: bool | None) -> QuerySet[Group]:
@@ -129,7 +146,8 @@ def group_chain(*, group: Group) -> list[Group]:
     return _chain_from(group, parent)
 
 
-def _chains(groups: list[Group]) -> dict[str, list[Group]]:
+def group_chains(*, groups: list[Group]) -> dict[str, list[Group]]:
+    """Each group's chain, root first, models prefetched on every member (constant queries)."""
     parent_ids = {group.parent_id for group in groups if group.parent_id is not None}
     parents = Group.objects.select_related(_ANCESTORS).in_bulk(parent_ids) if parent_ids else {}
     chains = {
@@ -146,7 +164,7 @@ def _chains(groups: list[Group]) -> dict[str, list[Group]]:
 
 def groups_effective_models(*, groups: Iterable[Group]) -> dict[str, list[dict[str, Any]]]:
     """Effective models of many groups by id, in a constant number of queries."""
-    chains = _chains(list(groups))
+    chains = group_chains(groups=list(groups))
     return {
         group_id: effective_wire(
             effective_limits(
@@ -165,7 +183,7 @@ def group_effective_models(*, group: Group) -> list[dict[str, Any]]:
 
 def group_enforced_limits(*, group: Group) -> dict[str, list[EnforcedLimit]]:
     """Per slug, the counters a request of this group must fit."""
-    chain = _chains([group])[group.id]
+    chain = group_chains(groups=[group])[group.id]
     return enforced_limits(
         chain=[group_limits(group=member) for member in chain],
         mode=group.limit_enforcement,

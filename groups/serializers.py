@@ -11,10 +11,12 @@ from typing import Any
 
 from rest_framework import serializers
 
-from gateway_project.kernel.apikit import TimestampField
+from gateway_project.kernel.apikit import TimestampField, batch_of, timestamp_wire
 from groups import selectors
 from groups.limit_serializers import EffectiveModelSerializer, ModelConfigOutSerializer, ModelsField
+from groups.limits import effective_limits, effective_wire, specs_wire
 from groups.models import Group, LimitEnforcement
+from groups.services.batch import CreatedGroup
 
 
 class GroupMetadataSerializer(serializers.Serializer[Any]):
@@ -35,6 +37,10 @@ class GroupCreateSerializer(serializers.Serializer[Any]):
     metadata = GroupMetadataSerializer()
     models = ModelsField()
     hierarchy = GroupHierarchySerializer(required=False)
+
+
+class GroupBatchCreateSerializer(serializers.Serializer[Any]):
+    groups = batch_of(GroupCreateSerializer(), help_text="1..1,000 group create bodies")
 
 
 class GroupNameSerializer(serializers.Serializer[Any]):
@@ -59,6 +65,10 @@ class GroupV1Serializer(serializers.Serializer[Any]):
     effective_models = EffectiveModelSerializer(many=True)
     hierarchy = GroupHierarchySerializer()
     created_at = TimestampField()
+
+
+class GroupBatchSerializer(serializers.Serializer[Any]):
+    items = GroupV1Serializer(many=True, help_text="The created groups, in the order given")
 
 
 class GroupDeletedSerializer(serializers.Serializer[Any]):
@@ -92,21 +102,29 @@ def _metadata(group: Group) -> dict[str, str]:
     return {"name": group.name, "external_entity_id": group.external_entity_id}
 
 
-def group_wire(group: Group, *, effective_models: list[dict[str, Any]]) -> dict[str, Any]:
-    """GroupV1 of one group (models from the prefetch cache when present)."""
-    return GroupV1Serializer(
-        {
-            "id": group.id,
-            "metadata": _metadata(group),
-            "models": selectors.group_models(group=group),
-            "effective_models": effective_models,
-            "hierarchy": {
-                "limit_enforcement": group.limit_enforcement,
-                "parent_group_id": group.parent_id,
-            },
-            "created_at": group.created_at,
-        }
-    ).data
+# The wire builders below produce what the output serializers above describe, key for key and in
+# their field order, straight from the rows: a page of 100 groups through `Serializer.data` cost
+# ~3 ms a group. tests/api prove the bytes unchanged; the serializers remain the schema.
+
+
+def group_wire(
+    group: Group,
+    *,
+    effective_models: list[dict[str, Any]],
+    models: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """GroupV1 of one group (models read, from the prefetch cache when present, unless given)."""
+    return {
+        "id": group.id,
+        "metadata": _metadata(group),
+        "models": selectors.group_models(group=group) if models is None else models,
+        "effective_models": effective_models,
+        "hierarchy": {
+            "limit_enforcement": group.limit_enforcement,
+            "parent_group_id": group.parent_id,
+        },
+        "created_at": timestamp_wire(group.created_at),
+    }
 
 
 def group_detail_wire(group: Group) -> dict[str, Any]:
@@ -121,27 +139,55 @@ def groups_wire(groups: Iterable[Group]) -> list[dict[str, Any]]:
     return [group_wire(group, effective_models=effective[group.id]) for group in groups]
 
 
+def group_create_params(data: dict[str, Any]) -> dict[str, Any]:
+    """group_create's parameters from a validated GroupCreate body."""
+    hierarchy = data.get("hierarchy") or {}
+    return {
+        "external_entity_id": data["metadata"]["external_entity_id"],
+        "name": data["metadata"].get("name", ""),
+        "models": data["models"],
+        "limit_enforcement": hierarchy.get("limit_enforcement"),
+        "parent_group_id": hierarchy.get("parent_group_id"),
+    }
+
+
+def created_groups_wire(created: Iterable[CreatedGroup]) -> list[dict[str, Any]]:
+    """GroupV1 of groups a batch created, from what the batch checked them against."""
+    return [
+        group_wire(
+            entry.group,
+            models=specs_wire(entry.own.models),
+            effective_models=effective_wire(
+                effective_limits(chain=entry.chain, mode=entry.group.limit_enforcement)
+            ),
+        )
+        for entry in created
+    ]
+
+
 def group_deleted_wire(group: Group) -> dict[str, Any]:
     """The tombstone of a deleted group."""
-    return GroupDeletedSerializer(
-        {"id": group.id, "metadata": _metadata(group), "deleted_at": group.deleted_at}
-    ).data
+    return {
+        "id": group.id,
+        "metadata": _metadata(group),
+        "deleted_at": timestamp_wire(group.deleted_at),
+    }
 
 
 def user_wire(group: Group) -> dict[str, Any]:
     """A legacy user `{id, customer_id, models, created_at}`."""
-    return UserV1Serializer(
-        {
-            "id": group.id,
-            "customer_id": group.external_entity_id,
-            "models": selectors.group_models(group=group),
-            "created_at": group.created_at,
-        }
-    ).data
+    return {
+        "id": group.id,
+        "customer_id": group.external_entity_id,
+        "models": selectors.group_models(group=group),
+        "created_at": timestamp_wire(group.created_at),
+    }
 
 
 def user_deleted_wire(group: Group) -> dict[str, Any]:
     """The tombstone of a deleted user."""
-    return UserDeletedSerializer(
-        {"id": group.id, "customer_id": group.external_entity_id, "deleted_at": group.deleted_at}
-    ).data
+    return {
+        "id": group.id,
+        "customer_id": group.external_entity_id,
+        "deleted_at": timestamp_wire(group.deleted_at),
+    }

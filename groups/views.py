@@ -7,17 +7,17 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from gateway_project.kernel.apikit import (
-    LIST_PARAMETERS,
     GatewayAPIView,
     api_schema,
     body_object,
-    page_serializer,
+    list_schema,
     patch_validate,
 )
-from gateway_project.kernel.pagination import page_body, paginate
 from groups import selectors, services
 from groups.serializers import (
     IMMUTABLE_GROUP_FIELDS,
+    GroupBatchCreateSerializer,
+    GroupBatchSerializer,
     GroupCreateSerializer,
     GroupDeletedSerializer,
     GroupListQuerySerializer,
@@ -26,6 +26,8 @@ from groups.serializers import (
     UserDeletedSerializer,
     UserUpsertSerializer,
     UserV1Serializer,
+    created_groups_wire,
+    group_create_params,
     group_deleted_wire,
     group_detail_wire,
     groups_wire,
@@ -38,13 +40,12 @@ USERS = ["users (legacy)"]
 
 
 class GroupListView(GatewayAPIView):
-    @api_schema(
-        response=page_serializer(GroupV1Serializer),
+    @list_schema(
+        GroupV1Serializer,
         tags=GROUPS,
         summary="List groups",
         operation_id="groups_list",
         parameters=[
-            *LIST_PARAMETERS,
             OpenApiParameter(
                 "external_entity_id", str, description="Exact match (at most 1 item)."
             ),
@@ -57,8 +58,7 @@ class GroupListView(GatewayAPIView):
             external_entity_id=query.get("external_entity_id"),
             legacy=False,
         )
-        page = paginate(queryset=groups, request=request)
-        return Response(page_body(page=page, items=groups_wire(page.items)))
+        return self.page(groups, groups_wire)
 
     @api_schema(
         request=GroupCreateSerializer,
@@ -69,17 +69,33 @@ class GroupListView(GatewayAPIView):
     )
     def post(self, request: Request) -> Response:
         data = self.input(GroupCreateSerializer)
-        hierarchy = data.get("hierarchy") or {}
         group = services.group_create(
-            workspace=self.workspace,
-            actor=self.actor,
-            external_entity_id=data["metadata"]["external_entity_id"],
-            name=data["metadata"].get("name", ""),
-            models=data["models"],
-            limit_enforcement=hierarchy.get("limit_enforcement"),
-            parent_group_id=hierarchy.get("parent_group_id"),
+            workspace=self.workspace, actor=self.actor, **group_create_params(data)
         )
         return Response(group_detail_wire(group))
+
+
+class GroupBatchView(GatewayAPIView):
+    @api_schema(
+        request=GroupBatchCreateSerializer,
+        response=GroupBatchSerializer,
+        tags=GROUPS,
+        summary="Create up to 1,000 groups at once, all or nothing",
+        operation_id="groups_batch_create",
+        description=(
+            "Each item is a group create body, checked by the same rules; an error names its item "
+            "(`param` `groups[3].metadata.external_entity_id`) and nothing is created. An "
+            "external_entity_id already held by a live group, or given twice, fails the batch."
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        items = self.input_many(GroupCreateSerializer, field="groups")
+        created = services.group_create_many(
+            workspace=self.workspace,
+            actor=self.actor,
+            items=[group_create_params(item) for item in items],
+        )
+        return Response({"items": created_groups_wire(created)})
 
 
 class GroupDetailView(GatewayAPIView):
@@ -124,17 +140,10 @@ class GroupDetailView(GatewayAPIView):
 
 
 class UserListView(GatewayAPIView):
-    @api_schema(
-        response=page_serializer(UserV1Serializer),
-        tags=USERS,
-        summary="List users",
-        operation_id="users_list",
-        parameters=LIST_PARAMETERS,
-    )
+    @list_schema(UserV1Serializer, tags=USERS, summary="List users", operation_id="users_list")
     def get(self, request: Request) -> Response:
         users = selectors.group_list(workspace=self.workspace, legacy=True)
-        page = paginate(queryset=users, request=request)
-        return Response(page_body(page=page, items=[user_wire(user) for user in page.items]))
+        return self.page(users, lambda rows: [user_wire(user) for user in rows])
 
     @api_schema(
         request=UserUpsertSerializer,

@@ -5,17 +5,18 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from gateway_project.kernel.errors import NotFound, ValidationFailed
+from gateway_project.kernel.errors import NotFound, ValidationFailed, item_errors
 from gateway_project.kernel.invalidation import config_changed
-from groups.models import Group, GroupModel, Workspace
-from groups.services.audit import audit_record
+from gateway_project.kernel.pagination import BATCH_MAX
+from groups.models import AuditEvent, Group, GroupModel, Workspace
+from groups.services.audit import audit_event, audit_record, audit_records
 from keys.hashing import (
     FEDERATED_PREFIX,
     MANAGEMENT_PREFIX,
@@ -116,12 +117,14 @@ def _key_summary(key: ApiKey | ManagementKey) -> dict[str, Any]:
     return summary
 
 
-def _audit(*, actor: str, action: str, key: ApiKey | ManagementKey, created: bool) -> None:
+def _audit_event(
+    *, actor: str, action: str, key: ApiKey | ManagementKey, created: bool
+) -> AuditEvent:
     after = _key_summary(key)
     before = None if created else dict(after)
     if not created:
         after["revoked_at"] = key.revoked_at.isoformat() if key.revoked_at else None
-    audit_record(
+    return audit_event(
         actor=actor,
         action=action,
         obj_type="api_key" if isinstance(key, ApiKey) else "management_key",
@@ -130,6 +133,10 @@ def _audit(*, actor: str, action: str, key: ApiKey | ManagementKey, created: boo
         before=before,
         after=after,
     )
+
+
+def _audit(*, actor: str, action: str, key: ApiKey | ManagementKey, created: bool) -> None:
+    _audit_event(actor=actor, action=action, key=key, created=created).save(force_insert=True)
 
 
 @transaction.atomic
@@ -234,6 +241,75 @@ def api_key_create(
     )
     _audit(actor=actor, action="api_key.create", key=key, created=True)
     return key, plaintext
+
+
+def _groups_of_batch(*, workspace: Workspace, group_ids: list[Any]) -> dict[str, Group]:
+    wanted = {group_id for group_id in group_ids if isinstance(group_id, str)}
+    live = Group.objects.filter(
+        workspace=workspace, pk__in=wanted, deleted_at__isnull=True, is_legacy_user=False
+    )
+    return {group.id: group for group in live}
+
+
+def _batch_key_build(
+    *, workspace: Workspace, groups: dict[str, Group], item: Mapping[str, Any]
+) -> ApiKey:
+    group = groups.get(item.get("group_id"))  # type: ignore[arg-type]
+    if group is None:
+        # The same answer for a missing, deleted or another workspace's group.
+        raise ValidationFailed(
+            f"No live group {item.get('group_id')!r} in this workspace.",
+            code="group_not_found",
+            param="group_id",
+        )
+    return ApiKey(
+        workspace=workspace,
+        group=group,
+        name=_name_check(item.get("name", "")),
+        expires_at=expires_at_check(item.get("expires_at")),
+    )
+
+
+@transaction.atomic
+def api_key_create_many(
+    *, workspace: Workspace, actor: str, items: Sequence[Mapping[str, Any]]
+) -> list[tuple[ApiKey, str]]:
+    """Mint keys for 1..1,000 live groups of the workspace (items: group_id, name, expires_at),
+    all or none; each plaintext is returned once and never stored."""
+    if not 1 <= len(items) <= BATCH_MAX:
+        raise ValidationFailed(
+            f"keys must be a list of 1..{BATCH_MAX} items", code="invalid_batch", param="keys"
+        )
+    groups = _groups_of_batch(workspace=workspace, group_ids=[i.get("group_id") for i in items])
+    rows = []
+    for index, item in enumerate(items):
+        with item_errors(f"keys[{index}]"):
+            rows.append(_batch_key_build(workspace=workspace, groups=groups, item=item))
+    plaintexts = _insert_minted_many(rows)
+    audit_records(
+        _audit_event(actor=actor, action="api_key.create", key=row, created=True) for row in rows
+    )
+    return list(zip(rows, plaintexts, strict=True))
+
+
+def _insert_minted_many(rows: list[ApiKey]) -> list[str]:
+    """Give each row a freshly minted key and insert them all, minting the whole batch again on
+    the (astronomically rare) prefix collision; the plaintexts, in order."""
+    for _ in range(MINT_ATTEMPTS):
+        plaintexts = []
+        for row in rows:
+            plaintext, row.prefix = mint(FEDERATED_PREFIX)
+            row.key_hash = key_hash(plaintext)
+            plaintexts.append(plaintext)
+        try:
+            with transaction.atomic():
+                ApiKey.objects.bulk_create(rows)
+            return plaintexts
+        except IntegrityError:
+            prefixes = [row.prefix for row in rows]
+            if not ApiKey.objects.filter(prefix__in=prefixes).exists():
+                raise
+    raise RuntimeError("could not mint unique key prefixes")
 
 
 def shannon_entropy(text: str) -> float:

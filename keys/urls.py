@@ -7,6 +7,7 @@ from django.urls import path
 from keys import views
 
 urlpatterns = [
+    path("api_keys:batch", views.KeyBatchView.as_view(), name="keys-batch"),
     path("groups/<gwid:owner_id>/api_keys", views.GroupKeyListView.as_view(), name="group-keys"),
     path(
         "groups/<gwid:owner_id>/api_keys/register",

@@ -5,21 +5,18 @@ from __future__ import annotations
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from gateway_project.kernel.apikit import (
-    LIST_PARAMETERS,
-    GatewayAPIView,
-    api_schema,
-    body_bytes,
-    page_serializer,
-)
-from gateway_project.kernel.pagination import page_body, paginate
+from gateway_project.kernel.apikit import GatewayAPIView, api_schema, body_bytes, list_schema
 from groups import selectors as group_selectors
 from groups.models import Group
 from keys import selectors, services
+from keys.models import ApiKey
 from keys.serializers import (
+    ApiKeyBatchSerializer,
     ApiKeyMintedSerializer,
     ApiKeyRevokedSerializer,
     ApiKeyV1Serializer,
+    KeyBatchItemSerializer,
+    KeyBatchMintSerializer,
     KeyMintSerializer,
     KeyRegisterSerializer,
     OkSerializer,
@@ -27,6 +24,7 @@ from keys.serializers import (
     UserKeyMintSerializer,
     api_key_minted_wire,
     api_key_wire,
+    api_keys_minted_wire,
     user_api_key_minted_wire,
 )
 from keys.signatures import SIGNATURE_HEADER, registration_signature_verify
@@ -45,19 +43,36 @@ class OwnedKeyView(GatewayAPIView):
             workspace=self.workspace, group_id=owner_id, legacy=self.legacy
         )
 
+    def keys_page(self, owner_id: str) -> Response:
+        keys = selectors.api_key_list(group=self.owner(owner_id))
+        return self.page(keys, lambda rows: [api_key_wire(key) for key in rows])
+
+    def mint(
+        self, owner_id: str, serializer_class: type[KeyMintSerializer]
+    ) -> tuple[Group, ApiKey, str]:
+        """The owner and its new key from a mint body (a legacy user's may name `models`)."""
+        owner = self.owner(owner_id)
+        data = self.input(serializer_class)
+        key, plaintext = services.api_key_create(
+            workspace=self.workspace,
+            group=owner,
+            actor=self.actor,
+            name=data["name"],
+            slugs=data.get("models"),
+            expires_at=data["expires_at"],
+        )
+        return owner, key, plaintext
+
 
 class GroupKeyListView(OwnedKeyView):
-    @api_schema(
-        response=page_serializer(ApiKeyV1Serializer),
+    @list_schema(
+        ApiKeyV1Serializer,
         tags=GROUP_KEYS,
         summary="List a group's keys",
         operation_id="group_api_keys_list",
-        parameters=LIST_PARAMETERS,
     )
     def get(self, request: Request, owner_id: str) -> Response:
-        keys = selectors.api_key_list(group=self.owner(owner_id))
-        page = paginate(queryset=keys, request=request)
-        return Response(page_body(page=page, items=[api_key_wire(key) for key in page.items]))
+        return self.keys_page(owner_id)
 
     @api_schema(
         request=KeyMintSerializer,
@@ -67,16 +82,29 @@ class GroupKeyListView(OwnedKeyView):
         operation_id="group_api_keys_create",
     )
     def post(self, request: Request, owner_id: str) -> Response:
-        group = self.owner(owner_id)
-        data = self.input(KeyMintSerializer)
-        key, plaintext = services.api_key_create(
-            workspace=self.workspace,
-            group=group,
-            actor=self.actor,
-            name=data["name"],
-            expires_at=data["expires_at"],
-        )
+        _group, key, plaintext = self.mint(owner_id, KeyMintSerializer)
         return Response(api_key_minted_wire(key, plaintext))
+
+
+class KeyBatchView(GatewayAPIView):
+    @api_schema(
+        request=KeyBatchMintSerializer,
+        response=ApiKeyBatchSerializer,
+        tags=GROUP_KEYS,
+        summary="Mint keys for up to 1,000 groups at once, all or nothing",
+        operation_id="group_api_keys_batch_create",
+        description=(
+            "Each item names a live group of the workspace (`group_id`) and takes the body of a "
+            "single mint; an error names its item (`param` `keys[3].expires_at`) and no key is "
+            "minted. The plaintexts are in this answer only."
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        items = self.input_many(KeyBatchItemSerializer, field="keys")
+        minted = services.api_key_create_many(
+            workspace=self.workspace, actor=self.actor, items=items
+        )
+        return Response({"items": api_keys_minted_wire(minted)})
 
 
 class GroupKeyRegisterView(OwnedKeyView):
@@ -134,15 +162,14 @@ class GroupKeyDetailView(OwnedKeyView):
 class UserKeyListView(GroupKeyListView):
     legacy = True
 
-    @api_schema(
-        response=page_serializer(ApiKeyV1Serializer),
+    @list_schema(
+        ApiKeyV1Serializer,
         tags=USER_KEYS,
         summary="List a user's keys",
         operation_id="user_api_keys_list",
-        parameters=LIST_PARAMETERS,
     )
     def get(self, request: Request, owner_id: str) -> Response:
-        return super().get(request, owner_id)
+        return self.keys_page(owner_id)
 
     @api_schema(
         request=UserKeyMintSerializer,
@@ -152,16 +179,7 @@ class UserKeyListView(GroupKeyListView):
         operation_id="user_api_keys_create",
     )
     def post(self, request: Request, owner_id: str) -> Response:
-        user = self.owner(owner_id)
-        data = self.input(UserKeyMintSerializer)
-        key, plaintext = services.api_key_create(
-            workspace=self.workspace,
-            group=user,
-            actor=self.actor,
-            name=data["name"],
-            slugs=data["models"],
-            expires_at=data["expires_at"],
-        )
+        user, key, plaintext = self.mint(owner_id, UserKeyMintSerializer)
         return Response(user_api_key_minted_wire(key, plaintext, user=user))
 
 

@@ -6,14 +6,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from gateway_project.kernel.apikit import (
-    LIST_PARAMETERS,
     GatewayAPIView,
     api_schema,
     body_object,
-    page_serializer,
+    list_schema,
     patch_validate,
 )
-from gateway_project.kernel.pagination import page_body, paginate
 from groups import selectors as group_selectors
 from routing import selectors, services
 from routing.serializers import (
@@ -31,16 +29,15 @@ ENDPOINTS = ["endpoints"]
 
 
 class EndpointListView(GatewayAPIView):
-    @api_schema(
-        response=page_serializer(EndpointV1Serializer),
+    @list_schema(
+        EndpointV1Serializer,
         tags=ENDPOINTS,
         summary="List endpoints",
         operation_id="endpoints_list",
-        parameters=LIST_PARAMETERS,
     )
     def get(self, request: Request) -> Response:
-        page = paginate(queryset=selectors.endpoint_list(workspace=self.workspace), request=request)
-        return Response(page_body(page=page, items=[endpoint_wire(e) for e in page.items]))
+        endpoints = selectors.endpoint_list(workspace=self.workspace)
+        return self.page(endpoints, lambda rows: [endpoint_wire(e) for e in rows])
 
     @api_schema(
         request=EndpointCreateSerializer,

@@ -9,6 +9,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import register_converter
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -17,11 +18,12 @@ from rest_framework import serializers
 from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from gateway_project.kernel import jsoncheck
 from gateway_project.kernel.errors import GatewayError, ValidationFailed
-from gateway_project.kernel.pagination import MAX_LIMIT
+from gateway_project.kernel.pagination import BATCH_MAX, MAX_LIMIT, page_body, paginate
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -86,6 +88,32 @@ class GatewayAPIView(APIView):
         """The request body validated by `serializer_class`; unknown fields rejected everywhere."""
         return strict_validate(serializer_class, body_object(self.request), **kwargs)
 
+    def input_many(
+        self, serializer_class: type[serializers.Serializer[Any]], *, field: str
+    ) -> list[dict[str, Any]]:
+        """The batch body `{field: [item, ...]}`: 1..1,000 items (counted before any is looked
+        at), each validated like `input` would validate it alone."""
+        body = body_object(self.request)
+        for name in body:
+            if name != field:
+                raise ValidationFailed(f"Unknown field `{name}`.", code="unknown_field", param=name)
+        items = body.get(field)
+        if not isinstance(items, list) or not 1 <= len(items) <= BATCH_MAX:
+            raise ValidationFailed(
+                f"`{field}` must be a list of 1..{BATCH_MAX} items.",
+                code="invalid_batch",
+                param=field,
+            )
+        return strict_validate_many(serializer_class, items, param=field)
+
+    def page(
+        self, queryset: QuerySet[Any], wire: Callable[[list[Any]], list[dict[str, Any]]]
+    ) -> Response:
+        """The list body of the page of `queryset` the request's `limit` and `cursor` select,
+        its rows rendered by `wire`."""
+        page = paginate(queryset=queryset, request=self.request)
+        return Response(page_body(page=page, items=wire(page.items)))
+
     def query(self, serializer_class: type[serializers.Serializer[Any]]) -> dict[str, Any]:
         """The declared query parameters validated by `serializer_class` (others are ignored)."""
         declared = serializer_class().fields
@@ -142,6 +170,24 @@ def strict_validate(
     return dict(serializer.validated_data)
 
 
+def strict_validate_many(
+    serializer_class: type[serializers.Serializer[Any]], items: list[Any], *, param: str
+) -> list[dict[str, Any]]:
+    """`strict_validate` of every item of a batch (one serializer for all); errors name the item,
+    `groups[3].metadata.name`."""
+    serializer = serializer_class(many=True, data=items)
+    for index, item in enumerate(items):
+        shape_check(serializer.child, item, f"{param}[{index}]")  # type: ignore[attr-defined]
+    if not serializer.is_valid():
+        # DRF reports a list's failures by item index: {3: {...}}.
+        failures: dict[int, Any] = {
+            int(index): error for index, error in dict(serializer.errors).items() if error
+        }
+        index = min(failures)
+        raise drf_exceptions.ValidationError({f"{param}[{index}]": failures[index]})
+    return [dict(item) for item in serializer.validated_data]
+
+
 def patch_validate(
     serializer_class: type[serializers.Serializer[Any]],
     data: dict[str, Any],
@@ -182,14 +228,19 @@ def shape_check(field: serializers.Field[Any, Any, Any, Any], data: Any, path: s
         shape_check(fields[name], value, param)
 
 
+def timestamp_wire(value: datetime | str | None) -> str | None:
+    """RFC 3339 UTC with a `Z` and milliseconds: 2026-05-05T12:00:00.123Z (None stays None)."""
+    if value is None or isinstance(value, str):
+        return value
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class TimestampField(serializers.DateTimeField):
-    """RFC 3339 UTC with a `Z` and milliseconds: 2026-05-05T12:00:00.123Z."""
+    """A timestamp in the `timestamp_wire` form."""
 
     # DRF renders None as None; its stubs declare `-> str`.
     def to_representation(self, value: datetime | str | None) -> str | None:  # type: ignore[override]
-        if value is None or isinstance(value, str):
-            return value
-        return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return timestamp_wire(value)
 
 
 class ErrorDetailSerializer(serializers.Serializer[Any]):
@@ -245,6 +296,31 @@ def api_schema(
         tags=tags,
         summary=summary,
         **kwargs,
+    )
+
+
+def list_schema(
+    item: type[serializers.Serializer[Any]],
+    *,
+    tags: list[str],
+    summary: str,
+    operation_id: str,
+    parameters: list[OpenApiParameter] | None = None,
+) -> Callable[[F], F]:
+    """`api_schema` of a list: a page of `item`, `limit` and `cursor` (and `parameters`)."""
+    return api_schema(
+        response=page_serializer(item),
+        tags=tags,
+        summary=summary,
+        operation_id=operation_id,
+        parameters=[*LIST_PARAMETERS, *(parameters or [])],
+    )
+
+
+def batch_of(child: serializers.Serializer[Any], *, help_text: str) -> serializers.ListField:
+    """The list field of a batch body: 1..BATCH_MAX `child` items."""
+    return serializers.ListField(
+        child=child, min_length=1, max_length=BATCH_MAX, help_text=help_text
     )
 
 

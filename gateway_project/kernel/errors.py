@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -142,3 +144,16 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         body = error_body(message=str(exc.detail), type=type_, code=code)
         return Response(body, status=exc.status_code, headers=headers)
     return None
+
+
+@contextmanager
+def item_errors(prefix: str) -> Iterator[None]:
+    """Errors raised while checking one item of a batch point into it: `param` `groups[3].models`
+    rather than `models`, and the message names the item."""
+    try:
+        yield
+    except drf_exceptions.ValidationError as exc:
+        raise drf_exceptions.ValidationError({prefix: exc.detail}) from None
+    except ValidationFailed as exc:
+        param = f"{prefix}.{exc.param}" if exc.param else prefix
+        raise ValidationFailed(f"{prefix}: {exc.message}", code=exc.code, param=param) from None

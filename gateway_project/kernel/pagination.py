@@ -20,6 +20,8 @@ from gateway_project.kernel.errors import ValidationFailed
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+# Items in one batch call (`POST /v1/gateway/groups:batch`...), counted before any is checked.
+BATCH_MAX = 1000
 ID_RE = re.compile(r"^[a-z]{1,16}_[0-9A-Z]{26}$")
 M = TypeVar("M", bound=Model)
 

@@ -1,5 +1,6 @@
 """Writes of the groups app: import them from here (`from groups.services import group_create`)."""
 
+from groups.services.batch import CreatedGroup, group_create_many
 from groups.services.hierarchy import (
     group_create,
     group_delete,
@@ -28,10 +29,12 @@ from groups.services.users import user_delete, user_upsert
 
 __all__ = [
     "MAX_DEPTH",
+    "CreatedGroup",
     "custom_domain_add",
     "custom_domain_delete",
     "domain_host_check",
     "group_create",
+    "group_create_many",
     "group_delete",
     "group_models_rename_slug",
     "group_snapshot",

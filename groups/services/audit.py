@@ -2,31 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NotRequired, TypedDict, Unpack
 
 from groups.models import AuditEvent
 
 
-def audit_record(
-    *,
-    actor: str,
-    action: str,
-    obj_type: str,
-    obj_id: str,
-    workspace_id: str | None,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-) -> AuditEvent:
-    """Write one audit row; call inside the mutation's transaction."""
-    return AuditEvent.objects.create(
-        actor=actor,
-        action=action,
-        object_type=obj_type,
-        object_id=obj_id,
-        workspace_id=workspace_id,
-        before=before,
-        after=after,
+class AuditFields(TypedDict):
+    """Who did what to which object, and its state before and after."""
+
+    actor: str
+    action: str
+    obj_type: str
+    obj_id: str
+    workspace_id: str | None
+    before: NotRequired[dict[str, Any] | None]
+    after: NotRequired[dict[str, Any] | None]
+
+
+def audit_event(**fields: Unpack[AuditFields]) -> AuditEvent:
+    """One audit row, not saved yet (`audit_record` saves one, `audit_records` many)."""
+    return AuditEvent(
+        actor=fields["actor"],
+        action=fields["action"],
+        object_type=fields["obj_type"],
+        object_id=fields["obj_id"],
+        workspace_id=fields["workspace_id"],
+        before=fields.get("before"),
+        after=fields.get("after"),
     )
+
+
+def audit_record(**fields: Unpack[AuditFields]) -> AuditEvent:
+    """Write one audit row; call inside the mutation's transaction."""
+    event = audit_event(**fields)
+    event.save(force_insert=True)
+    return event
+
+
+def audit_records(events: Iterable[AuditEvent]) -> None:
+    """Write the audit rows of a batch in one INSERT; call inside the batch's transaction."""
+    AuditEvent.objects.bulk_create(events)
 
 
 def staff_actor(username: str) -> str:

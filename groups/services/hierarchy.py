@@ -17,12 +17,11 @@ from gateway_project.kernel.invalidation import config_changed
 from groups.limits import ModelSpec, models_parse
 from groups.models import Group, GroupModel, ModelLimit, Workspace
 from groups.ports import ports
-from groups.selectors import group_chain, group_models, group_subtree
+from groups.selectors import group_chain, group_models, group_subtree, models_cache_fill
 from groups.services.audit import audit_record
 from groups.services.hierarchy_rules import (
     ancestors_fit,
     descendants_fit,
-    external_id_check,
     group_locked,
     mode_resolve,
     models_required,
@@ -33,8 +32,8 @@ from groups.services.hierarchy_rules import (
 from groups.services.tenants import text_check
 
 
-def group_snapshot(group: Group) -> dict[str, Any]:
-    """The audited state of a group, models included."""
+def group_snapshot(group: Group, *, models: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The audited state of a group, models included (read unless given in the wire shape)."""
     return {
         "id": group.id,
         "name": group.name,
@@ -42,28 +41,38 @@ def group_snapshot(group: Group) -> dict[str, Any]:
         "parent_group_id": group.parent_id,
         "limit_enforcement": group.limit_enforcement,
         "is_legacy_user": group.is_legacy_user,
-        "models": group_models(group=group),
+        "models": group_models(group=group) if models is None else models,
         "deleted_at": group.deleted_at.isoformat() if group.deleted_at else None,
     }
 
 
-def _models_write(group: Group, specs: list[ModelSpec]) -> None:
-    GroupModel.objects.filter(group=group).delete()
+def _models_write(group: Group, specs: list[ModelSpec], *, replace: bool = True) -> None:
+    if replace:
+        GroupModel.objects.filter(group=group).delete()
     accesses = GroupModel.objects.bulk_create(
         [
             GroupModel(group=group, slug=spec.slug, position=index)
             for index, spec in enumerate(specs)
         ]
     )
-    ModelLimit.objects.bulk_create(
-        ModelLimit(
-            access=access, kind=lim.kind, type=lim.type, unit=lim.unit, threshold=lim.threshold
+    written = [
+        (
+            access,
+            [
+                ModelLimit(
+                    access=access,
+                    kind=lim.kind,
+                    type=lim.type,
+                    unit=lim.unit,
+                    threshold=lim.threshold,
+                )
+                for lim in spec.limits
+            ],
         )
         for access, spec in zip(accesses, specs, strict=True)
-        for lim in spec.limits
-    )
-    if hasattr(group, "_prefetched_objects_cache"):
-        group._prefetched_objects_cache.pop("model_access", None)
+    ]
+    ModelLimit.objects.bulk_create([limit for _access, limits in written for limit in limits])
+    models_cache_fill(group, written)
 
 
 def group_row_insert(group: Group, *, param: str) -> None:
@@ -122,11 +131,11 @@ def group_insert(
         mode=mode,
         ancestors=group_chain(group=parent) if parent else [],
     )
-    group.external_entity_id = external_id_check(
-        workspace=workspace, value=external_entity_id, param=id_param
-    )
+    group.external_entity_id = external_entity_id
+    # A live group holding the external id fails the insert (a partial unique index), even one
+    # committed by a concurrent create meanwhile.
     group_row_insert(group, param=id_param)
-    _models_write(group, specs)
+    _models_write(group, specs, replace=False)
     audit_record(
         actor=actor,
         action="group.create",

@@ -6,7 +6,8 @@ The API and the admin both reach these through the services of groups/services/h
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import prefetch_related_objects
@@ -24,7 +25,6 @@ from groups.limits import (
 from groups.models import Group, Workspace
 from groups.ports import ports
 from groups.selectors import group_get, group_limits, group_subtree, models_prefetch
-from groups.services.tenants import text_check
 
 MAX_DEPTH = 5
 
@@ -36,14 +36,42 @@ def models_required(specs: list[ModelSpec], *, param: str = "models") -> list[Mo
     return specs
 
 
-def slugs_live_check(*, workspace: Workspace, specs: Sequence[ModelSpec], param: str) -> None:
+@dataclass(frozen=True)
+class SlugsKnown:
+    """Which of the slugs some specs name are live (and priced) endpoints of the workspace."""
+
+    live: set[str]
+    priced: set[str]
+
+
+def slugs_known(*, workspace: Workspace, specs: Iterable[ModelSpec]) -> SlugsKnown:
+    """Look up the specs' slugs (one query, two with SPEND limits), for `slugs_live_check`."""
+    specs = list(specs)
+    live = ports().live_endpoint_slugs(
+        workspace_id=workspace.id, slugs={spec.slug for spec in specs}
+    )
+    spending = {spec.slug for spec in specs if any(lim.type == SPEND for lim in spec.limits)}
+    lookup = ports().priced_endpoint_slugs
+    priced = (
+        set()
+        if lookup is None or not spending
+        else lookup(workspace_id=workspace.id, slugs=spending)
+    )
+    return SlugsKnown(live=live, priced=priced)
+
+
+def slugs_live_check(
+    *,
+    workspace: Workspace,
+    specs: Sequence[ModelSpec],
+    param: str,
+    known: SlugsKnown | None = None,
+) -> None:
     """Every spec names a live endpoint of the workspace, else ValidationFailed `unknown_slug`;
     a SPEND limit needs a priced endpoint, else `spend_limit_unpriced`."""
-    live = ports().live_endpoint_slugs(
-        workspace_id=workspace.id, slugs=[spec.slug for spec in specs]
-    )
+    known = known or slugs_known(workspace=workspace, specs=specs)
     for index, spec in enumerate(specs):
-        if spec.slug not in live:
+        if spec.slug not in known.live:
             raise ValidationFailed(
                 f"{spec.slug} is not a live endpoint of this workspace: create it first with "
                 "POST /v1/gateway/endpoints (or have the gateway's staff create it in the admin), "
@@ -51,17 +79,9 @@ def slugs_live_check(*, workspace: Workspace, specs: Sequence[ModelSpec], param:
                 code="unknown_slug",
                 param=f"{param}[{index}].slug",
             )
-    _spend_priced_check(workspace=workspace, specs=specs, param=param)
-
-
-def _spend_priced_check(*, workspace: Workspace, specs: Sequence[ModelSpec], param: str) -> None:
-    spending = [spec.slug for spec in specs if any(lim.type == SPEND for lim in spec.limits)]
-    if not spending:
-        return
-    lookup = ports().priced_endpoint_slugs
-    priced = set() if lookup is None else lookup(workspace_id=workspace.id, slugs=spending)
     for index, spec in enumerate(specs):
-        if spec.slug in spending and spec.slug not in priced:
+        spends = any(lim.type == SPEND for lim in spec.limits)
+        if spends and spec.slug not in known.priced:
             raise ValidationFailed(
                 f"{spec.slug} has no pricing: a SPEND limit counts money, so set the endpoint's "
                 "pricing first (PATCH /v1/gateway/endpoints/{id}).",
@@ -84,12 +104,18 @@ def group_locked(*, workspace: Workspace, group_id: str) -> Group:
     return group_get(workspace=workspace, group_id=group_id)
 
 
-def parent_resolve(*, workspace: Workspace, parent_group_id: Any) -> Group | None:
-    """The live parent group named by the body (None for a root), checked it may take a child."""
+def parent_resolve(
+    *, workspace: Workspace, parent_group_id: Any, found: Mapping[str, Group] | None = None
+) -> Group | None:
+    """The live parent group named by the body (None for a root), checked it may take a child.
+
+    `found`: the workspace's live groups already read by id (a batch reads its parents once)."""
     if parent_group_id is None:
         return None
     parent = None
-    if isinstance(parent_group_id, str):
+    if isinstance(parent_group_id, str) and found is not None:
+        parent = found.get(parent_group_id)
+    elif isinstance(parent_group_id, str):
         parent = Group.objects.filter(
             workspace=workspace, pk=parent_group_id, deleted_at__isnull=True
         ).first()
@@ -192,17 +218,3 @@ def descendants_fit(*, specs: list[ModelSpec], group: Group) -> None:
                 code="ceiling_below_descendant",
                 param=limit_param(specs, slug=slug, limit=ceiling, param="models"),
             )
-
-
-def external_id_check(*, workspace: Workspace, value: Any, param: str) -> str:
-    """A well-formed external id no live group of the workspace holds."""
-    external_id = text_check(
-        value, param=param, code="invalid_external_entity_id", min_length=1, max_length=255
-    )
-    if Group.objects.filter(
-        workspace=workspace, external_entity_id=external_id, deleted_at__isnull=True
-    ).exists():
-        raise ValidationFailed(
-            f"external_entity_id {external_id!r} is taken", code="external_id_taken", param=param
-        )
-    return external_id

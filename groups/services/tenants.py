@@ -175,29 +175,31 @@ def org_prefix_register(*, workspace: Workspace, prefix: str, actor: str) -> Org
             f"{prefix!r} is already registered", code="prefix_taken", param="prefix"
         )
     org_prefix = OrgPrefix.objects.create(workspace=workspace, prefix=prefix)
-    audit_record(
-        actor=actor,
-        action="org_prefix.register",
-        obj_type="org_prefix",
-        obj_id=prefix,
-        workspace_id=workspace.id,
-        after={"prefix": prefix, "workspace": workspace.id},
-    )
+    _name_audit(actor=actor, action="org_prefix.register", row=org_prefix, added=True)
     return org_prefix
 
 
 @transaction.atomic
 def org_prefix_delete(*, org_prefix: OrgPrefix, actor: str) -> None:
     """Release an org prefix (existing endpoints keep their slugs)."""
-    snapshot = {"prefix": org_prefix.prefix, "workspace": org_prefix.workspace_id}
     org_prefix.delete()
+    _name_audit(actor=actor, action="org_prefix.delete", row=org_prefix, added=False)
+
+
+def _name_audit(*, actor: str, action: str, row: OrgPrefix | CustomDomain, added: bool) -> None:
+    """Audit a workspace gaining or losing a globally unique name: an org prefix or a host."""
+    kind, field = (
+        ("org_prefix", "prefix") if isinstance(row, OrgPrefix) else ("custom_domain", "host")
+    )
+    snapshot = {field: getattr(row, field), "workspace": row.workspace_id}
     audit_record(
         actor=actor,
-        action="org_prefix.delete",
-        obj_type="org_prefix",
-        obj_id=snapshot["prefix"],
-        workspace_id=snapshot["workspace"],
-        before=snapshot,
+        action=action,
+        obj_type=kind,
+        obj_id=snapshot[field],
+        workspace_id=row.workspace_id,
+        before=None if added else snapshot,
+        after=snapshot if added else None,
     )
 
 
@@ -218,14 +220,7 @@ def custom_domain_add(*, workspace: Workspace, host: str, actor: str) -> CustomD
     if CustomDomain.objects.filter(host=host).exists():
         raise ValidationFailed(f"{host} is already bound", code="host_taken", param="host")
     domain = CustomDomain.objects.create(workspace=workspace, host=host)
-    audit_record(
-        actor=actor,
-        action="custom_domain.add",
-        obj_type="custom_domain",
-        obj_id=host,
-        workspace_id=workspace.id,
-        after={"host": host, "workspace": workspace.id},
-    )
+    _name_audit(actor=actor, action="custom_domain.add", row=domain, added=True)
     config_changed(workspace_id=workspace.id)
     return domain
 
@@ -233,17 +228,9 @@ def custom_domain_add(*, workspace: Workspace, host: str, actor: str) -> CustomD
 @transaction.atomic
 def custom_domain_delete(*, domain: CustomDomain, actor: str) -> None:
     """Unbind a Host name."""
-    snapshot = {"host": domain.host, "workspace": domain.workspace_id}
     domain.delete()
-    audit_record(
-        actor=actor,
-        action="custom_domain.delete",
-        obj_type="custom_domain",
-        obj_id=snapshot["host"],
-        workspace_id=snapshot["workspace"],
-        before=snapshot,
-    )
-    config_changed(workspace_id=snapshot["workspace"])
+    _name_audit(actor=actor, action="custom_domain.delete", row=domain, added=False)
+    config_changed(workspace_id=domain.workspace_id)
 
 
 def _secret_value_check(value: Any) -> str:

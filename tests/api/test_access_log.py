@@ -61,3 +61,24 @@ def test_the_admin_and_health_probes_get_no_management_line(client, caplog):
     client.get("/admin/login/")
 
     assert _lines(caplog) == []
+
+
+def test_the_line_is_written_when_django_runs_the_chain_asynchronously(caplog):
+    from asgiref.sync import async_to_sync, iscoroutinefunction
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from gateway_project.access_log import management_access_log
+
+    caplog.set_level(logging.INFO, logger="gateway.management")
+
+    async def view(request):
+        return HttpResponse(status=204)
+
+    middleware = management_access_log(view)
+    assert iscoroutinefunction(middleware)
+    response = async_to_sync(middleware)(RequestFactory().get("/v1/gateway/endpoints"))
+
+    (line,) = _lines(caplog)
+    assert line["status"] == 204 and line["method"] == "GET"
+    assert line["request_id"] == response["X-Request-ID"]

@@ -327,3 +327,16 @@ def test_unknown_slugs_name_the_route_that_creates_them(api: APIClient, group: d
     for response in (created, patched):
         assert error_code(response) == "unknown_slug"
         assert "POST /v1/gateway/endpoints" in response.json()["error"]["message"]
+
+
+def test_create_and_get_take_a_fixed_few_queries(
+    api: APIClient, endpoints: list, django_assert_max_num_queries: Any
+) -> None:
+    create(api, group_body("warm", model("acme/llama", rpm=1)))  # the key's last use is recorded
+
+    with django_assert_max_num_queries(10):
+        created = create(api, group_body("cust_q", model("acme/llama", rpm=1, tpd=5)))
+    with django_assert_max_num_queries(4):
+        fetched = api.get(f"{GROUPS}/{created.json()['id']}")
+
+    assert created.json() == fetched.json()
