@@ -122,17 +122,38 @@ def _backlog(events: int, *, workspace: str, group: str) -> None:
         pipe.execute()
 
 
-def _ingest() -> tuple[int, float]:
-    """Drain the stream as the ingest task does; (events stored, seconds)."""
+def _ingest() -> tuple[int, float, float, float | None]:
+    """Drain the stream as the ingest task does; (events stored, wall seconds, this process's CPU
+    seconds, its PostgreSQL backend's CPU seconds when /proc shows them)."""
     from billing.services.ingest import usage_ingest
 
-    stored, started = 0, time.perf_counter()
+    backend = _backend_cpu()
+    stored, started, cpu = 0, time.perf_counter(), time.process_time()
     while True:
         moved = usage_ingest(max_batches=100)
         if moved == 0:
             break
         stored += moved
-    return stored, time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    after = _backend_cpu()
+    backend_used = None if after is None or backend is None else after - backend
+    return stored, wall, cpu, backend_used
+
+
+def _backend_cpu() -> float | None:
+    """CPU seconds of this connection's PostgreSQL backend, when it runs on this machine."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _deliver() -> tuple[int, float]:
@@ -193,8 +214,12 @@ def _run(events: int, receiver_url: str) -> dict[str, Any]:
     print(f"  writing {events:,} events to the usage stream", flush=True)
     _backlog(events, workspace=workspace.id, group=group.id)
     print("  ingesting", flush=True)
-    stored, ingest_s = _ingest()
-    print(f"  {stored:,} stored in {ingest_s:.1f} s; delivering", flush=True)
+    stored, ingest_s, ingest_cpu, backend_cpu = _ingest()
+    print(
+        f"  {stored:,} stored in {ingest_s:.1f} s (worker CPU {ingest_cpu:.1f} s, its "
+        f"PostgreSQL backend {backend_cpu if backend_cpu is not None else '?'} s); delivering",
+        flush=True,
+    )
     delivered, deliver_s = _deliver()
     print(f"  {delivered:,} delivered in {deliver_s:.1f} s; events API", flush=True)
     latencies = _events_api(key)
@@ -207,6 +232,10 @@ def _run(events: int, receiver_url: str) -> dict[str, Any]:
     return {
         "events": events,
         "ingest_events_per_s": round(stored / ingest_s),
+        # The same work per CPU second of the worker process (the machine is shared: wall time
+        # counts the waits for a core, CPU time does not).
+        "ingest_events_per_cpu_s": round(stored / ingest_cpu),
+        "ingest_backend_cpu_s": None if backend_cpu is None else round(backend_cpu, 2),
         "deliver_events_per_s": round(delivered / deliver_s),
         "rows": rows,
         "events_api_p50_ms": round(statistics.median(latencies) * 1000, 1),
@@ -231,11 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.ingest", description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=200_000, help="events (200000)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
+    parser.add_argument("--database", default=DATABASE, help=f"PostgreSQL database ({DATABASE})")
+    parser.add_argument("--redis-url", default=REDIS_URL, help=f"Redis ({REDIS_URL})")
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="gw-bench-ingest-"))
     logs = tmp / "logs"
     logs.mkdir()
-    env, notes = gateway_env(tmp=tmp, database=DATABASE, redis_url=REDIS_URL)
+    env, notes = gateway_env(tmp=tmp, database=args.database, redis_url=args.redis_url)
     port = free_port()
     receiver = proc_spawn(
         "receiver",
