@@ -104,15 +104,23 @@ def _reclaimed(client: Any, consumer: str) -> list[Any]:
     return list(result[1])
 
 
+def _entries(reply: Any) -> list[Any]:
+    return list(reply[0][1]) if reply else []
+
+
 def usage_ingest(*, max_batches: int = 20) -> int:
     """Move pending stream entries into the database; returns how many events were stored."""
     client = get_redis_connection("default")
     _group_ensure(client)
     consumer, stored = _consumer(), 0
+    # This consumer's own unacknowledged entries first (a batch the database refused a moment
+    # ago), then other consumers' long-idle ones.
+    stored += _store(
+        client, _entries(client.xreadgroup(GROUP, consumer, {USAGE_STREAM: "0"}, count=BATCH))
+    )
     stored += _store(client, _reclaimed(client, consumer))
     for _ in range(max_batches):
-        reply = client.xreadgroup(GROUP, consumer, {USAGE_STREAM: ">"}, count=BATCH)
-        entries = reply[0][1] if reply else []
+        entries = _entries(client.xreadgroup(GROUP, consumer, {USAGE_STREAM: ">"}, count=BATCH))
         if not entries:
             break
         stored += _store(client, entries)

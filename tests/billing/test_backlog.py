@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import redis
 from django.conf import settings as django_settings
+from django.db import OperationalError, connection, connections
 from django_redis import get_redis_connection
 
 from billing.models import UsageEvent
@@ -17,6 +20,7 @@ from billing.services.usage import USAGE_STREAM, usage_event_record
 from billing.tasks import usage_ingest_task
 from gateway_project.worker_metrics import metrics_app
 from groups.models import Group
+from tests.faults.processes import free_port
 from tests.metrics_read import sample_sum
 
 
@@ -107,3 +111,34 @@ def test_a_stream_at_the_mark_is_not_reported(
 
     assert not [r for r in caplog.records if r.name == "billing.backlog"]
     assert sample_sum(_metrics(), "gateway_usage_queue_over_high_water") == 0
+
+
+@contextmanager
+def _postgres_unreachable() -> Iterator[None]:
+    """The default database pointed at a port nothing listens on, then back."""
+    connection = connections["default"]
+    port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.close_pool()
+    connection.settings_dict["PORT"] = str(free_port())
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.close_pool()
+        connection.settings_dict["PORT"] = port
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL outage")
+def test_a_batch_refused_in_an_outage_is_stored_by_the_next_run_without_waiting_for_reclaim(
+    transactional_db: None, group: Group
+) -> None:
+    _record(group, range(1, 6))
+    with _postgres_unreachable(), pytest.raises(OperationalError):
+        usage_ingest()
+    assert get_redis_connection("default").xpending(USAGE_STREAM, "ingest")["pending"] == 5
+
+    stored = usage_ingest()
+
+    assert stored == 5 and UsageEvent.objects.count() == 5
+    assert get_redis_connection("default").xlen(USAGE_STREAM) == 0
