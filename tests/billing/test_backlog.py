@@ -116,7 +116,7 @@ def test_a_stream_at_the_mark_is_not_reported(
 @contextmanager
 def _postgres_unreachable() -> Iterator[None]:
     """The default database pointed at a port nothing listens on, then back."""
-    connection = connections["default"]
+    connection: Any = connections["default"]  # PostgreSQL's wrapper, which has a pool
     port = connection.settings_dict["PORT"]
     connection.close()
     connection.close_pool()
