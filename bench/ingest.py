@@ -11,7 +11,7 @@ first (a backlog), then one process does what one Celery worker does:
 - the events API: a one-day page of 100 for the workspace, through the whole view stack, p50/p99.
 Writes bench/results/ingest.json and the README's billing line.
 
-    python -m bench.ingest [--events N]
+    python -m bench.ingest [--events N] [--drain N] [--database NAME] [--redis-url URL]
 """
 
 from __future__ import annotations
@@ -106,17 +106,17 @@ def _setup(receiver_url: str) -> tuple[Any, Any, str]:
     return workspace, group, key
 
 
-def _backlog(events: int, *, workspace: str, group: str) -> None:
-    """XADD `events` events to the usage stream, pipelined."""
+def _backlog(events: int, *, workspace: str, group: str, first: int = 0) -> None:
+    """XADD `events` events (numbered from `first`) to the usage stream, pipelined."""
     from django_redis import get_redis_connection
 
     from billing.services.usage import USAGE_STREAM
 
     client = get_redis_connection("default")
     start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-    for base in range(0, events, WRITE_CHUNK):
+    for base in range(first, first + events, WRITE_CHUNK):
         pipe = client.pipeline(transaction=False)
-        for i in range(base, min(events, base + WRITE_CHUNK)):
+        for i in range(base, min(first + events, base + WRITE_CHUNK)):
             event = _event(i, workspace=workspace, group=group, start=start)
             pipe.xadd(USAGE_STREAM, {"e": json.dumps(event, separators=(",", ":"))})
         pipe.execute()
@@ -154,6 +154,79 @@ def _backend_cpu() -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_unreachable_ingest() -> None:
+    """One ingest run while PostgreSQL is unreachable (the default database pointed at a port
+    nothing listens on): it must be refused and leave every event in the stream."""
+    from django.db import OperationalError, connections
+
+    from billing.services.ingest import usage_ingest
+
+    connection: Any = connections["default"]
+    port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.close_pool()
+    connection.settings_dict["PORT"] = str(free_port())
+    try:
+        usage_ingest()
+    except OperationalError:
+        pass
+    else:
+        raise Unavailable("ingest ran with PostgreSQL unreachable")
+    finally:
+        connection.close()
+        connection.close_pool()
+        connection.settings_dict["PORT"] = port
+
+
+def _drain(events: int, workers: int, *, workspace: str, group: str, first: int) -> float:
+    """Fill `events` during a PostgreSQL outage, then the wall seconds `workers` worker processes
+    (this one and workers - 1 others, started and set up beforehand) take to store them all."""
+    import multiprocessing
+
+    from django_redis import get_redis_connection
+
+    from billing.models import UsageEvent
+    from billing.services.usage import USAGE_STREAM
+
+    _backlog(events, workspace=workspace, group=group, first=first)
+    _postgres_unreachable_ingest()
+    before = UsageEvent.objects.count()
+    context = multiprocessing.get_context("spawn")
+    ready, go = context.Barrier(workers), context.Event()
+    others = [context.Process(target=_drain_worker, args=(ready, go)) for _ in range(workers - 1)]
+    for process in others:
+        process.start()
+    ready.wait(timeout=120)
+    started = time.perf_counter()
+    go.set()
+    _drain_run()
+    for process in others:
+        process.join()
+    seconds = time.perf_counter() - started
+    stored = UsageEvent.objects.count() - before
+    left = get_redis_connection("default").xlen(USAGE_STREAM)
+    if stored != events or left or any(process.exitcode for process in others):
+        raise Unavailable(f"drain: {events} filled, {stored} stored, {left} left in the stream")
+    return seconds
+
+
+def _drain_worker(ready: Any, go: Any) -> None:
+    """Another worker process: set up, wait for the start, drain."""
+    import django
+
+    django.setup()
+    ready.wait(timeout=120)
+    go.wait(timeout=120)
+    _drain_run()
+
+
+def _drain_run() -> None:
+    from billing.services.ingest import usage_ingest
+
+    while usage_ingest(max_batches=100):
+        pass
 
 
 def _deliver() -> tuple[int, float]:
@@ -202,12 +275,13 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-def _run(events: int, receiver_url: str) -> dict[str, Any]:
+def _run(events: int, receiver_url: str, *, drain: int) -> dict[str, Any]:
     import django
 
     django.setup()
     for name in ("httpx", "gateway.management"):  # a line per webhook POST and per API call
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # each refused connect in an outage
     from billing.models import UsageEvent
 
     workspace, group, key = _setup(receiver_url)
@@ -229,7 +303,15 @@ def _run(events: int, receiver_url: str) -> dict[str, Any]:
             f"lost or doubled: {events} written, {stored} stored, {rows} rows, "
             f"{delivered} delivered"
         )
-    return {
+    drains = {}
+    for workers in (1, 2) if drain else ():
+        print(f"  {drain:,} events during a PostgreSQL outage; draining with {workers}", flush=True)
+        first = events + (workers - 1) * drain
+        drains[workers] = _drain(
+            drain, workers, workspace=workspace.id, group=group.id, first=first
+        )
+        print(f"  drained in {drains[workers]:.1f} s", flush=True)
+    figures = {
         "events": events,
         "ingest_events_per_s": round(stored / ingest_s),
         # The same work per CPU second of the worker process (the machine is shared: wall time
@@ -242,16 +324,30 @@ def _run(events: int, receiver_url: str) -> dict[str, Any]:
         "events_api_p99_ms": round(_percentile(latencies, 0.99) * 1000, 1),
         "backlog_drain_s": round(ingest_s, 1),
     }
+    if drain:
+        figures |= {
+            "backlog_events": drain,
+            "backlog_drain_s": round(drains[1], 1),
+            "backlog_drain_2_workers_s": round(drains[2], 1),
+        }
+    return figures
 
 
 def _readme_line(result: dict[str, Any]) -> str:
+    drain = (
+        f"{result['backlog_events']:,} events filled during a PostgreSQL outage drained in "
+        f"{result['backlog_drain_s']} s by one worker, {result['backlog_drain_2_workers_s']} s "
+        "by two"
+        if "backlog_events" in result
+        else f"a backlog of {result['events']:,} drained in {result['backlog_drain_s']} s"
+    )
     return (
         f"Latest `make bench-ingest` ({result['when']}, {result['events']:,} events, one worker "
-        f"process, {result['stores']}): ingest {result['ingest_events_per_s']:,} events/s, "
-        f"webhook delivery {result['deliver_events_per_s']:,} events/s, a backlog of "
-        f"{result['events']:,} drained in {result['backlog_drain_s']} s, events API one-day page "
-        f"p50 {result['events_api_p50_ms']} ms / p99 {result['events_api_p99_ms']} ms at "
-        f"{result['rows']:,} rows; [bench/results/ingest.json](bench/results/ingest.json).\n"
+        f"process, {result['stores']}): ingest {result['ingest_events_per_s']:,} events/s "
+        f"({result['ingest_events_per_cpu_s']:,} per CPU second of the worker), "
+        f"webhook delivery {result['deliver_events_per_s']:,} events/s, {drain}, events API "
+        f"one-day page p50 {result['events_api_p50_ms']} ms / p99 {result['events_api_p99_ms']} "
+        f"ms at {result['rows']:,} rows; [bench/results/ingest.json](bench/results/ingest.json).\n"
     )
 
 
@@ -260,6 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.ingest", description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=200_000, help="events (200000)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
+    parser.add_argument(
+        "--drain",
+        type=int,
+        default=0,
+        help="also fill this many events during a PostgreSQL outage and time the drain with 1 "
+        "and 2 workers (backlog_drain_s; without it, the drain of the main run's backlog)",
+    )
     parser.add_argument("--database", default=DATABASE, help=f"PostgreSQL database ({DATABASE})")
     parser.add_argument("--redis-url", default=REDIS_URL, help=f"Redis ({REDIS_URL})")
     args = parser.parse_args(argv)
@@ -282,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.clear()
         os.environ.update(env)
         print(f"bench-ingest: {machine_describe()}; {', '.join(notes)}", flush=True)
-        figures = _run(args.events, f"http://{HOST}:{port}/webhooks")
+        figures = _run(args.events, f"http://{HOST}:{port}/webhooks", drain=args.drain)
     except Unavailable as exc:
         print(f"bench-ingest: {exc} (logs in {logs})")
         return 1
