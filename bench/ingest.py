@@ -41,6 +41,8 @@ RESULTS = BENCH_DIR / "results" / "ingest.json"
 CUSTOMERS = 1000
 WRITE_CHUNK = 5000
 API_QUERIES = 200
+GENERATE_CHUNK = 1_000_000
+GENERATE_SPREAD_MS = 30 * 86_400_000  # generated events span the last 30 days
 
 
 def _event(i: int, *, workspace: str, group: str, start: dt.datetime) -> dict[str, Any]:
@@ -248,6 +250,49 @@ def _deliver() -> tuple[int, float]:
     return sum(d.event_count for d in delivered.only("event_count")), seconds
 
 
+def _rows_generate(rows: int, *, workspace: str, group: str) -> int:
+    """Top the events table up to `rows` with INSERT ... SELECT generate_series (PostgreSQL): the
+    bench workspace's events spread evenly over the last 30 days, already batched; how many."""
+    from django.db import connection
+
+    from billing.models import UsageEvent
+
+    have = UsageEvent.objects.count()
+    if connection.vendor != "postgresql" or rows <= have:
+        return 0
+    table = connection.ops.quote_name(UsageEvent._meta.db_table)
+    for base in range(have, rows, GENERATE_CHUNK):
+        top = min(rows, base + GENERATE_CHUNK)
+        print(f"  generating rows {base:,}..{top:,}", flush=True)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                INSERT INTO {table} (
+                    idempotency_key, request_id, timestamp, workspace_id, group_id,
+                    external_entity_id, api_key_prefix, model_slug, request_metadata, status,
+                    input_tokens, output_tokens, cached_input_tokens, cost_currency,
+                    usage_estimated, http_status, target, total_ms, upstream_ms, batched_at,
+                    batch, ingest_note, quarantine_error, created_at)
+                SELECT 'G' || lpad(n::text, 25, '0'), 'gen-' || n,
+                    now() - mod(n, %(spread)s) * interval '1 millisecond', %(workspace)s,
+                    %(group)s, 'cust-' || mod(n, 1000), 'sky_gen' || mod(n, 1000), 'benching/model',
+                    '{{}}', 'completed', 120, 300, 0, '', false, 200, 'primary', 800, 790,
+                    now(), '', '', '', now()
+                FROM generate_series(%(base)s, %(top)s - 1) AS n
+                """,
+                {
+                    "spread": GENERATE_SPREAD_MS,
+                    "workspace": workspace,
+                    "group": group,
+                    "base": base,
+                    "top": top,
+                },
+            )
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {table}")
+    return rows - have
+
+
 def _events_api(key: str) -> list[float]:
     """Latencies (s) of one-day pages of 100: the first page and pages further in, by cursor."""
     from django.test import Client
@@ -275,7 +320,7 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-def _run(events: int, receiver_url: str, *, drain: int) -> dict[str, Any]:
+def _run(events: int, receiver_url: str, *, drain: int, rows: int) -> dict[str, Any]:
     import django
 
     django.setup()
@@ -296,11 +341,12 @@ def _run(events: int, receiver_url: str, *, drain: int) -> dict[str, Any]:
     )
     delivered, deliver_s = _deliver()
     print(f"  {delivered:,} delivered in {deliver_s:.1f} s; events API", flush=True)
+    generated = _rows_generate(rows, workspace=workspace.id, group=group.id)
     latencies = _events_api(key)
-    rows = UsageEvent.objects.count()
-    if stored != events or rows != events or delivered != events:
+    total = UsageEvent.objects.count()
+    if stored != events or total != events + generated or delivered != events:
         raise Unavailable(
-            f"lost or doubled: {events} written, {stored} stored, {rows} rows, "
+            f"lost or doubled: {events} written, {stored} stored, {total} rows, "
             f"{delivered} delivered"
         )
     drains = {}
@@ -319,7 +365,7 @@ def _run(events: int, receiver_url: str, *, drain: int) -> dict[str, Any]:
         "ingest_events_per_cpu_s": round(stored / ingest_cpu),
         "ingest_backend_cpu_s": None if backend_cpu is None else round(backend_cpu, 2),
         "deliver_events_per_s": round(delivered / deliver_s),
-        "rows": rows,
+        "rows": total,
         "events_api_p50_ms": round(statistics.median(latencies) * 1000, 1),
         "events_api_p99_ms": round(_percentile(latencies, 0.99) * 1000, 1),
         "backlog_drain_s": round(ingest_s, 1),
@@ -357,6 +403,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200_000, help="events (200000)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
     parser.add_argument(
+        "--rows",
+        type=int,
+        default=0,
+        help="before the events API is measured, generate rows (PostgreSQL) up to this table size",
+    )
+    parser.add_argument(
         "--drain",
         type=int,
         default=0,
@@ -385,7 +437,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.clear()
         os.environ.update(env)
         print(f"bench-ingest: {machine_describe()}; {', '.join(notes)}", flush=True)
-        figures = _run(args.events, f"http://{HOST}:{port}/webhooks", drain=args.drain)
+        figures = _run(
+            args.events, f"http://{HOST}:{port}/webhooks", drain=args.drain, rows=args.rows
+        )
     except Unavailable as exc:
         print(f"bench-ingest: {exc} (logs in {logs})")
         return 1
