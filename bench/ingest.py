@@ -5,13 +5,18 @@ One run: a fresh PostgreSQL database (`gw_bench_ingest`) and Redis database 14 w
 process). N synthetic events, shaped as the gateway records them, are written to the usage stream
 first (a backlog), then one process does what one Celery worker does:
 - ingest: stream -> consumer group -> PostgreSQL rows, until the stream is empty
-  (`backlog_drain_s` is that wall time, `ingest_events_per_s` its rate);
+  (`ingest_events_per_s` its wall rate, `ingest_events_per_cpu_s` per CPU second of the worker);
 - delivery: batch the events into signed webhook deliveries and POST them to the receiver
   (`deliver_events_per_s`);
-- the events API: a one-day page of 100 for the workspace, through the whole view stack, p50/p99.
+- the events API: the table is first topped up to --rows with generated events (PostgreSQL), then
+  one-day pages of 100 for the workspace, through the whole view stack, p50/p99;
+- the drain (--drain N): N events written while PostgreSQL is unreachable (an ingest run is
+  refused), then the wall time one worker (`backlog_drain_s`) and two worker processes
+  (`backlog_drain_2_workers_s`) take to store them. With --drain 0, `backlog_drain_s` is the
+  ingest step's wall time.
 Writes bench/results/ingest.json and the README's billing line.
 
-    python -m bench.ingest [--events N] [--drain N] [--database NAME] [--redis-url URL]
+    python -m bench.ingest [--events N] [--rows N] [--drain N] [--database NAME] [--redis-url URL]
 """
 
 from __future__ import annotations
@@ -405,15 +410,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rows",
         type=int,
-        default=0,
-        help="before the events API is measured, generate rows (PostgreSQL) up to this table size",
+        default=10_000_000,
+        help="generate rows (PostgreSQL) up to this table size before the events API (10000000)",
     )
     parser.add_argument(
         "--drain",
         type=int,
-        default=0,
-        help="also fill this many events during a PostgreSQL outage and time the drain with 1 "
-        "and 2 workers (backlog_drain_s; without it, the drain of the main run's backlog)",
+        default=1_000_000,
+        help="fill this many events during a PostgreSQL outage, time the drain with 1 "
+        "and 2 workers (1000000; 0: backlog_drain_s is the main run's drain)",
     )
     parser.add_argument("--database", default=DATABASE, help=f"PostgreSQL database ({DATABASE})")
     parser.add_argument("--redis-url", default=REDIS_URL, help=f"Redis ({REDIS_URL})")
