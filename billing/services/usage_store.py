@@ -53,9 +53,9 @@ def usage_events_store(*, events: list[dict[str, Any]], clean: bool = False) -> 
     """Insert events (the shape usage_event_record takes), skipping request ids already stored.
 
     `clean`: the events come from `usage_event_parse` saying their text and metadata need no
-    cleaning. On PostgreSQL the rows are copied into this session's staging table (emptied at
-    commit) and inserted from there with ON CONFLICT DO NOTHING: several times faster than a
-    parameterised INSERT, and a replayed event still never makes a second row.
+    cleaning. On PostgreSQL the rows are copied straight into the table; when a request id is
+    already stored, the whole batch is copied into this session's staging table instead and
+    inserted from there with ON CONFLICT DO NOTHING, so a replayed event never makes a second row.
     """
     if not events:
         return
@@ -63,8 +63,12 @@ def usage_events_store(*, events: list[dict[str, Any]], clean: bool = False) -> 
     if connection.vendor != "postgresql":
         UsageEvent.objects.bulk_create([UsageEvent(**row) for row in rows], ignore_conflicts=True)
         return
-    plan = _copy_plan()
-    implied = {**plan.defaults, **dict.fromkeys(plan.now_fields, timezone.now())}
+    plan, now = _copy_plan(), timezone.now()
+    # What the model would fill in itself (defaults, auto_now_add), per column, once a batch.
+    implied = {
+        field.attname: now if getattr(field, "auto_now_add", False) else field.get_default()
+        for field in UsageEvent._meta.concrete_fields
+    }
     names = plan.names
     for row in rows:
         for name in plan.jsons:
@@ -95,8 +99,6 @@ def _copy(cursor: Any, statement: str, lines: list[list[Any]]) -> None:
 class _CopyPlan(NamedTuple):
     names: tuple[str, ...]
     jsons: tuple[str, ...]
-    defaults: dict[str, Any]
-    now_fields: tuple[str, ...]
     stage_create: str
     copy_direct: str
     copy_stage: str
@@ -119,12 +121,6 @@ def _copy_plan() -> _CopyPlan:
     return _CopyPlan(
         names=tuple(field.attname for field in fields),
         jsons=tuple(field.attname for field in fields if isinstance(field, JSONField)),
-        defaults={
-            field.attname: field.get_default()
-            for field in fields
-            if not field.has_default() or not callable(field.default)
-        },
-        now_fields=tuple(f.attname for f in fields if getattr(f, "auto_now_add", False)),
         stage_create=(
             f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DELETE ROWS"
         ),
