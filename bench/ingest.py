@@ -5,13 +5,18 @@ One run: a fresh PostgreSQL database (`gw_bench_ingest`) and Redis database 14 w
 process). N synthetic events, shaped as the gateway records them, are written to the usage stream
 first (a backlog), then one process does what one Celery worker does:
 - ingest: stream -> consumer group -> PostgreSQL rows, until the stream is empty
-  (`backlog_drain_s` is that wall time, `ingest_events_per_s` its rate);
+  (`ingest_events_per_s` its wall rate, `ingest_events_per_cpu_s` per CPU second of the worker);
 - delivery: batch the events into signed webhook deliveries and POST them to the receiver
   (`deliver_events_per_s`);
-- the events API: a one-day page of 100 for the workspace, through the whole view stack, p50/p99.
+- the events API: the table is first topped up to --rows with generated events (PostgreSQL), then
+  one-day pages of 100 for the workspace, through the whole view stack, p50/p99;
+- the drain (--drain N): N events written while PostgreSQL is unreachable (an ingest run is
+  refused), then the wall time one worker (`backlog_drain_s`) and two worker processes
+  (`backlog_drain_2_workers_s`) take to store them. With --drain 0, `backlog_drain_s` is the
+  ingest step's wall time.
 Writes bench/results/ingest.json and the README's billing line.
 
-    python -m bench.ingest [--events N]
+    python -m bench.ingest [--events N] [--rows N] [--drain N] [--database NAME] [--redis-url URL]
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ RESULTS = BENCH_DIR / "results" / "ingest.json"
 CUSTOMERS = 1000
 WRITE_CHUNK = 5000
 API_QUERIES = 200
+GENERATE_CHUNK = 1_000_000
+GENERATE_SPREAD_MS = 30 * 86_400_000  # generated events span the last 30 days
 
 
 def _event(i: int, *, workspace: str, group: str, start: dt.datetime) -> dict[str, Any]:
@@ -106,33 +113,127 @@ def _setup(receiver_url: str) -> tuple[Any, Any, str]:
     return workspace, group, key
 
 
-def _backlog(events: int, *, workspace: str, group: str) -> None:
-    """XADD `events` events to the usage stream, pipelined."""
+def _backlog(events: int, *, workspace: str, group: str, first: int = 0) -> None:
+    """XADD `events` events (numbered from `first`) to the usage stream, pipelined."""
     from django_redis import get_redis_connection
 
     from billing.services.usage import USAGE_STREAM
 
     client = get_redis_connection("default")
     start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-    for base in range(0, events, WRITE_CHUNK):
+    for base in range(first, first + events, WRITE_CHUNK):
         pipe = client.pipeline(transaction=False)
-        for i in range(base, min(events, base + WRITE_CHUNK)):
+        for i in range(base, min(first + events, base + WRITE_CHUNK)):
             event = _event(i, workspace=workspace, group=group, start=start)
             pipe.xadd(USAGE_STREAM, {"e": json.dumps(event, separators=(",", ":"))})
         pipe.execute()
 
 
-def _ingest() -> tuple[int, float]:
-    """Drain the stream as the ingest task does; (events stored, seconds)."""
+def _ingest() -> tuple[int, float, float, float | None]:
+    """Drain the stream as the ingest task does; (events stored, wall seconds, this process's CPU
+    seconds, its PostgreSQL backend's CPU seconds when /proc shows them)."""
     from billing.services.ingest import usage_ingest
 
-    stored, started = 0, time.perf_counter()
+    backend = _backend_cpu()
+    stored, started, cpu = 0, time.perf_counter(), time.process_time()
     while True:
         moved = usage_ingest(max_batches=100)
         if moved == 0:
             break
         stored += moved
-    return stored, time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    after = _backend_cpu()
+    backend_used = None if after is None or backend is None else after - backend
+    return stored, wall, cpu, backend_used
+
+
+def _backend_cpu() -> float | None:
+    """CPU seconds of this connection's PostgreSQL backend, when it runs on this machine."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_unreachable_ingest() -> None:
+    """One ingest run while PostgreSQL is unreachable (the default database pointed at a port
+    nothing listens on): it must be refused and leave every event in the stream."""
+    from django.db import OperationalError, connections
+
+    from billing.services.ingest import usage_ingest
+
+    connection: Any = connections["default"]
+    port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.close_pool()
+    connection.settings_dict["PORT"] = str(free_port())
+    try:
+        usage_ingest()
+    except OperationalError:
+        pass
+    else:
+        raise Unavailable("ingest ran with PostgreSQL unreachable")
+    finally:
+        connection.close()
+        connection.close_pool()
+        connection.settings_dict["PORT"] = port
+
+
+def _drain(events: int, workers: int, *, workspace: str, group: str, first: int) -> float:
+    """Fill `events` during a PostgreSQL outage, then the wall seconds `workers` worker processes
+    (this one and workers - 1 others, started and set up beforehand) take to store them all."""
+    import multiprocessing
+
+    from django_redis import get_redis_connection
+
+    from billing.models import UsageEvent
+    from billing.services.usage import USAGE_STREAM
+
+    _backlog(events, workspace=workspace, group=group, first=first)
+    _postgres_unreachable_ingest()
+    before = UsageEvent.objects.count()
+    context = multiprocessing.get_context("spawn")
+    ready, go = context.Barrier(workers), context.Event()
+    others = [context.Process(target=_drain_worker, args=(ready, go)) for _ in range(workers - 1)]
+    for process in others:
+        process.start()
+    ready.wait(timeout=120)
+    started = time.perf_counter()
+    go.set()
+    _drain_run()
+    for process in others:
+        process.join()
+    seconds = time.perf_counter() - started
+    stored = UsageEvent.objects.count() - before
+    left = get_redis_connection("default").xlen(USAGE_STREAM)
+    if stored != events or left or any(process.exitcode for process in others):
+        raise Unavailable(f"drain: {events} filled, {stored} stored, {left} left in the stream")
+    return seconds
+
+
+def _drain_worker(ready: Any, go: Any) -> None:
+    """Another worker process: set up, wait for the start, drain."""
+    import django
+
+    django.setup()
+    ready.wait(timeout=120)
+    go.wait(timeout=120)
+    _drain_run()
+
+
+def _drain_run() -> None:
+    from billing.services.ingest import usage_ingest
+
+    while usage_ingest(max_batches=100):
+        pass
 
 
 def _deliver() -> tuple[int, float]:
@@ -152,6 +253,49 @@ def _deliver() -> tuple[int, float]:
     seconds = time.perf_counter() - started
     delivered = WebhookDelivery.objects.filter(status=DeliveryStatus.DELIVERED)
     return sum(d.event_count for d in delivered.only("event_count")), seconds
+
+
+def _rows_generate(rows: int, *, workspace: str, group: str) -> int:
+    """Top the events table up to `rows` with INSERT ... SELECT generate_series (PostgreSQL): the
+    bench workspace's events spread evenly over the last 30 days, already batched; how many."""
+    from django.db import connection
+
+    from billing.models import UsageEvent
+
+    have = UsageEvent.objects.count()
+    if connection.vendor != "postgresql" or rows <= have:
+        return 0
+    table = connection.ops.quote_name(UsageEvent._meta.db_table)
+    for base in range(have, rows, GENERATE_CHUNK):
+        top = min(rows, base + GENERATE_CHUNK)
+        print(f"  generating rows {base:,}..{top:,}", flush=True)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                INSERT INTO {table} (
+                    idempotency_key, request_id, timestamp, workspace_id, group_id,
+                    external_entity_id, api_key_prefix, model_slug, request_metadata, status,
+                    input_tokens, output_tokens, cached_input_tokens, cost_currency,
+                    usage_estimated, http_status, target, total_ms, upstream_ms, batched_at,
+                    batch, ingest_note, quarantine_error, created_at)
+                SELECT 'G' || lpad(n::text, 25, '0'), 'gen-' || n,
+                    now() - mod(n, %(spread)s) * interval '1 millisecond', %(workspace)s,
+                    %(group)s, 'cust-' || mod(n, 1000), 'sky_gen' || mod(n, 1000), 'benching/model',
+                    '{{}}', 'completed', 120, 300, 0, '', false, 200, 'primary', 800, 790,
+                    now(), '', '', '', now()
+                FROM generate_series(%(base)s, %(top)s - 1) AS n
+                """,
+                {
+                    "spread": GENERATE_SPREAD_MS,
+                    "workspace": workspace,
+                    "group": group,
+                    "base": base,
+                    "top": top,
+                },
+            )
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {table}")
+    return rows - have
 
 
 def _events_api(key: str) -> list[float]:
@@ -181,48 +325,80 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-def _run(events: int, receiver_url: str) -> dict[str, Any]:
+def _run(events: int, receiver_url: str, *, drain: int, rows: int) -> dict[str, Any]:
     import django
 
     django.setup()
     for name in ("httpx", "gateway.management"):  # a line per webhook POST and per API call
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # each refused connect in an outage
     from billing.models import UsageEvent
 
     workspace, group, key = _setup(receiver_url)
     print(f"  writing {events:,} events to the usage stream", flush=True)
     _backlog(events, workspace=workspace.id, group=group.id)
     print("  ingesting", flush=True)
-    stored, ingest_s = _ingest()
-    print(f"  {stored:,} stored in {ingest_s:.1f} s; delivering", flush=True)
+    stored, ingest_s, ingest_cpu, backend_cpu = _ingest()
+    print(
+        f"  {stored:,} stored in {ingest_s:.1f} s (worker CPU {ingest_cpu:.1f} s, its "
+        f"PostgreSQL backend {backend_cpu if backend_cpu is not None else '?'} s); delivering",
+        flush=True,
+    )
     delivered, deliver_s = _deliver()
     print(f"  {delivered:,} delivered in {deliver_s:.1f} s; events API", flush=True)
+    generated = _rows_generate(rows, workspace=workspace.id, group=group.id)
     latencies = _events_api(key)
-    rows = UsageEvent.objects.count()
-    if stored != events or rows != events or delivered != events:
+    total = UsageEvent.objects.count()
+    if stored != events or total != events + generated or delivered != events:
         raise Unavailable(
-            f"lost or doubled: {events} written, {stored} stored, {rows} rows, "
+            f"lost or doubled: {events} written, {stored} stored, {total} rows, "
             f"{delivered} delivered"
         )
-    return {
+    drains = {}
+    for workers in (1, 2) if drain else ():
+        print(f"  {drain:,} events during a PostgreSQL outage; draining with {workers}", flush=True)
+        first = events + (workers - 1) * drain
+        drains[workers] = _drain(
+            drain, workers, workspace=workspace.id, group=group.id, first=first
+        )
+        print(f"  drained in {drains[workers]:.1f} s", flush=True)
+    figures = {
         "events": events,
         "ingest_events_per_s": round(stored / ingest_s),
+        # The same work per CPU second of the worker process (the machine is shared: wall time
+        # counts the waits for a core, CPU time does not).
+        "ingest_events_per_cpu_s": round(stored / ingest_cpu),
+        "ingest_backend_cpu_s": None if backend_cpu is None else round(backend_cpu, 2),
         "deliver_events_per_s": round(delivered / deliver_s),
-        "rows": rows,
+        "rows": total,
         "events_api_p50_ms": round(statistics.median(latencies) * 1000, 1),
         "events_api_p99_ms": round(_percentile(latencies, 0.99) * 1000, 1),
         "backlog_drain_s": round(ingest_s, 1),
     }
+    if drain:
+        figures |= {
+            "backlog_events": drain,
+            "backlog_drain_s": round(drains[1], 1),
+            "backlog_drain_2_workers_s": round(drains[2], 1),
+        }
+    return figures
 
 
 def _readme_line(result: dict[str, Any]) -> str:
+    drain = (
+        f"{result['backlog_events']:,} events filled during a PostgreSQL outage drained in "
+        f"{result['backlog_drain_s']} s by one worker, {result['backlog_drain_2_workers_s']} s "
+        "by two"
+        if "backlog_events" in result
+        else f"a backlog of {result['events']:,} drained in {result['backlog_drain_s']} s"
+    )
     return (
         f"Latest `make bench-ingest` ({result['when']}, {result['events']:,} events, one worker "
-        f"process, {result['stores']}): ingest {result['ingest_events_per_s']:,} events/s, "
-        f"webhook delivery {result['deliver_events_per_s']:,} events/s, a backlog of "
-        f"{result['events']:,} drained in {result['backlog_drain_s']} s, events API one-day page "
-        f"p50 {result['events_api_p50_ms']} ms / p99 {result['events_api_p99_ms']} ms at "
-        f"{result['rows']:,} rows; [bench/results/ingest.json](bench/results/ingest.json).\n"
+        f"process, {result['stores']}): ingest {result['ingest_events_per_s']:,} events/s "
+        f"({result['ingest_events_per_cpu_s']:,} per CPU second of the worker), "
+        f"webhook delivery {result['deliver_events_per_s']:,} events/s, {drain}, events API "
+        f"one-day page p50 {result['events_api_p50_ms']} ms / p99 {result['events_api_p99_ms']} "
+        f"ms at {result['rows']:,} rows; [bench/results/ingest.json](bench/results/ingest.json).\n"
     )
 
 
@@ -231,11 +407,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.ingest", description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=200_000, help="events (200000)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
+    parser.add_argument(
+        "--rows",
+        type=int,
+        default=10_000_000,
+        help="generate rows (PostgreSQL) up to this table size before the events API (10000000)",
+    )
+    parser.add_argument(
+        "--drain",
+        type=int,
+        default=1_000_000,
+        help="fill this many events during a PostgreSQL outage, time the drain with 1 "
+        "and 2 workers (1000000; 0: backlog_drain_s is the main run's drain)",
+    )
+    parser.add_argument("--database", default=DATABASE, help=f"PostgreSQL database ({DATABASE})")
+    parser.add_argument("--redis-url", default=REDIS_URL, help=f"Redis ({REDIS_URL})")
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="gw-bench-ingest-"))
     logs = tmp / "logs"
     logs.mkdir()
-    env, notes = gateway_env(tmp=tmp, database=DATABASE, redis_url=REDIS_URL)
+    env, notes = gateway_env(tmp=tmp, database=args.database, redis_url=args.redis_url)
     port = free_port()
     receiver = proc_spawn(
         "receiver",
@@ -251,7 +442,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.clear()
         os.environ.update(env)
         print(f"bench-ingest: {machine_describe()}; {', '.join(notes)}", flush=True)
-        figures = _run(args.events, f"http://{HOST}:{port}/webhooks")
+        figures = _run(
+            args.events, f"http://{HOST}:{port}/webhooks", drain=args.drain, rows=args.rows
+        )
     except Unavailable as exc:
         print(f"bench-ingest: {exc} (logs in {logs})")
         return 1

@@ -67,7 +67,11 @@ def _events_in(*, workspace: Workspace, window: EventsWindow) -> QuerySet[UsageE
         events = events.filter(timestamp__gte=window.start)
     if window.after is not None:
         at, key = window.after
-        events = events.filter(Q(timestamp__gt=at) | Q(timestamp=at, idempotency_key__gt=key))
+        # `timestamp >= at` on its own too: the index range then starts at the cursor, instead of
+        # the window's start with every row before the cursor filtered out one by one.
+        events = events.filter(timestamp__gte=at).filter(
+            Q(timestamp__gt=at) | Q(timestamp=at, idempotency_key__gt=key)
+        )
     if window.api_keys:
         events = events.filter(api_key_prefix__in=window.api_keys)
     if window.external_entity_ids:

@@ -31,6 +31,7 @@ from billing.services.attempts import (
 )
 from billing.services.batching import events_batch
 from billing.services.ingest import usage_ingest
+from billing.services.pipeline_metrics import usage_backlog_check
 from billing.services.usage import (
     BILLING_METRICS_KEY,
     QUARANTINED_DELIVERIES_METRIC,
@@ -63,6 +64,8 @@ def _worker_started(**kwargs: Any) -> None:
 def usage_ingest_task() -> int:
     """Move usage events from the Redis stream into the database (beat: every second)."""
     try:
+        # Before ingest: a backlog is reported even while the database refuses every batch.
+        usage_backlog_check(client=get_redis_connection("default"))
         stored = usage_ingest()
     except Exception as exc:
         step_note(step="usage_ingest", error=f"{type(exc).__name__}: {exc}")

@@ -307,6 +307,9 @@ GATEWAY_BILLING_HEARTBEAT_STALE_SECONDS = env_float("GATEWAY_BILLING_HEARTBEAT_S
 GATEWAY_BILLING_PENDING_WARN_SECONDS = env_float("GATEWAY_BILLING_PENDING_WARN_SECONDS", 300.0)
 GATEWAY_BILLING_PENDING_RED_SECONDS = env_float("GATEWAY_BILLING_PENDING_RED_SECONDS", 3600.0)
 GATEWAY_BILLING_INGEST_LAG_RED_SECONDS = env_float("GATEWAY_BILLING_INGEST_LAG_RED_SECONDS", 60.0)
+# Usage events waiting in the Redis stream past which the backlog is reported (metric and log);
+# the gateway keeps recording: nothing is ever trimmed from the stream.
+GATEWAY_USAGE_STREAM_HIGH_WATER = env_int("GATEWAY_USAGE_STREAM_HIGH_WATER", 1_000_000)
 # How long the admin's "Resend" waits for a live worker's attempt before reporting it as queued.
 GATEWAY_ADMIN_RESEND_WAIT_SECONDS = env_float("GATEWAY_ADMIN_RESEND_WAIT_SECONDS", 10.0)
 

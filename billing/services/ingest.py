@@ -22,12 +22,13 @@ from redis.exceptions import ResponseError
 from billing.services.usage import USAGE_STREAM, usage_dead_letter_park
 from billing.services.usage_store import (
     database_down_reraise,
+    usage_event_parse,
     usage_event_store_lenient,
     usage_events_store,
 )
 
 GROUP = "ingest"
-BATCH = 500
+BATCH = 2000
 CLAIM_IDLE_MS = 30_000
 logger = logging.getLogger(__name__)
 
@@ -44,33 +45,37 @@ def _group_ensure(client: Any) -> None:
             raise
 
 
-def _decode(client: Any, entries: list[Any]) -> tuple[list[bytes], list[dict[str, Any]]]:
-    ids, events = [], []
+def _decode(client: Any, entries: list[Any]) -> tuple[list[bytes], list[dict[str, Any]], int]:
+    """The entry ids and the events, those known clean first (how many: the int)."""
+    ids: list[bytes] = []
+    clean: list[dict[str, Any]] = []
+    other: list[dict[str, Any]] = []
     for entry_id, fields in entries:
         ids.append(entry_id)
         raw = fields.get(b"e") if isinstance(fields, dict) else None
         try:
-            event = json.loads(raw) if raw is not None else None
+            event, fast = usage_event_parse(raw) if raw is not None else (None, False)
         except (TypeError, ValueError, RecursionError) as exc:
             event, error = None, f"unreadable stream entry: {exc}"
         else:
             error = "not a JSON object" if raw is not None else "no event in the stream entry"
         if isinstance(event, dict):
-            events.append(event)
+            (clean if fast else other).append(event)
         else:
             usage_dead_letter_park(
                 client=client, raw=raw if isinstance(raw, bytes) else b"", error=error
             )
-    return ids, events
+    return ids, clean + other, len(clean)
 
 
 def _store(client: Any, entries: list[Any]) -> int:
-    ids, events = _decode(client, entries)
+    ids, events, fast = _decode(client, entries)
     stored = len(events)
     if events:
         try:
             with transaction.atomic():
-                usage_events_store(events=events)
+                usage_events_store(events=events[:fast], clean=True)
+                usage_events_store(events=events[fast:])
         except Exception as exc:  # noqa: BLE001 - then each on its own, to find the bad one
             database_down_reraise(exc)
             stored = sum(_store_one(client, event) for event in events)
@@ -99,15 +104,23 @@ def _reclaimed(client: Any, consumer: str) -> list[Any]:
     return list(result[1])
 
 
+def _entries(reply: Any) -> list[Any]:
+    return list(reply[0][1]) if reply else []
+
+
 def usage_ingest(*, max_batches: int = 20) -> int:
     """Move pending stream entries into the database; returns how many events were stored."""
     client = get_redis_connection("default")
     _group_ensure(client)
     consumer, stored = _consumer(), 0
+    # This consumer's own unacknowledged entries first (a batch the database refused a moment
+    # ago), then other consumers' long-idle ones.
+    stored += _store(
+        client, _entries(client.xreadgroup(GROUP, consumer, {USAGE_STREAM: "0"}, count=BATCH))
+    )
     stored += _store(client, _reclaimed(client, consumer))
     for _ in range(max_batches):
-        reply = client.xreadgroup(GROUP, consumer, {USAGE_STREAM: ">"}, count=BATCH)
-        entries = reply[0][1] if reply else []
+        entries = _entries(client.xreadgroup(GROUP, consumer, {USAGE_STREAM: ">"}, count=BATCH))
         if not entries:
             break
         stored += _store(client, entries)

@@ -6,14 +6,18 @@ cannot be stored at all (no workspace, group or request id) raises.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import re
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 from django.db import (
     DatabaseError,
+    IntegrityError,
     InterfaceError,
     OperationalError,
     connection,
@@ -22,49 +26,137 @@ from django.db import (
 )
 from django.db.models import JSONField
 from django.utils import timezone
+from psycopg.errors import UniqueViolation
 
 from billing.models import EventStatus, UsageEvent
-from billing.sanitize import count_clean, float_clean, metadata_sanitize, text_clean
+from billing.sanitize import (
+    BIGINT_MAX,
+    MAX_METADATA_DEPTH,
+    count_clean,
+    float_clean,
+    metadata_sanitize,
+    text_clean,
+)
 
 _STAGE = "usage_event_stage"
 _STATUSES = frozenset(EventStatus.values)
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 AMOUNT = re.compile(r"^[0-9]{1,28}\.[0-9]{1,12}$")
+# A NUL or surrogate escape: only the full cleaning handles them (raw bytes are never either in
+# valid UTF-8, and the fast parser refuses NaN, Infinity, out-of-range numbers and invalid bytes).
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+_FLAT = frozenset((str, int, bool, type(None)))
 
 
-def usage_events_store(*, events: list[dict[str, Any]]) -> None:
+def usage_events_store(*, events: list[dict[str, Any]], clean: bool = False) -> None:
     """Insert events (the shape usage_event_record takes), skipping request ids already stored.
 
-    On PostgreSQL the rows are copied into a staging table dropped at
-    commit and inserted from there with ON CONFLICT DO NOTHING: several times faster than a
-    parameterised INSERT, and a replayed event still never makes a second row.
+    `clean`: the events come from `usage_event_parse` saying their text and metadata need no
+    cleaning. On PostgreSQL the rows are copied straight into the table; when a request id is
+    already stored, the whole batch is copied into this session's staging table instead and
+    inserted from there with ON CONFLICT DO NOTHING, so a replayed event never makes a second row.
     """
-    rows = [usage_event_values(event=event) for event in events]
+    if not events:
+        return
+    rows = [usage_event_values(event=event, clean=clean) for event in events]
     if connection.vendor != "postgresql":
         UsageEvent.objects.bulk_create([UsageEvent(**row) for row in rows], ignore_conflicts=True)
         return
-    fields = UsageEvent._meta.concrete_fields
-    table = connection.ops.quote_name(UsageEvent._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-    now = timezone.now()
+    plan, now = _copy_plan(), timezone.now()
     # What the model would fill in itself (defaults, auto_now_add), per column, once a batch.
     implied = {
         field.attname: now if getattr(field, "auto_now_add", False) else field.get_default()
-        for field in fields
+        for field in UsageEvent._meta.concrete_fields
     }
-    jsons = {field.attname for field in fields if isinstance(field, JSONField)}
-    names = [field.attname for field in fields]
+    names = plan.names
+    for row in rows:
+        for name in plan.jsons:
+            row[name] = orjson.dumps(row[name]).decode()
+    lines = [[row[name] if name in row else implied[name] for name in names] for row in rows]
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"CREATE TEMP TABLE {_STAGE} (LIKE {table}) ON COMMIT DROP")
-        with cursor.cursor.copy(f"COPY {_STAGE} ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                for name in jsons:
-                    row[name] = json.dumps(row[name], separators=(",", ":"))
-                copy.write_row([row[name] if name in row else implied[name] for name in names])
-        cursor.execute(
-            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGE} ON CONFLICT DO NOTHING"
-        )
-        cursor.execute(f"DROP TABLE {_STAGE}")
+        # Straight into the table first: a replayed event is rare (a reclaimed entry), and then
+        # the unique key refuses the whole COPY, which is redone through the staging table.
+        try:
+            with transaction.atomic():
+                _copy(cursor, plan.copy_direct, lines)
+            return
+        except IntegrityError as exc:
+            if not isinstance(exc.__cause__, UniqueViolation):
+                raise
+        cursor.execute(plan.stage_create)
+        _copy(cursor, plan.copy_stage, lines)
+        cursor.execute(plan.insert)
+
+
+def _copy(cursor: Any, statement: str, lines: list[list[Any]]) -> None:
+    with connection.wrap_database_errors, cursor.cursor.copy(statement) as copy:
+        write = copy.write_row
+        for line in lines:
+            write(line)
+
+
+class _CopyPlan(NamedTuple):
+    names: tuple[str, ...]
+    jsons: tuple[str, ...]
+    stage_create: str
+    copy_direct: str
+    copy_stage: str
+    insert: str
+
+
+@functools.cache
+def _copy_plan() -> _CopyPlan:
+    """The statements of a PostgreSQL batch, built once a process.
+
+    The staging table lives as long as the session and is emptied at each commit, so a batch
+    costs no catalog writes; its name carries the column list, so a session that outlived a
+    migration never copies into a stale shape.
+    """
+    fields = UsageEvent._meta.concrete_fields
+    quote = connection.ops.quote_name
+    table = quote(UsageEvent._meta.db_table)
+    columns = ", ".join(quote(field.column) for field in fields)
+    stage = f"{_STAGE}_{hashlib.sha1(columns.encode()).hexdigest()[:10]}"
+    return _CopyPlan(
+        names=tuple(field.attname for field in fields),
+        jsons=tuple(field.attname for field in fields if isinstance(field, JSONField)),
+        stage_create=(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DELETE ROWS"
+        ),
+        copy_direct=f"COPY {table} ({columns}) FROM STDIN",
+        copy_stage=f"COPY {stage} ({columns}) FROM STDIN",
+        insert=f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} "
+        "ON CONFLICT DO NOTHING",
+    )
+
+
+def usage_event_parse(raw: bytes) -> tuple[Any, bool]:
+    """A stream entry's JSON and whether it is clean: no string holding a NUL or an unpaired
+    surrogate, no number that is not finite or not exact, metadata nested no deeper than the
+    limit. A clean event is stored as it is; any other goes through the full cleaning.
+
+    The checks read the raw bytes, so they may send a clean event the slow way, never an unclean
+    one the fast way.
+    """
+    if _UNSTORABLE_ESCAPE.search(raw) is None and (
+        raw.count(b"{") + raw.count(b"[") <= MAX_METADATA_DEPTH
+    ):
+        try:
+            event = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            event = None
+        if type(event) is dict and _numbers_exact(event.get("requestMetadata"), raw):
+            return event, True
+    return json.loads(raw), False
+
+
+def _numbers_exact(metadata: Any, raw: bytes) -> bool:
+    """Whether the fast parser kept the metadata's numbers exact: it reads an integer past 64 bits
+    as a float, so metadata holding a float or a nested value is checked for long digit runs."""
+    if type(metadata) is dict and all(type(value) in _FLAT for value in metadata.values()):
+        return True
+    return _LONG_NUMBER.search(raw) is None
 
 
 def usage_events_store_direct(*, events: list[dict[str, Any]]) -> None:
@@ -106,56 +198,126 @@ def database_down_reraise(exc: Exception) -> None:
         raise exc from None
 
 
-def usage_event_values(*, event: dict[str, Any]) -> dict[str, Any]:
+def usage_event_values(*, event: dict[str, Any], clean: bool = False) -> dict[str, Any]:
     """The UsageEvent column values (by attribute name) of one stream payload, cleaned so the
-    database can always store them; the model's defaults fill the rest."""
-    notes = [str(event.get("ingestNote") or "")]
-    metadata, note = metadata_sanitize(event.get("requestMetadata"))
-    notes.append(note)
+    database can always store them; the model's defaults fill the rest. `clean`: the payload is
+    known to hold no string or metadata that needs cleaning (see `usage_event_parse`)."""
+    if clean and (values := _values_plain(event)) is not None:
+        return values
+    notes = [event.get("ingestNote") or ""]
+    metadata = event.get("requestMetadata")
+    if not clean or not isinstance(metadata, dict):
+        metadata, note = metadata_sanitize(metadata)
+        notes.append(note)
     tokens = event.get("tokens")
     tokens = tokens if isinstance(tokens, dict) else {}
-    return dict(
-        idempotency_key=_text(event, "idempotencyKey", 26, notes, required=True),
-        request_id=_text(event, "requestId", 64, notes, required=True),
+    values = {
+        attname: _text(event.get(key), key, limit, notes, required=required, clean=clean)
+        for key, attname, limit, required in _TEXTS
+    }
+    values.update(
         timestamp=_timestamp(event.get("timestamp"), notes),
-        workspace_id=_text(event, "workspaceId", 40, notes, required=True),
-        group_id=_text(event, "groupId", 40, notes, required=True),
-        external_entity_id=_text(event, "externalEntityId", 255, notes),
-        api_key_prefix=_text(event, "apiKeyPrefix", 16, notes),
-        model_slug=_text(event, "modelSlug", 201, notes, required=True),
         request_metadata=metadata,
         status=_status(event.get("status")),
         input_tokens=_count(tokens, "inputTokens", notes),
         output_tokens=_count(tokens, "outputTokens", notes),
         cached_input_tokens=_count(tokens, "cachedInputTokens", notes),
-        **_cost(event.get("cost"), notes),
         usage_estimated=bool(event.get("usageEstimated")),
         http_status=_http_status(event.get("httpStatus")),
-        target=_text(event, "target", 64, notes),
         total_ms=float_clean(event.get("totalMs") or 0) or 0.0,
         upstream_ms=float_clean(event.get("upstreamMs") or 0) or 0.0,
         first_byte_ms=float_clean(event.get("firstByteMs")),
-        ingest_note=text_clean("; ".join(n for n in notes if n))[:500],
     )
+    cost = event.get("cost")
+    if cost is not None:
+        values.update(_cost(cost, notes))
+    note = "; ".join(str(n) for n in notes if n)
+    values["ingest_note"] = text_clean(note)[:500] if note else ""
+    return values
+
+
+# (payload key, attribute, length limit, required): the text columns of a usage event.
+_TEXTS = (
+    ("idempotencyKey", "idempotency_key", 26, True),
+    ("requestId", "request_id", 64, True),
+    ("workspaceId", "workspace_id", 40, True),
+    ("groupId", "group_id", 40, True),
+    ("externalEntityId", "external_entity_id", 255, False),
+    ("apiKeyPrefix", "api_key_prefix", 16, False),
+    ("modelSlug", "model_slug", 201, True),
+    ("target", "target", 64, False),
+)
+
+
+def _values_plain(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The column values of a clean event every field of which is already what its column holds
+    (what the gateway records); None when anything needs the full path's cleaning or a note."""
+    values: dict[str, Any] = {}
+    for key, attname, limit, required in _TEXTS:
+        value = event.get(key)
+        if value is None and not required:
+            value = ""
+        elif type(value) is not str or len(value) > limit or (required and not value):
+            return None
+        values[attname] = value
+    metadata, tokens = event.get("requestMetadata"), event.get("tokens")
+    status, http = event.get("status"), event.get("httpStatus", 200)
+    if type(metadata) is not dict or type(tokens) is not dict or event.get("ingestNote"):
+        return None
+    if status not in _STATUSES or type(http) is not int or not 0 <= http <= 32767:
+        return None
+    counts = [tokens.get(key, 0) for key in _COUNTS]
+    if any(type(count) is not int or not 0 <= count <= BIGINT_MAX for count in counts):
+        return None
+    timings = [event.get(key) for key in _TIMINGS]
+    if any(value is not None and type(value) not in (int, float) for value in timings):
+        return None
+    notes: list[str] = []
+    moment = _timestamp(event.get("timestamp"), notes)
+    cost = _cost(event.get("cost"), notes)
+    if notes:
+        return None
+    total, upstream, first_byte = timings
+    values.update(
+        timestamp=moment,
+        request_metadata=metadata,
+        status=status,
+        input_tokens=counts[0],
+        output_tokens=counts[1],
+        cached_input_tokens=counts[2],
+        usage_estimated=bool(event.get("usageEstimated")),
+        http_status=http,
+        total_ms=float(total or 0),
+        upstream_ms=float(upstream or 0),
+        first_byte_ms=None if first_byte is None else float(first_byte),
+        ingest_note="",
+        **cost,
+    )
+    return values
+
+
+_COUNTS = ("inputTokens", "outputTokens", "cachedInputTokens")
+_TIMINGS = ("totalMs", "upstreamMs", "firstByteMs")
 
 
 def _text(
-    event: dict[str, Any], key: str, limit: int, notes: list[str], *, required: bool = False
+    value: Any, key: str, limit: int, notes: list[str], *, required: bool, clean: bool
 ) -> str:
     """A text column's value; a key column that would need changing makes the event unstorable."""
-    value = event.get(key)
+    if isinstance(value, str) and value and len(value) <= limit and clean:
+        return value
     if not isinstance(value, str) or not value:
         if required:
             raise KeyError(f"{key} is missing or not a string")
         if value not in (None, ""):
             notes.append(f"{key}: not a string, left empty")
         return ""
-    clean = text_clean(value)
-    if clean != value or len(clean) > limit:
+    cleaned = text_clean(value)
+    if cleaned != value or len(cleaned) > limit:
         if required:
             raise ValueError(f"{key} cannot be stored as it is")
         notes.append(f"{key}: cleaned to fit")
-    return clean[:limit]
+    return cleaned[:limit]
 
 
 def _status(value: Any) -> str:
