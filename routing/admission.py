@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
+from gateway_project.kernel.errors import GatewayError
 from routing.adjust_retry import adjust_retry_start
 from routing.limit_counters import (
     CALENDAR_UNITS,
@@ -70,6 +71,17 @@ class Admission:
     # Its threshold and the group it is set on (an ancestor's, under CASCADING).
     limit_threshold: int = 0
     limit_group: str = ""
+
+    def error(self) -> GatewayError:
+        """The 429 of a rejection (its headers carry Retry-After or x-should-retry)."""
+        usage_kind = self.error_type == "usage_limit_error"
+        return GatewayError(
+            self.message or "Limit exceeded.",
+            status=429,
+            type=self.error_type or "rate_limit_error",
+            code="usage_limit_exceeded" if usage_kind else "rate_limit_exceeded",
+            headers=dict(self.headers),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,37 @@
+"""The last step of an inference request, after its response is out: what it reserved settled to
+what it used, or given back when it produced nothing; a note that no event ended is removed."""
+
+from __future__ import annotations
+
+import logging
+
+from routing.admission import Admission, limits_refund, limits_settle
+from routing.inference_request import InferenceRequest
+from routing.journal import journal_close
+from routing.pricing import cost_micro, micro_ceil
+from routing.redis_pool import main_redis
+from routing.usage import Usage
+
+logger = logging.getLogger("gateway.request")
+
+
+async def request_reconcile(
+    request: InferenceRequest, admission: Admission | None, billed: Usage | None
+) -> None:
+    """Settle the reservation to `billed` (the recorded usage; None: nothing was recorded)."""
+    # The response is already out: a failure here must not turn into an error for the client.
+    if billed is None:
+        await journal_close(main_redis(), request_id=request.request_id)
+    if admission is None:
+        return
+    try:
+        if billed is not None:
+            pricing = request.pricing
+            spend = micro_ceil(cost_micro(pricing, billed)) if pricing is not None else 0
+            await limits_settle(
+                reservation=admission.reservation, actual_tokens=billed.total, actual_spend=spend
+            )
+        else:
+            await limits_refund(reservation=admission.reservation)
+    except Exception:  # noqa: BLE001 - counters self-heal as windows pass; log and go on
+        logger.exception("limit reconcile failed", extra={"request_id": request.request_id})
