@@ -7,10 +7,8 @@ Connection failures, timeouts and those statuses also count against the target's
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 
@@ -26,6 +24,7 @@ from routing.errors import (
     upstream_too_large,
 )
 from routing.inference_request import InferenceRequest
+from routing.jsonwire import json_write
 from routing.metrics import upstream_errors
 from routing.models import Provider
 from routing.targets import ResolvedTarget
@@ -56,8 +55,9 @@ class Pick:
     error: GatewayError | None = None
 
 
-def _payload(body: dict[str, Any], target: ResolvedTarget, *, usage_option: bool) -> bytes:
-    out = dict(body)
+def _payload(request: InferenceRequest, target: ResolvedTarget, *, usage_option: bool) -> bytes:
+    """The body the upstream gets: the parse the limits read, with the target's model."""
+    out = dict(request.body)
     out["model"] = target.upstream_model
     if usage_option:
         options = out.get("stream_options")
@@ -65,13 +65,13 @@ def _payload(body: dict[str, Any], target: ResolvedTarget, *, usage_option: bool
             **(options if isinstance(options, dict) else {}),
             "include_usage": True,
         }
-    return json.dumps(out).encode()
+    return json_write(out, strict=request.strict_json)
 
 
 async def _attempt(
     request: InferenceRequest, attempt: Attempt
 ) -> tuple[aiohttp.ClientResponse, bytes | None]:
-    target, body = attempt.target, request.body
+    target = attempt.target
     url = target.base_url + request.path.removeprefix("/v1")
     sent = upstream_headers(
         client_headers=request.headers, credential=target.api_key, request_id=request.request_id
@@ -80,7 +80,7 @@ async def _attempt(
     usage_option = request.stream and request.kind != "responses"
     response = await upstream_open(
         url=url,
-        body=_payload(body, target, usage_option=usage_option),
+        body=_payload(request, target, usage_option=usage_option),
         headers=sent,
         allowlist=target.allowlist,
         timeout=attempt.timeout,
@@ -92,7 +92,7 @@ async def _attempt(
         return response, data
     # Some servers refuse stream_options: ask once more without it and estimate usage instead.
     response.release()
-    payload = _payload(body, target, usage_option=False)
+    payload = _payload(request, target, usage_option=False)
     retry = await upstream_open(
         url=url, body=payload, headers=sent, allowlist=target.allowlist, timeout=attempt.timeout
     )

@@ -35,6 +35,7 @@ class InferenceRequest:
     endpoint: ResolvedEndpoint
     body: dict[str, Any]
     body_bytes: int  # as the client sent it (prompt estimates count these)
+    strict_json: bool  # False: a body only the standard library reads, written back by it
     headers: dict[str, str]
     metadata: dict[str, Any]
     stream: bool
@@ -62,7 +63,7 @@ async def request_parse(
 ) -> InferenceRequest:
     """Read and check the body; 413, 415, 400 or 404 (`model_not_found`) when it cannot go on."""
     raw = await request_body_read(headers, receive)
-    body = request_body_parse(headers, raw)
+    body, strict = request_body_parse(headers, raw)
     endpoint = await endpoint_for(entry, _model_of(body))
     if kind == "responses":
         _responses_check(body)
@@ -75,6 +76,7 @@ async def request_parse(
         endpoint=endpoint,
         body=body,
         body_bytes=len(raw),
+        strict_json=strict,
         headers=headers,
         metadata=request_metadata(headers),
         stream=_streaming(body) and kind in STREAMING_KINDS,

@@ -38,6 +38,7 @@ from gateway_project.kernel.ids import new_ulid
 from routing.admission import Reservation
 from routing.authcache import KeyEntry
 from routing.inference_request import InferenceRequest
+from routing.jsonwire import json_write
 from routing.limit_counters import ChargedCounter
 from routing.periodic import every
 from routing.pricing import Pricing, cost_micro, cost_wire, micro_ceil
@@ -112,7 +113,7 @@ def journal_note(
     if pricing is not None:
         note["pricing"] = _pricing_note(pricing)
         note["reservedSpend"] = reservation.reserved_spend if reservation else 0
-    return json.dumps(note, separators=(",", ":"))
+    return json_write(note).decode()
 
 
 def _pricing_note(pricing: Pricing) -> list[str]:

@@ -10,7 +10,6 @@ metadata, limits, upstream.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import MutableMapping
@@ -27,6 +26,7 @@ from routing.call import Call
 from routing.client_connection import DisconnectWatch, Receive, Responder, Send
 from routing.inference_request import InferenceRequest, endpoint_for, request_parse
 from routing.journal import journal_open
+from routing.jsonwire import json_write
 from routing.lifecycle import listener_ensure
 from routing.metrics import CONTENT_TYPE, key_cache_age, metrics_gather
 from routing.reconcile import request_reconcile
@@ -195,5 +195,5 @@ async def _models_answer(call: Call, entry: KeyEntry, responder: Responder) -> N
             if route is not None and route.workspace_id == entry.workspace_id:
                 data.append(_model_card(slug))
         answer = {"object": "list", "data": data}
-    await responder.json(200, json.dumps(answer).encode())
+    await responder.json(200, json_write(answer))
     call.status = 200

@@ -4,7 +4,6 @@ JSON or SSE, up to (not including) its last bytes, which go out once its usage i
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from routing.client_connection import DisconnectWatch, Responder
 from routing.errors import bad_gateway, gateway_timeout, upstream_too_large
 from routing.failover import Pick, upstream_pick
 from routing.inference_request import InferenceRequest
+from routing.jsonwire import json_value
 from routing.metrics import streams_in_flight
 from routing.streaming import EventTooLarge, SseRelay, model_rewrite, sse_error
 from routing.upstream import UpstreamTimeout, UpstreamTooLarge, body_read, chunk_read
@@ -147,8 +147,8 @@ def _oversized(
 
 def _json_usage(data: bytes) -> Usage | None:
     try:
-        parsed = json.loads(data)
-    except ValueError:
+        parsed = json_value(data)
+    except (ValueError, RecursionError):
         return None
     return usage_parse(parsed.get("usage")) if isinstance(parsed, dict) else None
 

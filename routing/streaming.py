@@ -6,6 +6,7 @@ import json
 import re
 from typing import Any
 
+from routing.jsonwire import json_value
 from routing.usage import Usage, usage_parse
 
 MODEL_RE = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
@@ -115,7 +116,7 @@ def _lines_normalize(buffer: bytes) -> bytes:
 def _event_json(event: bytes) -> dict[str, Any] | None:
     data = b"".join(line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:"))
     try:
-        value = json.loads(data)
-    except ValueError:
+        value = json_value(data)
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from asgiref.sync import sync_to_async
 from redis.exceptions import NoScriptError, RedisError
 
@@ -111,8 +112,11 @@ return 1
 _RECORD_SHA = hashlib.sha1(_RECORD_SCRIPT.encode()).hexdigest()
 
 
-def _payload(event: dict[str, Any]) -> str:
-    return json.dumps(event, separators=(",", ":"))
+def _payload(event: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(event)
+    except TypeError:  # an integer beyond 64 bits in the metadata
+        return json.dumps(event, separators=(",", ":")).encode()
 
 
 async def usage_record_write(
