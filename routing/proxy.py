@@ -11,7 +11,6 @@ metadata, limits, upstream.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,7 @@ from routing.reconcile import request_reconcile
 from routing.record import request_record, usage_record_of
 from routing.redis_pool import main_redis
 from routing.relay import RelayOutcome, relay_finish, relay_run
+from routing.request_ids import request_id_new
 from routing.request_read import request_headers
 from routing.request_telemetry import request_observe
 
@@ -63,7 +63,7 @@ async def proxy_app(scope: MutableMapping[str, Any], receive: Receive, send: Sen
         await _metrics(send)
         return
     listener_ensure()
-    call = Call(request_id=str(uuid.uuid4()), path=scope["path"])
+    call = Call(request_id=request_id_new(), path=scope["path"])
     responder = Responder(send, request_id=call.request_id)
     span = tracing.request_start(scope["headers"], call.request_id)
     try:
