@@ -144,19 +144,19 @@ async def _relayed(
     """Relay, record, send the last bytes, reconcile: the usage record is durable before the
     client's last byte, and whatever happens the reservation is settled or refunded."""
     watch = DisconnectWatch(receive)
-    billed = None
+    billed, settled = None, False
     try:
         outcome = await relay_run(request=request, responder=responder, watch=watch)
         _outcome_note(call, outcome)
         record = usage_record_of(request, outcome)
-        if record is not None:
+        if record is not None and outcome.usage is not None:
             billed = outcome.usage
-            await request_record(record)
+            settled = await request_record(request, record, admission, billed)
             call.event_status = record.status
         await relay_finish(responder, outcome)
     finally:
         watch.disarm()
-        await request_reconcile(request, admission, billed)
+        await request_reconcile(request, admission, billed, settled=settled)
 
 
 def _outcome_note(call: Call, outcome: RelayOutcome) -> None:

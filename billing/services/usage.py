@@ -119,11 +119,53 @@ def _payload(event: dict[str, Any]) -> bytes:
         return json.dumps(event, separators=(",", ":")).encode()
 
 
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """Another Lua script the record's round trip carries (the limits' settle): its text, SHA1,
+    keys and arguments."""
+
+    script: str
+    sha: str
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+
+
 async def usage_record_write(
-    *, client: Any, record: UsageRecord, note: tuple[str, str] | None = None
-) -> None:
-    """Make one request's usage record durable (see usage_event_record)."""
-    await usage_event_record(client=client, event=record.event(), note=note)
+    *,
+    client: Any,
+    record: UsageRecord,
+    note: tuple[str, str] | None = None,
+    also: ScriptCall | None = None,
+) -> bool:
+    """Make one request's usage record durable (see usage_event_record); `also` runs on the same
+    server in the same round trip. True when `also` ran (False: the caller retries it)."""
+    event = record.event()
+    if also is None:
+        await usage_event_record(client=client, event=event, note=note)
+        return True
+    payload = _payload(event)
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.evalsha(_RECORD_SHA, *_record_args(payload, note, claim=False))
+        pipe.evalsha(also.sha, len(also.keys), *also.keys, *also.args)
+        recorded, ran = await pipe.execute(raise_on_error=False)
+    except (RedisError, OSError):
+        recorded = ran = ConnectionError("the usage stream's Redis did not answer")
+    if isinstance(recorded, NoScriptError):
+        await usage_event_record(client=client, event=event, note=note)
+    elif isinstance(recorded, Exception):
+        await _record_direct(client=client, event=event, note=note)
+    if isinstance(ran, NoScriptError):
+        with contextlib.suppress(RedisError, OSError):
+            await client.script_load(also.script)
+            await client.evalsha(also.sha, len(also.keys), *also.keys, *also.args)
+            return True
+    return not isinstance(ran, Exception)
+
+
+def _record_args(payload: bytes, note: tuple[str, str] | None, *, claim: bool) -> tuple[Any, ...]:
+    hash_key, field = note if note is not None else (USAGE_STREAM, "")
+    return (2, USAGE_STREAM, hash_key, payload, field, "1" if claim else "0")
 
 
 async def usage_event_record(
@@ -138,26 +180,32 @@ async def usage_event_record(
         if note is None:
             await client.xadd(USAGE_STREAM, {"e": payload})
             return
-        args = (2, USAGE_STREAM, note[0], payload, note[1], "0")
+        args = _record_args(payload, note, claim=False)
         try:
             await client.evalsha(_RECORD_SHA, *args)
         except NoScriptError:
             await client.script_load(_RECORD_SCRIPT)
             await client.evalsha(_RECORD_SHA, *args)
     except (RedisError, OSError):
-        logger.warning("usage stream unavailable; inserting directly", exc_info=True)
-        await sync_to_async(usage_events_store_direct, thread_sensitive=False)(events=[event])
-        if note is not None:
-            # Stored: the note may go (if it stays, a reaper's event for it is a duplicate
-            # request id, which ingest drops).
-            with contextlib.suppress(RedisError, OSError):
-                await client.hdel(*note)
+        await _record_direct(client=client, event=event, note=note)
+
+
+async def _record_direct(
+    *, client: Any, event: dict[str, Any], note: tuple[str, str] | None
+) -> None:
+    logger.warning("usage stream unavailable; inserting directly", exc_info=True)
+    await sync_to_async(usage_events_store_direct, thread_sensitive=False)(events=[event])
+    if note is not None:
+        # Stored: the note may go (if it stays, a reaper's event for it is a duplicate
+        # request id, which ingest drops).
+        with contextlib.suppress(RedisError, OSError):
+            await client.hdel(*note)
 
 
 def usage_record_claim(*, client: Any, record: UsageRecord, note: tuple[str, str]) -> bool:
     """Record the usage of a request whose worker died, only if its note is still there (sync
     client; the same step as usage_event_record). True when this call recorded it."""
-    args = (2, USAGE_STREAM, note[0], _payload(record.event()), note[1], "1")
+    args = _record_args(_payload(record.event()), note, claim=True)
     try:
         return bool(client.evalsha(_RECORD_SHA, *args))
     except NoScriptError:
