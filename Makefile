@@ -11,7 +11,7 @@ TEST_ENV := GATEWAY_VAR_DIR=$(CURDIR)/var/test GATEWAY_UPSTREAM_ALLOWLIST=127.0.
 	GATEWAY_KEY_CACHE_TTL=30 SECRET_KEY=test-secret-key-not-for-production
 PYTEST_ARGS ?=
 
-.PHONY: venv run test test-fast test-slow lint bench bench-quick bench-control bench-admin bench-ingest bench-limits bench-usage-write bench-soak \
+.PHONY: venv run test test-fast test-slow lint bench bench-quick bench-profile bench-control bench-admin bench-ingest bench-limits bench-usage-write bench-soak \
 	lock clean fuzz
 
 # The project itself goes in editable (no dependencies: the locks pin them), for the `gateway` command.
@@ -72,6 +72,12 @@ typecheck: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) -m bench.quick
+
+# Where a gateway worker's CPU goes under load: py-spy on one worker while hey drives 2 limits +
+# usage recording, top frames and CPU us/request (BENCH_PROFILE_ARGS="--only json --seconds 20").
+BENCH_PROFILE_ARGS ?=
+bench-profile: $(STAMP)
+	$(PY) -m bench.profile $(BENCH_PROFILE_ARGS)
 
 # The management API: N groups created with limits and a key each by 8 concurrent clients, then
 # get/PATCH/lookup/usage/revoke/events/list timed (BENCH_CONTROL_ARGS="--groups 100000" for a big lab).

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
+from gateway_project.kernel.errors import GatewayError
 from routing.adjust_retry import adjust_retry_start
 from routing.limit_counters import (
     CALENDAR_UNITS,
@@ -70,6 +71,17 @@ class Admission:
     # Its threshold and the group it is set on (an ancestor's, under CASCADING).
     limit_threshold: int = 0
     limit_group: str = ""
+
+    def error(self) -> GatewayError:
+        """The 429 of a rejection (its headers carry Retry-After or x-should-retry)."""
+        usage_kind = self.error_type == "usage_limit_error"
+        return GatewayError(
+            self.message or "Limit exceeded.",
+            status=429,
+            type=self.error_type or "rate_limit_error",
+            code="usage_limit_exceeded" if usage_kind else "rate_limit_exceeded",
+            headers=dict(self.headers),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,12 +147,22 @@ async def limits_settle(
     fails); `actual_spend` in whole micro-units, rounded up."""
     if reservation is None:
         return
+    counters, amounts = settle_changes(
+        reservation=reservation, actual_tokens=actual_tokens, actual_spend=actual_spend
+    )
+    await _adjust(counters=counters, amounts=amounts, now=now)
+
+
+def settle_changes(
+    *, reservation: Reservation, actual_tokens: int, actual_spend: int
+) -> tuple[list[ChargedCounter], list[int]]:
+    """The counters a settle to the actual usage changes, and by how much."""
     deltas = {
         "TOKEN": actual_tokens - reservation.reserved_tokens,
         "REQUEST": 0,
         "SPEND": actual_spend - reservation.reserved_spend,
     }
-    await _adjust(reservation=reservation, deltas=deltas, now=now)
+    return _changes(reservation, deltas)
 
 
 async def limits_refund(*, reservation: Reservation | None, now: float | None = None) -> None:
@@ -152,7 +174,7 @@ async def limits_refund(*, reservation: Reservation | None, now: float | None = 
         "REQUEST": -1,
         "SPEND": -reservation.reserved_spend,
     }
-    await _adjust(reservation=reservation, deltas=deltas, now=now)
+    await _adjust(*_changes(reservation, deltas), now=now)
 
 
 def _counter(
@@ -256,11 +278,16 @@ def _rate_headers(states: list[_CounterState]) -> dict[str, str]:
     return headers
 
 
-async def _adjust(*, reservation: Reservation, deltas: dict[str, int], now: float | None) -> None:
+def _changes(
+    reservation: Reservation, deltas: dict[str, int]
+) -> tuple[list[ChargedCounter], list[int]]:
     counters = [c for c in reservation.counters if deltas[c.type] != 0]
+    return counters, [deltas[counter.type] for counter in counters]
+
+
+async def _adjust(counters: list[ChargedCounter], amounts: list[int], *, now: float | None) -> None:
     if not counters:
         return
-    amounts = [deltas[counter.type] for counter in counters]
     try:
         await script_run(mode="adjust", counters=counters, amounts=amounts, now=now)
     except UNAVAILABLE as exc:

@@ -1,19 +1,18 @@
-"""The record of one inference request: what the proxy learns while serving it."""
+"""What one inference request leaves for its metrics, log line and span, filled in by the proxy
+from what each step returned."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from routing.authcache import KeyEntry
-from routing.pricing import Pricing
 from routing.usage import Usage
 
 
 @dataclass(slots=True)
 class Call:
-    """What the proxy learns about one request, for the usage event, metrics and the log line."""
+    """The facts of one request, for metrics, the log line and its span."""
 
     request_id: str
     path: str
@@ -22,7 +21,6 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
     entry: KeyEntry | None = None
     slug: str = ""
-    metadata: dict[str, Any] = field(default_factory=dict)
     status: int = 0
     error_code: str | None = None
     target: str = ""
@@ -31,8 +29,6 @@ class Call:
     upstream_ms: float = 0.0
     first_byte_ms: float | None = None
     stream: bool = False
-    # The endpoint's prices when the request was admitted: its event and SPEND settle use them.
-    pricing: Pricing | None = None
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the request arrived."""

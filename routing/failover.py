@@ -7,14 +7,13 @@ Connection failures, timeouts and those statuses also count against the target's
 
 from __future__ import annotations
 
-import json
-from typing import Any
+import time
+from dataclasses import dataclass
 
 import aiohttp
 
 from gateway_project.kernel.errors import GatewayError
 from routing.balancing import Attempt, attempt_plan
-from routing.call import Call
 from routing.circuit import circuit_failure, circuit_probe, circuit_states, circuit_success
 from routing.errors import (
     UpstreamAnswered,
@@ -24,9 +23,11 @@ from routing.errors import (
     responses_unsupported,
     upstream_too_large,
 )
+from routing.inference_request import InferenceRequest
+from routing.jsonwire import json_write
 from routing.metrics import upstream_errors
 from routing.models import Provider
-from routing.targets import ResolvedEndpoint, ResolvedTarget
+from routing.targets import ResolvedTarget
 from routing.upstream import (
     UpstreamRefused,
     UpstreamTimeout,
@@ -42,8 +43,21 @@ FALLBACK_STATUSES = frozenset({429, 502, 503, 504})
 UNSUPPORTED_ROUTE_STATUSES = frozenset({404, 405})
 
 
-def _payload(body: dict[str, Any], target: ResolvedTarget, *, usage_option: bool) -> bytes:
-    out = dict(body)
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """The outcome of upstream_pick: a usable response (with a stream's first bytes), or the
+    error that ends the request; `target` is the last target tried ("" when none was)."""
+
+    target: str
+    response: aiohttp.ClientResponse | None = None
+    first: bytes = b""
+    first_byte_at: float | None = None  # time.perf_counter() when a stream's first bytes came
+    error: GatewayError | None = None
+
+
+def _payload(request: InferenceRequest, target: ResolvedTarget, *, usage_option: bool) -> bytes:
+    """The body the upstream gets: the parse the limits read, with the target's model."""
+    out = dict(request.body)
     out["model"] = target.upstream_model
     if usage_option:
         options = out.get("stream_options")
@@ -51,22 +65,22 @@ def _payload(body: dict[str, Any], target: ResolvedTarget, *, usage_option: bool
             **(options if isinstance(options, dict) else {}),
             "include_usage": True,
         }
-    return json.dumps(out).encode()
+    return json_write(out, strict=request.strict_json)
 
 
 async def _attempt(
-    call: Call, attempt: Attempt, body: dict[str, Any], headers: dict[str, str]
+    request: InferenceRequest, attempt: Attempt
 ) -> tuple[aiohttp.ClientResponse, bytes | None]:
     target = attempt.target
-    url = target.base_url + call.path.removeprefix("/v1")
+    url = target.base_url + request.path.removeprefix("/v1")
     sent = upstream_headers(
-        client_headers=headers, credential=target.api_key, request_id=call.request_id
+        client_headers=request.headers, credential=target.api_key, request_id=request.request_id
     )
     # The Responses API reports usage in its last event unasked (it has no include_usage).
-    usage_option = call.stream and call.kind != "responses"
+    usage_option = request.stream and request.kind != "responses"
     response = await upstream_open(
         url=url,
-        body=_payload(body, target, usage_option=usage_option),
+        body=_payload(request, target, usage_option=usage_option),
         headers=sent,
         allowlist=target.allowlist,
         timeout=attempt.timeout,
@@ -78,7 +92,7 @@ async def _attempt(
         return response, data
     # Some servers refuse stream_options: ask once more without it and estimate usage instead.
     response.release()
-    payload = _payload(body, target, usage_option=False)
+    payload = _payload(request, target, usage_option=False)
     retry = await upstream_open(
         url=url, body=payload, headers=sent, allowlist=target.allowlist, timeout=attempt.timeout
     )
@@ -94,52 +108,60 @@ async def _body_or_close(response: aiohttp.ClientResponse) -> bytes:
         raise
 
 
-async def _first_chunk(call: Call, response: aiohttp.ClientResponse, timeout: float) -> bytes:
+async def _first_chunk(response: aiohttp.ClientResponse, timeout: float) -> bytes:
     """A stream's first bytes: until they arrive nothing is sent, so a failure can fall back."""
     try:
-        first = await chunk_read(response.content, first=True, timeout=timeout)
+        return await chunk_read(response.content, first=True, timeout=timeout)
     except BaseException:
         response.close()
         raise
-    call.first_byte_ms = call.elapsed_ms()
-    return first
 
 
 async def _answer(
-    call: Call, attempt: Attempt, response: aiohttp.ClientResponse, data: bytes | None
-) -> tuple[aiohttp.ClientResponse, bytes]:
+    request: InferenceRequest,
+    attempt: Attempt,
+    response: aiohttp.ClientResponse,
+    data: bytes | None,
+) -> Pick:
     """A usable response (with a stream's first bytes), or the upstream's error raised."""
+    label = _label(attempt.target)
     if response.status < 300:
-        first = await _first_chunk(call, response, attempt.timeout) if call.stream else b""
-        return response, first
+        if not request.stream:
+            return Pick(label, response)
+        first = await _first_chunk(response, attempt.timeout)
+        return Pick(label, response, first, time.perf_counter())
     raw = data if data is not None else await _body_or_close(response)
     response.release()
     raise UpstreamAnswered(response.status, raw, response.headers.get("Retry-After"))
 
 
-def _unsupported(call: Call, target: ResolvedTarget, answered: UpstreamAnswered) -> bool:
+def _label(target: ResolvedTarget) -> str:
+    return f"{target.provider}#{target.position}"
+
+
+def _unsupported(
+    request: InferenceRequest, target: ResolvedTarget, answered: UpstreamAnswered
+) -> bool:
     return (
-        call.kind == "responses"
+        request.kind == "responses"
         and target.provider == Provider.BASETEN
         and answered.status in UNSUPPORTED_ROUTE_STATUSES
     )
 
 
-async def _try(
-    call: Call, attempt: Attempt, body: dict[str, Any], headers: dict[str, str]
-) -> tuple[aiohttp.ClientResponse, bytes]:
+async def _try(request: InferenceRequest, attempt: Attempt) -> Pick:
     """One target: its usable answer, else a GatewayError saying why (UpstreamAnswered for an
     upstream error that ends the request); counts toward the target's breaker."""
-    target = attempt.target
+    target, slug = attempt.target, request.slug
     try:
         if target.credential_missing:
-            raise credential_missing(call.slug)
-        picked = await _answer(call, attempt, *await _attempt(call, attempt, body, headers))
+            raise credential_missing(slug)
+        picked = await _answer(request, attempt, *await _attempt(request, attempt))
     except UpstreamTimeout as exc:
-        await circuit_failure(target, slug=call.slug)
+        await circuit_failure(target, slug=slug)
         raise gateway_timeout() from exc
     except (aiohttp.ClientError, OSError) as exc:
-        await circuit_failure(target, slug=call.slug)
+        await circuit_failure(target, slug=slug)
         raise bad_gateway() from exc
     except UpstreamRefused as exc:
         raise bad_gateway() from exc
@@ -147,13 +169,13 @@ async def _try(
         raise upstream_too_large() from exc
     except UpstreamAnswered as answered:
         if answered.status in FALLBACK_STATUSES:
-            await circuit_failure(target, slug=call.slug)
+            await circuit_failure(target, slug=slug)
         else:
-            await circuit_success(target, slug=call.slug)
-        if _unsupported(call, target, answered):
-            raise responses_unsupported(call.slug) from answered
+            await circuit_success(target, slug=slug)
+        if _unsupported(request, target, answered):
+            raise responses_unsupported(slug) from answered
         raise
-    await circuit_success(target, slug=call.slug)
+    await circuit_success(target, slug=slug)
     return picked
 
 
@@ -163,24 +185,21 @@ def _falls_back(failure: GatewayError) -> bool:
     return True
 
 
-async def upstream_pick(
-    call: Call, endpoint: ResolvedEndpoint, body: dict[str, Any], headers: dict[str, str]
-) -> tuple[aiohttp.ClientResponse, bytes]:
+async def upstream_pick(request: InferenceRequest) -> Pick:
     """The first usable upstream response; falls back only on failures nothing was sent for."""
     failure: GatewayError = bad_gateway("The endpoint has no target.")
-    states = await circuit_states(endpoint.targets, slug=call.slug)
+    endpoint, slug, tried = request.endpoint, request.slug, ""
+    states = await circuit_states(endpoint.targets, slug=slug)
     for attempt in attempt_plan(endpoint, states):
         target = attempt.target
-        if attempt.probe and not await circuit_probe(
-            target, slug=call.slug, lease=attempt.timeout + 5
-        ):
+        if attempt.probe and not await circuit_probe(target, slug=slug, lease=attempt.timeout + 5):
             continue
-        call.target = f"{target.provider}#{target.position}"
+        tried = _label(target)
         try:
-            return await _try(call, attempt, body, headers)
+            return await _try(request, attempt)
         except GatewayError as exc:
             if not _falls_back(exc):
-                raise
+                return Pick(tried, error=exc)
             failure = exc
-        upstream_errors.labels(failure.code, call.slug).inc()
-    raise failure
+        upstream_errors.labels(failure.code, slug).inc()
+    return Pick(tried, error=failure)

@@ -27,16 +27,18 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from billing.services.usage import USAGE_STREAM, usage_dead_letter_park
+from billing.services.usage import UsageRecord, usage_dead_letter_park, usage_record_claim
 from gateway_project.kernel.ids import new_ulid
 from routing.admission import Reservation
-from routing.call import Call
+from routing.authcache import KeyEntry
+from routing.inference_request import InferenceRequest
+from routing.jsonwire import json_write
 from routing.limit_counters import ChargedCounter
 from routing.periodic import every
 from routing.pricing import Pricing, cost_micro, cost_wire, micro_ceil
@@ -54,16 +56,6 @@ HEARTBEAT_TTL = 10
 # heartbeat keys sees them rewritten within HEARTBEAT_EVERY).
 MISSING_GRACE = 5.0
 
-# KEYS: the journal hash, the usage stream. ARGV: request id, event JSON. The event is added only
-# by whoever removes the note, so two reapers (or a reaper and a late worker) never both add one.
-_REAP_SCRIPT = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
-  redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
-  return 1
-end
-return 0
-"""
-
 _worker: tuple[int, str] | None = None
 
 
@@ -76,22 +68,40 @@ def worker_id() -> str:
     return _worker[1]
 
 
-def _timestamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def journal_open(request: InferenceRequest, reservation: Reservation | None) -> None:
+    """Note a request that is about to go upstream (its JSON is built only if a flush needs it)."""
+    journal().open(
+        request.request_id,
+        partial(
+            journal_note,
+            entry=request.entry,
+            slug=request.slug,
+            metadata=request.metadata,
+            pricing=request.pricing,
+            body_bytes=request.body_bytes,
+            reservation=reservation,
+        ),
+    )
 
 
-def journal_note(call: Call, *, body_bytes: int, reservation: Reservation | None) -> str:
+def journal_note(
+    *,
+    entry: KeyEntry,
+    slug: str,
+    metadata: dict[str, Any],
+    pricing: Pricing | None,
+    body_bytes: int,
+    reservation: Reservation | None,
+) -> str:
     """The note of one request: what its usage event needs, should its worker die."""
-    entry = call.entry
-    assert entry is not None
     counters = [
         [c.key, c.type, c.unit, c.threshold] for c in (reservation.counters if reservation else ())
     ]
     note: dict[str, Any] = {
         "worker": worker_id(),
         "at": time.time(),
-        "requestMetadata": call.metadata,
-        "modelSlug": call.slug,
+        "requestMetadata": metadata,
+        "modelSlug": slug,
         "externalCustomerId": entry.external_id,
         "apiKeyPrefix": entry.key_prefix,
         "groupId": entry.group_id,
@@ -100,10 +110,10 @@ def journal_note(call: Call, *, body_bytes: int, reservation: Reservation | None
         "reserved": reservation.reserved_tokens if reservation else 0,
         "counters": counters,
     }
-    if call.pricing is not None:
-        note["pricing"] = _pricing_note(call.pricing)
+    if pricing is not None:
+        note["pricing"] = _pricing_note(pricing)
         note["reservedSpend"] = reservation.reserved_spend if reservation else 0
-    return json.dumps(note, separators=(",", ":"))
+    return json_write(note).decode()
 
 
 def _pricing_note(pricing: Pricing) -> list[str]:
@@ -221,31 +231,28 @@ def _reaped_usage(note: dict[str, Any]) -> Usage:
     return Usage(max(1, int(note["bodyBytes"]) // 4), 0, 0, estimated=True)
 
 
-def _reaped_event(request_id: str, note: dict[str, Any]) -> dict[str, Any]:
+def _reaped_record(request_id: str, note: dict[str, Any]) -> UsageRecord:
     usage, pricing = _reaped_usage(note), _pricing_read(note)
-    input_tokens = usage.input_tokens
-    event = {
-        "idempotencyKey": new_ulid(),
-        "timestamp": _timestamp(),
-        "requestId": request_id,
-        "requestMetadata": note["requestMetadata"],
-        "modelSlug": note["modelSlug"],
-        "externalCustomerId": note["externalCustomerId"],
-        "externalEntityId": note["externalCustomerId"],
-        "apiKeyPrefix": note["apiKeyPrefix"],
-        "groupId": note["groupId"],
-        "status": "cancelled",
-        "tokens": {"inputTokens": input_tokens, "outputTokens": 0, "cachedInputTokens": 0},
-        **({"cost": cost_wire(pricing, usage)} if pricing is not None else {}),
-        "workspaceId": note["workspaceId"],
-        "usageEstimated": True,
-        "httpStatus": 499,
-        "target": "",
-        "totalMs": round(max(0.0, time.time() - float(note["at"])) * 1000, 3),
-        "upstreamMs": 0.0,
-        "firstByteMs": None,
-    }
-    return event
+    return UsageRecord(
+        request_id=request_id,
+        metadata=note["requestMetadata"],
+        slug=note["modelSlug"],
+        external_id=note["externalCustomerId"],
+        key_prefix=note["apiKeyPrefix"],
+        group_id=note["groupId"],
+        workspace_id=note["workspaceId"],
+        status="cancelled",
+        input_tokens=usage.input_tokens,
+        output_tokens=0,
+        cached_input_tokens=0,
+        estimated=True,
+        cost=cost_wire(pricing, usage) if pricing is not None else None,
+        http_status=499,
+        target="",
+        total_ms=max(0.0, time.time() - float(note["at"])) * 1000,
+        upstream_ms=0.0,
+        first_byte_ms=None,
+    )
 
 
 def journal_reap(*, client: Any, now: float | None = None) -> int:
@@ -264,13 +271,12 @@ def journal_reap(*, client: Any, now: float | None = None) -> int:
                 gone[worker] = _worker_gone(client, worker, now=now)
             if not gone[worker]:
                 continue
-            event, counters = _reaped_event(request_id, note), _settled_counters(note)
+            record, counters = _reaped_record(request_id, note), _settled_counters(note)
             deltas = _reaped_deltas(note)
         except (KeyError, TypeError, ValueError, ArithmeticError, RecursionError) as exc:
             _note_park(client, request_id=request_id, raw_note=raw_note, exc=exc)
             continue  # one unreadable note must not stop the reaper for every other request
-        payload = json.dumps(event, separators=(",", ":"))
-        if not client.eval(_REAP_SCRIPT, 2, INFLIGHT_KEY, USAGE_STREAM, request_id, payload):
+        if not usage_record_claim(client=client, record=record, note=(INFLIGHT_KEY, request_id)):
             continue  # recorded meanwhile by its worker or another reaper
         reaped += 1
         _settle(counters, deltas=deltas, request_id=request_id)

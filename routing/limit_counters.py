@@ -108,6 +108,14 @@ async def script_run(
             return await _evalsha(client, keys=keys, args=args)
 
 
+def script_adjust_call(
+    *, counters: Sequence[ChargedCounter], amounts: Sequence[int]
+) -> tuple[list[str], list[Any]]:
+    """The keys and ARGV of an "adjust" run of the script at the server's clock."""
+    keys = [counter.key for counter in counters]
+    return keys, ["adjust", "", *script_limit_args(counters=counters, amounts=amounts)]
+
+
 def script_limit_args(
     *, counters: Sequence[ChargedCounter], amounts: Sequence[int] | None
 ) -> list[Any]:

@@ -1,76 +1,91 @@
-"""Relays the chosen upstream's answer to the client, JSON or SSE, and records its usage event."""
+"""The fourth step of an inference request: the chosen upstream's answer relayed to the client,
+JSON or SSE, up to (not including) its last bytes, which go out once its usage is recorded."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from datetime import UTC, datetime
-from typing import Any, NoReturn
+from dataclasses import dataclass
 
 import aiohttp
 from django.conf import settings
 
-from billing.services.usage import usage_event_record
 from gateway_project.kernel import tracing
 from gateway_project.kernel.errors import GatewayError
-from gateway_project.kernel.ids import new_ulid
-from routing.call import Call
 from routing.client_connection import DisconnectWatch, Responder
 from routing.errors import bad_gateway, gateway_timeout, upstream_too_large
-from routing.failover import upstream_pick
-from routing.journal import INFLIGHT_KEY, journal
+from routing.failover import Pick, upstream_pick
+from routing.inference_request import InferenceRequest
+from routing.jsonwire import json_value
 from routing.metrics import streams_in_flight
-from routing.pricing import cost_wire
-from routing.redis_pool import main_redis
 from routing.streaming import EventTooLarge, SseRelay, model_rewrite, sse_error
-from routing.targets import ResolvedEndpoint
 from routing.upstream import UpstreamTimeout, UpstreamTooLarge, body_read, chunk_read
 from routing.usage import Usage, usage_estimate, usage_parse
 
 _DONE = b"data: [DONE]\n\n"
+CLIENT_GONE = 499
+
+
+@dataclass(frozen=True, slots=True)
+class RelayOutcome:
+    """What the relay left to do and to record: the usage to bill (None: nothing billable) and
+    what the client still gets (a JSON answer, a stream's last bytes, or an error)."""
+
+    status: int
+    target: str
+    upstream_ms: float
+    first_byte_ms: float | None = None
+    usage: Usage | None = None
+    event_status: str = "completed"  # completed | cancelled
+    answer: bytes | None = None  # a whole JSON answer, not sent yet
+    last: bytes | None = None  # the bytes that end a started stream
+    error: GatewayError | None = None  # sent instead, in the error envelope
 
 
 async def relay_run(
-    *,
-    call: Call,
-    endpoint: ResolvedEndpoint,
-    body: dict[str, Any],
-    body_bytes: int,
-    headers: dict[str, str],
-    responder: Responder,
-    watch: DisconnectWatch,
-) -> None:
-    """Upstream call and relay; sets call.usage/event_status when an event was recorded."""
+    *, request: InferenceRequest, responder: Responder, watch: DisconnectWatch
+) -> RelayOutcome:
+    """Call the upstream and relay its answer; a client that leaves midway ends it (499)."""
     started = time.perf_counter()
-    response: aiohttp.ClientResponse | None = None
-    relay = _relay_for(call, body)
+    pick: Pick | None = None
+    relay = _relay_for(request)
     try:
         with tracing.span("upstream"):
-            response, first = await upstream_pick(call, endpoint, body, headers)
-        if relay is not None and _is_json_answer(response):
+            pick = await upstream_pick(request)
+        if pick.response is None:
+            failure = pick.error or bad_gateway()
+            return RelayOutcome(failure.status, pick.target, _since_ms(started), error=failure)
+        if relay is not None and _is_json_answer(pick.response):
             relay = None  # an upstream that ignored `stream`: one JSON body, billed as such
         if relay is not None:
-            await _stream(call, response, first, relay, body_bytes, responder, watch, started)
-        else:
-            await _json(call, response, first, body_bytes, responder, watch, started)
+            return await _stream(request, pick, relay, responder, watch, started)
+        return await _json(request, pick, watch, started)
     except asyncio.CancelledError:
         if not watch.absorb():
             raise
-        await _client_gone(call, response, relay, body_bytes, started)
+        return _client_gone(request, pick, relay, started)
     finally:
-        if response is not None:
-            response.close()
-        call.upstream_ms = call.upstream_ms or (time.perf_counter() - started) * 1000
+        if pick is not None and pick.response is not None:
+            pick.response.close()  # stops the upstream generating (vLLM frees the sequence)
 
 
-def _relay_for(call: Call, body: dict[str, Any]) -> SseRelay | None:
-    if not call.stream:
+async def relay_finish(responder: Responder, outcome: RelayOutcome) -> None:
+    """Send what the client still gets (after the usage record is durable)."""
+    if outcome.error is not None:
+        raise outcome.error
+    if outcome.answer is not None:
+        await responder.json(outcome.status, outcome.answer)
+    elif outcome.last is not None:
+        await responder.body(outcome.last)
+
+
+def _relay_for(request: InferenceRequest) -> SseRelay | None:
+    if not request.stream:
         return None
     return SseRelay(
-        slug=call.slug,
+        slug=request.slug,
         # A Responses stream's usage is part of its last event, which the client needs.
-        strip_usage=call.kind != "responses" and not _usage_asked(body),
+        strip_usage=request.kind != "responses" and not _usage_asked(request),
         max_event_bytes=settings.GATEWAY_MAX_UPSTREAM_EVENT_BYTES,
     )
 
@@ -80,8 +95,8 @@ def _is_json_answer(response: aiohttp.ClientResponse) -> bool:
     return kind == "application/json" or kind.endswith("+json")
 
 
-def _usage_asked(body: dict[str, Any]) -> bool:
-    options = body.get("stream_options")
+def _usage_asked(request: InferenceRequest) -> bool:
+    options = request.body.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
@@ -90,62 +105,64 @@ def _since_ms(started: float) -> float:
 
 
 async def _json(
-    call: Call,
-    response: aiohttp.ClientResponse,
-    first: bytes,
-    body_bytes: int,
-    responder: Responder,
-    watch: DisconnectWatch,
-    started: float,
-) -> None:
+    request: InferenceRequest, pick: Pick, watch: DisconnectWatch, started: float
+) -> RelayOutcome:
+    assert pick.response is not None
     try:
-        data = await body_read(response, head=first)
+        data = await body_read(pick.response, head=pick.first)
     except UpstreamTooLarge:
-        await _oversized(call, body_bytes, watch, started)
-    call.upstream_ms = _since_ms(started)
-    call.first_byte_ms = call.elapsed_ms()
-    data = model_rewrite(data, slug=call.slug)
-    call.usage = _json_usage(data) or usage_estimate(
-        body_bytes=body_bytes, output_chunks=len(data) // 4
+        return _oversized(request, pick, watch, started)
+    upstream_ms = _since_ms(started)
+    data = model_rewrite(data, slug=request.slug)
+    usage = _json_usage(data) or usage_estimate(
+        body_bytes=request.body_bytes, output_chunks=len(data) // 4
     )
-    call.status = response.status
     watch.disarm()
-    await event_record(call, status="completed")
-    await responder.json(response.status, data)
+    return RelayOutcome(
+        pick.response.status,
+        pick.target,
+        upstream_ms,
+        first_byte_ms=_since_ms(request.started),
+        usage=usage,
+        answer=data,
+    )
 
 
-async def _oversized(
-    call: Call, body_bytes: int, watch: DisconnectWatch, started: float
-) -> NoReturn:
+def _oversized(
+    request: InferenceRequest, pick: Pick, watch: DisconnectWatch, started: float
+) -> RelayOutcome:
     """A success too large to hold: the client gets a 502, the upstream's work is still billed
     (estimated as if the answer stopped at the bound, like a request cut off)."""
     limit = settings.GATEWAY_MAX_UPSTREAM_BODY_BYTES
-    call.upstream_ms, call.status = _since_ms(started), 502
-    call.usage = usage_estimate(body_bytes=body_bytes, output_chunks=limit // 4)
     watch.disarm()
-    await event_record(call, status="cancelled")
-    raise upstream_too_large()
+    return RelayOutcome(
+        502,
+        pick.target,
+        _since_ms(started),
+        usage=usage_estimate(body_bytes=request.body_bytes, output_chunks=limit // 4),
+        event_status="cancelled",
+        error=upstream_too_large(),
+    )
 
 
 def _json_usage(data: bytes) -> Usage | None:
     try:
-        parsed = json.loads(data)
-    except ValueError:
+        parsed = json_value(data)
+    except (ValueError, RecursionError):
         return None
     return usage_parse(parsed.get("usage")) if isinstance(parsed, dict) else None
 
 
 async def _stream(
-    call: Call,
-    response: aiohttp.ClientResponse,
-    first: bytes,
+    request: InferenceRequest,
+    pick: Pick,
     relay: SseRelay,
-    body_bytes: int,
     responder: Responder,
     watch: DisconnectWatch,
     started: float,
-) -> None:
-    call.status = response.status
+) -> RelayOutcome:
+    response = pick.response
+    assert response is not None
     content_type = response.headers.get("Content-Type", "text/event-stream").encode()
     head = [
         (b"content-type", content_type),
@@ -155,20 +172,35 @@ async def _stream(
     await responder.start(response.status, head)
     streams_in_flight.inc()
     try:
-        failure = await _pump(response, first, relay, responder)
+        failure = await _pump(response, pick.first, relay, responder)
     finally:
         streams_in_flight.dec()
-    call.upstream_ms = _since_ms(started)
-    tail = relay.rest()
-    call.usage = relay.usage or usage_estimate(
-        body_bytes=body_bytes, output_chunks=relay.content_chunks
+    upstream_ms = _since_ms(started)
+    last = relay.rest()
+    usage = relay.usage or usage_estimate(
+        body_bytes=request.body_bytes, output_chunks=relay.content_chunks
     )
     watch.disarm()
-    # The upstream accepted and answered: bill it even when no delta was recognised.
-    await event_record(call, status="completed" if failure is None else "cancelled")
     if failure is not None:
-        tail += sse_error(message=failure.message, type=failure.type, code=failure.code)
-    await responder.body(tail + (_DONE if relay.done and failure is None else b""))
+        last += sse_error(message=failure.message, type=failure.type, code=failure.code)
+    elif relay.done:
+        last += _DONE
+    # The upstream accepted and answered: billed even when no delta was recognised.
+    return RelayOutcome(
+        response.status,
+        pick.target,
+        upstream_ms,
+        first_byte_ms=_first_byte_ms(request, pick),
+        usage=usage,
+        event_status="completed" if failure is None else "cancelled",
+        last=last,
+    )
+
+
+def _first_byte_ms(request: InferenceRequest, pick: Pick | None) -> float | None:
+    if pick is None or pick.first_byte_at is None:
+        return None
+    return (pick.first_byte_at - request.started) * 1000
 
 
 async def _pump(
@@ -198,60 +230,21 @@ def _feed(relay: SseRelay, data: bytes) -> tuple[bytes, GatewayError | None]:
         return b"", bad_gateway(f"The upstream sent an event larger than {limit} bytes.")
 
 
-async def _client_gone(
-    call: Call,
-    response: aiohttp.ClientResponse | None,
-    relay: SseRelay | None,
-    body_bytes: int,
-    started: float,
-) -> None:
-    if response is not None:
-        response.close()  # stops the upstream generating (vLLM frees the sequence)
-    call.status = 499
-    call.upstream_ms = _since_ms(started)
-    if relay is None or (relay.usage is None and not relay.content_chunks):
-        return
-    call.usage = relay.usage or usage_estimate(
-        body_bytes=body_bytes, output_chunks=relay.content_chunks
+def _client_gone(
+    request: InferenceRequest, pick: Pick | None, relay: SseRelay | None, started: float
+) -> RelayOutcome:
+    if pick is not None and pick.response is not None:
+        pick.response.close()  # stops the upstream generating (vLLM frees the sequence)
+    usage = None
+    if relay is not None and (relay.usage is not None or relay.content_chunks):
+        usage = relay.usage or usage_estimate(
+            body_bytes=request.body_bytes, output_chunks=relay.content_chunks
+        )
+    return RelayOutcome(
+        CLIENT_GONE,
+        pick.target if pick is not None else "",
+        _since_ms(started),
+        first_byte_ms=_first_byte_ms(request, pick),
+        usage=usage,
+        event_status="cancelled",
     )
-    await event_record(call, status="cancelled")
-
-
-def _timestamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-async def event_record(call: Call, *, status: str) -> None:
-    """Make the usage event durable (before the response's last byte)."""
-    entry, usage = call.entry, call.usage
-    assert entry is not None and usage is not None
-    call.event_status = status
-    tokens = {
-        "inputTokens": usage.input_tokens,
-        "outputTokens": usage.output_tokens,
-        "cachedInputTokens": usage.cached_input_tokens,
-    }
-    event = {
-        "idempotencyKey": new_ulid(),
-        "timestamp": _timestamp(),
-        "requestId": call.request_id,
-        "requestMetadata": call.metadata,
-        "modelSlug": call.slug,
-        "externalCustomerId": entry.external_id,
-        "externalEntityId": entry.external_id,
-        "apiKeyPrefix": entry.key_prefix,
-        "groupId": entry.group_id,
-        "status": status,
-        "tokens": tokens,
-        **({"cost": cost_wire(call.pricing, usage)} if call.pricing is not None else {}),
-        "workspaceId": entry.workspace_id,
-        "usageEstimated": usage.estimated,
-        "httpStatus": call.status,
-        "target": call.target,
-        "totalMs": round(call.elapsed_ms(), 3),
-        "upstreamMs": round(call.upstream_ms, 3),
-        "firstByteMs": None if call.first_byte_ms is None else round(call.first_byte_ms, 3),
-    }
-    note = (INFLIGHT_KEY, call.request_id) if journal().end(call.request_id) else None
-    with tracing.span("usage record"):
-        await usage_event_record(client=main_redis(), event=event, note=note)

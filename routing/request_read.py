@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -11,6 +10,7 @@ from django.conf import settings
 from gateway_project.kernel.errors import GatewayError, ValidationFailed
 from gateway_project.kernel.jsoncheck import JsonRejected, json_strict_loads
 from routing.client_connection import Receive
+from routing.jsonwire import json_parse
 
 MAX_HEADER_BYTES = 64 * 1024
 
@@ -56,20 +56,21 @@ async def request_body_read(headers: dict[str, str], receive: Receive) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def request_body_parse(headers: dict[str, str], raw: bytes) -> dict[str, Any]:
-    """The body as a JSON object; 415 for another content type, 400 for anything else."""
+def request_body_parse(headers: dict[str, str], raw: bytes) -> tuple[dict[str, Any], bool]:
+    """The body as a JSON object, and whether it is strict JSON (see json_parse); 415 for another
+    content type, 400 for anything else."""
     content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise GatewayError(
             "Send the body as application/json.", status=415, code="unsupported_media_type"
         )
     try:
-        body = json.loads(raw)
+        body, strict = json_parse(raw)
     except (ValueError, RecursionError):
         raise ValidationFailed("The body is not valid JSON.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ValidationFailed("The body must be a JSON object.", code="invalid_json")
-    return body
+    return body, strict
 
 
 def request_metadata(headers: dict[str, str]) -> dict[str, Any]:

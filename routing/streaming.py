@@ -6,9 +6,11 @@ import json
 import re
 from typing import Any
 
+from routing.jsonwire import json_value
 from routing.usage import Usage, usage_parse
 
 MODEL_RE = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+_MODEL_KEY = b'"model"'
 _USAGE_RE = re.compile(rb'"usage"\s*:\s*\{')
 # One generated delta of any kind: text, reasoning, a refusal, or a tool (or function) call; a
 # Responses API event's `delta` string.
@@ -41,6 +43,7 @@ class SseRelay:
         "_buffer",
         "_max_event",
         "_model",
+        "_upstream_model",
         "_strip_usage",
         "usage",
         "content_chunks",
@@ -51,6 +54,9 @@ class SseRelay:
         self._buffer = b""
         self._max_event = max_event_bytes
         self._model = b'"model":' + json.dumps(slug).encode()
+        # The upstream's own `"model":"..."` member as it first sent it: its later events
+        # repeat it byte for byte, so a plain replace does what MODEL_RE would.
+        self._upstream_model: bytes | None = None
         self._strip_usage = strip_usage
         self.usage: Usage | None = None
         self.content_chunks = 0
@@ -74,7 +80,7 @@ class SseRelay:
         return self._process(rest + b"\n\n") if rest.strip() else b""
 
     def _process(self, block: bytes) -> bytes:
-        block = MODEL_RE.sub(self._model, block)
+        block = self._model_rewrite(block)
         self.content_chunks += len(_OUTPUT_RE.findall(block))
         if _USAGE_RE.search(block):
             block = self._usage_take(block)
@@ -82,6 +88,21 @@ class SseRelay:
             self.done = True
             block = block[: -len(_DONE)]
         return block
+
+    def _model_rewrite(self, block: bytes) -> bytes:
+        """MODEL_RE.sub(slug member, block), by a plain replace when every `"model"` in the
+        block starts the member the upstream sent before (MODEL_RE would match exactly that)."""
+        seen = self._upstream_model
+        if seen is not None:
+            replaced = block.replace(seen, self._model)
+            if replaced.count(_MODEL_KEY) == replaced.count(self._model):
+                return replaced
+        elif _MODEL_KEY not in block:
+            return block
+        match = MODEL_RE.search(block)
+        if match is not None and seen is None:
+            self._upstream_model = match.group()
+        return MODEL_RE.sub(self._model, block) if match is not None else block
 
     def _usage_take(self, block: bytes) -> bytes:
         kept = []
@@ -115,7 +136,7 @@ def _lines_normalize(buffer: bytes) -> bytes:
 def _event_json(event: bytes) -> dict[str, Any] | None:
     data = b"".join(line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:"))
     try:
-        value = json.loads(data)
-    except ValueError:
+        value = json_value(data)
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None

@@ -1,4 +1,5 @@
-"""The inference path's writer: make a usage event durable, park one that cannot be stored.
+"""The inference path's writer: a request's usage record, made durable in one Redis step with the
+end of its in-flight note; an event that cannot be stored at all is parked.
 
 Routing imports this module on every gateway worker, so it imports only what recording needs.
 """
@@ -9,13 +10,17 @@ import contextlib
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from asgiref.sync import sync_to_async
 from redis.exceptions import NoScriptError, RedisError
 
 from billing.sanitize import text_clean
 from billing.services.usage_store import usage_events_store_direct
+from gateway_project.kernel.ids import new_ulid
 
 USAGE_STREAM = "gw:usage"
 DEAD_LETTER_STREAM = "gw:usage:dead"
@@ -29,13 +34,138 @@ WEBHOOK_DELIVERIES_METRIC = "gateway_webhook_deliveries_total"
 logger = logging.getLogger("billing.usage")
 
 
-# KEYS: the usage stream, the in-flight journal hash. ARGV: event JSON, the journal field.
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One request's usage, as billed: everything its usage event says but its idempotency key
+    and timestamp, which are drawn when it is written."""
+
+    request_id: str
+    metadata: dict[str, Any]
+    slug: str
+    external_id: str
+    key_prefix: str
+    group_id: str
+    workspace_id: str
+    status: str  # completed | cancelled
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    estimated: bool
+    cost: dict[str, str] | None  # {"currency", "amount"} for a priced endpoint
+    http_status: int
+    target: str
+    total_ms: float
+    upstream_ms: float
+    first_byte_ms: float | None
+
+    def event(self) -> dict[str, Any]:
+        """The usage event (camelCase, as webhooks and the events API show it)."""
+        event: dict[str, Any] = {
+            "idempotencyKey": new_ulid(),
+            "timestamp": _timestamp(),
+            "requestId": self.request_id,
+            "requestMetadata": self.metadata,
+            "modelSlug": self.slug,
+            "externalCustomerId": self.external_id,
+            "externalEntityId": self.external_id,
+            "apiKeyPrefix": self.key_prefix,
+            "groupId": self.group_id,
+            "status": self.status,
+            "tokens": {
+                "inputTokens": self.input_tokens,
+                "outputTokens": self.output_tokens,
+                "cachedInputTokens": self.cached_input_tokens,
+            },
+        }
+        if self.cost is not None:
+            event["cost"] = self.cost
+        event |= {
+            "workspaceId": self.workspace_id,
+            "usageEstimated": self.estimated,
+            "httpStatus": self.http_status,
+            "target": self.target,
+            "totalMs": round(self.total_ms, 3),
+            "upstreamMs": round(self.upstream_ms, 3),
+            "firstByteMs": None if self.first_byte_ms is None else round(self.first_byte_ms, 3),
+        }
+        return event
+
+
+def _timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# KEYS: the usage stream, the in-flight journal hash. ARGV: event JSON, the journal field ("" for
+# none), "1" when the event is owed only by whoever removes the note (a reaper: two reapers, or a
+# reaper and a late worker, never both add one). Returns 1 when the event was added.
 _RECORD_SCRIPT = """
+local removed = 0
+if ARGV[2] ~= '' then
+  removed = redis.call('HDEL', KEYS[2], ARGV[2])
+end
+if ARGV[3] == '1' and removed == 0 then
+  return 0
+end
 redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[2])
 return 1
 """
 _RECORD_SHA = hashlib.sha1(_RECORD_SCRIPT.encode()).hexdigest()
+
+
+def _payload(event: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(event)
+    except TypeError:  # an integer beyond 64 bits in the metadata
+        return json.dumps(event, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """Another Lua script the record's round trip carries (the limits' settle): its text, SHA1,
+    keys and arguments."""
+
+    script: str
+    sha: str
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+
+
+async def usage_record_write(
+    *,
+    client: Any,
+    record: UsageRecord,
+    note: tuple[str, str] | None = None,
+    also: ScriptCall | None = None,
+) -> bool:
+    """Make one request's usage record durable (see usage_event_record); `also` runs on the same
+    server in the same round trip. True when `also` ran (False: the caller retries it)."""
+    event = record.event()
+    if also is None:
+        await usage_event_record(client=client, event=event, note=note)
+        return True
+    payload = _payload(event)
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.evalsha(_RECORD_SHA, *_record_args(payload, note, claim=False))
+        pipe.evalsha(also.sha, len(also.keys), *also.keys, *also.args)
+        recorded, ran = await pipe.execute(raise_on_error=False)
+    except (RedisError, OSError):
+        recorded = ran = ConnectionError("the usage stream's Redis did not answer")
+    if isinstance(recorded, NoScriptError):
+        await usage_event_record(client=client, event=event, note=note)
+    elif isinstance(recorded, Exception):
+        await _record_direct(client=client, event=event, note=note)
+    if isinstance(ran, NoScriptError):
+        with contextlib.suppress(RedisError, OSError):
+            await client.script_load(also.script)
+            await client.evalsha(also.sha, len(also.keys), *also.keys, *also.args)
+            return True
+    return not isinstance(ran, Exception)
+
+
+def _record_args(payload: bytes, note: tuple[str, str] | None, *, claim: bool) -> tuple[Any, ...]:
+    hash_key, field = note if note is not None else (USAGE_STREAM, "")
+    return (2, USAGE_STREAM, hash_key, payload, field, "1" if claim else "0")
 
 
 async def usage_event_record(
@@ -45,24 +175,42 @@ async def usage_event_record(
 
     `note` (hash key, field) is the request's in-flight journal note, removed in the same step.
     """
-    payload = json.dumps(event, separators=(",", ":"))
+    payload = _payload(event)
     try:
         if note is None:
             await client.xadd(USAGE_STREAM, {"e": payload})
             return
+        args = _record_args(payload, note, claim=False)
         try:
-            await client.evalsha(_RECORD_SHA, 2, USAGE_STREAM, note[0], payload, note[1])
+            await client.evalsha(_RECORD_SHA, *args)
         except NoScriptError:
             await client.script_load(_RECORD_SCRIPT)
-            await client.evalsha(_RECORD_SHA, 2, USAGE_STREAM, note[0], payload, note[1])
+            await client.evalsha(_RECORD_SHA, *args)
     except (RedisError, OSError):
-        logger.warning("usage stream unavailable; inserting directly", exc_info=True)
-        await sync_to_async(usage_events_store_direct, thread_sensitive=False)(events=[event])
-        if note is not None:
-            # Stored: the note may go (if it stays, a reaper's event for it is a duplicate
-            # request id, which ingest drops).
-            with contextlib.suppress(RedisError, OSError):
-                await client.hdel(*note)
+        await _record_direct(client=client, event=event, note=note)
+
+
+async def _record_direct(
+    *, client: Any, event: dict[str, Any], note: tuple[str, str] | None
+) -> None:
+    logger.warning("usage stream unavailable; inserting directly", exc_info=True)
+    await sync_to_async(usage_events_store_direct, thread_sensitive=False)(events=[event])
+    if note is not None:
+        # Stored: the note may go (if it stays, a reaper's event for it is a duplicate
+        # request id, which ingest drops).
+        with contextlib.suppress(RedisError, OSError):
+            await client.hdel(*note)
+
+
+def usage_record_claim(*, client: Any, record: UsageRecord, note: tuple[str, str]) -> bool:
+    """Record the usage of a request whose worker died, only if its note is still there (sync
+    client; the same step as usage_event_record). True when this call recorded it."""
+    args = _record_args(_payload(record.event()), note, claim=True)
+    try:
+        return bool(client.evalsha(_RECORD_SHA, *args))
+    except NoScriptError:
+        client.script_load(_RECORD_SCRIPT)
+        return bool(client.evalsha(_RECORD_SHA, *args))
 
 
 def usage_dead_letter_park(*, client: Any, raw: bytes, error: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -11,7 +12,7 @@ from groups.limits import EnforcedLimit
 from routing import journal
 from routing.admission import Reservation
 from routing.authcache import KeyEntry
-from routing.call import Call
+from routing.pricing import Pricing
 from routing.redis_pool import close_all
 from routing.usage_read import group_usage_read
 from tests.proxy.conftest import SLUG
@@ -32,14 +33,29 @@ def key_entry(*, group_id: str, key_prefix: str, limits: list[EnforcedLimit]) ->
 
 
 async def note_left(
-    call: Call, reservation: Reservation | None, *, worker: str, body_bytes: int
+    request_id: str,
+    entry: KeyEntry,
+    reservation: Reservation | None,
+    *,
+    worker: str,
+    body_bytes: int,
+    metadata: dict[str, Any] | None = None,
+    pricing: Pricing | None = None,
 ) -> None:
-    """Flush the in-flight note of `call` as `worker` wrote it, then close this loop's clients."""
-    note = journal.journal_note(call, body_bytes=body_bytes, reservation=reservation)
+    """Flush the in-flight note of a request on SLUG as `worker` wrote it, then close this loop's
+    clients."""
+    note = journal.journal_note(
+        entry=entry,
+        slug=SLUG,
+        metadata=metadata or {},
+        pricing=pricing,
+        body_bytes=body_bytes,
+        reservation=reservation,
+    )
     note = json.dumps({**json.loads(note), "worker": worker})
     client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
     book = journal.Journal()
-    book.open(call.request_id, lambda: note)
+    book.open(request_id, lambda: note)
     await book.flush(client)
     await client.aclose()
     await close_all()

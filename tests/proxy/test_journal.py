@@ -18,7 +18,6 @@ from groups.limits import EnforcedLimit
 from routing import journal
 from routing.admission import limits_admit
 from routing.authcache import KeyEntry
-from routing.call import Call
 from routing.tasks import inflight_reap_task
 from tests.proxy.conftest import SLUG, compatible_target, tenant_build
 from tests.proxy.orphans import current_usage, key_entry, note_left
@@ -47,9 +46,14 @@ def _orphan(request_id: str, *, worker: str, body_bytes: int, reserve: int) -> N
 
     async def run() -> None:
         admission = await limits_admit(limits=DAILY, reserve_tokens=reserve, slug=SLUG)
-        call = Call(request_id=request_id, path=CHAT, entry=_entry(), slug=SLUG)
-        call.metadata = {"ticket": "T-1"}
-        await note_left(call, admission.reservation, worker=worker, body_bytes=body_bytes)
+        await note_left(
+            request_id,
+            _entry(),
+            admission.reservation,
+            worker=worker,
+            body_bytes=body_bytes,
+            metadata={"ticket": "T-1"},
+        )
 
     asyncio.run(run())
 

@@ -15,7 +15,6 @@ from groups.limits import EnforcedLimit
 from routing import journal
 from routing.admission import limits_admit
 from routing.authcache import KeyEntry
-from routing.call import Call
 from routing.pricing import Pricing
 from tests.proxy.conftest import SLUG
 from tests.proxy.orphans import current_usage, key_entry, note_left
@@ -35,9 +34,14 @@ def _orphan(request_id: str, *, worker: str, body_bytes: int, reserve_spend: int
         admission = await limits_admit(
             limits=SPEND, reserve_tokens=1, slug=SLUG, reserve_spend=reserve_spend
         )
-        call = Call(request_id=request_id, path=CHAT, entry=_entry(), slug=SLUG)
-        call.pricing = PRICING
-        await note_left(call, admission.reservation, worker=worker, body_bytes=body_bytes)
+        await note_left(
+            request_id,
+            _entry(),
+            admission.reservation,
+            worker=worker,
+            body_bytes=body_bytes,
+            pricing=PRICING,
+        )
 
     asyncio.run(run())
 
