@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,10 +14,7 @@ from billing.models import UsageEvent
 from billing.services.ingest import usage_ingest
 from billing.tasks import deliveries_enqueue_due
 from groups.models import Workspace
-from groups.services.audit import SYSTEM_ACTOR
-from keys.services import management_key_create
-from routing import authcache
-from tests.billing.conftest import endpoint_add
+from tests.billing.conftest import endpoint_add, events_listed
 from tests.fakes.model_server import FakeModelServerThread
 from tests.fakes.webhook_receiver import WebhookReceiverThread
 from tests.proxy.conftest import GatewayThread, compatible_target, tenant_build
@@ -26,18 +22,6 @@ from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 N = 12
-
-
-@pytest.fixture
-def gateway(transactional_db: None) -> Iterator[GatewayThread]:
-    authcache.cache_drop(workspace_id=None)
-    server = GatewayThread().start()
-    yield server
-    server.stop()
-
-
-def _iso(moment: Any) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def test_n_requests_reach_the_receiver_and_the_events_api_exactly_once(
@@ -61,12 +45,7 @@ def test_n_requests_reach_the_receiver_and_the_events_api_exactly_once(
 
     wait_until(lambda: usage_ingest() is not None and UsageEvent.objects.count() == N, timeout=10)
     deliveries_enqueue_due()
-    _, management = management_key_create(workspace=workspace, actor=SYSTEM_ACTOR)
-    query = f"start_time={_iso(started)}&end_time={_iso(timezone.now() + timedelta(minutes=1))}"
-    listed = httpx.get(
-        f"{gateway.url}/v1/gateway/events?{query}",
-        headers={"Authorization": f"Bearer {management}"},
-    )
+    listed = events_listed(gateway_url=gateway.url, workspace=workspace, since=started)
 
     assert statuses == [200] * N
     stored = set(UsageEvent.objects.values_list("idempotency_key", flat=True))

@@ -4,7 +4,6 @@ endpoint's carry none."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -20,10 +19,8 @@ from billing.wire import event_wire
 from gateway_project.kernel.money import amount_text
 from groups.models import Workspace
 from groups.services.audit import SYSTEM_ACTOR
-from keys.services import management_key_create
-from routing import authcache
 from routing.services import endpoint_update
-from tests.billing.conftest import endpoint_add
+from tests.billing.conftest import endpoint_add, events_listed
 from tests.fakes.model_server import FakeModelServerThread
 from tests.fakes.webhook_receiver import WebhookReceiverThread
 from tests.proxy.conftest import GatewayThread, compatible_target, tenant_build
@@ -42,14 +39,6 @@ KNOWN = [
     ((1000, 600, 10), "0.00036500"),  # 400 x 0.5 + 600 x 0.25 + 10 x 1.5 = 365
     ((1, 1, 1), "0.00000175"),  # 0.25 + 1.5 = 1.75 micro-USD
 ]
-
-
-@pytest.fixture
-def gateway(transactional_db: None) -> Iterator[GatewayThread]:
-    authcache.cache_drop(workspace_id=None)
-    server = GatewayThread().start()
-    yield server
-    server.stop()
 
 
 def _answer(prompt: int, cached: int, completion: int) -> dict[str, Any]:
@@ -75,10 +64,6 @@ def _call(gateway: GatewayThread, key: str, usage: tuple[int, int, int]) -> int:
     return httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=headers).status_code
 
 
-def _iso(moment: Any) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
 def test_three_requests_of_known_usage_carry_their_exact_cost_everywhere(
     settings: Any,
     eager: None,
@@ -99,12 +84,8 @@ def test_three_requests_of_known_usage_carry_their_exact_cost_everywhere(
 
     wait_until(lambda: usage_ingest() is not None and UsageEvent.objects.count() == 3, timeout=10)
     deliveries_enqueue_due()
-    _, management = management_key_create(workspace=workspace, actor=SYSTEM_ACTOR)
-    query = f"start_time={_iso(started)}&end_time={_iso(timezone.now() + timedelta(minutes=1))}"
-    listed = httpx.get(
-        f"{gateway.url}/v1/gateway/events?{query}",
-        headers={"Authorization": f"Bearer {management}"},
-    ).json()["items"]
+    listed = events_listed(gateway_url=gateway.url, workspace=workspace, since=started)
+    items = listed.json()["items"]
 
     assert statuses == [200, 200, 200]
     expected = [{"currency": "USD", "amount": amount} for _, amount in KNOWN]
@@ -112,7 +93,7 @@ def test_three_requests_of_known_usage_carry_their_exact_cost_everywhere(
     assert [(e.cost_currency, e.cost_amount) for e in stored] == [
         ("USD", Decimal(amount)) for _, amount in KNOWN
     ]
-    assert [e["cost"] for e in sorted(listed, key=lambda e: e["timestamp"])] == expected
+    assert [e["cost"] for e in sorted(items, key=lambda e: e["timestamp"])] == expected
     webhooks = sorted(receiver.receiver.events().values(), key=lambda e: e["timestamp"])
     assert [e["cost"] for e in webhooks] == expected
 
