@@ -24,7 +24,11 @@ from groups.services.audit import SYSTEM_ACTOR
 from keys.services import management_key_create
 from tests.fakes.webhook_receiver import WebhookReceiverThread
 from tests.faults.processes import Celery, suite_env
-from tests.proxy.conftest import gateway  # noqa: F401 - fixtures reused from the proxy suite
+from tests.proxy.conftest import (  # noqa: F401 - fixtures reused from the proxy suite
+    gateway,
+    tenant,
+    upstream,
+)
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 _request_numbers = count(1)

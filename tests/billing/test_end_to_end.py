@@ -13,11 +13,9 @@ from django.utils import timezone
 from billing.models import UsageEvent
 from billing.services.ingest import usage_ingest
 from billing.tasks import deliveries_enqueue_due
-from groups.models import Workspace
 from tests.billing.conftest import endpoint_add, events_listed
-from tests.fakes.model_server import FakeModelServerThread
 from tests.fakes.webhook_receiver import WebhookReceiverThread
-from tests.proxy.conftest import GatewayThread, compatible_target, tenant_build
+from tests.proxy.conftest import GatewayThread, Tenant
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -28,24 +26,22 @@ def test_n_requests_reach_the_receiver_and_the_events_api_exactly_once(
     settings: Any,
     eager: None,
     gateway: GatewayThread,
-    workspace: Workspace,
+    tenant: Tenant,
     receiver: WebhookReceiverThread,
 ) -> None:
     settings.GATEWAY_WEBHOOK_FLUSH_SECONDS = 0
     started = timezone.now() - timedelta(seconds=1)
-    with FakeModelServerThread() as upstream:
-        tenant = tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
-        endpoint_add(workspace=workspace, url=receiver.url)
-        headers = {"Authorization": f"Bearer {tenant.key}"}
-        body = {"model": "acme/llama", "messages": [{"role": "user", "content": "hi"}]}
-        statuses = [
-            httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=headers).status_code
-            for _ in range(N)
-        ]
+    endpoint_add(workspace=tenant.workspace, url=receiver.url)
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    body = {"model": "acme/llama", "messages": [{"role": "user", "content": "hi"}]}
+    statuses = [
+        httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=headers).status_code
+        for _ in range(N)
+    ]
 
     wait_until(lambda: usage_ingest() is not None and UsageEvent.objects.count() == N, timeout=10)
     deliveries_enqueue_due()
-    listed = events_listed(gateway_url=gateway.url, workspace=workspace, since=started)
+    listed = events_listed(gateway_url=gateway.url, workspace=tenant.workspace, since=started)
 
     assert statuses == [200] * N
     stored = set(UsageEvent.objects.values_list("idempotency_key", flat=True))

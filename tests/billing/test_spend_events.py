@@ -17,13 +17,11 @@ from billing.services.ingest import usage_ingest
 from billing.tasks import deliveries_enqueue_due
 from billing.wire import event_wire
 from gateway_project.kernel.money import amount_text
-from groups.models import Workspace
 from groups.services.audit import SYSTEM_ACTOR
 from routing.services import endpoint_update
 from tests.billing.conftest import endpoint_add, events_listed
-from tests.fakes.model_server import FakeModelServerThread
 from tests.fakes.webhook_receiver import WebhookReceiverThread
-from tests.proxy.conftest import GatewayThread, compatible_target, tenant_build
+from tests.proxy.conftest import GatewayThread, Tenant
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -54,6 +52,16 @@ def _answer(prompt: int, cached: int, completion: int) -> dict[str, Any]:
     return {"status": 200, "body": json.dumps(body)}
 
 
+def _price(tenant: Tenant, pricing: dict[str, str]) -> None:
+    """Price the tenant's endpoint (requests admitted from now on are charged at `pricing`)."""
+    endpoint_update(
+        workspace=tenant.workspace,
+        endpoint_id=tenant.endpoint.id,
+        actor=SYSTEM_ACTOR,
+        pricing=pricing,
+    )
+
+
 def _call(gateway: GatewayThread, key: str, usage: tuple[int, int, int]) -> int:
     body = {
         "model": "acme/llama",
@@ -68,23 +76,19 @@ def test_three_requests_of_known_usage_carry_their_exact_cost_everywhere(
     settings: Any,
     eager: None,
     gateway: GatewayThread,
-    workspace: Workspace,
+    tenant: Tenant,
     receiver: WebhookReceiverThread,
 ) -> None:
     settings.GATEWAY_WEBHOOK_FLUSH_SECONDS = 0
     started = timezone.now() - timedelta(seconds=1)
-    with FakeModelServerThread() as upstream:
-        tenant = tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
-        endpoint_update(
-            workspace=workspace, endpoint_id=tenant.endpoint.id, actor=SYSTEM_ACTOR, pricing=PRICING
-        )
-        endpoint_add(workspace=workspace, url=receiver.url)
+    _price(tenant, PRICING)
+    endpoint_add(workspace=tenant.workspace, url=receiver.url)
 
-        statuses = [_call(gateway, tenant.key, usage) for usage, _ in KNOWN]
+    statuses = [_call(gateway, tenant.key, usage) for usage, _ in KNOWN]
 
     wait_until(lambda: usage_ingest() is not None and UsageEvent.objects.count() == 3, timeout=10)
     deliveries_enqueue_due()
-    listed = events_listed(gateway_url=gateway.url, workspace=workspace, since=started)
+    listed = events_listed(gateway_url=gateway.url, workspace=tenant.workspace, since=started)
     items = listed.json()["items"]
 
     assert statuses == [200, 200, 200]
@@ -99,11 +103,9 @@ def test_three_requests_of_known_usage_carry_their_exact_cost_everywhere(
 
 
 def test_an_unpriced_endpoint_s_events_carry_no_cost(
-    gateway: GatewayThread, workspace: Workspace
+    gateway: GatewayThread, tenant: Tenant
 ) -> None:
-    with FakeModelServerThread() as upstream:
-        tenant = tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
-        status = _call(gateway, tenant.key, (10, 0, 5))
+    status = _call(gateway, tenant.key, (10, 0, 5))
 
     wait_until(lambda: usage_ingest() is not None and UsageEvent.objects.count() == 1, timeout=10)
 
@@ -114,19 +116,13 @@ def test_an_unpriced_endpoint_s_events_carry_no_cost(
 
 
 def test_a_price_change_applies_to_requests_admitted_after_it(
-    gateway: GatewayThread, workspace: Workspace
+    gateway: GatewayThread, tenant: Tenant
 ) -> None:
-    with FakeModelServerThread() as upstream:
-        tenant = tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
-        reprice = {"currency": "USD", "input_per_million": "1", "output_per_million": "2"}
-        endpoint_update(
-            workspace=workspace, endpoint_id=tenant.endpoint.id, actor=SYSTEM_ACTOR, pricing=PRICING
-        )
-        first = _call(gateway, tenant.key, (100, 0, 50))
-        endpoint_update(
-            workspace=workspace, endpoint_id=tenant.endpoint.id, actor=SYSTEM_ACTOR, pricing=reprice
-        )
-        wait_until(lambda: _priced_at(gateway, tenant.key) == "0.00020000", timeout=10)
+    reprice = {"currency": "USD", "input_per_million": "1", "output_per_million": "2"}
+    _price(tenant, PRICING)
+    first = _call(gateway, tenant.key, (100, 0, 50))
+    _price(tenant, reprice)
+    wait_until(lambda: _priced_at(gateway, tenant.key) == "0.00020000", timeout=10)
 
     wait_until(lambda: usage_ingest() is not None and UsageEvent.objects.count() >= 2, timeout=10)
 

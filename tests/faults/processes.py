@@ -200,8 +200,16 @@ class Gateway:
 
     def start(self) -> Self:
         """Start and wait until /healthz answers and both workers run."""
+        return self.launch().ready()
+
+    def launch(self) -> Self:
+        """Start without waiting (the caller does other work meanwhile, then calls `ready`)."""
         args, env = self.command()
         self.proc = spawn(args, env=env, log=self.log)
+        return self
+
+    def ready(self) -> Self:
+        """Wait until /healthz answers and both workers run."""
         wait_until(self._healthy, timeout=60, what=f"gateway up\n{log_tail(self.log)}")
         wait_until(lambda: len(self.workers()) == 2, timeout=30, what="two gunicorn workers")
         return self
