@@ -146,7 +146,8 @@ def test_weighted_routing_falls_back_when_the_heavier_target_is_down(
     ]
     tenant = tenant_build(workspace=workspace, targets=targets, routing={"strategy": "WEIGHTED"})
 
-    statuses = [_post(gateway, tenant.key).status_code for _ in range(100)]
+    with httpx.Client() as client:
+        statuses = [_post(gateway, tenant.key, client).status_code for _ in range(100)]
 
     assert statuses == [200] * 100
     assert len(backup_upstream.requests) == 100
