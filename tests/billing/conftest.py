@@ -76,6 +76,12 @@ def eager() -> Iterator[None]:
 
 
 @pytest.fixture
+def flush_now(settings: Any) -> None:
+    """Every beat batches what is pending, however young."""
+    settings.GATEWAY_WEBHOOK_FLUSH_SECONDS = 0
+
+
+@pytest.fixture
 def receiver() -> Iterator[WebhookReceiverThread]:
     """A receiver on loopback that verifies signatures with `standardwebhooks` (secret SECRET)."""
     with WebhookReceiverThread(secret=SECRET) as thread:

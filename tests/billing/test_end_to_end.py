@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import httpx
 import pytest
@@ -23,13 +22,12 @@ N = 12
 
 
 def test_n_requests_reach_the_receiver_and_the_events_api_exactly_once(
-    settings: Any,
     eager: None,
+    flush_now: None,
     gateway: GatewayThread,
     tenant: Tenant,
     receiver: WebhookReceiverThread,
 ) -> None:
-    settings.GATEWAY_WEBHOOK_FLUSH_SECONDS = 0
     started = timezone.now() - timedelta(seconds=1)
     endpoint_add(workspace=tenant.workspace, url=receiver.url)
     headers = {"Authorization": f"Bearer {tenant.key}"}

@@ -73,13 +73,12 @@ def _call(gateway: GatewayThread, key: str, usage: tuple[int, int, int]) -> int:
 
 
 def test_three_requests_of_known_usage_carry_their_exact_cost_everywhere(
-    settings: Any,
     eager: None,
+    flush_now: None,
     gateway: GatewayThread,
     tenant: Tenant,
     receiver: WebhookReceiverThread,
 ) -> None:
-    settings.GATEWAY_WEBHOOK_FLUSH_SECONDS = 0
     started = timezone.now() - timedelta(seconds=1)
     _price(tenant, PRICING)
     endpoint_add(workspace=tenant.workspace, url=receiver.url)
