@@ -11,7 +11,7 @@ TEST_ENV := GATEWAY_VAR_DIR=$(CURDIR)/var/test GATEWAY_UPSTREAM_ALLOWLIST=127.0.
 	GATEWAY_KEY_CACHE_TTL=30 SECRET_KEY=test-secret-key-not-for-production
 PYTEST_ARGS ?=
 
-.PHONY: venv run test test-fast test-slow lint bench bench-quick bench-profile bench-control bench-admin bench-ingest bench-limits bench-usage-write bench-soak \
+.PHONY: venv run test test-fast test-deploy lint bench bench-quick bench-profile bench-control bench-admin bench-ingest bench-limits bench-usage-write bench-soak \
 	lock clean fuzz
 
 # The project itself goes in editable (no dependencies: the locks pin them), for the `gateway` command.
@@ -43,13 +43,19 @@ run: $(RUN_STAMP)
 test-deps:
 	tests/provision.sh
 
-# The whole suite, slow multi-process tests included.
+# The suite, slow multi-process tests included; the deployment builds are `make test-deploy`'s.
+# pytest exits 5 when nothing is collected, which fails the target like any other failure.
 test: $(STAMP) test-deps
-	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest -m "not deploy" $(PYTEST_ARGS)
 
-# Everything but the slow multi-process suites.
+# Everything but the slow multi-process suites (and the deployment builds, which are slow too).
 test-fast: $(STAMP) test-deps
-	$(TEST_ENV) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest -m "not slow and not deploy" $(PYTEST_ARGS)
+
+# The deployment builds: the container image (podman, mmdebstrap), the wheel in a fresh venv and
+# the compose services on loopback. Minutes each; CI runs them after `make test` (.ci/run).
+test-deploy: $(STAMP) test-deps
+	$(TEST_ENV) $(PY) -m pytest -m deploy $(PYTEST_ARGS)
 
 # Longer bad-input runs: the hypothesis properties of tests/fuzz and schemathesis over the whole
 # management API, with many more examples than the suite's bounded runs.

@@ -61,6 +61,37 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _flush_by_delete() -> Iterator[None]:
+    """A transactional test ends with every table emptied. On PostgreSQL Django empties them with
+    one TRUNCATE, which gives each table new files synced at commit: about a second a test on a busy
+    machine, for the few rows a test writes. DELETE empties them in milliseconds, as it does on
+    SQLite; the tables end the same (neither resets sequences unless asked, and then Django's
+    TRUNCATE stays)."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    truncate = DatabaseOperations.sql_flush
+
+    def sql_flush(
+        self: DatabaseOperations,
+        style: Any,
+        tables: list[str],
+        *,
+        reset_sequences: bool = False,
+        allow_cascade: bool = False,
+    ) -> list[str]:
+        if reset_sequences or allow_cascade:
+            return truncate(
+                self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
+            )
+        # Foreign keys are deferred until commit, so the order of the tables does not matter.
+        return [f"DELETE FROM {self.quote_name(table)};" for table in tables]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DatabaseOperations, "sql_flush", sql_flush)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _clean_redis(redis_server: str) -> Iterator[None]:
     """Every test starts with an empty Redis database (tests use their own db number in CI)."""

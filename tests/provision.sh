@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# What `make test` needs beyond the Python packages: Chromium for tests/browser, Node.js with npm
-# and the locked npm packages for tests/clients/test_node_sdk.py, podman and mmdebstrap for the
-# image tests of tests/deploy. Whatever is missing is installed
+# What `make test` and `make test-deploy` need beyond the Python packages: Chromium for
+# tests/browser, Node.js with npm and the locked npm packages for tests/clients/test_node_sdk.py,
+# podman and mmdebstrap for the image tests of tests/deploy. Whatever is missing is installed
 # when this machine allows it (Debian's apt-get, as root or with password-less sudo), saying so;
 # otherwise one line says what to install, and the suite that needs it fails with that line.
 set -uo pipefail

@@ -1,4 +1,5 @@
-"""Billing fixtures: a group, usage events, a verifying webhook receiver and its endpoint."""
+"""Billing fixtures: a group, usage events, a verifying webhook receiver and its endpoint, Celery
+processes and the gateway as a real server."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import random
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from itertools import count
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from django.utils import timezone
 
@@ -17,7 +20,15 @@ from billing.services.batching import events_batch
 from gateway_project.celery import app
 from gateway_project.kernel.encryption import encrypt
 from groups.models import Group, Workspace
+from groups.services.audit import SYSTEM_ACTOR
+from keys.services import management_key_create
 from tests.fakes.webhook_receiver import WebhookReceiverThread
+from tests.faults.processes import Celery, suite_env
+from tests.proxy.conftest import (  # noqa: F401 - fixtures reused from the proxy suite
+    gateway,
+    tenant,
+    upstream,
+)
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 _request_numbers = count(1)
@@ -65,10 +76,36 @@ def eager() -> Iterator[None]:
 
 
 @pytest.fixture
+def flush_now(settings: Any) -> None:
+    """Every beat batches what is pending, however young."""
+    settings.GATEWAY_WEBHOOK_FLUSH_SECONDS = 0
+
+
+@pytest.fixture
 def receiver() -> Iterator[WebhookReceiverThread]:
     """A receiver on loopback that verifies signatures with `standardwebhooks` (secret SECRET)."""
     with WebhookReceiverThread(secret=SECRET) as thread:
         yield thread
+
+
+@pytest.fixture
+def celery(tmp_path: Path) -> Iterator[Callable[..., Celery]]:
+    """Start a Celery `worker` (solo pool) or `beat` on the test's database and Redis, with `env`
+    added to its environment; whatever is still running at the end is killed."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("worker processes need a database they can share (PostgreSQL)")
+    started: list[Celery] = []
+
+    def start(role: str, **env: str) -> Celery:
+        process = Celery(suite_env(**env), tmp_path, role=role, solo=True).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
 
 
 def endpoint_add(*, workspace: Workspace, url: str, secret: str = SECRET) -> WebhookEndpoint:
@@ -102,3 +139,18 @@ def one_event_batched(make_event: Callable[..., UsageEvent]) -> tuple[WebhookDel
     make_event()
     now = timezone.now() + timedelta(seconds=10)
     return batched_delivery(now), now
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def events_listed(*, gateway_url: str, workspace: Workspace, since: datetime) -> httpx.Response:
+    """The events API's answer, to a new management key of `workspace`, for the events from `since`
+    to a minute from now."""
+    _, management = management_key_create(workspace=workspace, actor=SYSTEM_ACTOR)
+    until = timezone.now() + timedelta(minutes=1)
+    return httpx.get(
+        f"{gateway_url}/v1/gateway/events?start_time={_iso(since)}&end_time={_iso(until)}",
+        headers={"Authorization": f"Bearer {management}"},
+    )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -24,7 +25,7 @@ from billing.selectors import webhook_secrets_active
 from billing.services.attempts import delivery_attempt_run
 from billing.services.batching import events_batch
 from groups.models import AuditEvent, Workspace
-from tests.billing.conftest import SECRET
+from tests.billing.conftest import SECRET, one_event_batched
 from tests.fakes.webhook_receiver import WebhookReceiverThread
 
 
@@ -44,15 +45,21 @@ def _confirmed(client: Client, model: str, action: str, ids: list[str]) -> Any:
     )
 
 
-def _failed_delivery(now: Any, receiver: WebhookReceiverThread) -> WebhookDelivery:
-    events_batch(now=now)
-    delivery = WebhookDelivery.objects.get()
+@pytest.fixture
+def failed(
+    endpoint: WebhookEndpoint,
+    receiver: WebhookReceiverThread,
+    make_event: Callable[..., UsageEvent],
+) -> tuple[WebhookDelivery, datetime]:
+    """One event's delivery, batched 10 s from now, failed for good by a 500 on its last attempt;
+    with that time."""
+    delivery, now = one_event_batched(make_event)
     WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=10)
     receiver.receiver.fail_next(1, 500)
     delivery_attempt_run(delivery_id=delivery.id, now=now)
     delivery.refresh_from_db()
     assert delivery.status == "failed"
-    return delivery
+    return delivery, now
 
 
 def test_usage_events_are_searchable_and_read_only(
@@ -146,13 +153,10 @@ def test_disable_parks_deliveries_and_enable_resumes_them(
 
 def test_resend_makes_exactly_one_more_attempt_with_the_same_id(
     admin_client: Client,
-    endpoint: WebhookEndpoint,
+    failed: tuple[WebhookDelivery, datetime],
     receiver: WebhookReceiverThread,
-    make_event: Callable[..., UsageEvent],
 ) -> None:
-    make_event()
-    now = timezone.now() + timedelta(seconds=10)
-    delivery = _failed_delivery(now, receiver)
+    delivery, now = failed
 
     _action(admin_client, "webhookdelivery", "resend", [delivery.pk])
     delivery_attempt_run(delivery_id=delivery.id, now=now + timedelta(seconds=20))
@@ -164,14 +168,9 @@ def test_resend_makes_exactly_one_more_attempt_with_the_same_id(
 
 
 def test_recover_asks_for_a_time_and_requeues_what_failed_since(
-    admin_client: Client,
-    endpoint: WebhookEndpoint,
-    receiver: WebhookReceiverThread,
-    make_event: Callable[..., UsageEvent],
+    admin_client: Client, failed: tuple[WebhookDelivery, datetime]
 ) -> None:
-    make_event()
-    now = timezone.now() + timedelta(seconds=10)
-    delivery = _failed_delivery(now, receiver)
+    delivery, _ = failed
     since = (timezone.now() - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S")
 
     form = admin_client.get("/admin/billing/webhookdelivery/recover/")
@@ -186,14 +185,9 @@ def test_recover_asks_for_a_time_and_requeues_what_failed_since(
 
 
 def test_delivery_pages_render_with_attempts_and_health(
-    admin_client: Client,
-    endpoint: WebhookEndpoint,
-    receiver: WebhookReceiverThread,
-    make_event: Callable[..., UsageEvent],
+    admin_client: Client, endpoint: WebhookEndpoint, failed: tuple[WebhookDelivery, datetime]
 ) -> None:
-    make_event()
-    now = timezone.now() + timedelta(seconds=10)
-    delivery = _failed_delivery(now, receiver)
+    delivery, _ = failed
 
     listing = admin_client.get("/admin/billing/webhookdelivery/", {"status__exact": "failed"})
     detail = admin_client.get(f"/admin/billing/webhookdelivery/{delivery.pk}/change/")

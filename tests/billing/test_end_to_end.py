@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
 
 import httpx
 import pytest
@@ -14,59 +12,34 @@ from django.utils import timezone
 from billing.models import UsageEvent
 from billing.services.ingest import usage_ingest
 from billing.tasks import deliveries_enqueue_due
-from groups.models import Workspace
-from groups.services.audit import SYSTEM_ACTOR
-from keys.services import management_key_create
-from routing import authcache
-from tests.billing.conftest import endpoint_add
-from tests.fakes.model_server import FakeModelServerThread
+from tests.billing.conftest import endpoint_add, events_listed
 from tests.fakes.webhook_receiver import WebhookReceiverThread
-from tests.proxy.conftest import GatewayThread, compatible_target, tenant_build
+from tests.proxy.conftest import GatewayThread, Tenant
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 N = 12
 
 
-@pytest.fixture
-def gateway(transactional_db: None) -> Iterator[GatewayThread]:
-    authcache.cache_drop(workspace_id=None)
-    server = GatewayThread().start()
-    yield server
-    server.stop()
-
-
-def _iso(moment: Any) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
 def test_n_requests_reach_the_receiver_and_the_events_api_exactly_once(
-    settings: Any,
     eager: None,
+    flush_now: None,
     gateway: GatewayThread,
-    workspace: Workspace,
+    tenant: Tenant,
     receiver: WebhookReceiverThread,
 ) -> None:
-    settings.GATEWAY_WEBHOOK_FLUSH_SECONDS = 0
     started = timezone.now() - timedelta(seconds=1)
-    with FakeModelServerThread() as upstream:
-        tenant = tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
-        endpoint_add(workspace=workspace, url=receiver.url)
-        headers = {"Authorization": f"Bearer {tenant.key}"}
-        body = {"model": "acme/llama", "messages": [{"role": "user", "content": "hi"}]}
-        statuses = [
-            httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=headers).status_code
-            for _ in range(N)
-        ]
+    endpoint_add(workspace=tenant.workspace, url=receiver.url)
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    body = {"model": "acme/llama", "messages": [{"role": "user", "content": "hi"}]}
+    statuses = [
+        httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=headers).status_code
+        for _ in range(N)
+    ]
 
     wait_until(lambda: usage_ingest() is not None and UsageEvent.objects.count() == N, timeout=10)
     deliveries_enqueue_due()
-    _, management = management_key_create(workspace=workspace, actor=SYSTEM_ACTOR)
-    query = f"start_time={_iso(started)}&end_time={_iso(timezone.now() + timedelta(minutes=1))}"
-    listed = httpx.get(
-        f"{gateway.url}/v1/gateway/events?{query}",
-        headers={"Authorization": f"Bearer {management}"},
-    )
+    listed = events_listed(gateway_url=gateway.url, workspace=tenant.workspace, since=started)
 
     assert statuses == [200] * N
     stored = set(UsageEvent.objects.values_list("idempotency_key", flat=True))

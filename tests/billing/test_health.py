@@ -16,9 +16,9 @@ from django.utils import timezone
 from billing.liveness import BEAT, WORKER, heartbeat_note
 from billing.models import UsageEvent, WebhookDelivery, WebhookEndpoint
 from billing.services.attempts import delivery_attempt_run
-from billing.services.batching import events_batch
 from billing.tasks import deliveries_enqueue_due, heartbeat
 from gateway_project.celery import app
+from tests.billing.conftest import one_event_batched
 from tests.fakes.webhook_receiver import WebhookReceiverThread
 
 PAGES = (
@@ -145,10 +145,7 @@ def test_the_health_page_gives_each_figure_a_level(
     settings: Any,
 ) -> None:
     settings.GATEWAY_BILLING_PENDING_WARN_SECONDS = 60
-    make_event()
-    now = timezone.now() + timedelta(seconds=10)
-    events_batch(now=now)
-    delivery = WebhookDelivery.objects.get()
+    delivery, now = one_event_batched(make_event)
     receiver.receiver.fail_next(1, 503)
     delivery_attempt_run(delivery_id=delivery.id, now=now)
     WebhookDelivery.objects.filter(pk=delivery.pk).update(
@@ -170,9 +167,7 @@ def test_resend_says_the_worker_is_down_instead_of_queued(
     make_event: Callable[..., UsageEvent],
     endpoint: WebhookEndpoint,
 ) -> None:
-    make_event()
-    events_batch(now=timezone.now() + timedelta(seconds=10))
-    delivery = WebhookDelivery.objects.get()
+    delivery, _ = one_event_batched(make_event)
     heartbeat_note(role=WORKER, at=time.time() - 600)
 
     response = admin_client.post(
@@ -193,10 +188,7 @@ def test_resend_reports_the_attempt_a_live_worker_made(
     endpoint: WebhookEndpoint,
     receiver: WebhookReceiverThread,
 ) -> None:
-    make_event()
-    now = timezone.now() + timedelta(seconds=10)
-    events_batch(now=now)
-    delivery = WebhookDelivery.objects.get()
+    delivery, _ = one_event_batched(make_event)
     WebhookDelivery.objects.filter(pk=delivery.pk).update(status="failed", attempts=10)
     receiver.receiver.fail_next(1, 500)
 

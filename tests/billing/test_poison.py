@@ -198,12 +198,6 @@ def later(seconds: float = 10) -> datetime:
 
 
 @pytest.fixture
-def flush_now(settings: Any) -> None:
-    """Every beat batches what is pending, however young."""
-    settings.GATEWAY_WEBHOOK_FLUSH_SECONDS = 0
-
-
-@pytest.fixture
 def poisoned_event(make_event: Callable[..., UsageEvent]) -> UsageEvent:
     """A stored event whose metadata Python cannot read back."""
     event = make_event()

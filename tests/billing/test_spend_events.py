@@ -4,7 +4,6 @@ endpoint's carry none."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -18,15 +17,11 @@ from billing.services.ingest import usage_ingest
 from billing.tasks import deliveries_enqueue_due
 from billing.wire import event_wire
 from gateway_project.kernel.money import amount_text
-from groups.models import Workspace
 from groups.services.audit import SYSTEM_ACTOR
-from keys.services import management_key_create
-from routing import authcache
 from routing.services import endpoint_update
-from tests.billing.conftest import endpoint_add
-from tests.fakes.model_server import FakeModelServerThread
+from tests.billing.conftest import endpoint_add, events_listed
 from tests.fakes.webhook_receiver import WebhookReceiverThread
-from tests.proxy.conftest import GatewayThread, compatible_target, tenant_build
+from tests.proxy.conftest import GatewayThread, Tenant
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,14 +39,6 @@ KNOWN = [
 ]
 
 
-@pytest.fixture
-def gateway(transactional_db: None) -> Iterator[GatewayThread]:
-    authcache.cache_drop(workspace_id=None)
-    server = GatewayThread().start()
-    yield server
-    server.stop()
-
-
 def _answer(prompt: int, cached: int, completion: int) -> dict[str, Any]:
     """What the fake upstream answers: a completion reporting exactly this usage."""
     usage = {
@@ -65,6 +52,16 @@ def _answer(prompt: int, cached: int, completion: int) -> dict[str, Any]:
     return {"status": 200, "body": json.dumps(body)}
 
 
+def _price(tenant: Tenant, pricing: dict[str, str]) -> None:
+    """Price the tenant's endpoint (requests admitted from now on are charged at `pricing`)."""
+    endpoint_update(
+        workspace=tenant.workspace,
+        endpoint_id=tenant.endpoint.id,
+        actor=SYSTEM_ACTOR,
+        pricing=pricing,
+    )
+
+
 def _call(gateway: GatewayThread, key: str, usage: tuple[int, int, int]) -> int:
     body = {
         "model": "acme/llama",
@@ -75,36 +72,23 @@ def _call(gateway: GatewayThread, key: str, usage: tuple[int, int, int]) -> int:
     return httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=headers).status_code
 
 
-def _iso(moment: Any) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
 def test_three_requests_of_known_usage_carry_their_exact_cost_everywhere(
-    settings: Any,
     eager: None,
+    flush_now: None,
     gateway: GatewayThread,
-    workspace: Workspace,
+    tenant: Tenant,
     receiver: WebhookReceiverThread,
 ) -> None:
-    settings.GATEWAY_WEBHOOK_FLUSH_SECONDS = 0
     started = timezone.now() - timedelta(seconds=1)
-    with FakeModelServerThread() as upstream:
-        tenant = tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
-        endpoint_update(
-            workspace=workspace, endpoint_id=tenant.endpoint.id, actor=SYSTEM_ACTOR, pricing=PRICING
-        )
-        endpoint_add(workspace=workspace, url=receiver.url)
+    _price(tenant, PRICING)
+    endpoint_add(workspace=tenant.workspace, url=receiver.url)
 
-        statuses = [_call(gateway, tenant.key, usage) for usage, _ in KNOWN]
+    statuses = [_call(gateway, tenant.key, usage) for usage, _ in KNOWN]
 
     wait_until(lambda: usage_ingest() is not None and UsageEvent.objects.count() == 3, timeout=10)
     deliveries_enqueue_due()
-    _, management = management_key_create(workspace=workspace, actor=SYSTEM_ACTOR)
-    query = f"start_time={_iso(started)}&end_time={_iso(timezone.now() + timedelta(minutes=1))}"
-    listed = httpx.get(
-        f"{gateway.url}/v1/gateway/events?{query}",
-        headers={"Authorization": f"Bearer {management}"},
-    ).json()["items"]
+    listed = events_listed(gateway_url=gateway.url, workspace=tenant.workspace, since=started)
+    items = listed.json()["items"]
 
     assert statuses == [200, 200, 200]
     expected = [{"currency": "USD", "amount": amount} for _, amount in KNOWN]
@@ -112,17 +96,15 @@ def test_three_requests_of_known_usage_carry_their_exact_cost_everywhere(
     assert [(e.cost_currency, e.cost_amount) for e in stored] == [
         ("USD", Decimal(amount)) for _, amount in KNOWN
     ]
-    assert [e["cost"] for e in sorted(listed, key=lambda e: e["timestamp"])] == expected
+    assert [e["cost"] for e in sorted(items, key=lambda e: e["timestamp"])] == expected
     webhooks = sorted(receiver.receiver.events().values(), key=lambda e: e["timestamp"])
     assert [e["cost"] for e in webhooks] == expected
 
 
 def test_an_unpriced_endpoint_s_events_carry_no_cost(
-    gateway: GatewayThread, workspace: Workspace
+    gateway: GatewayThread, tenant: Tenant
 ) -> None:
-    with FakeModelServerThread() as upstream:
-        tenant = tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
-        status = _call(gateway, tenant.key, (10, 0, 5))
+    status = _call(gateway, tenant.key, (10, 0, 5))
 
     wait_until(lambda: usage_ingest() is not None and UsageEvent.objects.count() == 1, timeout=10)
 
@@ -133,19 +115,13 @@ def test_an_unpriced_endpoint_s_events_carry_no_cost(
 
 
 def test_a_price_change_applies_to_requests_admitted_after_it(
-    gateway: GatewayThread, workspace: Workspace
+    gateway: GatewayThread, tenant: Tenant
 ) -> None:
-    with FakeModelServerThread() as upstream:
-        tenant = tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
-        reprice = {"currency": "USD", "input_per_million": "1", "output_per_million": "2"}
-        endpoint_update(
-            workspace=workspace, endpoint_id=tenant.endpoint.id, actor=SYSTEM_ACTOR, pricing=PRICING
-        )
-        first = _call(gateway, tenant.key, (100, 0, 50))
-        endpoint_update(
-            workspace=workspace, endpoint_id=tenant.endpoint.id, actor=SYSTEM_ACTOR, pricing=reprice
-        )
-        wait_until(lambda: _priced_at(gateway, tenant.key) == "0.00020000", timeout=10)
+    reprice = {"currency": "USD", "input_per_million": "1", "output_per_million": "2"}
+    _price(tenant, PRICING)
+    first = _call(gateway, tenant.key, (100, 0, 50))
+    _price(tenant, reprice)
+    wait_until(lambda: _priced_at(gateway, tenant.key) == "0.00020000", timeout=10)
 
     wait_until(lambda: usage_ingest() is not None and UsageEvent.objects.count() >= 2, timeout=10)
 

@@ -22,17 +22,12 @@ from billing.services.usage import USAGE_STREAM
 from gateway_project.cli import beat_argv, worker_argv
 from gateway_project.env import BASE_DIR
 from gateway_project.logs import BASE_KEYS, REQUEST_KEYS
-from tests.faults.processes import free_port, group_kill
+from tests.faults.processes import free_port, group_kill, suite_database_url
 from tests.metrics_read import sample_sum
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 TOKEN = "worker-metrics-token-" + uuid.uuid4().hex
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
 def _lines(path: Path) -> list[str]:
@@ -81,7 +76,7 @@ def processes(transactional_db: None, tmp_path: Path) -> Iterator[Processes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(
         DJANGO_SETTINGS_MODULE="gateway_project.settings",
-        DATABASE_URL=_database_url(),
+        DATABASE_URL=suite_database_url(),
         REDIS_URL=settings.REDIS_URL,
         GATEWAY_WORKER_METRICS_PORT=str(port),
         GATEWAY_METRICS_TOKEN=TOKEN,

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings as django_settings
 from django.db import connection
 
 from billing.models import DeliveryStatus, UsageEvent, WebhookDelivery
@@ -20,23 +19,16 @@ from billing.tasks import deliveries_enqueue_due
 from groups.models import Workspace
 from tests.billing.conftest import endpoint_add
 from tests.billing.scripted_server import Reply, ScriptedServer
-from tests.billing.test_worker_crash import TIMEOUT, _database_url
-from tests.faults.processes import group_kill, log_tail, spawn
+from tests.billing.test_worker_crash import TIMEOUT
+from tests.faults.processes import group_kill, log_tail, spawn, suite_env
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def _worker(log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),
-        "REDIS_URL": django_settings.REDIS_URL,
-        "GATEWAY_WEBHOOK_TIMEOUT": str(TIMEOUT),
-        "GATEWAY_UPSTREAM_ALLOWLIST": "127.0.0.0/8",
-    }
     argv = [sys.executable, "-m", "gateway_project.cli", "worker", "--concurrency", "1"]
-    return spawn(argv, env=env, log=log)
+    return spawn(argv, env=suite_env(GATEWAY_WEBHOOK_TIMEOUT=str(TIMEOUT)), log=log)
 
 
 def test_a_worker_told_to_stop_finishes_its_delivery_first(

@@ -19,8 +19,8 @@ def image_tools_missing() -> str | None:
     missing = [tool for tool in ("podman", "mmdebstrap") if shutil.which(tool) is None]
     if missing:
         return (
-            f"{' and '.join(missing)} missing: `make test` installs them where apt-get and root or "
-            "sudo are available; otherwise install Debian's podman and mmdebstrap packages."
+            f"{' and '.join(missing)} missing: `make test-deploy` installs them where apt-get and "
+            "root or sudo are available; otherwise install Debian's podman and mmdebstrap packages."
         )
     if os.geteuid() != 0:
         return "the image tests run the image's filesystem under chroot: run them as root."
@@ -43,7 +43,7 @@ def database_url() -> Iterator[str]:
     """A new, empty database on the suite's PostgreSQL (what compose's postgres service gives)."""
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith("postgres"):
-        pytest.skip("needs PostgreSQL: run with DATABASE_URL=postgres://... (make test does in CI)")
+        pytest.skip("needs PostgreSQL: run with DATABASE_URL=postgres://... (.ci/run does)")
     base, _, name = url.rpartition("/")
     fresh = f"{name}_compose"
     # The server's maintenance database: DATABASE_URL's own may not exist (the suite uses test_*).

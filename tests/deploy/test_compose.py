@@ -43,6 +43,7 @@ def stack(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Loopbac
     stack.stop()
 
 
+@pytest.mark.deploy
 def test_compose_stack_serves_inference_on_loopback(stack, database_url):
     stack_serves_inference(stack, database_url)
 

@@ -23,7 +23,7 @@ import pytest
 from tests.deploy.manifests import ROOT, image_env
 from tests.deploy.stack import LoopbackStack, stack_serves_inference
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.deploy]
 BASE = "localhost/localbase:bookworm"
 TAG = "localhost/inference-gateway:test"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")

@@ -16,7 +16,7 @@ from tests.deploy.manifests import ROOT
 from tests.faults.processes import free_port, group_kill, log_tail
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.deploy]
 DEV_ONLY = ("pytest", "mypy", "playwright", "hypothesis", "schemathesis", "ruff")
 
 

@@ -109,10 +109,12 @@ def stack(private_postgres: PrivatePostgres, tmp_path: Path) -> Iterator[Stack]:
     started: list[Gateway | Celery] = []
     with FakeModelServerThread(record=False) as upstream, ReceiverThread() as receiver:
         try:
+            # The gateway boots while the tenant is seeded: it has nothing cached to go stale.
+            gateway = Gateway(env, tmp_path).launch()
+            started.append(gateway)
             tenant = _seed(env, upstream.url, receiver.url)
             receiver.receiver.secret = tenant["webhook_secret"]
-            gateway = Gateway(env, tmp_path).start()
-            started.append(gateway)
+            gateway.ready()
             worker = Celery(env, tmp_path, role="worker").start()
             beat = Celery(env, tmp_path, role="beat").start()
             started += [worker, beat]

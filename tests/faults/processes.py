@@ -200,8 +200,16 @@ class Gateway:
 
     def start(self) -> Self:
         """Start and wait until /healthz answers and both workers run."""
+        return self.launch().ready()
+
+    def launch(self) -> Self:
+        """Start without waiting (the caller does other work meanwhile, then calls `ready`)."""
         args, env = self.command()
         self.proc = spawn(args, env=env, log=self.log)
+        return self
+
+    def ready(self) -> Self:
+        """Wait until /healthz answers and both workers run."""
         wait_until(self._healthy, timeout=60, what=f"gateway up\n{log_tail(self.log)}")
         wait_until(lambda: len(self.workers()) == 2, timeout=30, what="two gunicorn workers")
         return self
@@ -232,11 +240,39 @@ class Gateway:
             group_kill(self.proc, signal.SIGTERM)
 
 
-class Celery:
-    """A Celery worker (prefork, 2 processes) or beat, killable and restartable."""
+def suite_database_url() -> str:
+    """The running test's database as a DATABASE_URL, for child processes that share it."""
+    from django.db import connection
 
-    def __init__(self, env: dict[str, str], directory: Path, *, role: str) -> None:
-        self.env, self.dir, self.role = env, directory, role
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def suite_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process on the running test's database and Redis (PostgreSQL
+    only: an in-memory SQLite test database cannot be shared), plus `extra`."""
+    from django.conf import settings
+
+    return {
+        **os.environ,
+        "DATABASE_URL": suite_database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "GATEWAY_UPSTREAM_ALLOWLIST": "127.0.0.0/8",
+        **extra,
+    }
+
+
+class Celery:
+    """A Celery worker or beat, killable and restartable; output in <directory>/celery-<role>.log.
+
+    The worker runs a prefork pool of 2 processes, or with `solo` the tasks in its main process (one
+    at a time, as a worker that a test kills mid-task needs)."""
+
+    def __init__(
+        self, env: dict[str, str], directory: Path, *, role: str, solo: bool = False
+    ) -> None:
+        self.env, self.dir, self.role, self.solo = env, directory, role, solo
         self.log = directory / f"celery-{role}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -246,7 +282,8 @@ class Celery:
         self.starts += 1
         args = [sys.executable, "-m", "celery", "-A", "gateway_project", self.role, "-l", "info"]
         if self.role == "worker":
-            args += ["--concurrency", "2", "-n", f"faults{self.starts}@%h"]
+            args += ["-P", "solo"] if self.solo else ["--concurrency", "2"]
+            args += ["-n", f"faults{self.starts}@%h"]
             args += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
         else:
             args += ["-s", str(self.dir / "celerybeat-schedule")]

@@ -19,6 +19,7 @@ from tests.limits.support import (
     sync_client,
     wait_until,
 )
+from tests.proxy.conftest import gateway  # noqa: F401 - fixtures reused from the proxy suite
 
 CLUSTER_PORTS = (7110, 7111, 7112)
 SLOTS = 16384

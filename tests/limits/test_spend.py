@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,7 +18,6 @@ from groups.selectors import EnforcedLimit, group_enforced_limits
 from groups.services import group_create
 from groups.services.audit import SYSTEM_ACTOR
 from keys.services import api_key_create
-from routing import authcache
 from routing.admission import Admission, limits_admit, limits_settle
 from routing.pricing import micro_ceil
 from routing.services import endpoint_create
@@ -206,12 +204,21 @@ def test_an_independent_parent_spend_limit_is_each_child_s_own(workspace: Worksp
     )
 
 
-@pytest.fixture
-def gateway(transactional_db: None) -> Iterator[GatewayThread]:
-    authcache.cache_drop(workspace_id=None)
-    server = GatewayThread().start()
-    yield server
-    server.stop()
+def _priced_key(
+    workspace: Workspace, upstream_url: str, *, pricing: dict[str, str], threshold: int
+) -> tuple[Group, str]:
+    """The endpoint priced at `pricing` on the upstream, a group with a SPEND/DAY limit of
+    `threshold` micro-units on it, and a key of that group."""
+    endpoint_create(
+        workspace=workspace,
+        actor=SYSTEM_ACTOR,
+        slug=SLUG,
+        targets=[compatible_target(upstream_url)],
+        pricing=pricing,
+    )
+    group = _group(workspace, "cust", threshold)
+    _, key = api_key_create(workspace=workspace, group=group, actor=SYSTEM_ACTOR)
+    return group, key
 
 
 def _body(max_tokens: int) -> bytes:
@@ -230,15 +237,7 @@ def test_a_spend_limit_of_1000_micro_usd_admits_exactly_what_fits_at_100_concurr
     gateway: GatewayThread, workspace: Workspace
 ) -> None:
     with FakeModelServerThread() as upstream:
-        endpoint_create(
-            workspace=workspace,
-            actor=SYSTEM_ACTOR,
-            slug=SLUG,
-            targets=[compatible_target(upstream.url)],
-            pricing=PRICING,
-        )
-        group = _group(workspace, "cust", 1000)
-        _, key = api_key_create(workspace=workspace, group=group, actor=SYSTEM_ACTOR)
+        group, key = _priced_key(workspace, upstream.url, pricing=PRICING, threshold=1000)
         raw = _body(max_tokens=80)
         reserve = len(raw) // 4 + 80  # 1 micro-USD a token, prompt estimate + cap
 
@@ -276,15 +275,9 @@ def test_a_max_tokens_priced_above_the_spend_limit_is_refused_before_the_upstrea
     gateway: GatewayThread, workspace: Workspace
 ) -> None:
     with FakeModelServerThread() as upstream:
-        endpoint_create(
-            workspace=workspace,
-            actor=SYSTEM_ACTOR,
-            slug=SLUG,
-            targets=[compatible_target(upstream.url)],
-            pricing={"currency": "USD", "input_per_million": "0", "output_per_million": "1000000"},
-        )
-        group = _group(workspace, "cust", 10**12)  # a million USD
-        _, key = api_key_create(workspace=workspace, group=group, actor=SYSTEM_ACTOR)
+        pricing = {"currency": "USD", "input_per_million": "0", "output_per_million": "1000000"}
+        # A limit of a million USD.
+        _, key = _priced_key(workspace, upstream.url, pricing=pricing, threshold=10**12)
         body = {"model": SLUG, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**5}
 
         answer = httpx.post(
