@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -113,10 +114,24 @@ _RECORD_SHA = hashlib.sha1(_RECORD_SCRIPT.encode()).hexdigest()
 
 
 def _payload(event: dict[str, Any]) -> bytes:
+    """The event's JSON. orjson writes NaN and infinities as null without a word, so metadata
+    holding one goes through the standard library, which keeps them for ingest to clean and note."""
+    if _has_non_finite(event.get("requestMetadata")):
+        return json.dumps(event, separators=(",", ":")).encode()
     try:
         return orjson.dumps(event)
     except TypeError:  # an integer beyond 64 bits in the metadata
         return json.dumps(event, separators=(",", ":")).encode()
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_has_non_finite(item) for item in value)
+    return False
 
 
 @dataclass(frozen=True, slots=True)
