@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,6 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
-from billing.models import UsageEvent
 from billing.selectors import EventsWindow
 from gateway_project.kernel.errors import ValidationFailed
 
@@ -78,13 +78,13 @@ def events_query_parse(params: QueryDict, *, now: datetime) -> EventsWindow:
     )
 
 
-def events_cursor_encode(*, window: EventsWindow, last: UsageEvent) -> str:
-    """An opaque cursor resuming after `last` inside the same window and filters."""
+def events_cursor_encode(*, window: EventsWindow, last: Mapping[str, Any]) -> str:
+    """An opaque cursor resuming after the row `last` inside the same window and filters."""
     state = {
         "s": window.start.isoformat() if window.start else None,
         "e": window.end.isoformat(),
-        "t": last.timestamp.isoformat(),
-        "k": last.idempotency_key,
+        "t": last["timestamp"].isoformat(),
+        "k": last["idempotency_key"],
         "a": list(window.api_keys),
         "x": list(window.external_entity_ids),
     }
@@ -118,6 +118,11 @@ class TokensSerializer(serializers.Serializer[Any]):
     cachedInputTokens = serializers.IntegerField()  # noqa: N815
 
 
+class CostSerializer(serializers.Serializer[Any]):
+    currency = serializers.CharField(help_text="ISO 4217 code")
+    amount = serializers.CharField(help_text="A decimal number as a string")
+
+
 class UsageEventSerializer(serializers.Serializer[Any]):
     """A usage event as the events API returns it (the webhook shape without requestMetadata)."""
 
@@ -131,6 +136,7 @@ class UsageEventSerializer(serializers.Serializer[Any]):
     groupId = serializers.CharField()  # noqa: N815
     status = serializers.ChoiceField(choices=["completed", "cancelled"])
     tokens = TokensSerializer()
+    cost = CostSerializer(required=False, help_text="Present on an event of a priced endpoint")
 
 
 def events_schema_parameters() -> list[Any]:

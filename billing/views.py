@@ -13,7 +13,7 @@ from billing.serializers import (
     events_query_parse,
     events_schema_parameters,
 )
-from billing.wire import event_wire
+from billing.wire import event_row_wire
 from gateway_project.kernel.apikit import (
     LIST_PARAMETERS,
     GatewayAPIView,
@@ -39,4 +39,4 @@ class EventListView(GatewayAPIView):
         )
         cursor = events_cursor_encode(window=window, last=events[-1]) if has_more else None
         page = Page(items=events, has_more=has_more, cursor=cursor)
-        return Response(page_body(page=page, items=[event_wire(e, metadata=False) for e in events]))
+        return Response(page_body(page=page, items=[event_row_wire(row) for row in events]))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,31 +18,56 @@ def timestamp_wire(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# The columns an event's wire shape reads (besides requestMetadata), as `values()` names them.
+EVENT_WIRE_FIELDS = (
+    "idempotency_key",
+    "timestamp",
+    "request_id",
+    "model_slug",
+    "external_entity_id",
+    "api_key_prefix",
+    "group_id",
+    "status",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cost_currency",
+    "cost_amount",
+)
+
+
 def event_wire(event: UsageEvent, *, metadata: bool = True) -> dict[str, Any]:
     """One event in camelCase; the events API leaves `requestMetadata` out (and never loads it)."""
+    row = {name: getattr(event, name) for name in EVENT_WIRE_FIELDS}
+    return _wire(row, {"requestMetadata": _metadata(event)} if metadata else {})
+
+
+def event_row_wire(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One events API event (no `requestMetadata`) from a `values(*EVENT_WIRE_FIELDS)` row,
+    without building a model instance."""
+    return _wire(row, {})
+
+
+def _wire(row: Mapping[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
     wire: dict[str, Any] = {
-        "idempotencyKey": event.idempotency_key,
-        "timestamp": timestamp_wire(event.timestamp),
-        "requestId": event.request_id,
-    }
-    if metadata:
-        wire["requestMetadata"] = _metadata(event)
-    wire = {
-        **wire,
-        "modelSlug": event.model_slug,
-        "externalCustomerId": event.external_entity_id,
-        "externalEntityId": event.external_entity_id,
-        "apiKeyPrefix": event.api_key_prefix,
-        "groupId": event.group_id,
-        "status": event.status,
+        "idempotencyKey": row["idempotency_key"],
+        "timestamp": timestamp_wire(row["timestamp"]),
+        "requestId": row["request_id"],
+        **metadata,
+        "modelSlug": row["model_slug"],
+        "externalCustomerId": row["external_entity_id"],
+        "externalEntityId": row["external_entity_id"],
+        "apiKeyPrefix": row["api_key_prefix"],
+        "groupId": row["group_id"],
+        "status": row["status"],
         "tokens": {
-            "inputTokens": event.input_tokens,
-            "outputTokens": event.output_tokens,
-            "cachedInputTokens": event.cached_input_tokens,
+            "inputTokens": row["input_tokens"],
+            "outputTokens": row["output_tokens"],
+            "cachedInputTokens": row["cached_input_tokens"],
         },
     }
-    if event.cost_currency and event.cost_amount is not None:
-        wire["cost"] = {"currency": event.cost_currency, "amount": amount_text(event.cost_amount)}
+    if row["cost_currency"] and row["cost_amount"] is not None:
+        wire["cost"] = {"currency": row["cost_currency"], "amount": amount_text(row["cost_amount"])}
     return wire
 
 

@@ -215,12 +215,12 @@ def audit_of_customer(*, group_ids: list[str], key_ids: list[str], limit: int = 
 
 
 def audit_search(*, term: str) -> Q:
-    """Audit rows about `term`: an object id, an actor, a key prefix, or a group's external id
-    (the group's rows and its keys' rows)."""
+    """Audit rows about `term`: an object id, the start of an actor, a key prefix, or a group's
+    external id (the group's rows and its keys' rows); every branch is served by an index."""
     groups = list(Group.objects.filter(external_entity_id=term).values_list("id", flat=True)[:100])
     found = (
         Q(object_id=term)
-        | Q(actor__icontains=term)
+        | Q(actor__startswith=term)
         | Q(after__prefix=term)
         | Q(before__prefix=term)
         | Q(after__external_entity_id=term)

@@ -360,8 +360,11 @@ class AuditEventAdmin(WholeTermSearchMixin, admin.ModelAdmin):  # type: ignore[t
         ("action", RecentValuesFilter),
         ("object_type", RecentValuesFilter),
     )
-    search_fields = ("=object_id", "actor")
-    search_help_text = "An object id, an actor, a key prefix or a customer's external id."
+    search_fields = ("=object_id", "^actor")
+    search_help_text = (
+        "An object id, the start of an actor (staff:alice, mgmt:sky_…), a whole key prefix or a "
+        "customer's whole external id."
+    )
     fields = (
         "id",
         "created_at",

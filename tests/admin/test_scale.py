@@ -19,7 +19,7 @@ from django.utils import timezone
 from billing.models import UsageEvent
 from gateway_project.kernel import admin_paging
 from groups.admin import hierarchy
-from groups.models import Group, Secret, Workspace
+from groups.models import AuditEvent, Group, Secret, Workspace
 from keys.models import ApiKey
 from routing.services import endpoint_create
 from tests.admin.conftest import Grow
@@ -238,6 +238,9 @@ SEARCHES = [
     (ApiKey, "cust-00001"),
     (UsageEvent, "sky_000000000001"),
     (UsageEvent, "cust-00001"),
+    (AuditEvent, "sky_000000000001"),
+    (AuditEvent, "cust-00001"),
+    (AuditEvent, "mgmt:sky"),
 ]
 
 
@@ -290,3 +293,15 @@ def test_workspace_list_counts_live_groups_of_each_workspace(
 
     assert '<td class="field-live_group_count">2</td>' in html
     assert '<td class="field-live_group_count">0</td>' in html
+
+
+def test_audit_search_matches_the_start_of_an_actor_not_the_middle(
+    admin_client: Client, tenant: Grow
+) -> None:
+    grown = tenant(2)
+
+    start = admin_client.get(_changelist("groups_auditevent"), {"q": "mgmt:sky"}).content
+    middle = admin_client.get(_changelist("groups_auditevent"), {"q": "sky_test"}).content
+
+    assert grown.groups[0].pk.encode() in start and grown.groups[1].pk.encode() in start
+    assert grown.groups[0].pk.encode() not in middle
