@@ -114,7 +114,7 @@ class GroupDetailView(GatewayAPIView):
         operation_id="groups_update",
     )
     def patch(self, request: Request, group_id: str) -> Response:
-        selectors.group_get(workspace=self.workspace, group_id=group_id, legacy=False)
+        seen = selectors.group_get(workspace=self.workspace, group_id=group_id, legacy=False)
         data = patch_validate(
             GroupUpdateSerializer, body_object(request), immutable=IMMUTABLE_GROUP_FIELDS
         )
@@ -124,6 +124,7 @@ class GroupDetailView(GatewayAPIView):
             actor=self.actor,
             name=(data.get("metadata") or {}).get("name"),
             models=data.get("models"),
+            seen=seen,
         )
         return Response(group_detail_wire(group))
 
