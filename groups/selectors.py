@@ -38,6 +38,8 @@ __all__ = [
     "group_models",
     "group_subtree",
     "groups_effective_models",
+    "groups_limits",
+    "groups_models_wire",
     "slug_spend_limited",
     "models_prefetch",
 ]
@@ -86,11 +88,55 @@ def group_get(*, workspace: Workspace, group_id: str, legacy: bool | None = None
 def group_list(
     *, workspace: Workspace, external_entity_id: str | None = None, legacy: bool | None = None
 ) -> QuerySet[Group]:
-    """Live groups of the workspace in creation order, models prefetched."""
+    """Live groups of the workspace in creation order (models: `groups_limits` reads a page's)."""
     groups = _live(workspace, legacy)
     if external_entity_id is not None:
         groups = groups.filter(external_entity_id=external_entity_id)
-    return groups.order_by("created_at", "id").prefetch_related(models_prefetch())
+    return groups.order_by("created_at", "id")
+
+
+def groups_limits(*, group_ids: Iterable[str]) -> dict[str, GroupLimits]:
+    """Configured models of many groups by id, in configured order, read as tuples (one query)."""
+    # Building model instances of every access and limit of a page cost more than the rest of it.
+    found: dict[str, dict[str, list[LimitSpec]]] = {group_id: {} for group_id in group_ids}
+    rows = (
+        GroupModel.objects.filter(group_id__in=list(found))
+        .order_by("group_id", "position", "id", "limits__id")
+        .values_list(
+            "group_id", "slug", "limits__kind", "limits__type", "limits__unit", "limits__threshold"
+        )
+    )
+    for group_id, slug, kind, type_, unit, threshold in rows:
+        limits = found[group_id].setdefault(slug, [])
+        if kind is not None:  # an access without limits comes as one row of NULLs
+            limits.append(LimitSpec(kind=kind, type=type_, unit=unit, threshold=threshold))
+    return {
+        group_id: GroupLimits(
+            group_id=group_id, models={slug: tuple(specs) for slug, specs in models.items()}
+        )
+        for group_id, models in found.items()
+    }
+
+
+def groups_models_wire(
+    *, groups: list[Group]
+) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """(models, effective models) in the wire shape of many groups by id, in two queries at most
+    (the ancestors of the children, then every member's models)."""
+    chains = _chains(groups)
+    limits = groups_limits(group_ids=[member.id for chain in chains.values() for member in chain])
+    return {
+        group.id: (
+            specs_wire(limits[group.id].models),
+            effective_wire(
+                effective_limits(
+                    chain=[limits[member.id] for member in chains[group.id]],
+                    mode=group.limit_enforcement,
+                )
+            ),
+        )
+        for group in groups
+    }
 
 
 def group_limits(*, group: Group) -> GroupLimits:
@@ -146,14 +192,18 @@ def group_chain(*, group: Group) -> list[Group]:
     return _chain_from(group, parent)
 
 
-def group_chains(*, groups: list[Group]) -> dict[str, list[Group]]:
-    """Each group's chain, root first, models prefetched on every member (constant queries)."""
+def _chains(groups: list[Group]) -> dict[str, list[Group]]:
     parent_ids = {group.parent_id for group in groups if group.parent_id is not None}
     parents = Group.objects.select_related(_ANCESTORS).in_bulk(parent_ids) if parent_ids else {}
-    chains = {
+    return {
         group.id: _chain_from(group, parents.get(group.parent_id) if group.parent_id else None)
         for group in groups
     }
+
+
+def group_chains(*, groups: list[Group]) -> dict[str, list[Group]]:
+    """Each group's chain, root first, models prefetched on every member (constant queries)."""
+    chains = _chains(groups)
     members = [member for chain in chains.values() for member in chain]
     prefetch_related_objects(
         [m for m in members if "model_access" not in getattr(m, "_prefetched_objects_cache", {})],

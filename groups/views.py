@@ -33,6 +33,7 @@ from groups.serializers import (
     groups_wire,
     user_deleted_wire,
     user_wire,
+    users_wire,
 )
 
 GROUPS = ["groups"]
@@ -144,7 +145,7 @@ class UserListView(GatewayAPIView):
     @list_schema(UserV1Serializer, tags=USERS, summary="List users", operation_id="users_list")
     def get(self, request: Request) -> Response:
         users = selectors.group_list(workspace=self.workspace, legacy=True)
-        return self.page(users, lambda rows: [user_wire(user) for user in rows])
+        return self.page(users, users_wire)
 
     @api_schema(
         request=UserUpsertSerializer,

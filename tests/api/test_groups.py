@@ -366,3 +366,18 @@ def test_patch_of_a_child_locks_its_tree_and_renames_it(api: APIClient, endpoint
 
     assert renamed.status_code == 200
     assert renamed.json() == {**child, "metadata": {**child["metadata"], "name": "kid"}}
+
+
+def test_a_list_page_takes_a_fixed_few_queries(
+    api: APIClient, endpoints: list, django_assert_max_num_queries: Any
+) -> None:
+    root_id = create(api, group_body("root_l", model("acme/llama", rpm=5, tpd=9))).json()["id"]
+    for index in range(3):
+        create(api, group_body(f"kid_{index}", model("acme/llama"), parent_group_id=root_id))
+        create(api, group_body(f"solo_{index}", model("acme/mistral", tpd=index + 1)))
+
+    with django_assert_max_num_queries(4):  # key, page, the children's ancestors, every models
+        page = api.get(f"{GROUPS}?limit=100").json()["items"]
+
+    assert len(page) == 7
+    assert page == [api.get(f"{GROUPS}/{item['id']}").json() for item in page]
