@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import Prefetch, Q, QuerySet, prefetch_related_objects
+from django.db.models import Prefetch, Q, QuerySet
 
 from gateway_project.kernel.errors import NotFound
 from groups.limit_serializers import ModelConfigOutSerializer
@@ -61,6 +61,7 @@ def models_cache_fill(group: Group, accesses: list[tuple[GroupModel, list[ModelL
     for access, limits in accesses:
         _cache_fill(access, "limits", limits)
     _cache_fill(group, "model_access", [access for access, _limits in accesses])
+    group._prefetched_objects_cache.pop(_LIMITS_READ, None)  # type: ignore[attr-defined]
 
 
 def _cache_fill(row: Group | GroupModel, name: str, rows: list[Any]) -> None:
@@ -139,8 +140,31 @@ def groups_models_wire(
     }
 
 
+# What `groups_limits` read for a group instance, kept beside its prefetches so that whatever
+# clears those (refresh_from_db, a write of its models) clears this too.
+_LIMITS_READ = "gw_limits_read"
+
+
+def _limits_read(group: Group) -> GroupLimits | None:
+    read: GroupLimits | None = getattr(group, "_prefetched_objects_cache", {}).get(_LIMITS_READ)
+    return read
+
+
+def _limits_keep(group: Group, limits: GroupLimits) -> None:
+    caches: dict[str, Any] = getattr(group, "_prefetched_objects_cache", {})
+    caches[_LIMITS_READ] = limits
+    group._prefetched_objects_cache = caches  # type: ignore[attr-defined]
+
+
 def group_limits(*, group: Group) -> GroupLimits:
-    """A group's configured models as specs (uses the prefetch cache when present)."""
+    """A group's configured models as specs (from the prefetch cache or an earlier read of this
+    instance when present, else read as tuples in one query)."""
+    if "model_access" not in getattr(group, "_prefetched_objects_cache", {}):
+        read = _limits_read(group)
+        if read is None:
+            read = groups_limits(group_ids=[group.id])[group.id]
+            _limits_keep(group, read)
+        return read
     return GroupLimits(
         group_id=group.id,
         models={
@@ -148,16 +172,9 @@ def group_limits(*, group: Group) -> GroupLimits:
                 LimitSpec(kind=lim.kind, type=lim.type, unit=lim.unit, threshold=lim.threshold)
                 for lim in access.limits.all()
             )
-            for access in _accesses(group)
+            for access in group.model_access.all()
         },
     )
-
-
-def _accesses(group: Group) -> list[GroupModel]:
-    if "model_access" in getattr(group, "_prefetched_objects_cache", {}):
-        return list(group.model_access.all())
-    prefetch_related_objects([group], models_prefetch())
-    return list(group.model_access.all())
 
 
 def slug_spend_limited(*, workspace_id: str, slug: str) -> bool:
@@ -202,13 +219,19 @@ def _chains(groups: list[Group]) -> dict[str, list[Group]]:
 
 
 def group_chains(*, groups: list[Group]) -> dict[str, list[Group]]:
-    """Each group's chain, root first, models prefetched on every member (constant queries)."""
+    """Each group's chain, root first, models read on every member (constant queries)."""
     chains = _chains(groups)
-    members = [member for chain in chains.values() for member in chain]
-    prefetch_related_objects(
-        [m for m in members if "model_access" not in getattr(m, "_prefetched_objects_cache", {})],
-        models_prefetch(),
-    )
+    unread = [
+        member
+        for chain in chains.values()
+        for member in chain
+        if "model_access" not in getattr(member, "_prefetched_objects_cache", {})
+        and _limits_read(member) is None
+    ]
+    # An ancestor shared by several chains may come as several instances: each gets the read.
+    read = groups_limits(group_ids=[member.id for member in unread]) if unread else {}
+    for member in unread:
+        _limits_keep(member, read[member.id])
     return chains
 
 

@@ -336,7 +336,7 @@ def test_create_and_get_take_a_fixed_few_queries(
 
     with django_assert_max_num_queries(10):
         created = create(api, group_body("cust_q", model("acme/llama", rpm=1, tpd=5)))
-    with django_assert_max_num_queries(4):
+    with django_assert_max_num_queries(3):
         fetched = api.get(f"{GROUPS}/{created.json()['id']}")
 
     assert created.json() == fetched.json()
@@ -348,9 +348,9 @@ def test_patch_takes_a_fixed_few_queries(
     group_id = create(api, group_body("cust_p", model("acme/llama", rpm=1, tpd=5))).json()["id"]
     replaced = [model("acme/llama", rpm=2), model("acme/mistral", tpd=7)]
 
-    with django_assert_max_num_queries(9):
+    with django_assert_max_num_queries(8):
         renamed = api.patch(f"{GROUPS}/{group_id}", {"metadata": {"name": "n"}}, format="json")
-    with django_assert_max_num_queries(16):
+    with django_assert_max_num_queries(15):
         remodelled = api.patch(f"{GROUPS}/{group_id}", {"models": replaced}, format="json")
 
     assert renamed.json()["metadata"]["name"] == "n"
