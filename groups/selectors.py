@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import Prefetch, Q, QuerySet, prefetch_related_objects
+from django.db.models import Prefetch, Q, QuerySet
 
 from gateway_project.kernel.errors import NotFound
 from groups.limit_serializers import ModelConfigOutSerializer
@@ -38,6 +38,8 @@ __all__ = [
     "group_models",
     "group_subtree",
     "groups_effective_models",
+    "groups_limits",
+    "groups_models_wire",
     "slug_spend_limited",
     "models_prefetch",
 ]
@@ -59,6 +61,7 @@ def models_cache_fill(group: Group, accesses: list[tuple[GroupModel, list[ModelL
     for access, limits in accesses:
         _cache_fill(access, "limits", limits)
     _cache_fill(group, "model_access", [access for access, _limits in accesses])
+    group._prefetched_objects_cache.pop(_LIMITS_READ, None)  # type: ignore[attr-defined]
 
 
 def _cache_fill(row: Group | GroupModel, name: str, rows: list[Any]) -> None:
@@ -86,15 +89,82 @@ def group_get(*, workspace: Workspace, group_id: str, legacy: bool | None = None
 def group_list(
     *, workspace: Workspace, external_entity_id: str | None = None, legacy: bool | None = None
 ) -> QuerySet[Group]:
-    """Live groups of the workspace in creation order, models prefetched."""
+    """Live groups of the workspace in creation order (models: `groups_limits` reads a page's)."""
     groups = _live(workspace, legacy)
     if external_entity_id is not None:
         groups = groups.filter(external_entity_id=external_entity_id)
-    return groups.order_by("created_at", "id").prefetch_related(models_prefetch())
+    return groups.order_by("created_at", "id")
+
+
+def groups_limits(*, group_ids: Iterable[str]) -> dict[str, GroupLimits]:
+    """Configured models of many groups by id, in configured order, read as tuples (one query)."""
+    # Building model instances of every access and limit of a page cost more than the rest of it.
+    found: dict[str, dict[str, list[LimitSpec]]] = {group_id: {} for group_id in group_ids}
+    rows = (
+        GroupModel.objects.filter(group_id__in=list(found))
+        .order_by("group_id", "position", "id", "limits__id")
+        .values_list(
+            "group_id", "slug", "limits__kind", "limits__type", "limits__unit", "limits__threshold"
+        )
+    )
+    for group_id, slug, kind, type_, unit, threshold in rows:
+        limits = found[group_id].setdefault(slug, [])
+        if kind is not None:  # an access without limits comes as one row of NULLs
+            limits.append(LimitSpec(kind=kind, type=type_, unit=unit, threshold=threshold))
+    return {
+        group_id: GroupLimits(
+            group_id=group_id, models={slug: tuple(specs) for slug, specs in models.items()}
+        )
+        for group_id, models in found.items()
+    }
+
+
+def groups_models_wire(
+    *, groups: list[Group]
+) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """(models, effective models) in the wire shape of many groups by id, in two queries at most
+    (the ancestors of the children, then every member's models)."""
+    chains = _chains(groups)
+    limits = groups_limits(group_ids=[member.id for chain in chains.values() for member in chain])
+    return {
+        group.id: (
+            specs_wire(limits[group.id].models),
+            effective_wire(
+                effective_limits(
+                    chain=[limits[member.id] for member in chains[group.id]],
+                    mode=group.limit_enforcement,
+                )
+            ),
+        )
+        for group in groups
+    }
+
+
+# What `groups_limits` read for a group instance, kept beside its prefetches so that whatever
+# clears those (refresh_from_db, a write of its models) clears this too.
+_LIMITS_READ = "gw_limits_read"
+
+
+def _limits_read(group: Group) -> GroupLimits | None:
+    read: GroupLimits | None = getattr(group, "_prefetched_objects_cache", {}).get(_LIMITS_READ)
+    return read
+
+
+def _limits_keep(group: Group, limits: GroupLimits) -> None:
+    caches: dict[str, Any] = getattr(group, "_prefetched_objects_cache", {})
+    caches[_LIMITS_READ] = limits
+    group._prefetched_objects_cache = caches  # type: ignore[attr-defined]
 
 
 def group_limits(*, group: Group) -> GroupLimits:
-    """A group's configured models as specs (uses the prefetch cache when present)."""
+    """A group's configured models as specs (from the prefetch cache or an earlier read of this
+    instance when present, else read as tuples in one query)."""
+    if "model_access" not in getattr(group, "_prefetched_objects_cache", {}):
+        read = _limits_read(group)
+        if read is None:
+            read = groups_limits(group_ids=[group.id])[group.id]
+            _limits_keep(group, read)
+        return read
     return GroupLimits(
         group_id=group.id,
         models={
@@ -102,16 +172,9 @@ def group_limits(*, group: Group) -> GroupLimits:
                 LimitSpec(kind=lim.kind, type=lim.type, unit=lim.unit, threshold=lim.threshold)
                 for lim in access.limits.all()
             )
-            for access in _accesses(group)
+            for access in group.model_access.all()
         },
     )
-
-
-def _accesses(group: Group) -> list[GroupModel]:
-    if "model_access" in getattr(group, "_prefetched_objects_cache", {}):
-        return list(group.model_access.all())
-    prefetch_related_objects([group], models_prefetch())
-    return list(group.model_access.all())
 
 
 def slug_spend_limited(*, workspace_id: str, slug: str) -> bool:
@@ -146,19 +209,29 @@ def group_chain(*, group: Group) -> list[Group]:
     return _chain_from(group, parent)
 
 
-def group_chains(*, groups: list[Group]) -> dict[str, list[Group]]:
-    """Each group's chain, root first, models prefetched on every member (constant queries)."""
+def _chains(groups: list[Group]) -> dict[str, list[Group]]:
     parent_ids = {group.parent_id for group in groups if group.parent_id is not None}
     parents = Group.objects.select_related(_ANCESTORS).in_bulk(parent_ids) if parent_ids else {}
-    chains = {
+    return {
         group.id: _chain_from(group, parents.get(group.parent_id) if group.parent_id else None)
         for group in groups
     }
-    members = [member for chain in chains.values() for member in chain]
-    prefetch_related_objects(
-        [m for m in members if "model_access" not in getattr(m, "_prefetched_objects_cache", {})],
-        models_prefetch(),
-    )
+
+
+def group_chains(*, groups: list[Group]) -> dict[str, list[Group]]:
+    """Each group's chain, root first, models read on every member (constant queries)."""
+    chains = _chains(groups)
+    unread = [
+        member
+        for chain in chains.values()
+        for member in chain
+        if "model_access" not in getattr(member, "_prefetched_objects_cache", {})
+        and _limits_read(member) is None
+    ]
+    # An ancestor shared by several chains may come as several instances: each gets the read.
+    read = groups_limits(group_ids=[member.id for member in unread]) if unread else {}
+    for member in unread:
+        _limits_keep(member, read[member.id])
     return chains
 
 

@@ -135,8 +135,11 @@ def group_detail_wire(group: Group) -> dict[str, Any]:
 def groups_wire(groups: Iterable[Group]) -> list[dict[str, Any]]:
     """GroupV1 of a page of groups, in a constant number of queries."""
     groups = list(groups)
-    effective = selectors.groups_effective_models(groups=groups)
-    return [group_wire(group, effective_models=effective[group.id]) for group in groups]
+    wires = selectors.groups_models_wire(groups=groups)
+    return [
+        group_wire(group, models=wires[group.id][0], effective_models=wires[group.id][1])
+        for group in groups
+    ]
 
 
 def group_create_params(data: dict[str, Any]) -> dict[str, Any]:
@@ -174,14 +177,21 @@ def group_deleted_wire(group: Group) -> dict[str, Any]:
     }
 
 
-def user_wire(group: Group) -> dict[str, Any]:
-    """A legacy user `{id, customer_id, models, created_at}`."""
+def user_wire(group: Group, *, models: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A legacy user `{id, customer_id, models, created_at}` (models read unless given)."""
     return {
         "id": group.id,
         "customer_id": group.external_entity_id,
-        "models": selectors.group_models(group=group),
+        "models": selectors.group_models(group=group) if models is None else models,
         "created_at": timestamp_wire(group.created_at),
     }
+
+
+def users_wire(users: Iterable[Group]) -> list[dict[str, Any]]:
+    """Legacy users of a page, their models read in one query."""
+    users = list(users)
+    limits = selectors.groups_limits(group_ids=[user.id for user in users])
+    return [user_wire(user, models=specs_wire(limits[user.id].models)) for user in users]
 
 
 def user_deleted_wire(group: Group) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from groups.serializers import (
     groups_wire,
     user_deleted_wire,
     user_wire,
+    users_wire,
 )
 
 GROUPS = ["groups"]
@@ -114,7 +115,7 @@ class GroupDetailView(GatewayAPIView):
         operation_id="groups_update",
     )
     def patch(self, request: Request, group_id: str) -> Response:
-        selectors.group_get(workspace=self.workspace, group_id=group_id, legacy=False)
+        seen = selectors.group_get(workspace=self.workspace, group_id=group_id, legacy=False)
         data = patch_validate(
             GroupUpdateSerializer, body_object(request), immutable=IMMUTABLE_GROUP_FIELDS
         )
@@ -124,6 +125,7 @@ class GroupDetailView(GatewayAPIView):
             actor=self.actor,
             name=(data.get("metadata") or {}).get("name"),
             models=data.get("models"),
+            seen=seen,
         )
         return Response(group_detail_wire(group))
 
@@ -143,7 +145,7 @@ class UserListView(GatewayAPIView):
     @list_schema(UserV1Serializer, tags=USERS, summary="List users", operation_id="users_list")
     def get(self, request: Request) -> Response:
         users = selectors.group_list(workspace=self.workspace, legacy=True)
-        return self.page(users, lambda rows: [user_wire(user) for user in rows])
+        return self.page(users, users_wire)
 
     @api_schema(
         request=UserUpsertSerializer,

@@ -180,12 +180,15 @@ def group_update(
     actor: str,
     name: str | None = None,
     models: list[dict[str, Any]] | None = None,
+    seen: Group | None = None,
 ) -> Group:
-    """Rename a group and/or replace its models set; descendants' effective limits follow."""
+    """Rename a group and/or replace its models set; descendants' effective limits follow.
+
+    `seen`: the group as the caller already read it (saves a read; it is re-read under the lock)."""
     if name is not None:
         text_check(name, param="metadata.name", code="invalid_name", min_length=0, max_length=255)
     specs = models_parse(models) if models is not None else None
-    group = group_locked(workspace=workspace, group_id=group_id)
+    group = group_locked(workspace=workspace, group_id=group_id, seen=seen)
     before = group_snapshot(group)
     if specs is not None:
         slugs_live_check(workspace=workspace, specs=specs, param="models")
@@ -207,7 +210,8 @@ def group_update(
         obj_id=group.id,
         workspace_id=workspace.id,
         before=before,
-        after=group_snapshot(group),
+        # A rename leaves the models as `before` read them.
+        after=group_snapshot(group, models=before["models"] if specs is None else None),
     )
     config_changed(workspace_id=workspace.id)
     return group

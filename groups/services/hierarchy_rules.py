@@ -98,10 +98,24 @@ def tree_lock(group: Group) -> None:
     Group.objects.select_for_update().filter(pk=root_id).values_list("pk", flat=True).first()
 
 
-def group_locked(*, workspace: Workspace, group_id: str) -> Group:
-    """The live group, re-read once its tree is locked (it may have been deleted meanwhile)."""
-    tree_lock(group_get(workspace=workspace, group_id=group_id))
-    return group_get(workspace=workspace, group_id=group_id)
+def group_locked(*, workspace: Workspace, group_id: str, seen: Group | None = None) -> Group:
+    """The live group, re-read once its tree is locked (it may have been deleted meanwhile).
+
+    `seen`: the group as the caller read it before the lock, which names its root (a group never
+    changes trees). A root is its tree's lock row, so locking it and re-reading it is one query."""
+    seen = seen or group_get(workspace=workspace, group_id=group_id)
+    if (seen.root_id or seen.id) != seen.id:
+        tree_lock(seen)
+        return group_get(workspace=workspace, group_id=group_id)
+    # FOR UPDATE re-checks the filter on the row it waited for, so a delete committed meanwhile
+    # leaves nothing to return.
+    locked = Group.objects.select_for_update().filter(
+        workspace=workspace, pk=group_id, deleted_at__isnull=True
+    )
+    group = locked.first()
+    if group is None:
+        return group_get(workspace=workspace, group_id=group_id)  # raises NotFound
+    return group
 
 
 def parent_resolve(

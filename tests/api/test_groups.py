@@ -336,7 +336,48 @@ def test_create_and_get_take_a_fixed_few_queries(
 
     with django_assert_max_num_queries(10):
         created = create(api, group_body("cust_q", model("acme/llama", rpm=1, tpd=5)))
-    with django_assert_max_num_queries(4):
+    with django_assert_max_num_queries(3):
         fetched = api.get(f"{GROUPS}/{created.json()['id']}")
 
     assert created.json() == fetched.json()
+
+
+def test_patch_takes_a_fixed_few_queries(
+    api: APIClient, endpoints: list, django_assert_max_num_queries: Any
+) -> None:
+    group_id = create(api, group_body("cust_p", model("acme/llama", rpm=1, tpd=5))).json()["id"]
+    replaced = [model("acme/llama", rpm=2), model("acme/mistral", tpd=7)]
+
+    with django_assert_max_num_queries(8):
+        renamed = api.patch(f"{GROUPS}/{group_id}", {"metadata": {"name": "n"}}, format="json")
+    with django_assert_max_num_queries(15):
+        remodelled = api.patch(f"{GROUPS}/{group_id}", {"models": replaced}, format="json")
+
+    assert renamed.json()["metadata"]["name"] == "n"
+    assert remodelled.json()["models"] == replaced
+    assert api.get(f"{GROUPS}/{group_id}").json() == remodelled.json()
+
+
+def test_patch_of_a_child_locks_its_tree_and_renames_it(api: APIClient, endpoints: list) -> None:
+    root_id = create(api, group_body("root_p", model("acme/llama", rpm=5))).json()["id"]
+    child = create(api, group_body("child_p", model("acme/llama"), parent_group_id=root_id)).json()
+
+    renamed = api.patch(f"{GROUPS}/{child['id']}", {"metadata": {"name": "kid"}}, format="json")
+
+    assert renamed.status_code == 200
+    assert renamed.json() == {**child, "metadata": {**child["metadata"], "name": "kid"}}
+
+
+def test_a_list_page_takes_a_fixed_few_queries(
+    api: APIClient, endpoints: list, django_assert_max_num_queries: Any
+) -> None:
+    root_id = create(api, group_body("root_l", model("acme/llama", rpm=5, tpd=9))).json()["id"]
+    for index in range(3):
+        create(api, group_body(f"kid_{index}", model("acme/llama"), parent_group_id=root_id))
+        create(api, group_body(f"solo_{index}", model("acme/mistral", tpd=index + 1)))
+
+    with django_assert_max_num_queries(4):  # key, page, the children's ancestors, every models
+        page = api.get(f"{GROUPS}?limit=100").json()["items"]
+
+    assert len(page) == 7
+    assert page == [api.get(f"{GROUPS}/{item['id']}").json() for item in page]

@@ -22,6 +22,7 @@ from groups.serializers import (
     groups_wire,
     user_deleted_wire,
     user_wire,
+    users_wire,
 )
 from groups.services.audit import SYSTEM_ACTOR
 from keys import services as key_services
@@ -72,6 +73,7 @@ def test_group_wire_matches_its_serializer(workspace: Workspace, endpoints: list
     assert [item["id"] for item in page] == [root.id, child.id]
     for item in page:
         _same_bytes(GroupV1Serializer, item)
+        assert json.dumps(item) == json.dumps(group_detail_wire(Group.objects.get(pk=item["id"])))
 
 
 def test_tombstones_and_users_match_their_serializers(
@@ -85,6 +87,8 @@ def test_tombstones_and_users_match_their_serializers(
     deleted = group_services.group_delete(workspace=workspace, group_id=root.id, actor=SYSTEM_ACTOR)
 
     _same_bytes(UserV1Serializer, user_wire(user))
+    page = users_wire(group_selectors.group_list(workspace=workspace, legacy=True))
+    assert json.dumps(page) == json.dumps([user_wire(Group.objects.get(pk=user.id))])
     _same_bytes(GroupDeletedSerializer, group_deleted_wire(deleted))
     user.deleted_at = timezone.now()
     _same_bytes(UserDeletedSerializer, user_deleted_wire(user))

@@ -34,6 +34,17 @@ def test_models_replace_the_whole_set(make_group: GroupFactory) -> None:
     ]
 
 
+def test_a_refreshed_instance_reads_models_written_meanwhile(make_group: GroupFactory) -> None:
+    group = make_group([model("acme/llama", rate={"TOKEN/MINUTE": 5})])
+    held = Group.objects.get(pk=group.pk)
+    assert group_models(group=held) == [model("acme/llama", rate={"TOKEN/MINUTE": 5})]
+
+    _update(group, models=[model("acme/qwen", usage={"REQUEST/DAY": 3})])
+    held.refresh_from_db()
+
+    assert group_models(group=held) == [model("acme/qwen", usage={"REQUEST/DAY": 3})]
+
+
 def test_empty_models_remove_all_access(make_group: GroupFactory) -> None:
     group = make_group()
 
