@@ -15,30 +15,11 @@ from billing.services.ingest import usage_ingest
 from billing.services.usage import USAGE_STREAM
 from billing.services.usage_store import usage_event_parse, usage_event_values
 from groups.models import Group
+from tests.billing.stream_events import stream_event
 
 
 def _event(group: Group, number: int, **fields: Any) -> dict[str, Any]:
-    return {
-        "idempotencyKey": f"01J9X7Y0Z3K4M5N6P7Q8{number:06d}",
-        "timestamp": "2026-05-05T12:00:00.123Z",
-        "requestId": f"req-{number:06d}",
-        "requestMetadata": {"a": 1},
-        "modelSlug": "acme/llama",
-        "externalCustomerId": "cust_42",
-        "externalEntityId": "cust_42",
-        "apiKeyPrefix": "sky_sCqhBwEy4kPd",
-        "groupId": group.id,
-        "status": "completed",
-        "tokens": {"inputTokens": 10, "outputTokens": 20, "cachedInputTokens": 3},
-        "workspaceId": group.workspace_id,
-        "usageEstimated": False,
-        "httpStatus": 200,
-        "target": "OPENAI_COMPATIBLE#0",
-        "totalMs": 5.0,
-        "upstreamMs": 4.0,
-        "firstByteMs": 1.0,
-        **fields,
-    }
+    return stream_event(group, f"req-{number:06d}", f"01J9X7Y0Z3K4M5N6P7Q8{number:06d}", **fields)
 
 
 def _nested(depth: int) -> Any:

@@ -12,29 +12,11 @@ from django.conf import settings
 from billing.models import UsageEvent
 from billing.services.ingest import GROUP, usage_ingest
 from billing.services.usage import DEAD_LETTER_STREAM, USAGE_STREAM, usage_event_record
+from tests.billing.stream_events import stream_event
 
 
 def _event(group, request_id: str, idempotency_key: str) -> dict:
-    return {
-        "idempotencyKey": idempotency_key,
-        "timestamp": "2026-05-05T12:00:00.123Z",
-        "requestId": request_id,
-        "requestMetadata": {"a": 1},
-        "modelSlug": "acme/llama",
-        "externalCustomerId": "cust_42",
-        "externalEntityId": "cust_42",
-        "apiKeyPrefix": "sky_sCqhBwEy4kPd",
-        "groupId": group.id,
-        "status": "completed",
-        "tokens": {"inputTokens": 10, "outputTokens": 20, "cachedInputTokens": 3},
-        "workspaceId": group.workspace_id,
-        "usageEstimated": False,
-        "httpStatus": 200,
-        "target": "OPENAI_COMPATIBLE#0",
-        "totalMs": 5.0,
-        "upstreamMs": 4.0,
-        "firstByteMs": 1.0,
-    }
+    return stream_event(group, request_id, idempotency_key)
 
 
 @pytest.fixture
