@@ -12,6 +12,10 @@ from typing import Any
 import pytest
 
 from gateway_project.env import BASE_DIR
+from tests.proxy.conftest import (  # noqa: F401 - fixtures reused from the proxy suite
+    gateway,
+    upstream,
+)
 from tests.tooling import suite_requires
 
 CHROMIUM = os.environ.get("GATEWAY_CHROMIUM", "/usr/bin/chromium")

@@ -19,7 +19,6 @@ from gateway_project.kernel.encryption import encrypt
 from groups.models import Workspace
 from groups.services.audit import SYSTEM_ACTOR
 from keys.services import api_key_create
-from routing import authcache
 from routing.activity_read import group_rejections, keys_last_used_pending
 from tests.browser.conftest import Shots
 from tests.fakes.model_server import FakeModelServerThread
@@ -32,20 +31,6 @@ pytestmark = pytest.mark.slow
 CHAT = "/v1/chat/completions"
 SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 VIEWPORT = {"width": 1400, "height": 900}
-
-
-@pytest.fixture
-def gateway(transactional_db: None) -> Iterator[GatewayThread]:
-    authcache.cache_reset()
-    server = GatewayThread().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeModelServerThread]:
-    with FakeModelServerThread() as fake:
-        yield fake
 
 
 @pytest.fixture
