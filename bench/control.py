@@ -9,6 +9,10 @@ lookup by external id, usage, key revoke and an events page. Then batch creates:
 a walk of the whole group list a page of 100 at a time. Writes bench/results/control.json and the
 README's control-plane line.
 
+Each operation also reports the CPU time the node's processes (`server_cpu_ms`) and the
+database's backends (`db_cpu_ms`) spent per request over its phase: on a machine shared with other
+work the latencies move with the load, the CPU per request much less.
+
     python -m bench.control [--groups N] [--clients 8] [--sample 1000] [--batch-groups 10000]
                             [--database NAME] [--redis-url URL] [--out FILE]
 """
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
 from bench.gateway import gateway_env, manage_run
 from bench.peers import BENCH_DIR, HOST, Unavailable, free_port, http_ready, proc_spawn, proc_stop
@@ -56,6 +61,7 @@ class Op:
     wall: float = 0.0
     errors: int = 0
     items: int = 0  # a batch op: objects made (per_s counts these, not requests)
+    cpu: tuple[float, float] | None = None  # (node, database) CPU seconds over the phase
 
     def summary(self) -> dict[str, float | int]:
         """per_s over the phase's wall time (objects for a batch op); p50/p99 in milliseconds."""
@@ -64,6 +70,13 @@ class Op:
             return {"count": 0, "errors": self.errors}
         p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
         done = self.items or len(ordered)
+        cpu = {}
+        if self.cpu is not None:
+            node, database = self.cpu
+            cpu = {
+                "server_cpu_ms": round(node * 1000 / len(ordered), 2),
+                "db_cpu_ms": round(database * 1000 / len(ordered), 2),
+            }
         return {
             "count": len(ordered),
             "errors": self.errors,
@@ -71,7 +84,53 @@ class Op:
             "per_s": round(done / self.wall, 1) if self.wall else 0.0,
             "p50_ms": round(statistics.median(ordered) * 1000, 1),
             "p99_ms": round(p99 * 1000, 1),
+            **cpu,
         }
+
+
+class CpuMeter:
+    """CPU seconds used so far by the node (its process and workers) and by the PostgreSQL
+    backends serving `database`; nothing is counted when neither can be read."""
+
+    def __init__(self, node_pid: int | None, database: str | None) -> None:
+        self.node_pid, self.database = node_pid, database
+
+    def _processes(self) -> tuple[list[psutil.Process], list[psutil.Process]]:
+        node: list[psutil.Process] = []
+        if self.node_pid is not None:
+            try:
+                root = psutil.Process(self.node_pid)
+                node = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                node = []
+        backends: list[psutil.Process] = []
+        if self.database:
+            for proc in psutil.process_iter(["name", "cmdline"]):
+                cmdline = " ".join(proc.info["cmdline"] or [])
+                if cmdline.startswith("postgres:") and f" {self.database} " in f"{cmdline} ":
+                    backends.append(proc)
+        return node, backends
+
+    def read(self) -> tuple[float, float]:
+        """(node, database) CPU seconds of the processes alive now (pooled connections stay)."""
+        totals = []
+        for group in self._processes():
+            total = 0.0
+            for proc in group:
+                try:
+                    times = proc.cpu_times()
+                except psutil.Error:
+                    continue
+                total += times.user + times.system
+            totals.append(total)
+        return totals[0], totals[1]
+
+
+def _cpu_since(meter: CpuMeter | None, before: tuple[float, float] | None) -> Any:
+    if meter is None or before is None:
+        return None
+    after = meter.read()
+    return (max(0.0, after[0] - before[0]), max(0.0, after[1] - before[1]))
 
 
 class Client:
@@ -98,21 +157,30 @@ class Client:
 
 
 async def _phase(
-    op: Op, items: Sequence[Any], clients: int, one: Callable[[Any], Awaitable[None]]
+    op: Op,
+    items: Sequence[Any],
+    clients: int,
+    one: Callable[[Any], Awaitable[None]],
+    meter: CpuMeter | None = None,
 ) -> None:
-    """Run `one` over `items` with `clients` concurrent callers; the phase's wall time into op."""
+    """Run `one` over `items` with `clients` concurrent callers; the phase's wall time (and the
+    server's CPU time, with a meter) into op."""
     queue = list(reversed(items))
 
     async def caller() -> None:
         while queue:
             await one(queue.pop())
 
+    before = meter.read() if meter else None
     started = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(clients)))
     op.wall = time.perf_counter() - started
+    op.cpu = _cpu_since(meter, before)
 
 
-async def _drive(root: str, key: str, args: argparse.Namespace) -> dict[str, Op]:
+async def _drive(
+    root: str, key: str, args: argparse.Namespace, meter: CpuMeter | None = None
+) -> dict[str, Op]:
     ops: dict[str, Op] = {}
     connector = aiohttp.TCPConnector(limit=args.clients * 2)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -139,9 +207,9 @@ async def _drive(root: str, key: str, args: argparse.Namespace) -> dict[str, Op]
 
         ops["group create"] = Op()
         print(f"  creating {args.groups} groups", flush=True)
-        await _phase(ops["group create"], range(args.groups), args.clients, create)
+        await _phase(ops["group create"], range(args.groups), args.clients, create, meter)
         ops["key mint"] = Op()
-        await _phase(ops["key mint"], groups, args.clients, mint)
+        await _phase(ops["key mint"], groups, args.clients, mint, meter)
 
         sample = random.Random(7).sample(groups, min(args.sample, len(groups)))
         since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -171,11 +239,12 @@ async def _drive(root: str, key: str, args: argparse.Namespace) -> dict[str, Op]
                     path = f"/v1/gateway/groups?external_entity_id=cust-{external[g]}"
                 await api.call(op, method, path, body)
 
-            await _phase(op, sample, args.clients, one)
+            await _phase(op, sample, args.clients, one, meter)
 
-        await _batches(api, ops, args)
+        await _batches(api, ops, args, meter)
 
         ops["list page (100)"] = op = Op()
+        before = meter.read() if meter else None
         started = time.perf_counter()
         cursor: str | None = None
         while True:
@@ -185,10 +254,13 @@ async def _drive(root: str, key: str, args: argparse.Namespace) -> dict[str, Op]
                 break
             cursor = page["pagination"]["cursor"]
         op.wall = time.perf_counter() - started
+        op.cpu = _cpu_since(meter, before)
     return ops
 
 
-async def _batches(api: Client, ops: dict[str, Op], args: argparse.Namespace) -> None:
+async def _batches(
+    api: Client, ops: dict[str, Op], args: argparse.Namespace, meter: CpuMeter | None
+) -> None:
     """Create `--batch-groups` more groups through groups:batch, then a key each through
     api_keys:batch, BATCH at a time."""
     model = {"slug": SLUG, "rate_limits": [RATE_LIMIT], "usage_limits": [USAGE_LIMIT]}
@@ -220,9 +292,10 @@ async def _batches(api: Client, ops: dict[str, Op], args: argparse.Namespace) ->
 
     ops["bulk group create"] = Op()
     print(f"  creating {args.batch_groups} groups in batches of {BATCH}", flush=True)
-    await _phase(ops["bulk group create"], starts, args.clients, groups)
+    await _phase(ops["bulk group create"], starts, args.clients, groups, meter)
     ops["bulk key mint"] = Op()
-    await _phase(ops["bulk key mint"], list(range(0, len(created), BATCH)), args.clients, keys)
+    batches = list(range(0, len(created), BATCH))
+    await _phase(ops["bulk key mint"], batches, args.clients, keys, meter)
 
 
 def _setup() -> dict[str, str]:
@@ -271,13 +344,14 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 def _table(result: dict[str, Any]) -> str:
     lines = [
-        "| operation | per s | p50 ms | p99 ms | count | errors |",
-        "|---|---|---|---|---|---|",
+        "| operation | per s | p50 ms | p99 ms | server CPU ms | db CPU ms | count | errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, op in result["ops"].items():
         lines.append(
             f"| {name} | {op.get('per_s', '—')} | {op.get('p50_ms', '—')} | "
-            f"{op.get('p99_ms', '—')} | {op['count']} | {op['errors']} |"
+            f"{op.get('p99_ms', '—')} | {op.get('server_cpu_ms', '—')} | "
+            f"{op.get('db_cpu_ms', '—')} | {op['count']} | {op['errors']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -320,7 +394,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         http_ready(f"http://{HOST}:{port}/healthz", proc=node, timeout=60)
         print(f"bench-control: {machine_describe()}; {', '.join(notes)}", flush=True)
-        ops = asyncio.run(_drive(f"http://{HOST}:{port}", key, args))
+        database = args.database if "DATABASE_URL" in env else None
+        meter = CpuMeter(node.popen.pid, database)
+        ops = asyncio.run(_drive(f"http://{HOST}:{port}", key, args, meter))
     except Unavailable as exc:
         print(f"bench-control: {exc} (logs in {logs})")
         return 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -11,6 +13,7 @@ from rest_framework.test import APIClient
 from groups.models import Workspace
 from groups.services.audit import SYSTEM_ACTOR
 from keys import services as key_services
+from keys.authentication import VERIFIED_TTL_S
 from keys.models import ManagementKey
 from tests.api.conftest import client_for, error_code, management_key
 
@@ -57,6 +60,38 @@ def test_revoked_key_is_401(workspace: Workspace, manage_key: str) -> None:
 
     assert response.status_code == 401
     assert error_code(response) == "invalid_api_key"
+
+
+def test_a_key_revoked_while_in_use_is_401_at_once(workspace: Workspace, manage_key: str) -> None:
+    client = client_for(manage_key)
+    assert client.get("/v1/gateway/groups").status_code == 200
+
+    key_services.management_key_revoke(
+        workspace=workspace, prefix=manage_key[:16], actor=SYSTEM_ACTOR
+    )
+
+    assert error_code(client.get("/v1/gateway/groups")) == "invalid_api_key"
+
+
+def test_a_worker_rereads_a_verified_key_within_its_ttl(
+    workspace: Workspace, manage_key: str, django_assert_num_queries: Any
+) -> None:
+    """Another process's revocation or off-boarding reaches this worker within VERIFIED_TTL_S
+    (no signal reaches it: the rows change behind its back)."""
+    client = client_for(manage_key)
+    assert client.get("/v1/gateway/groups").status_code == 200
+    with django_assert_num_queries(1):  # the page only: the key was verified just now
+        assert client.get("/v1/gateway/groups").status_code == 200
+
+    Workspace.objects.filter(pk=workspace.pk).update(onboarded=False)
+    time.sleep(VERIFIED_TTL_S)
+    assert error_code(client.get("/v1/gateway/groups")) == "workspace_not_onboarded"
+
+    Workspace.objects.filter(pk=workspace.pk).update(onboarded=True)
+    assert client.get("/v1/gateway/groups").status_code == 200
+    ManagementKey.objects.filter(prefix=manage_key[:16]).update(revoked_at=timezone.now())
+    time.sleep(VERIFIED_TTL_S)
+    assert error_code(client.get("/v1/gateway/groups")) == "invalid_api_key"
 
 
 def test_workspace_not_onboarded_is_403(workspace: Workspace, manage_key: str) -> None:
@@ -108,6 +143,7 @@ def test_last_used_at_is_written_at_most_once_a_minute(
     ManagementKey.objects.filter(prefix=manage_key[:16]).update(
         last_used_at=timezone.now() - timedelta(minutes=2)
     )
+    time.sleep(VERIFIED_TTL_S)  # the worker reads the key again, with its last use
     client.get("/v1/gateway/groups")
     third = ManagementKey.objects.get(prefix=manage_key[:16]).last_used_at
 
