@@ -46,9 +46,17 @@ def group_snapshot(group: Group, *, models: list[dict[str, Any]] | None = None) 
     }
 
 
+def _models_clear(group: Group) -> None:
+    """Delete the group's models and their limits in two statements, the limits first (the
+    deletion collector would read the models before deleting either)."""
+    ModelLimit.objects.filter(access__group=group).delete()
+    models = GroupModel.objects.filter(group=group)
+    models._raw_delete(models.db)
+
+
 def _models_write(group: Group, specs: list[ModelSpec], *, replace: bool = True) -> None:
     if replace:
-        GroupModel.objects.filter(group=group).delete()
+        _models_clear(group)
     accesses = GroupModel.objects.bulk_create(
         [
             GroupModel(group=group, slug=spec.slug, position=index)
@@ -76,9 +84,12 @@ def _models_write(group: Group, specs: list[ModelSpec], *, replace: bool = True)
 
 
 def group_row_insert(group: Group, *, param: str) -> None:
-    """Insert the group's row; losing the race for its external id is `external_id_taken`."""
+    """Insert the group's row; losing the race for its external id is `external_id_taken`.
+
+    No savepoint of its own (two round trips a create): the error leaves the caller's transaction,
+    which every caller rolls back."""
     try:
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):
             group.save(force_insert=True)
     except IntegrityError as exc:  # a concurrent create won the partial unique index
         raise ValidationFailed(

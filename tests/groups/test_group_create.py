@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import transaction
 
 from gateway_project.kernel.errors import ValidationFailed
 from groups.models import AuditEvent, Group, Workspace
@@ -111,7 +112,8 @@ def test_database_constraint_race_is_reported_as_external_id_taken(
     winner = make_group(external_entity_id="cust_1")
     loser = Group(workspace=workspace, external_entity_id="cust_1", root_id=None, depth=1)
 
-    with pytest.raises(ValidationFailed) as caught:
+    # Inside its caller's transaction (group_create's), which the error rolls back.
+    with pytest.raises(ValidationFailed) as caught, transaction.atomic():
         group_row_insert(loser, param="metadata.external_entity_id")
 
     assert caught.value.code == "external_id_taken"
