@@ -1,0 +1,35 @@
+"""bench-control's figures: per-operation summaries and the server's CPU time per request."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from bench.control import CpuMeter, Op, _cpu_since
+
+
+def _spin(seconds: float) -> None:
+    until = time.process_time() + seconds
+    while time.process_time() < until:
+        pass
+
+
+def test_the_meter_counts_the_node_process_tree_and_nothing_without_a_database() -> None:
+    meter = CpuMeter(os.getpid(), None)
+    before = meter.read()
+    _spin(0.05)
+    node, database = _cpu_since(meter, before)
+
+    assert node >= 0.04
+    assert database == 0.0
+
+
+def test_cpu_per_request_is_the_phase_cpu_over_its_requests() -> None:
+    op = Op(latencies=[0.01, 0.02, 0.03, 0.04], wall=2.0, cpu=(0.2, 0.04))
+
+    summary = op.summary()
+
+    assert summary["server_cpu_ms"] == 50.0
+    assert summary["db_cpu_ms"] == 10.0
+    assert summary["per_s"] == 2.0
+    assert "server_cpu_ms" not in Op(latencies=[0.01], wall=1.0).summary()
