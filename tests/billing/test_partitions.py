@@ -212,7 +212,8 @@ def test_no_event_is_lost_or_doubled_when_the_whole_stream_is_replayed(
 
     _xadd(*events)  # everything again, and 20 new
     usage_ingest()
-    partitions_ensure()
+    if events_partitioned():  # the far days' events move out of the default partition
+        partitions_ensure()
     events_batch(now=timezone.now() + timedelta(seconds=60))
 
     assert UsageEvent.objects.count() == 60
