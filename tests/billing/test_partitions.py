@@ -12,6 +12,7 @@ import pytest
 import redis
 from django.conf import settings
 from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from billing.models import DeliveryStatus, UsageEvent, WebhookDelivery, WebhookEndpoint
@@ -330,3 +331,52 @@ def test_sqlite_keeps_one_plain_table(group: Group) -> None:
 
     assert not events_partitioned() and dropped == 0
     assert UsageEvent.objects.filter(request_id="req-plain").count() == 1
+
+
+def _migrate(target: str) -> None:
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate([("billing", target)])
+
+
+@postgresql
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_moves_existing_events_into_their_days_partitions(group: Group) -> None:
+    _migrate("0004_usage_event_cost")
+    moments = ["2026-12-03 10:00+00", "2026-11-20 10:00+00", "1999-01-01 00:00+00"]
+    with connection.cursor() as cursor:
+        for n, moment in enumerate(moments):
+            cursor.execute(
+                "INSERT INTO billing_usageevent (idempotency_key, request_id, timestamp, "
+                "external_entity_id, api_key_prefix, model_slug, request_metadata, status, "
+                "input_tokens, output_tokens, cached_input_tokens, usage_estimated, http_status, "
+                "target, total_ms, upstream_ms, created_at, group_id, workspace_id, ingest_note, "
+                "quarantine_error, batch, cost_currency) VALUES (%s, %s, %s, '', '', 'a/b', '{}', "
+                "'completed', 1, 2, 0, false, 200, '', 0, 0, now(), %s, %s, '', '', '', '')",
+                [
+                    f"01JE6Q2M7X0P4TQ0J8ZB3N5K{n:02d}",
+                    f"req-old-{n}",
+                    moment,
+                    group.pk,
+                    group.workspace_id,
+                ],
+            )
+
+    _migrate("0005_usage_event_partitions")
+
+    assert events_partitioned()
+    assert [_where(f"req-old-{n}") for n in range(3)] == [
+        partition_name(date(2026, 12, 3)),
+        partition_name(date(2026, 11, 20)),
+        partition_name(date(1999, 1, 1)),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = 'billing_usageevent'::regclass AND contype IN ('p', 'u') ORDER BY 1"
+        )
+        keys = [row[0] for row in cursor.fetchall()]
+    assert keys == [
+        'PRIMARY KEY (idempotency_key, "timestamp")',
+        'UNIQUE (request_id, "timestamp")',
+    ]
