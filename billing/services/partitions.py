@@ -27,7 +27,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from billing.models import UNSETTLED_DELIVERY_STATUSES
@@ -139,7 +139,7 @@ def partitions_ensure(
         try:
             if partition_create(day):
                 created.append(partition_name(day))
-        except OperationalError:  # a lock not granted in time: the next run tries again
+        except DatabaseError:  # a lock not granted in time, a concurrent run: the next run retries
             logger.warning(
                 "usage event partition %s not created", partition_name(day), exc_info=True
             )
@@ -170,7 +170,7 @@ def partitions_retire(
             break
         try:
             reason = _partition_drop(name)
-        except OperationalError as exc:  # a lock not granted in time: the next run tries again
+        except DatabaseError as exc:  # a lock not granted in time: the next run tries again
             reason = f"not dropped this time: {exc}"
         if reason:
             kept[name] = reason

@@ -30,6 +30,7 @@ from billing.services.partitions import (
 )
 from billing.services.usage import USAGE_STREAM
 from billing.tasks import events_partitions_task
+from gateway_project.kernel.admin_paging import table_estimate
 from groups.models import Group, Workspace
 from tests.billing.conftest import endpoint_add
 from tests.billing.stream_events import stream_event
@@ -380,3 +381,17 @@ def test_the_migration_moves_existing_events_into_their_days_partitions(group: G
         'PRIMARY KEY (idempotency_key, "timestamp")',
         'UNIQUE (request_id, "timestamp")',
     ]
+
+
+@postgresql
+@pytest.mark.django_db
+def test_the_admins_estimate_of_the_events_adds_up_their_partitions(make_event: Any) -> None:
+    for days_ago in (0, 0, 3):
+        make_event(timestamp=timezone.now() - timedelta(days=days_ago))
+    partitions_ensure()
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {UsageEvent._meta.db_table}")
+
+    estimate = table_estimate(UsageEvent.objects.all())
+
+    assert estimate == 3
