@@ -13,6 +13,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from billing.models import DeliveryStatus, UsageEvent, WebhookDelivery, WebhookEndpoint
@@ -395,3 +396,26 @@ def test_the_admins_estimate_of_the_events_adds_up_their_partitions(make_event: 
     estimate = table_estimate(UsageEvent.objects.all())
 
     assert estimate == 3
+
+
+@postgresql
+@pytest.mark.django_db
+def test_batching_updates_read_only_the_partition_of_their_events(
+    make_event: Any, webhook_endpoint: WebhookEndpoint
+) -> None:
+    make_event()
+    make_event()
+    with CaptureQueriesContext(connection) as captured:
+        events_batch(now=timezone.now() + timedelta(seconds=60))
+    updates = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("UPDATE")]
+
+    plans = []
+    with connection.cursor() as cursor:
+        for sql in updates:
+            cursor.execute(f"EXPLAIN {sql}")
+            plans.append("\n".join(row[0] for row in cursor.fetchall()))
+
+    assert len(plans) == 2
+    for plan in plans:
+        scanned = {name for name in partition_days().values() if name in plan}
+        assert scanned == {partition_name(_today())}, plan
