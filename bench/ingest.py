@@ -261,10 +261,13 @@ def _rows_generate(rows: int, *, workspace: str, group: str) -> int:
     from django.db import connection
 
     from billing.models import UsageEvent
+    from billing.services.partitions import events_partitioned, partitions_ensure
 
     have = UsageEvent.objects.count()
     if connection.vendor != "postgresql" or rows <= have:
         return 0
+    if events_partitioned():  # each generated day in its own partition, not the default one
+        partitions_ensure(behind=GENERATE_SPREAD_MS // 86_400_000 + 1)
     table = connection.ops.quote_name(UsageEvent._meta.db_table)
     for base in range(have, rows, GENERATE_CHUNK):
         top = min(rows, base + GENERATE_CHUNK)

@@ -37,13 +37,24 @@ class MetadataDecoder(json.JSONDecoder):
 
 
 class UsageEvent(models.Model):
-    """One per inference request that reached an upstream and produced output."""
+    """One per inference request that reached an upstream and produced output.
+
+    On PostgreSQL the table is partitioned by day of `timestamp` (billing/services/partitions.py),
+    and every unique key holds the partition key: the primary key is (idempotency_key, timestamp)
+    there, and (request_id, timestamp) is unique. Every event of one request carries the same key
+    and timestamp, so a replayed or rebuilt event still meets its first copy. The foreign keys
+    need no index of their own: the (workspace, timestamp) and (group, timestamp) ones lead with
+    them."""
 
     idempotency_key = models.CharField(primary_key=True, max_length=26, default=new_ulid)
-    request_id = models.CharField(max_length=64, unique=True)
+    request_id = models.CharField(max_length=64)
     timestamp = models.DateTimeField()
-    workspace = models.ForeignKey(Workspace, on_delete=models.PROTECT, related_name="usage_events")
-    group = models.ForeignKey(Group, on_delete=models.PROTECT, related_name="usage_events")
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.PROTECT, related_name="usage_events", db_index=False
+    )
+    group = models.ForeignKey(
+        Group, on_delete=models.PROTECT, related_name="usage_events", db_index=False
+    )
     external_entity_id = models.CharField(max_length=255)
     api_key_prefix = models.CharField(max_length=16)
     model_slug = models.CharField(max_length=201)
@@ -87,6 +98,13 @@ class UsageEvent(models.Model):
                 condition=Q(quarantined_at__isnull=False),
                 name="usage_event_quarantined",
             ),
+            # Retention finds a partition's events still in a delivery that is not final.
+            models.Index(fields=["batch"], condition=~Q(batch=""), name="usage_event_batch"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request_id", "timestamp"], name="usage_event_request_unique"
+            )
         ]
 
     def __str__(self) -> str:
@@ -138,6 +156,11 @@ class DeliveryStatus(models.TextChoices):
     QUARANTINED = "quarantined"
 
 
+# A delivery in one of these states will still be sent without anyone asking again: its events are
+# not final (retention keeps them, billing/services/partitions.py).
+UNSETTLED_DELIVERY_STATUSES = ("pending", "disabled", "quarantined")
+
+
 class WebhookDelivery(models.Model):
     """One signed batch to one webhook endpoint; its body bytes are frozen at creation."""
 
@@ -174,6 +197,12 @@ class WebhookDelivery(models.Model):
                 fields=["created_at"],
                 condition=Q(status="quarantined"),
                 name="delivery_quarantined",
+            ),
+            # Deliveries whose events are not final (retention keeps their partitions).
+            models.Index(
+                fields=["batch"],
+                condition=Q(status__in=UNSETTLED_DELIVERY_STATUSES),
+                name="delivery_unsettled",
             ),
         ]
 

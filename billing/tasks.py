@@ -6,6 +6,8 @@ releases expired leases, enqueues due deliveries and publishes the quarantine co
 each step runs even when another failed, and each notes its outcome (billing/liveness.py).
 `delivery_attempt` makes one attempt. A Redis marker per queued delivery keeps a backlog from being
 enqueued again on every beat. `billing.heartbeat` (every 5 s) proves beat and a worker are alive.
+`events_partitions_task` (hourly) keeps the usage event table's daily partitions on PostgreSQL:
+created a week ahead, dropped after the retention once all their events are final.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from billing.services.attempts import (
 )
 from billing.services.batching import events_batch
 from billing.services.ingest import usage_ingest
+from billing.services.partitions import events_partitions_maintain
 from billing.services.pipeline_metrics import usage_backlog_check
 from billing.services.usage import (
     BILLING_METRICS_KEY,
@@ -72,6 +75,14 @@ def usage_ingest_task() -> int:
         raise
     step_note(step="usage_ingest")
     return stored
+
+
+@shared_task(name="billing.events_partitions", ignore_result=True)  # type: ignore[untyped-decorator]
+def events_partitions_task() -> int:
+    """Create the usage event partitions ahead, drop those past retention (beat: hourly);
+    returns how many were dropped."""
+    retired = events_partitions_maintain()
+    return len(retired.dropped) if retired is not None else 0
 
 
 def _queued_key(delivery_id: str) -> str:

@@ -272,6 +272,9 @@ GATEWAY_UPSTREAM_IDLE_TIMEOUT = env_float("GATEWAY_UPSTREAM_IDLE_TIMEOUT", 120.0
 GATEWAY_MAX_TARGETS = 4
 GATEWAY_MAX_GROUP_DEPTH = 5
 GATEWAY_EVENTS_HOLDBACK_SECONDS = env_int("GATEWAY_EVENTS_HOLDBACK_SECONDS", 60)
+# Days of usage events kept on PostgreSQL: older daily partitions whose events are all final are
+# dropped whole (billing/services/partitions.py); 0 keeps every event.
+GATEWAY_EVENTS_RETENTION_DAYS = env_int("GATEWAY_EVENTS_RETENTION_DAYS", 400)
 GATEWAY_WEBHOOK_BATCH_SIZE = 100
 GATEWAY_WEBHOOK_FLUSH_SECONDS = env_float("GATEWAY_WEBHOOK_FLUSH_SECONDS", 5.0)
 GATEWAY_WEBHOOK_TIMEOUT = env_float("GATEWAY_WEBHOOK_TIMEOUT", 15.0)
@@ -293,6 +296,11 @@ CELERY_BEAT_SCHEDULE = {
 CELERY_BEAT_SCHEDULE["webhook-deliveries"] = {
     "task": "billing.deliveries_enqueue_due",
     "schedule": 1.0,
+}
+# Usage event partitions on PostgreSQL: created a week ahead, dropped after retention.
+CELERY_BEAT_SCHEDULE["usage-event-partitions"] = {
+    "task": "billing.events_partitions",
+    "schedule": 3600.0,
 }
 # Beat and worker liveness for the admin's billing health (billing/liveness.py).
 CELERY_BEAT_SCHEDULE["billing-heartbeat"] = {"task": "billing.heartbeat", "schedule": 5.0}

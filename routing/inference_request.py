@@ -3,9 +3,10 @@ to an endpoint the key may call."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from billing.services.usage import usage_event_key, usage_timestamp
 from gateway_project.kernel.errors import NotFound, ValidationFailed
 from routing.authcache import KeyEntry, route_lookup
 from routing.client_connection import Receive
@@ -39,6 +40,9 @@ class InferenceRequest:
     headers: dict[str, str]
     metadata: dict[str, Any]
     stream: bool
+    # Its usage event's key and time, drawn once here: the worker's event and a reaper's are one.
+    event_key: str = field(default_factory=usage_event_key)
+    event_time: str = field(default_factory=usage_timestamp)
 
     @property
     def slug(self) -> str:

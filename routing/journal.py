@@ -33,7 +33,13 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from billing.services.usage import UsageRecord, usage_dead_letter_park, usage_record_claim
+from billing.services.usage import (
+    UsageRecord,
+    usage_dead_letter_park,
+    usage_event_key,
+    usage_record_claim,
+    usage_timestamp,
+)
 from gateway_project.kernel.ids import new_ulid
 from routing.admission import Reservation
 from routing.authcache import KeyEntry
@@ -80,6 +86,8 @@ def journal_open(request: InferenceRequest, reservation: Reservation | None) -> 
             pricing=request.pricing,
             body_bytes=request.body_bytes,
             reservation=reservation,
+            event_key=request.event_key,
+            event_time=request.event_time,
         ),
     )
 
@@ -92,6 +100,8 @@ def journal_note(
     pricing: Pricing | None,
     body_bytes: int,
     reservation: Reservation | None,
+    event_key: str,
+    event_time: str,
 ) -> str:
     """The note of one request: what its usage event needs, should its worker die."""
     counters = [
@@ -100,6 +110,8 @@ def journal_note(
     note: dict[str, Any] = {
         "worker": worker_id(),
         "at": time.time(),
+        "idempotencyKey": event_key,
+        "timestamp": event_time,
         "requestMetadata": metadata,
         "modelSlug": slug,
         "externalCustomerId": entry.external_id,
@@ -235,6 +247,9 @@ def _reaped_record(request_id: str, note: dict[str, Any]) -> UsageRecord:
     usage, pricing = _reaped_usage(note), _pricing_read(note)
     return UsageRecord(
         request_id=request_id,
+        # A note written before notes carried them gets its own (its worker never wrote one).
+        idempotency_key=_text(note.get("idempotencyKey")) or usage_event_key(),
+        timestamp=_text(note.get("timestamp")) or usage_timestamp(),
         metadata=note["requestMetadata"],
         slug=note["modelSlug"],
         external_id=note["externalCustomerId"],
@@ -253,6 +268,12 @@ def _reaped_record(request_id: str, note: dict[str, Any]) -> UsageRecord:
         upstream_ms=0.0,
         first_byte_ms=None,
     )
+
+
+def _text(value: Any) -> str:
+    if value is not None and not isinstance(value, str):
+        raise TypeError("the note's event key or time is not a string")
+    return value or ""
 
 
 def journal_reap(*, client: Any, now: float | None = None) -> int:

@@ -27,6 +27,8 @@ def usage_record_of(request: InferenceRequest, outcome: RelayOutcome) -> UsageRe
         return None
     return UsageRecord(
         request_id=request.request_id,
+        idempotency_key=request.event_key,
+        timestamp=request.event_time,
         metadata=request.metadata,
         slug=request.slug,
         external_id=entry.external_id,

@@ -72,11 +72,20 @@ def _events_claim(*, workspace_id: str, count: int, now: datetime) -> list[Usage
     events = list(pending.order_by("timestamp", "idempotency_key")[:count])
     # The conditional UPDATE is what makes it exactly-once where row locks do not exist (SQLite).
     marked = UsageEvent.objects.filter(
-        pk__in=[e.pk for e in events], batched_at__isnull=True
+        pk__in=[e.pk for e in events], batched_at__isnull=True, **_days_of(events)
     ).update(batched_at=now)
     if marked != len(events):
         raise _Raced
     return events
+
+
+def _days_of(events: list[UsageEvent]) -> dict[str, datetime]:
+    """The events' time span, so an update by key reads only their days' partitions (PostgreSQL)
+    instead of every partition's primary key index."""
+    if not events:
+        return {}
+    moments = [event.timestamp for event in events]
+    return {"timestamp__gte": min(moments), "timestamp__lte": max(moments)}
 
 
 @transaction.atomic
@@ -92,7 +101,9 @@ def _workspace_batch(*, workspace_id: str, count: int, now: datetime) -> list[st
         body = batch_body([part for _, part in chunk])
         # One batch key per body ties each event to the deliveries carrying it (support's view).
         batch = new_ulid()
-        UsageEvent.objects.filter(pk__in=[pk for pk, _ in chunk]).update(batch=batch)
+        UsageEvent.objects.filter(pk__in=[pk for pk, _ in chunk], **_days_of(events)).update(
+            batch=batch
+        )
         deliveries += [
             WebhookDelivery(
                 endpoint=endpoint,
@@ -116,7 +127,7 @@ def _serialized(*, events: list[UsageEvent], now: datetime) -> list[tuple[str, b
         except Exception as exc:  # noqa: BLE001 - one event must not hold back its batch
             error = text_clean(f"{type(exc).__name__}: {exc}")[:500]
             logger.error("usage event %s quarantined: %s", event.pk, error)
-            UsageEvent.objects.filter(pk=event.pk).update(
+            UsageEvent.objects.filter(pk=event.pk, timestamp=event.timestamp).update(
                 batched_at=None, quarantined_at=now, quarantine_error=error
             )
     return parts

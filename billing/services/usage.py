@@ -37,10 +37,15 @@ logger = logging.getLogger("billing.usage")
 
 @dataclass(frozen=True, slots=True)
 class UsageRecord:
-    """One request's usage, as billed: everything its usage event says but its idempotency key
-    and timestamp, which are drawn when it is written."""
+    """One request's usage, as billed: everything its usage event says.
+
+    `idempotency_key` and `timestamp` are drawn once, when the request is admitted
+    (`usage_event_key`, `usage_timestamp`), and travel in its in-flight note: every event built for
+    one request (its worker's, a reaper's) is then the same row of the time-partitioned table."""
 
     request_id: str
+    idempotency_key: str
+    timestamp: str
     metadata: dict[str, Any]
     slug: str
     external_id: str
@@ -62,8 +67,8 @@ class UsageRecord:
     def event(self) -> dict[str, Any]:
         """The usage event (camelCase, as webhooks and the events API show it)."""
         event: dict[str, Any] = {
-            "idempotencyKey": new_ulid(),
-            "timestamp": _timestamp(),
+            "idempotencyKey": self.idempotency_key,
+            "timestamp": self.timestamp,
             "requestId": self.request_id,
             "requestMetadata": self.metadata,
             "modelSlug": self.slug,
@@ -92,7 +97,13 @@ class UsageRecord:
         return event
 
 
-def _timestamp() -> str:
+def usage_event_key() -> str:
+    """A new usage event's idempotency key (a ULID)."""
+    return new_ulid()
+
+
+def usage_timestamp() -> str:
+    """Now, as a usage event's timestamp (RFC 3339 UTC, milliseconds)."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -27,6 +27,7 @@ from django.db import (
 from django.db.models import JSONField
 from django.utils import timezone
 from psycopg.errors import UniqueViolation
+from ulid import ULID
 
 from billing.models import EventStatus, UsageEvent
 from billing.sanitize import (
@@ -216,7 +217,7 @@ def usage_event_values(*, event: dict[str, Any], clean: bool = False) -> dict[st
         for key, attname, limit, required in _TEXTS
     }
     values.update(
-        timestamp=_timestamp(event.get("timestamp"), notes),
+        timestamp=_timestamp(event.get("timestamp"), notes, key=values["idempotency_key"]),
         request_metadata=metadata,
         status=_status(event.get("status")),
         input_tokens=_count(tokens, "inputTokens", notes),
@@ -273,7 +274,7 @@ def _values_plain(event: dict[str, Any]) -> dict[str, Any] | None:
     if any(value is not None and type(value) not in (int, float) for value in timings):
         return None
     notes: list[str] = []
-    moment = _timestamp(event.get("timestamp"), notes)
+    moment = _timestamp(event.get("timestamp"), notes, key=values["idempotency_key"])
     cost = _cost(event.get("cost"), notes)
     if notes:
         return None
@@ -329,14 +330,20 @@ def _http_status(value: Any) -> int:
     return int(number) if number is not None and 0 <= number <= 32767 else 0
 
 
-def _timestamp(value: Any, notes: list[str]) -> datetime:
+def _timestamp(value: Any, notes: list[str], *, key: str) -> datetime:
+    """The event's time; when unreadable, the time its idempotency key (a ULID) was drawn, so a
+    replay of the entry meets its first copy (the ingest time only for a key that is no ULID)."""
     try:
         moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         moment = None
-    if moment is None or moment.tzinfo is None:
-        notes.append(f"timestamp {str(value)[:40]!r} unreadable: ingest time used")
-        return timezone.now()
+    if moment is not None and moment.tzinfo is not None:
+        return moment
+    try:
+        moment, used = ULID.from_str(key).datetime, "the idempotency key's time"
+    except ValueError:
+        moment, used = timezone.now(), "ingest time"
+    notes.append(f"timestamp {str(value)[:40]!r} unreadable: {used} used")
     return moment
 
 

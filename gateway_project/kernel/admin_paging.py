@@ -27,12 +27,14 @@ def table_estimate(queryset: QuerySet[Any]) -> int | None:
     if connection.vendor != "postgresql":
         return None
     with connection.cursor() as cursor:
+        # A partitioned table's rows are its partitions' (a plain table is its own one leaf).
         cursor.execute(
-            "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+            "SELECT sum(c.reltuples)::bigint FROM pg_partition_tree(%s::regclass) t "
+            "JOIN pg_class c ON c.oid = t.relid WHERE t.isleaf AND c.reltuples >= 0",
             [queryset.model._meta.db_table],
         )
         row = cursor.fetchone()
-    return int(row[0]) if row is not None and row[0] >= 0 else None
+    return int(row[0]) if row is not None and row[0] is not None else None
 
 
 class EstimatedCountPaginator(Paginator):  # type: ignore[type-arg]

@@ -8,6 +8,7 @@ from typing import Any
 import redis
 from django.conf import settings
 
+from billing.services.usage import usage_event_key, usage_timestamp
 from groups.limits import EnforcedLimit
 from routing import journal
 from routing.admission import Reservation
@@ -41,6 +42,8 @@ async def note_left(
     body_bytes: int,
     metadata: dict[str, Any] | None = None,
     pricing: Pricing | None = None,
+    event_key: str = "",
+    event_time: str = "",
 ) -> None:
     """Flush the in-flight note of a request on SLUG as `worker` wrote it, then close this loop's
     clients."""
@@ -51,6 +54,8 @@ async def note_left(
         pricing=pricing,
         body_bytes=body_bytes,
         reservation=reservation,
+        event_key=event_key or usage_event_key(),
+        event_time=event_time or usage_timestamp(),
     )
     note = json.dumps({**json.loads(note), "worker": worker})
     client = redis.asyncio.Redis.from_url(settings.REDIS_URL)

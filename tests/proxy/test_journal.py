@@ -40,7 +40,9 @@ def _entry() -> KeyEntry:
     return key_entry(group_id="grp_j", key_prefix="sky_journal00001", limits=DAILY)
 
 
-def _orphan(request_id: str, *, worker: str, body_bytes: int, reserve: int) -> None:
+def _orphan(
+    request_id: str, *, worker: str, body_bytes: int, reserve: int, key: str = "", at: str = ""
+) -> None:
     """What a worker leaves behind when it is killed mid-request: a charged reservation and a
     note, no usage event."""
 
@@ -53,6 +55,8 @@ def _orphan(request_id: str, *, worker: str, body_bytes: int, reserve: int) -> N
             worker=worker,
             body_bytes=body_bytes,
             metadata={"ticket": "T-1"},
+            event_key=key,
+            event_time=at,
         )
 
     asyncio.run(run())
@@ -217,6 +221,42 @@ def test_a_reaped_event_and_a_late_one_from_the_worker_store_once(workspace):
     usage_ingest()
 
     assert UsageEvent.objects.filter(request_id="req-late-1").count() == 1
+
+
+def test_a_reaped_event_carries_the_key_and_time_its_request_was_admitted_with(workspace):
+    key, at = "01JE6Q2M7X0P4TQ0J8ZB3N5K1V", "2026-12-03T23:59:59.999Z"
+    _orphan("req-dead-3", worker="gone:5:V", body_bytes=40, reserve=50, key=key, at=at)
+    client = _client()
+
+    journal.journal_reap(client=client)
+    journal.journal_reap(client=client, now=_now() + journal.MISSING_GRACE + 1)
+
+    [event] = _events()
+    assert (event["idempotencyKey"], event["timestamp"]) == (key, at)
+
+
+def test_a_running_requests_note_and_its_event_carry_one_key_and_time(gateway, workspace, upstream):
+    tenant = tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
+    body = {
+        "model": SLUG,
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        "max_tokens": 40,
+        "fake": {"delay_ms": 25},
+    }
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    client = _client()
+
+    with httpx.stream("POST", f"{gateway.url}{CHAT}", json=body, headers=headers) as response:
+        wait_until(lambda: client.hkeys(journal.INFLIGHT_KEY), timeout=5)
+        [raw] = client.hvals(journal.INFLIGHT_KEY)
+        response.read()
+
+    note, [event] = json.loads(raw), _events()
+    assert (note["idempotencyKey"], note["timestamp"]) == (
+        event["idempotencyKey"],
+        event["timestamp"],
+    )
 
 
 def _now() -> float:

@@ -12,7 +12,14 @@ import redis
 from django.conf import settings
 
 from billing.models import UsageEvent
-from billing.services.usage import USAGE_STREAM, ScriptCall, UsageRecord, usage_record_write
+from billing.services.usage import (
+    USAGE_STREAM,
+    ScriptCall,
+    UsageRecord,
+    usage_event_key,
+    usage_record_write,
+    usage_timestamp,
+)
 from groups.limits import EnforcedLimit
 from groups.models import Group
 from routing.admission import limits_admit, settle_changes
@@ -27,6 +34,8 @@ DAILY = [EnforcedLimit("grp_r", "grp_r", "USAGE", "TOKEN", "DAY", 100_000)]
 def _record(request_id: str, group_id: str = "grp_r", workspace_id: str = "ws_r") -> UsageRecord:
     return UsageRecord(
         request_id=request_id,
+        idempotency_key=usage_event_key(),
+        timestamp=usage_timestamp(),
         metadata={},
         slug=SLUG,
         external_id="cust_r",
