@@ -48,7 +48,7 @@ def _read_without_ack(consumer: str, count: int) -> list[dict[str, Any]]:
         client.xgroup_create(USAGE_STREAM, GROUP, id="0", mkstream=True)
     except redis.ResponseError:
         pass
-    reply = client.xreadgroup(GROUP, consumer, {USAGE_STREAM: ">"}, count=count)
+    reply: Any = client.xreadgroup(GROUP, consumer, {USAGE_STREAM: ">"}, count=count)
     return [json.loads(fields[b"e"]) for _, fields in reply[0][1]]
 
 
@@ -98,7 +98,7 @@ def test_entries_a_dead_worker_committed_but_never_acked_are_reclaimed_without_d
     _xadd([_event(group, n) for n in range(1, 21)])
     usage_events_store(events=_read_without_ack("a-dead-worker", 12))
     client = _client()
-    pending = [
+    pending: list[Any] = [
         entry["message_id"] for entry in client.xpending_range(USAGE_STREAM, GROUP, "-", "+", 100)
     ]
     # Long idle, as the entries of a worker that died a while ago.
