@@ -408,9 +408,15 @@ def _readme_line(result: dict[str, Any]) -> str:
         if "backlog_events" in result
         else f"a backlog of {result['events']:,} drained in {result['backlog_drain_s']} s"
     )
+    loads = result.get("load_average_1m") or {}
+    load = (
+        f", 1-minute load average {min(loads.values())}-{max(loads.values())} on the machine"
+        if loads
+        else ""
+    )
     return (
         f"Latest `make bench-ingest` ({result['when']}, {result['events']:,} events, one worker "
-        f"process, {result['stores']}): ingest {result['ingest_events_per_s']:,} events/s "
+        f"process, {result['stores']}{load}): ingest {result['ingest_events_per_s']:,} events/s "
         f"({result['ingest_events_per_cpu_s']:,} per CPU second of the worker), "
         f"webhook delivery {result['deliver_events_per_s']:,} events/s, {drain}, events API "
         f"one-day page p50 {result['events_api_p50_ms']} ms / p99 {result['events_api_p99_ms']} "
