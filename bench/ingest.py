@@ -187,9 +187,12 @@ def _postgres_unreachable_ingest() -> None:
         connection.settings_dict["PORT"] = port
 
 
-def _drain(events: int, workers: int, *, workspace: str, group: str, first: int) -> float:
+def _drain(
+    events: int, workers: int, *, workspace: str, group: str, first: int
+) -> tuple[float, float]:
     """Fill `events` during a PostgreSQL outage, then the wall seconds `workers` worker processes
-    (this one and workers - 1 others, started and set up beforehand) take to store them all."""
+    (this one and workers - 1 others, started and set up beforehand) take to store them all, and
+    the CPU seconds this one used."""
     import multiprocessing
 
     from django_redis import get_redis_connection
@@ -206,9 +209,10 @@ def _drain(events: int, workers: int, *, workspace: str, group: str, first: int)
     for process in others:
         process.start()
     ready.wait(timeout=120)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     go.set()
     _drain_run()
+    cpu = time.process_time() - cpu
     for process in others:
         process.join()
     seconds = time.perf_counter() - started
@@ -216,7 +220,7 @@ def _drain(events: int, workers: int, *, workspace: str, group: str, first: int)
     left = get_redis_connection("default").xlen(USAGE_STREAM)
     if stored != events or left or any(process.exitcode for process in others):
         raise Unavailable(f"drain: {events} filled, {stored} stored, {left} left in the stream")
-    return seconds
+    return seconds, cpu
 
 
 def _drain_worker(ready: Any, go: Any) -> None:
@@ -341,7 +345,9 @@ def _run(events: int, receiver_url: str, *, drain: int, rows: int) -> dict[str, 
     print(f"  writing {events:,} events to the usage stream", flush=True)
     _backlog(events, workspace=workspace.id, group=group.id)
     print("  ingesting", flush=True)
+    load = {"ingest_start": os.getloadavg()[0]}
     stored, ingest_s, ingest_cpu, backend_cpu = _ingest()
+    load["ingest_end"] = os.getloadavg()[0]
     print(
         f"  {stored:,} stored in {ingest_s:.1f} s (worker CPU {ingest_cpu:.1f} s, its "
         f"PostgreSQL backend {backend_cpu if backend_cpu is not None else '?'} s); delivering",
@@ -357,14 +363,19 @@ def _run(events: int, receiver_url: str, *, drain: int, rows: int) -> dict[str, 
             f"lost or doubled: {events} written, {stored} stored, {total} rows, "
             f"{delivered} delivered"
         )
-    drains = {}
+    drains, drain_cpu = {}, {}
     for workers in (1, 2) if drain else ():
         print(f"  {drain:,} events during a PostgreSQL outage; draining with {workers}", flush=True)
         first = events + (workers - 1) * drain
-        drains[workers] = _drain(
+        load[f"drain_{workers}_start"] = os.getloadavg()[0]
+        drains[workers], drain_cpu[workers] = _drain(
             drain, workers, workspace=workspace.id, group=group.id, first=first
         )
-        print(f"  drained in {drains[workers]:.1f} s", flush=True)
+        load[f"drain_{workers}_end"] = os.getloadavg()[0]
+        print(
+            f"  drained in {drains[workers]:.1f} s (this worker's CPU {drain_cpu[workers]:.1f} s)",
+            flush=True,
+        )
     figures = {
         "events": events,
         "ingest_events_per_s": round(stored / ingest_s),
@@ -377,12 +388,17 @@ def _run(events: int, receiver_url: str, *, drain: int, rows: int) -> dict[str, 
         "events_api_p50_ms": round(statistics.median(latencies) * 1000, 1),
         "events_api_p99_ms": round(_percentile(latencies, 0.99) * 1000, 1),
         "backlog_drain_s": round(ingest_s, 1),
+        # The machine's 1-minute load average around the measured steps (it may be shared).
+        "load_average_1m": {step: round(value, 2) for step, value in load.items()},
     }
     if drain:
         figures |= {
             "backlog_events": drain,
             "backlog_drain_s": round(drains[1], 1),
             "backlog_drain_2_workers_s": round(drains[2], 1),
+            "backlog_drain_events_per_s": round(drain / drains[1]),
+            "backlog_drain_events_per_cpu_s": round(drain / drain_cpu[1]),
+            "backlog_drain_2_workers_events_per_s": round(drain / drains[2]),
         }
     return figures
 
@@ -395,9 +411,15 @@ def _readme_line(result: dict[str, Any]) -> str:
         if "backlog_events" in result
         else f"a backlog of {result['events']:,} drained in {result['backlog_drain_s']} s"
     )
+    loads = result.get("load_average_1m") or {}
+    load = (
+        f", 1-minute load average {min(loads.values())}-{max(loads.values())} on the machine"
+        if loads
+        else ""
+    )
     return (
         f"Latest `make bench-ingest` ({result['when']}, {result['events']:,} events, one worker "
-        f"process, {result['stores']}): ingest {result['ingest_events_per_s']:,} events/s "
+        f"process, {result['stores']}{load}): ingest {result['ingest_events_per_s']:,} events/s "
         f"({result['ingest_events_per_cpu_s']:,} per CPU second of the worker), "
         f"webhook delivery {result['deliver_events_per_s']:,} events/s, {drain}, events API "
         f"one-day page p50 {result['events_api_p50_ms']} ms / p99 {result['events_api_p99_ms']} "

@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import operator
 import re
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -27,6 +29,7 @@ from django.db import (
 from django.db.models import JSONField
 from django.utils import timezone
 from psycopg.errors import UniqueViolation
+from psycopg.types.json import JsonbBinaryDumper
 from ulid import ULID
 
 from billing.models import EventStatus, UsageEvent
@@ -54,52 +57,100 @@ def usage_events_store(*, events: list[dict[str, Any]], clean: bool = False) -> 
     """Insert events (the shape usage_event_record takes), skipping request ids already stored.
 
     `clean`: the events come from `usage_event_parse` saying their text and metadata need no
-    cleaning. On PostgreSQL the rows are copied straight into the table; when a request id is
-    already stored, the whole batch is copied into this session's staging table instead and
-    inserted from there with ON CONFLICT DO NOTHING, so a replayed event never makes a second row.
+    cleaning. See `usage_rows_store` for how a replayed event never makes a second row.
     """
-    if not events:
-        return
-    rows = [usage_event_values(event=event, clean=clean) for event in events]
-    if connection.vendor != "postgresql":
-        UsageEvent.objects.bulk_create([UsageEvent(**row) for row in rows], ignore_conflicts=True)
-        return
+    if events:
+        usage_rows_store(usage_rows_prepare(events=events, clean=clean, vendor=connection.vendor))
+
+
+class UsageRows(NamedTuple):
+    """A batch's rows, ready for the database: `lines` in the COPY's column order on
+    PostgreSQL, else `values` by attribute name."""
+
+    values: list[dict[str, Any]]
+    lines: list[tuple[Any, ...]]
+
+
+def usage_rows_prepare(
+    *, events: list[dict[str, Any]], clean: bool = False, vendor: str
+) -> UsageRows:
+    """The rows of events for a database of `vendor`, built without touching the database (ingest
+    prepares the next batch while the current one is written). On PostgreSQL the statements must
+    be built first, once a process, by `usage_rows_ready` on a thread that may use the database."""
+    values = [usage_event_values(event=event, clean=clean) for event in events]
+    if vendor != "postgresql":
+        return UsageRows(values=values, lines=[])
     plan, now = _copy_plan(), timezone.now()
     # What the model would fill in itself (defaults, auto_now_add), per column, once a batch.
     implied = {
         field.attname: now if getattr(field, "auto_now_add", False) else field.get_default()
         for field in UsageEvent._meta.concrete_fields
     }
-    names = plan.names
-    for row in rows:
-        for name in plan.jsons:
-            row[name] = orjson.dumps(row[name]).decode()
-    lines = [[row[name] if name in row else implied[name] for name in names] for row in rows]
+    line, jsons = plan.line, plan.jsons
+    for row in values:
+        for name in jsons:
+            row[name] = orjson.dumps(row[name])
+    return UsageRows(values=[], lines=[line(implied | row) for row in values])
+
+
+def usage_rows_ready() -> str:
+    """This database's vendor, its batch statements built (call before `usage_rows_prepare`)."""
+    if connection.vendor == "postgresql":
+        _copy_plan()
+    return str(connection.vendor)
+
+
+def usage_rows_store(rows: UsageRows) -> None:
+    """Insert prepared rows, skipping request ids already stored.
+
+    On PostgreSQL the rows are copied (binary COPY) straight into the table; when one is already
+    stored, the whole batch is copied into this session's staging table instead and inserted
+    from there with ON CONFLICT DO NOTHING, so a replayed event never makes a second row.
+    """
+    if not rows.lines:
+        if rows.values:
+            objects = [UsageEvent(**row) for row in rows.values]
+            UsageEvent.objects.bulk_create(objects, ignore_conflicts=True)
+        return
+    plan = _copy_plan()
     with transaction.atomic(), connection.cursor() as cursor:
         # Straight into the table first: a replayed event is rare (a reclaimed entry), and then
         # the unique key refuses the whole COPY, which is redone through the staging table.
         try:
             with transaction.atomic():
-                _copy(cursor, plan.copy_direct, lines)
+                _copy(cursor, plan.copy_direct, plan.types, rows.lines)
             return
         except IntegrityError as exc:
             if not isinstance(exc.__cause__, UniqueViolation):
                 raise
         cursor.execute(plan.stage_create)
-        _copy(cursor, plan.copy_stage, lines)
+        _copy(cursor, plan.copy_stage, plan.types, rows.lines)
         cursor.execute(plan.insert)
 
 
-def _copy(cursor: Any, statement: str, lines: list[list[Any]]) -> None:
+def _copy(
+    cursor: Any, statement: str, types: tuple[int, ...], lines: list[tuple[Any, ...]]
+) -> None:
+    cursor.cursor.adapters.register_dumper(None, _JsonbEncodedDumper)
     with connection.wrap_database_errors, cursor.cursor.copy(statement) as copy:
+        copy.set_types(types)
         write = copy.write_row
         for line in lines:
             write(line)
 
 
+class _JsonbEncodedDumper(JsonbBinaryDumper):
+    """A jsonb column's binary COPY value from its JSON text, already encoded (bytes)."""
+
+    def dump(self, obj: Any) -> bytes:
+        return b"\x01" + bytes(obj)
+
+
 class _CopyPlan(NamedTuple):
     names: tuple[str, ...]
     jsons: tuple[str, ...]
+    types: tuple[int, ...]
+    line: Callable[[dict[str, Any]], tuple[Any, ...]]
     stage_create: str
     copy_direct: str
     copy_stage: str
@@ -110,8 +161,9 @@ class _CopyPlan(NamedTuple):
 def _copy_plan() -> _CopyPlan:
     """The statements of a PostgreSQL batch, built once a process.
 
-    The staging table lives as long as the session and is emptied at each commit, so a batch
-    costs no catalog writes; its name carries the column list, so a session that outlived a
+    The COPY is binary, each column typed as the table's (read from the catalog). The staging
+    table lives as long as the session and is emptied at each commit, so a batch costs no
+    catalog writes; its name carries the column list, so a session that outlived a
     migration never copies into a stale shape.
     """
     fields = UsageEvent._meta.concrete_fields
@@ -119,17 +171,35 @@ def _copy_plan() -> _CopyPlan:
     table = quote(UsageEvent._meta.db_table)
     columns = ", ".join(quote(field.column) for field in fields)
     stage = f"{_STAGE}_{hashlib.sha1(columns.encode()).hexdigest()[:10]}"
+    names = tuple(field.attname for field in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT attname, atttypid FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            [table],
+        )
+        types = dict(cursor.fetchall())
     return _CopyPlan(
-        names=tuple(field.attname for field in fields),
+        names=names,
         jsons=tuple(field.attname for field in fields if isinstance(field, JSONField)),
-        stage_create=(
+        types=tuple(int(types[field.column]) for field in fields),
+        line=operator.itemgetter(*names),
+        **_copy_statements(table=table, stage=stage, columns=columns),
+    )
+
+
+def _copy_statements(*, table: str, stage: str, columns: str) -> dict[str, str]:
+    """The SQL of a batch: the staging table, both COPYs, and the insert that skips what is
+    already stored (the conflict target lives here, and only here)."""
+    return {
+        "stage_create": (
             f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DELETE ROWS"
         ),
-        copy_direct=f"COPY {table} ({columns}) FROM STDIN",
-        copy_stage=f"COPY {stage} ({columns}) FROM STDIN",
-        insert=f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} "
+        "copy_direct": f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)",
+        "copy_stage": f"COPY {stage} ({columns}) FROM STDIN (FORMAT BINARY)",
+        "insert": f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} "
         "ON CONFLICT DO NOTHING",
-    )
+    }
 
 
 def usage_event_parse(raw: bytes) -> tuple[Any, bool]:
@@ -252,53 +322,64 @@ _TEXTS = (
 
 def _values_plain(event: dict[str, Any]) -> dict[str, Any] | None:
     """The column values of a clean event every field of which is already what its column holds
-    (what the gateway records); None when anything needs the full path's cleaning or a note."""
+    (what the gateway records); None when anything needs the full path's cleaning or a note.
+
+    Written out test by test: it runs once an event on ingest's hot loop."""
+    get = event.get
     values: dict[str, Any] = {}
     for key, attname, limit, required in _TEXTS:
-        value = event.get(key)
+        value = get(key)
         if value is None and not required:
             value = ""
         elif type(value) is not str or len(value) > limit or (required and not value):
             return None
         values[attname] = value
-    metadata, tokens = event.get("requestMetadata"), event.get("tokens")
-    status, http = event.get("status"), event.get("httpStatus", 200)
-    if type(metadata) is not dict or type(tokens) is not dict or event.get("ingestNote"):
+    metadata, tokens = get("requestMetadata"), get("tokens")
+    status, http = get("status"), get("httpStatus", 200)
+    if type(metadata) is not dict or type(tokens) is not dict or get("ingestNote"):
         return None
     if status not in _STATUSES or type(http) is not int or not 0 <= http <= 32767:
         return None
-    counts = [tokens.get(key, 0) for key in _COUNTS]
-    if any(type(count) is not int or not 0 <= count <= BIGINT_MAX for count in counts):
+    counted = tokens.get
+    inputs, outputs = counted("inputTokens", 0), counted("outputTokens", 0)
+    cached = counted("cachedInputTokens", 0)
+    for count in (inputs, outputs, cached):
+        if type(count) is not int or not 0 <= count <= BIGINT_MAX:
+            return None
+    total, upstream, first_byte = get("totalMs"), get("upstreamMs"), get("firstByteMs")
+    for timing in (total, upstream, first_byte):
+        if timing is not None and type(timing) is not float and type(timing) is not int:
+            return None
+    stamp = get("timestamp")
+    if type(stamp) is not str:
         return None
-    timings = [event.get(key) for key in _TIMINGS]
-    if any(value is not None and type(value) not in (int, float) for value in timings):
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
         return None
-    notes: list[str] = []
-    moment = _timestamp(event.get("timestamp"), notes, key=values["idempotency_key"])
-    cost = _cost(event.get("cost"), notes)
-    if notes:
+    if moment.tzinfo is None:
         return None
-    total, upstream, first_byte = timings
-    values.update(
-        timestamp=moment,
-        request_metadata=metadata,
-        status=status,
-        input_tokens=counts[0],
-        output_tokens=counts[1],
-        cached_input_tokens=counts[2],
-        usage_estimated=bool(event.get("usageEstimated")),
-        http_status=http,
-        total_ms=float(total or 0),
-        upstream_ms=float(upstream or 0),
-        first_byte_ms=None if first_byte is None else float(first_byte),
-        ingest_note="",
-        **cost,
-    )
+    values |= {
+        "timestamp": moment,
+        "request_metadata": metadata,
+        "status": status,
+        "input_tokens": inputs,
+        "output_tokens": outputs,
+        "cached_input_tokens": cached,
+        "usage_estimated": bool(get("usageEstimated")),
+        "http_status": http,
+        "total_ms": float(total or 0),
+        "upstream_ms": float(upstream or 0),
+        "first_byte_ms": None if first_byte is None else float(first_byte),
+        "ingest_note": "",
+    }
+    cost = get("cost")
+    if cost is not None:
+        notes: list[str] = []
+        values |= _cost(cost, notes)
+        if notes:
+            return None
     return values
-
-
-_COUNTS = ("inputTokens", "outputTokens", "cachedInputTokens")
-_TIMINGS = ("totalMs", "upstreamMs", "firstByteMs")
 
 
 def _text(
