@@ -11,6 +11,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.test import Client
 from django.urls import reverse
 
+from gateway_project.kernel import admin_paging
 from gateway_project.kernel.admin_paging import LargeListMixin
 from groups.models import AuditEvent
 from keys.models import ApiKey
@@ -72,3 +73,36 @@ def test_rows_are_drawn_as_django_draws_them(
 
     assert ours == djangos
     assert b"_changelist_filters" in ours or not params
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("groups_group", {"p": "2"}),
+        ("groups_group", {"p": "3", "o": "-1.2", "state": "live"}),
+        ("keys_apikey", {"p": "2", "revoked_at__isnull": "True"}),
+        ("groups_auditevent", {"p": "3"}),
+        ("billing_usageevent", {"p": "2"}),
+    ],
+)
+def test_a_deep_page_read_by_its_keys_first_holds_the_same_rows(
+    admin_client: Client,
+    tenant: Grow,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    params: dict[str, str],
+) -> None:
+    tenant(14)
+    model_admin = next(
+        m for m in admin.site._registry.values() if m.opts.label_lower.replace(".", "_") == name
+    )
+    monkeypatch.setattr(model_admin, "list_per_page", 5)
+    url = reverse(f"admin:{name}_changelist")
+
+    monkeypatch.setattr(admin_paging, "DEFERRED_FROM", 1)
+    deferred = _page(admin_client, url, params)
+    monkeypatch.setattr(admin_paging, "DEFERRED_FROM", 10**9)
+    offset = _page(admin_client, url, params)
+
+    assert deferred == offset
+    assert b'<th class="field-' in deferred  # rows were drawn
