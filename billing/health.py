@@ -25,6 +25,7 @@ STEP_LABELS = {
     "deliveries_lease_reclaim": "reclaiming leases of dead workers",
     "deliveries_enqueue": "enqueueing due deliveries",
     "quarantine_publish": "publishing the quarantine counts",
+    "usage_rollup": "summing new usage into the usage dashboard's rollup",
 }
 
 
