@@ -4,12 +4,15 @@ One run: a fresh PostgreSQL database (`gw_bench_admin`) and Redis database 8 whe
 (else the embedded defaults), migrated; one workspace and endpoint; then N groups (default
 100,000; a tenth of them children), one model access and limit per group, one key per group, one
 audit row per group and per key, and one usage event per key, each table filled by one
-`INSERT ... SELECT generate_series` and analysed. A superuser then opens every admin page a
-support shift uses through Django's test client (the whole request: middleware, admin, ORM,
+`INSERT ... SELECT generate_series`, then vacuumed and analysed. A superuser then opens every admin
+page a support shift uses through Django's test client (the whole request: middleware, admin, ORM,
 templates; no network) and each page's p50/p99 and query count are reported. Writes
 bench/results/admin.json and the README's admin line.
 
-    python -m bench.admin [--groups N] [--repeat 20]
+    python -m bench.admin [--groups N] [--repeat 20] [--reuse]
+
+`--reuse` measures again on the database the last run generated (same N), without emptying it:
+pending migrations are applied and the usage rollup caught up, as a deploy would.
 """
 
 from __future__ import annotations
@@ -164,8 +167,17 @@ def data_generate(*, groups: int) -> dict[str, str]:
         },
     )
     with connection.cursor() as cursor:
+        # What autovacuum does to a table after a bulk load: statistics and the visibility map.
         for model in (Group, GroupModel, ModelLimit, ApiKey, AuditEvent, UsageEvent):
-            cursor.execute(f"ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
+            cursor.execute(f"VACUUM ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
+    return bench_ids(groups=groups)
+
+
+def bench_ids(*, groups: int) -> dict[str, str]:
+    """The ids of the workspace, endpoint, groups, key and customer the pages open."""
+    from groups.models import Workspace
+
+    workspace = Workspace.objects.get(name="Bench lab")
     sample = groups // 2 - (groups // 2) % 10 + 1  # a root group in the middle of the table
     return {
         "workspace": workspace.pk,
@@ -176,6 +188,36 @@ def data_generate(*, groups: int) -> dict[str, str]:
         "prefix": f"sky_{sample:012d}",
         "endpoint": str(endpoint_id()),
     }
+
+
+def reused_env(*, tmp: Path) -> tuple[dict[str, str], list[str]]:
+    """The environment of a run on the database and Redis the last run filled, left as they are."""
+    var = tmp / "gateway-var"
+    var.mkdir(parents=True, exist_ok=True)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "GATEWAY_LIMITS_REDIS_URL")
+    }
+    env |= {
+        "GATEWAY_UPSTREAM_ALLOWLIST": "127.0.0.0/8",
+        "GATEWAY_VAR_DIR": str(var),
+        "SECRET_KEY": "bench-secret-key-not-for-production-4c7d1e",
+        "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
+        "REDIS_URL": REDIS_URL,
+    }
+    return env, [f"PostgreSQL {DATABASE} (reused)", f"Redis {REDIS_URL}"]
+
+
+def rollup_catch_up() -> float:
+    """Seconds the usage rollup took to count the generated events (what beat does each minute)."""
+    from billing.services.rollup import usage_rollup_advance
+
+    started = time.perf_counter()
+    while usage_rollup_advance():
+        pass
+    return time.perf_counter() - started
 
 
 def endpoint_id() -> str:
@@ -272,7 +314,10 @@ def pages_measure(ids: dict[str, str], *, repeat: int) -> dict[str, dict[str, An
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    user = get_user_model().objects.create_superuser("bench", "bench@example.com", "bench-pass")
+    users = get_user_model().objects
+    user = users.filter(username="bench").first() or users.create_superuser(
+        "bench", "bench@example.com", "bench-pass"
+    )
     client = Client()
     client.force_login(user)
     results = {}
@@ -292,9 +337,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groups", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument(
+        "--reuse", action="store_true", help="measure on the last run's database as it is"
+    )
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-admin-"))
-    env, notes = gateway_env(tmp=tmp, database=DATABASE, redis_url=REDIS_URL)
+    if args.reuse:
+        env, notes = reused_env(tmp=tmp)
+    else:
+        env, notes = gateway_env(tmp=tmp, database=DATABASE, redis_url=REDIS_URL)
     os.environ.update(env)
     os.environ.pop("GATEWAY_DB_POOL", None)
     import django
@@ -303,9 +354,14 @@ def main(argv: list[str] | None = None) -> int:
     django.setup()
     call_command("migrate", verbosity=0)
     started = time.perf_counter()
-    ids = data_generate(groups=args.groups)
+    if args.reuse:
+        ids = bench_ids(groups=args.groups)
+    else:
+        ids = data_generate(groups=args.groups)
+        print(f"generated {args.groups:,} groups and keys ({', '.join(notes)})", flush=True)
     generated = time.perf_counter() - started
-    print(f"generated {args.groups:,} groups and keys in {generated:.1f} s ({', '.join(notes)})")
+    rolled = rollup_catch_up()
+    print(f"data ready in {generated:.1f} s; usage rollup caught up in {rolled:.1f} s", flush=True)
     pages = pages_measure(ids, repeat=args.repeat)
     record = {
         "machine": machine_describe(),
@@ -314,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         "keys": args.groups,
         "stores": notes,
         "generate_s": round(generated, 1),
+        "rollup_catch_up_s": round(rolled, 1),
         # Other work on the machine slows the Python side of every page (db_p50_ms shows SQL's).
         "load_average_1m": round(os.getloadavg()[0], 1),
         "target_ms": TARGET_MS,

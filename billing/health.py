@@ -25,6 +25,7 @@ STEP_LABELS = {
     "deliveries_lease_reclaim": "reclaiming leases of dead workers",
     "deliveries_enqueue": "enqueueing due deliveries",
     "quarantine_publish": "publishing the quarantine counts",
+    "usage_rollup": "summing new usage into the usage dashboard's rollup",
 }
 
 
@@ -119,10 +120,14 @@ def workspace_findings(*, workspace: Workspace, now: datetime) -> list[Finding]:
         failed=Count("pk", filter=Q(status=DeliveryStatus.FAILED)),
         quarantined=Count("pk", filter=Q(status=DeliveryStatus.QUARANTINED)),
     )
-    events = UsageEvent.objects.filter(workspace=workspace).aggregate(
-        unbatched=Count("pk", filter=Q(batched_at__isnull=True, quarantined_at__isnull=True)),
-        quarantined=Count("pk", filter=Q(quarantined_at__isnull=False)),
-    )
+    # Two counts, each read from its partial index, rather than one pass over every event.
+    of_workspace = UsageEvent.objects.filter(workspace=workspace)
+    events = {
+        "unbatched": of_workspace.filter(batched_at__isnull=True, quarantined_at__isnull=True)
+        .order_by()
+        .count(),
+        "quarantined": of_workspace.filter(quarantined_at__isnull=False).order_by().count(),
+    }
     age = (now - stats["oldest"]).total_seconds() if stats["oldest"] else None
     return [
         Finding("Last successful delivery", _when(stats["delivered"], now)),

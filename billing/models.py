@@ -231,3 +231,42 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.delivery_id} #{self.number}"
+
+
+class UsageRollup(models.Model):
+    """Usage summed per workspace, group, slug, hour and currency: what the usage dashboard reads
+    instead of scanning events. A row with an empty `group_id` sums the workspace's groups.
+
+    Kept by `billing.services.rollup.usage_rollup_advance`: every event whose `created_at` is
+    before `UsageRollupMark.through` is counted here exactly once, and no later one is."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    group_id = models.CharField(max_length=40, blank=True, default="")
+    model_slug = models.CharField(max_length=201)
+    hour = models.DateTimeField(help_text="The hour (UTC) of the events' timestamps")
+    cost_currency = models.CharField(max_length=3, blank=True, default="")
+    requests = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_amount = models.DecimalField(max_digits=40, decimal_places=12, default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "group_id", "hour", "model_slug", "cost_currency"],
+                name="usage_rollup_unique",
+            )
+        ]
+        indexes = [models.Index(fields=["group_id", "hour"], name="usage_rollup_group")]
+
+    def __str__(self) -> str:
+        return f"{self.model_slug} {self.group_id or 'workspace'} {self.hour:%Y-%m-%d %H}:00"
+
+
+class UsageRollupMark(models.Model):
+    """The rollup's watermark (one row): events created before `through` are in the rollup."""
+
+    through = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"usage rolled up through {self.through}"

@@ -4,6 +4,7 @@ Beat: `usage_ingest_task` (every second) moves usage events from the Redis strea
 database. `deliveries_enqueue_due` (every second) freezes due usage events into deliveries,
 releases expired leases, enqueues due deliveries and publishes the quarantine counts for /metrics;
 each step runs even when another failed, and each notes its outcome (billing/liveness.py).
+`usage_rollup_task` (every minute) sums new events into the usage dashboard's rollup.
 `delivery_attempt` makes one attempt. A Redis marker per queued delivery keeps a backlog from being
 enqueued again on every beat. `billing.heartbeat` (every 5 s) proves beat and a worker are alive.
 `events_partitions_task` (hourly) keeps the usage event table's daily partitions on PostgreSQL:
@@ -35,6 +36,7 @@ from billing.services.batching import events_batch
 from billing.services.ingest import usage_ingest
 from billing.services.partitions import events_partitions_maintain
 from billing.services.pipeline_metrics import usage_backlog_check
+from billing.services.rollup import usage_rollup_advance
 from billing.services.usage import (
     BILLING_METRICS_KEY,
     QUARANTINED_DELIVERIES_METRIC,
@@ -83,6 +85,18 @@ def events_partitions_task() -> int:
     returns how many were dropped."""
     retired = events_partitions_maintain()
     return len(retired.dropped) if retired is not None else 0
+
+
+@shared_task(name="billing.usage_rollup", ignore_result=True)  # type: ignore[untyped-decorator]
+def usage_rollup_task() -> int:
+    """Add the events stored since the last run to the dashboard's rollup (beat: every minute)."""
+    try:
+        counted = usage_rollup_advance()
+    except Exception as exc:
+        step_note(step="usage_rollup", error=f"{type(exc).__name__}: {exc}")
+        raise
+    step_note(step="usage_rollup")
+    return counted
 
 
 def _queued_key(delivery_id: str) -> str:

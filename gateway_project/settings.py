@@ -302,6 +302,8 @@ CELERY_BEAT_SCHEDULE["usage-event-partitions"] = {
     "task": "billing.events_partitions",
     "schedule": 3600.0,
 }
+# The usage dashboard's rollup of new events (billing/services/rollup.py).
+CELERY_BEAT_SCHEDULE["usage-rollup"] = {"task": "billing.usage_rollup", "schedule": 60.0}
 # Beat and worker liveness for the admin's billing health (billing/liveness.py).
 CELERY_BEAT_SCHEDULE["billing-heartbeat"] = {"task": "billing.heartbeat", "schedule": 5.0}
 # Federated keys whose revoke staff scheduled (a leaked key's rotation, keys/tasks.py).
