@@ -1,13 +1,15 @@
 """`make bench-profile`: where a gateway worker's CPU goes, per request, under load.
 
 Starts what `make bench` measures (a node as `gateway serve` runs it, a federated key whose group
-has a REQUEST/MINUTE and a TOKEN/DAY limit, usage events recorded), in a temporary directory with a
-SQLite file and its own embedded Redis so nothing else on the machine is touched. Then, per
+has a REQUEST/MINUTE and a TOKEN/DAY limit, usage events recorded, a log line per request at the
+default INFO level), in a temporary directory with a SQLite file and its own embedded Redis so
+nothing else on the machine is touched. Then, per
 scenario (JSON and a 20-chunk stream), it drives load with `hey` (pinned to one core with taskset
 when available) while py-spy samples one worker without pausing it, and prints:
 
 - us/request: the CPU time all gateway workers spent (from /proc) divided by the requests served,
-  the figure to compare before and after a change on a noisy machine;
+  the figure to compare before and after a change on a noisy machine, and the same net of what the
+  workers burn idle (sampled just before the load);
 - the frames holding most of the sampled worker's time, by own time and by total time, with each
   one's us/request (its share of that worker's CPU over the requests that worker served).
 """
