@@ -1,13 +1,15 @@
 """`make bench-profile`: where a gateway worker's CPU goes, per request, under load.
 
 Starts what `make bench` measures (a node as `gateway serve` runs it, a federated key whose group
-has a REQUEST/MINUTE and a TOKEN/DAY limit, usage events recorded), in a temporary directory with a
-SQLite file and its own embedded Redis so nothing else on the machine is touched. Then, per
+has a REQUEST/MINUTE and a TOKEN/DAY limit, usage events recorded, a log line per request at the
+default INFO level), in a temporary directory with a SQLite file and its own embedded Redis so
+nothing else on the machine is touched. Then, per
 scenario (JSON and a 20-chunk stream), it drives load with `hey` (pinned to one core with taskset
 when available) while py-spy samples one worker without pausing it, and prints:
 
 - us/request: the CPU time all gateway workers spent (from /proc) divided by the requests served,
-  the figure to compare before and after a change on a noisy machine;
+  the figure to compare before and after a change on a noisy machine, and the same net of what the
+  workers burn idle (sampled just before the load);
 - the frames holding most of the sampled worker's time, by own time and by total time, with each
   one's us/request (its share of that worker's CPU over the requests that worker served).
 """
@@ -56,7 +58,7 @@ class Load:
     errors: int
 
 
-def _env(tmp: Path) -> dict[str, str]:
+def _env(tmp: Path, *, log_level: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -68,7 +70,7 @@ def _env(tmp: Path) -> dict[str, str]:
         "GATEWAY_UPSTREAM_ALLOWLIST": "127.0.0.0/8",
         "SECRET_KEY": "bench-secret-key-not-for-production-4c7d1e",
         "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
-        "GATEWAY_LOG_LEVEL": "WARNING",
+        "GATEWAY_LOG_LEVEL": log_level,
     }
 
 
@@ -98,6 +100,15 @@ def _workers(master: Proc) -> list[int]:
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def _idle_cpu(workers: list[int], *, seconds: float) -> float:
+    """CPU seconds per second all workers spend with no request in flight."""
+    if seconds <= 0:
+        return 0.0
+    before = sum(_cpu_seconds(pid) for pid in workers)
+    time.sleep(seconds)
+    return (sum(_cpu_seconds(pid) for pid in workers) - before) / seconds
 
 
 def _hey(url: str, *, key: str, body: dict[str, object], seconds: float, c: int) -> Load:
@@ -157,15 +168,22 @@ def _scenario(
         stderr=subprocess.PIPE,
     )
     time.sleep(0.5)  # py-spy attached before the load starts
+    idle = _idle_cpu(workers, seconds=args.idle_seconds)
     before = {pid: _cpu_seconds(pid) for pid in workers}
+    started = time.monotonic()
     load = _hey(url, key=key, body=body, seconds=args.seconds, c=args.concurrency)
+    elapsed = time.monotonic() - started
     cpu = {pid: _cpu_seconds(pid) - before[pid] for pid in workers}
     _, spy_err = spy.communicate(timeout=args.seconds + 30)
     per_request = sum(cpu.values()) / max(load.requests, 1) * 1e6
+    # What the workers burn with no request at all (background loops), taken out: on a loaded
+    # machine fewer requests get through and that share would swamp the figure.
+    net = max(sum(cpu.values()) - idle * elapsed, 0) / max(load.requests, 1) * 1e6
     print(f"\n== {name}: c{args.concurrency}, {args.seconds:g} s, {len(workers)} workers")
     print(
         f"   {load.requests} requests ({load.errors} errors), {load.rps:.0f} req/s, "
-        f"p50 {load.p50_ms:.2f} ms; gateway CPU {per_request:.0f} us/request"
+        f"p50 {load.p50_ms:.2f} ms; gateway CPU {per_request:.0f} us/request "
+        f"({net:.0f} net of the idle workers' {idle * 100:.1f}% of a core)"
     )
     if not raw.exists():
         print(f"   no profile: {spy_err.decode(errors='replace').strip()[-300:]}")
@@ -188,12 +206,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--idle-seconds", type=float, default=3, help="idle CPU sampled before each load (0: off)"
+    )
     parser.add_argument("--only", choices=("json", "stream"), default=None)
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        help="the gateway's GATEWAY_LOG_LEVEL (INFO, as make bench runs it: a line per request)",
+    )
     args = parser.parse_args()
     if not shutil.which("hey"):
         sys.exit("bench-profile needs `hey` (apt-get install hey)")
     tmp = Path(tempfile.mkdtemp(prefix="gw-profile-"))
-    env = _env(tmp)
+    env = _env(tmp, log_level=args.log_level)
     procs: list[Proc] = []
     try:
         manage_run(env, ["-m", "gateway_project.embedded_redis", "start"], what="embedded Redis")

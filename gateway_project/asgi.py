@@ -28,7 +28,7 @@ from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.base import BaseHandler  # noqa: E402
 from django.http import HttpRequest, HttpResponseBase  # noqa: E402
 
-from gateway_project.drain import drain_refusal  # noqa: E402
+from gateway_project.drain import drain_refusal, draining  # noqa: E402
 from gateway_project.edge import (  # noqa: E402
     METRICS_PATH,
     body_bounded,
@@ -129,6 +129,10 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 async def _http(scope: Scope, receive: Receive, send: Send) -> None:
     path = scope["path"]
     inference = is_inference_path(path)
+    if inference and not draining():
+        # No edge check applies to an inference path: straight to the proxy.
+        await proxy_app(scope, receive, send)
+        return
     to_proxy = inference or path == METRICS_PATH
     refusal = drain_refusal(path)
     if refusal is not None:

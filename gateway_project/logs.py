@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -26,12 +27,34 @@ _RENAMED = {
 
 
 class JsonFormatter(_PythonJsonFormatter):
-    """One JSON object per line: BASE_KEYS, then the fields passed with `extra=`."""
+    """One JSON object per line: BASE_KEYS, then the fields passed with `extra=`.
+
+    A plain line (a text message, no exception or stack) is built here directly, the same bytes
+    python-json-logger writes at a fraction of its cost: every inference request writes one."""
 
     def __init__(self) -> None:
         super().__init__(
             ["asctime", "levelname", "name", "message"], rename_fields=_RENAMED, json_default=str
         )
+        self._encoder = json.JSONEncoder(default=str)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record's JSON line."""
+        if isinstance(record.msg, dict) or record.exc_info or record.exc_text or record.stack_info:
+            return str(super().format(record))
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record)
+        data = {
+            "ts": record.asctime,
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.message,
+        }
+        skip = self._skip_fields
+        for key, value in record.__dict__.items():
+            if key not in skip and not key.startswith("_"):
+                data[_RENAMED.get(key, key)] = value
+        return str(self._encoder.encode(data))
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
         """UTC, ISO 8601, milliseconds."""

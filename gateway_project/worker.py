@@ -4,15 +4,21 @@ uvicorn's httptools protocol keeps reading a request line and headers for as lon
 them (h11 stops at 16 KiB, httptools never): one connection can grow a worker's memory without
 bound before any authentication. This worker caps the request head at
 GATEWAY_MAX_REQUEST_HEAD_BYTES and answers 431 past it.
+
+uvicorn writes a response's head and its body in two socket writes (two TCP segments the client
+must take apart, two wake-ups). This worker's protocol holds the head back until the first body
+bytes, or the end of the current loop step when none follow at once, and writes both together.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn_worker import UvicornWorker
 
 from gateway_project.drain import DrainingServer
@@ -25,8 +31,73 @@ HEAD_TOO_LARGE = (
 )
 
 
+# Past this size the body goes out in a write of its own rather than copied behind the head.
+COALESCE_MAX_BODY = 64 * 1024
+
+
+class HeadHoldingTransport:
+    """What one request's response cycle writes through: the response head (the write made while
+    `holding`) is kept until the next write, which sends both at once, or until the end of the
+    loop step it was written in (a stream whose first event is not ready yet)."""
+
+    __slots__ = ("_transport", "_loop", "_head", "holding")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._head: bytes | None = None
+        self.holding = False
+
+    def write(self, data: bytes) -> None:
+        """Hold a head; write anything else (after a held head, in the same write)."""
+        if self.holding:
+            self.holding = False
+            self._head = data
+            self._loop.call_soon(self.flush)
+            return
+        head = self._head
+        if head is None:
+            self._transport.write(data)
+        elif len(data) <= COALESCE_MAX_BODY:
+            self._head = None
+            self._transport.write(head + data)
+        else:
+            self._head = None
+            self._transport.writelines((head, data))
+
+    def flush(self) -> None:
+        """Write a head still held."""
+        head, self._head = self._head, None
+        if head is not None and not self._transport.is_closing():
+            self._transport.write(head)
+
+    def close(self) -> None:
+        """Close the connection after what was written, a held head included."""
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        """Whether the connection is closing or closed."""
+        return self._transport.is_closing()
+
+
+Send = Callable[[Any], Awaitable[None]]
+
+
+def _head_holding_send(send: Send, transport: HeadHoldingTransport) -> Send:
+    """`send` with the transport told to hold the write a response start makes."""
+
+    def held(message: Any) -> Awaitable[None]:
+        if message["type"] == "http.response.start":
+            transport.holding = True
+        return send(message)
+
+    return held
+
+
 class BoundedHeadProtocol(HttpToolsProtocol):
-    """httptools' HTTP/1.1 protocol with a bound on the request line plus headers."""
+    """httptools' HTTP/1.1 protocol with a bound on the request line plus headers, writing each
+    response's head together with its first body bytes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -50,6 +121,12 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         super().on_headers_complete()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        transport = HeadHoldingTransport(self.transport, self.loop)
+        cycle.transport = transport  # type: ignore[assignment]  # write, close, is_closing
+        cycle.send = _head_holding_send(cycle.send, transport)  # type: ignore[method-assign,assignment]
+        super()._start_asgi_task(cycle, app)
 
     def _refuse(self) -> None:
         body = (

@@ -29,6 +29,8 @@ def request_observe(call: Call, *, route_label: str) -> None:
             ("cached", usage.cached_input_tokens),
         ):
             metrics.count(metrics.tokens_total, (call.slug, kind), value)
+    if not logger.isEnabledFor(logging.INFO):
+        return
     logger.info(
         "inference request",
         extra={

@@ -19,6 +19,10 @@ _OUTPUT_RE = re.compile(
     rb'|"(?:tool_calls|function_call)"\s*:\s*[\[{]\s*[^\]}\s]'
 )
 _DONE = b"data: [DONE]\n\n"
+_USAGE_KEY = b'"usage"'
+# Events kept uncounted until the stream's usage shows up (then they never need counting), at most
+# this many bytes of them per stream.
+UNCOUNTED_MAX_BYTES = 64 * 1024
 
 
 def model_rewrite(data: bytes, *, slug: str) -> bytes:
@@ -45,8 +49,10 @@ class SseRelay:
         "_model",
         "_upstream_model",
         "_strip_usage",
+        "_counted",
+        "_uncounted",
+        "_uncounted_bytes",
         "usage",
-        "content_chunks",
         "done",
     )
 
@@ -59,8 +65,20 @@ class SseRelay:
         self._upstream_model: bytes | None = None
         self._strip_usage = strip_usage
         self.usage: Usage | None = None
-        self.content_chunks = 0
+        # Generated deltas matter only to estimate a stream without usage: events are counted
+        # when that estimate may be needed, not as they pass.
+        self._counted = 0
+        self._uncounted: list[bytes] = []
+        self._uncounted_bytes = 0
         self.done = False
+
+    @property
+    def content_chunks(self) -> int:
+        """The generated deltas (text, reasoning, refusal, tool call) relayed so far."""
+        if self._uncounted:
+            self._counted += sum(len(_OUTPUT_RE.findall(block)) for block in self._uncounted)
+            self._uncounted, self._uncounted_bytes = [], 0
+        return self._counted
 
     def feed(self, data: bytes) -> bytes:
         """The complete events now available (possibly b""); EventTooLarge past the bound."""
@@ -81,9 +99,16 @@ class SseRelay:
 
     def _process(self, block: bytes) -> bytes:
         block = self._model_rewrite(block)
-        self.content_chunks += len(_OUTPUT_RE.findall(block))
-        if _USAGE_RE.search(block):
+        if self.usage is None:
+            self._uncounted.append(block)
+            self._uncounted_bytes += len(block)
+            if self._uncounted_bytes > UNCOUNTED_MAX_BYTES:
+                self._counted = self.content_chunks
+        at = block.find(_USAGE_KEY)
+        if at >= 0 and _USAGE_RE.search(block, at):
             block = self._usage_take(block)
+            if self.usage is not None:
+                self._uncounted, self._uncounted_bytes = [], 0
         if block.endswith(_DONE):
             self.done = True
             block = block[: -len(_DONE)]

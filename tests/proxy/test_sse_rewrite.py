@@ -46,3 +46,33 @@ def test_an_upstream_that_names_its_model_differently_later_is_still_rewritten()
     out = relay.feed(b'data: {"model":"fake-model-v2","choices":[]}\n\n')
 
     assert out == b'data: {"model":"acme/llama","choices":[]}\n\n'
+
+
+def test_deltas_of_a_stream_without_usage_are_all_counted_past_the_held_bound():
+    from routing.streaming import UNCOUNTED_MAX_BYTES
+
+    relay = SseRelay(slug="acme/llama", strip_usage=True, max_event_bytes=1 << 20)
+    event = b'data: {"choices": [{"delta": {"content": "' + b"x" * 200 + b'"}}]}\n\n'
+    events = UNCOUNTED_MAX_BYTES // len(event) * 3 + 7
+
+    for _ in range(events):
+        relay.feed(event)
+
+    assert relay.usage is None
+    assert relay.content_chunks == events
+    relay.feed(b'data: {"choices": [{"delta": {"reasoning": "y"}}]}\n\n')
+    assert relay.content_chunks == events + 1
+
+
+def test_usage_that_arrives_ends_the_counting_and_is_what_is_billed():
+    relay = SseRelay(slug="acme/llama", strip_usage=True, max_event_bytes=1 << 20)
+    relay.feed(b'data: {"choices": [{"delta": {"content": "a"}}], "usage": null}\n\n')
+    out = relay.feed(
+        b'data: {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 9}}\n\n'
+        b"data: [DONE]\n\n"
+    )
+
+    assert out == b""
+    assert relay.done
+    assert relay.usage is not None
+    assert (relay.usage.input_tokens, relay.usage.output_tokens) == (3, 9)
