@@ -4,7 +4,10 @@ only old partitions whose events are all final. SQLite keeps one plain table."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -33,8 +36,10 @@ from billing.services.usage import USAGE_STREAM
 from billing.tasks import events_partitions_task
 from gateway_project.kernel.admin_paging import table_estimate
 from groups.models import Group, Workspace
+from routing import journal
 from tests.billing.conftest import endpoint_add
 from tests.billing.stream_events import stream_event
+from tests.proxy.orphans import key_entry, note_left, worker_record
 
 postgresql = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="partitions exist on PostgreSQL only"
@@ -170,30 +175,36 @@ def test_a_replay_after_midnight_makes_no_second_row_or_webhook_event(
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("together", [True, False], ids=["one-batch", "two-batches"])
-def test_a_reaped_event_and_the_late_workers_store_once_across_midnight(
-    group: Group, together: bool
-) -> None:
-    # What a reaper rebuilds from the note and what the late worker then records: one request,
-    # one key, one time (the request's, before midnight), different tokens and status.
-    reaped = stream_event(
-        group,
-        "req-reaped",
-        "01JE6Q2M7X0P4TQ0J8ZB3N5K1V",
-        timestamp="2026-12-01T23:59:59.990Z",
-        status="cancelled",
-        usageEstimated=True,
+@pytest.mark.parametrize("first", ["reaper", "worker"])
+def test_a_reaped_request_and_its_late_worker_store_one_event(group: Group, first: str) -> None:
+    # The reaper's event is stamped when it reaps, the worker's when it ends: two times, maybe two
+    # days. One request still puts one entry in the stream (the note is taken once), and that
+    # entry read again lands on its own row.
+    entry = replace(
+        key_entry(group_id=group.id, key_prefix="sky_partition0001", limits=[]),
+        workspace_id=group.workspace_id,
+        external_id="cust_42",
     )
-    late = {**reaped, "status": "completed", "usageEstimated": False}
+    key, worker = "01JE6Q2M7X0P4TQ0J8ZB3N5K1V", "gone:7:P"
+    asyncio.run(note_left("req-reaped", entry, None, worker=worker, body_bytes=40, event_key=key))
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.set(journal.MISSING_PREFIX + worker, repr(time.time() - journal.MISSING_GRACE - 1))
 
-    _xadd(reaped)
-    if not together:
-        usage_ingest()
-    _xadd(late)
+    steps = [
+        lambda: journal.journal_reap(client=client),
+        lambda: worker_record("req-reaped", entry, event_key=key, status="completed"),
+    ]
+    for step in steps if first == "reaper" else steps[::-1]:
+        step()
+    entries: list = client.xrange(USAGE_STREAM) or []
+    [(_, fields)] = entries
+    usage_ingest()
+    client.xadd(USAGE_STREAM, {"e": fields[b"e"]})
     usage_ingest()
 
     [stored] = UsageEvent.objects.filter(request_id="req-reaped")
-    assert stored.status == "cancelled"
+    assert stored.idempotency_key == key
+    assert stored.status == ("cancelled" if first == "reaper" else "completed")
 
 
 @pytest.mark.django_db
