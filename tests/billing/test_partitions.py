@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from billing.models import DeliveryStatus, UsageEvent, WebhookDelivery, WebhookEndpoint
 from billing.selectors import EventsWindow, _events_in
+from billing.services import batching, rollup
 from billing.services.batching import events_batch
 from billing.services.ingest import usage_ingest
 from billing.services.partitions import (
@@ -329,6 +330,40 @@ def test_a_one_day_events_page_reads_one_partitions_index(group: Group, make_eve
     assert "Seq Scan" not in plan, plan
     scanned = {name for name in partition_days().values() if name in plan}
     assert scanned == {partition_name(_today())}, plan
+
+
+@postgresql
+@pytest.mark.django_db
+def test_the_rollup_and_batching_read_events_by_index_in_every_partition(
+    group: Group, make_event: Any
+) -> None:
+    for days in (-1, 0, 1):
+        make_event(timestamp=timezone.now() + timedelta(days=days))
+    now = timezone.now()
+    with CaptureQueriesContext(connection) as queries:
+        rollup._first_created(since=now - timedelta(hours=6), before=now)
+        rollup._add(since=now - timedelta(hours=6), before=now - timedelta(hours=1))
+        batching._workspaces_due(now=now)
+        list(
+            batching.UsageEvent.objects.filter(
+                workspace_id=group.workspace_id,
+                batched_at__isnull=True,
+                quarantined_at__isnull=True,
+            ).order_by("timestamp", "idempotency_key")[:100]
+        )
+    reads = [q["sql"] for q in queries.captured_queries if "billing_usageevent" in q["sql"]]
+
+    assert len(reads) == 4, reads
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        # The rollup's by the created_at index, the batching's by the unbatched events' index,
+        # a batch's claim by either index of its workspace.
+        indexes = ["_created_at_idx"] * 2 + ["_workspace_id_created_at_idx", "_workspace_id_"]
+        for sql, index in zip(reads, indexes, strict=True):
+            cursor.execute(f"EXPLAIN {sql}")
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert "Seq Scan" not in plan, plan
+            assert plan.count(index) >= len(partition_days()), plan
 
 
 @pytest.mark.skipif(connection.vendor == "postgresql", reason="the SQLite path")
