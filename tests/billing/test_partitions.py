@@ -345,7 +345,7 @@ def test_the_rollup_and_batching_read_events_by_index_in_every_partition(
         rollup._add(since=now - timedelta(hours=6), before=now - timedelta(hours=1))
         batching._workspaces_due(now=now)
         list(
-            batching.UsageEvent.objects.filter(
+            UsageEvent.objects.filter(
                 workspace_id=group.workspace_id,
                 batched_at__isnull=True,
                 quarantined_at__isnull=True,
