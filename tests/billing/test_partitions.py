@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -381,14 +382,26 @@ def test_sqlite_keeps_one_plain_table(group: Group) -> None:
     assert UsageEvent.objects.filter(request_id="req-plain").count() == 1
 
 
-def _migrate(target: str) -> None:
+def _migrate(target: str | None) -> None:
+    """Migrate billing to `target` (None: its latest migration)."""
     executor = MigrationExecutor(connection)
     executor.loader.build_graph()
-    executor.migrate([("billing", target)])
+    if target is None:
+        executor.migrate([key for key in executor.loader.graph.leaf_nodes() if key[0] == "billing"])
+    else:
+        executor.migrate([("billing", target)])
+
+
+@pytest.fixture
+def billing_migrated_back() -> Iterator[None]:
+    """The test migrates billing back and forth; the later tests get its latest schema again."""
+    yield
+    _migrate(None)
 
 
 @postgresql
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("billing_migrated_back")
 def test_the_migration_moves_existing_events_into_their_days_partitions(group: Group) -> None:
     _migrate("0004_usage_event_cost")
     moments = ["2026-12-03 10:00+00", "2026-11-20 10:00+00", "1999-01-01 00:00+00"]
