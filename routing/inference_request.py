@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from billing.services.usage import usage_event_key, usage_timestamp
+from billing.services.usage import usage_event_key
 from gateway_project.kernel.errors import NotFound, ValidationFailed
 from routing.authcache import KeyEntry, route_lookup
 from routing.client_connection import Receive
@@ -40,9 +40,16 @@ class InferenceRequest:
     headers: dict[str, str]
     metadata: dict[str, Any]
     stream: bool
-    # Its usage event's key and time, drawn once here: the worker's event and a reaper's are one.
-    event_key: str = field(default_factory=usage_event_key)
-    event_time: str = field(default_factory=usage_timestamp)
+    # Its usage event's idempotency key, drawn on first use (an admitted request's note or
+    # record), so a refused request draws none: the worker's event and a reaper's carry it.
+    _event_key: str = field(default="", init=False, repr=False, compare=False)
+
+    @property
+    def event_key(self) -> str:
+        """Its usage event's idempotency key (drawn once)."""
+        if not self._event_key:
+            object.__setattr__(self, "_event_key", usage_event_key())  # a frozen field's cache
+        return self._event_key
 
     @property
     def slug(self) -> str:

@@ -13,8 +13,11 @@ reservations to that estimate, exactly as a client disconnect would have.
 
 A worker is declared gone only after its heartbeat has been missing for MISSING_GRACE seconds
 across two reaper passes, so a Redis restart that loses the heartbeat keys (and not the hash) reaps
-nothing. Reaping is idempotent: the note's HDEL and the event's XADD are one Lua step, and ingest
-keeps one event per request id.
+nothing. Reaping is idempotent: the note's HDEL and the event's XADD are one Lua step; a reaper
+adds an event only if it removed the note, and leaves a mark (a day) that stops a late worker whose
+note it took from adding its own, so one request puts one event in the stream. The reaped event
+carries the idempotency key drawn when the request was admitted (kept in the note) and the time it
+was reaped.
 """
 
 from __future__ import annotations
@@ -87,7 +90,6 @@ def journal_open(request: InferenceRequest, reservation: Reservation | None) -> 
             body_bytes=request.body_bytes,
             reservation=reservation,
             event_key=request.event_key,
-            event_time=request.event_time,
         ),
     )
 
@@ -101,7 +103,6 @@ def journal_note(
     body_bytes: int,
     reservation: Reservation | None,
     event_key: str,
-    event_time: str,
 ) -> str:
     """The note of one request: what its usage event needs, should its worker die."""
     counters = [
@@ -111,7 +112,6 @@ def journal_note(
         "worker": worker_id(),
         "at": time.time(),
         "idempotencyKey": event_key,
-        "timestamp": event_time,
         "requestMetadata": metadata,
         "modelSlug": slug,
         "externalCustomerId": entry.external_id,
@@ -247,9 +247,10 @@ def _reaped_record(request_id: str, note: dict[str, Any]) -> UsageRecord:
     usage, pricing = _reaped_usage(note), _pricing_read(note)
     return UsageRecord(
         request_id=request_id,
-        # A note written before notes carried them gets its own (its worker never wrote one).
+        # A note written before notes carried a key gets its own (its worker never wrote one).
         idempotency_key=_text(note.get("idempotencyKey")) or usage_event_key(),
-        timestamp=_text(note.get("timestamp")) or usage_timestamp(),
+        # When the request was found orphaned and recorded (its real end is unknown).
+        timestamp=usage_timestamp(),
         metadata=note["requestMetadata"],
         slug=note["modelSlug"],
         external_id=note["externalCustomerId"],
@@ -272,7 +273,7 @@ def _reaped_record(request_id: str, note: dict[str, Any]) -> UsageRecord:
 
 def _text(value: Any) -> str:
     if value is not None and not isinstance(value, str):
-        raise TypeError("the note's event key or time is not a string")
+        raise TypeError("the note's event key is not a string")
     return value or ""
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from billing.services.usage import ScriptCall, UsageRecord, usage_record_write
+from billing.services.usage import ScriptCall, UsageRecord, usage_record_write, usage_timestamp
 from gateway_project.kernel import tracing
 from routing.adjust_retry import adjust_retry_start
 from routing.admission import Admission
@@ -28,7 +28,7 @@ def usage_record_of(request: InferenceRequest, outcome: RelayOutcome) -> UsageRe
     return UsageRecord(
         request_id=request.request_id,
         idempotency_key=request.event_key,
-        timestamp=request.event_time,
+        timestamp=usage_timestamp(),  # when it ended and its usage is known
         metadata=request.metadata,
         slug=request.slug,
         external_id=entry.external_id,

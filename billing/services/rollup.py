@@ -10,7 +10,10 @@ again adds nothing twice. A replayed event is never a second row (ingest skips s
 so it is never counted twice either.
 
 `upper` stays `SETTLE` behind both the clock and the start of the oldest transaction still
-writing, so a batch being stored while the watermark moves cannot land behind it unseen.
+writing, so a batch being stored while the watermark moves cannot land behind it unseen. That holds
+because an event's `created_at` is never older than the transaction storing it: on PostgreSQL the
+column's default, now(), fills it (ingest's COPY leaves it out, however early the batch was
+prepared); elsewhere the ORM stamps it when it saves the row.
 """
 
 from __future__ import annotations

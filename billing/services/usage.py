@@ -24,6 +24,8 @@ from billing.services.usage_store import usage_events_store_direct
 from gateway_project.kernel.ids import new_ulid
 
 USAGE_STREAM = "gw:usage"
+# A request reaped from the in-flight journal (its worker's late event is not added).
+REAPED_PREFIX = "gw:reaped:"
 DEAD_LETTER_STREAM = "gw:usage:dead"
 # Billing numbers every node's /metrics serves (a Redis hash: metric name -> value).
 BILLING_METRICS_KEY = "gw:billing:metrics"
@@ -39,9 +41,9 @@ logger = logging.getLogger("billing.usage")
 class UsageRecord:
     """One request's usage, as billed: everything its usage event says.
 
-    `idempotency_key` and `timestamp` are drawn once, when the request is admitted
-    (`usage_event_key`, `usage_timestamp`), and travel in its in-flight note: every event built for
-    one request (its worker's, a reaper's) is then the same row of the time-partitioned table."""
+    `idempotency_key` is drawn once, when the request is admitted (`usage_event_key`), and travels
+    in its in-flight note, so a reaper's event for it carries the same key. `timestamp` is when the
+    event is recorded: the end of the request, its usage known (a reaper's: when it reaped it)."""
 
     request_id: str
     idempotency_key: str
@@ -107,16 +109,21 @@ def usage_timestamp() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-# KEYS: the usage stream, the in-flight journal hash. ARGV: event JSON, the journal field ("" for
-# none), "1" when the event is owed only by whoever removes the note (a reaper: two reapers, or a
-# reaper and a late worker, never both add one). Returns 1 when the event was added.
+# KEYS: the usage stream, the in-flight journal hash, the request's reaped mark. ARGV: event JSON,
+# the journal field ("" for none), "1" when the event is owed only by whoever removes the note (a
+# reaper). A reaper that removes the note marks the request reaped (a day); a worker whose written
+# note is gone and marked adds nothing. So a reaper and a late worker, or two reapers, never both
+# add one; a note lost with Redis (no mark) still lets its worker add its event. Returns 1 when
+# added.
 _RECORD_SCRIPT = """
-local removed = 0
 if ARGV[2] ~= '' then
-  removed = redis.call('HDEL', KEYS[2], ARGV[2])
-end
-if ARGV[3] == '1' and removed == 0 then
-  return 0
+  if redis.call('HDEL', KEYS[2], ARGV[2]) == 0 then
+    if ARGV[3] == '1' or redis.call('EXISTS', KEYS[3]) == 1 then
+      return 0
+    end
+  elseif ARGV[3] == '1' then
+    redis.call('SET', KEYS[3], '1', 'EX', 86400)
+  end
 end
 redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
 return 1
@@ -191,7 +198,8 @@ async def usage_record_write(
 
 def _record_args(payload: bytes, note: tuple[str, str] | None, *, claim: bool) -> tuple[Any, ...]:
     hash_key, field = note if note is not None else (USAGE_STREAM, "")
-    return (2, USAGE_STREAM, hash_key, payload, field, "1" if claim else "0")
+    mark = REAPED_PREFIX + field if field else USAGE_STREAM
+    return (3, USAGE_STREAM, hash_key, mark, payload, field, "1" if claim else "0")
 
 
 async def usage_event_record(

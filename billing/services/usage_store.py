@@ -80,12 +80,10 @@ def usage_rows_prepare(
     values = [usage_event_values(event=event, clean=clean) for event in events]
     if vendor != "postgresql":
         return UsageRows(values=values, lines=[])
-    plan, now = _copy_plan(), timezone.now()
-    # What the model would fill in itself (defaults, auto_now_add), per column, once a batch.
-    implied = {
-        field.attname: now if getattr(field, "auto_now_add", False) else field.get_default()
-        for field in UsageEvent._meta.concrete_fields
-    }
+    plan = _copy_plan()
+    # What the model would fill in itself (defaults), per column, once a batch; `created_at` is
+    # left to the database (see _copy_fields).
+    implied = {field.attname: field.get_default() for field in _copy_fields()}
     line, jsons = plan.line, plan.jsons
     for row in values:
         for name in jsons:
@@ -166,7 +164,7 @@ def _copy_plan() -> _CopyPlan:
     catalog writes; its name carries the column list, so a session that outlived a
     migration never copies into a stale shape.
     """
-    fields = UsageEvent._meta.concrete_fields
+    fields = _copy_fields()
     quote = connection.ops.quote_name
     table = quote(UsageEvent._meta.db_table)
     columns = ", ".join(quote(field.column) for field in fields)
@@ -188,12 +186,20 @@ def _copy_plan() -> _CopyPlan:
     )
 
 
+def _copy_fields() -> list[Any]:
+    """The columns a batch copies: all but `created_at`, which PostgreSQL fills with its default,
+    now(), the start of the transaction that stores the batch (a batch prepared ahead of a slow
+    write is never older than the transaction storing it: the usage rollup counts on that)."""
+    return [field for field in UsageEvent._meta.concrete_fields if field.attname != "created_at"]
+
+
 def _copy_statements(*, table: str, stage: str, columns: str) -> dict[str, str]:
     """The SQL of a batch: the staging table, both COPYs, and the insert that skips what is
     already stored (the conflict target lives here, and only here)."""
     return {
         "stage_create": (
-            f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DELETE ROWS"
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) "
+            "ON COMMIT DELETE ROWS"
         ),
         "copy_direct": f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)",
         "copy_stage": f"COPY {stage} ({columns}) FROM STDIN (FORMAT BINARY)",

@@ -5,14 +5,15 @@ acknowledgement makes no second row and no second webhook event."""
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 import redis
 from django.conf import settings
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from billing.models import UsageEvent, WebhookDelivery
@@ -20,7 +21,12 @@ from billing.services import ingest
 from billing.services.batching import events_batch
 from billing.services.ingest import GROUP, usage_ingest
 from billing.services.usage import USAGE_STREAM
-from billing.services.usage_store import usage_events_store
+from billing.services.usage_store import (
+    usage_events_store,
+    usage_rows_prepare,
+    usage_rows_ready,
+    usage_rows_store,
+)
 from groups.models import Group
 from tests.billing.conftest import endpoint_add
 from tests.billing.stream_events import stream_event
@@ -153,3 +159,38 @@ def test_batches_read_ahead_while_the_database_refuses_are_never_acknowledged(
 
     assert stored == 60 and UsageEvent.objects.count() == 60
     assert _pending() == 0 and _client().xlen(USAGE_STREAM) == 0
+
+
+def _transaction_start() -> datetime:
+    """When the running transaction began (PostgreSQL's now()); elsewhere, the clock."""
+    if connection.vendor != "postgresql":
+        return timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)  # the store's transaction is a real one
+@pytest.mark.parametrize("replayed", [False, True], ids=["copy", "staging"])
+def test_rows_prepared_ahead_are_created_when_the_transaction_storing_them_began(
+    group: Group, replayed: bool
+) -> None:
+    if replayed:  # one of the batch is stored already: the batch goes through the staging table
+        usage_events_store(events=[_event(group, 0)])
+    events = [_event(group, number) for number in range(int(not replayed), 4)]
+    vendor = usage_rows_ready()
+    rows = usage_rows_prepare(events=events, vendor=vendor)
+    prepared = timezone.now()
+    time.sleep(0.3)  # behind a slow write
+
+    with transaction.atomic():
+        storing = _transaction_start()
+        usage_rows_store(rows)
+
+    created = list(
+        UsageEvent.objects.filter(
+            request_id__in=[e["requestId"] for e in events[replayed:]]
+        ).values_list("created_at", flat=True)
+    )
+    assert len(created) == 3 and storing - prepared >= timedelta(seconds=0.3)
+    assert all(moment >= storing for moment in created), (prepared, storing, created)

@@ -4,7 +4,11 @@ only old partitions whose events are all final. SQLite keeps one plain table."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -18,6 +22,7 @@ from django.utils import timezone
 
 from billing.models import DeliveryStatus, UsageEvent, WebhookDelivery, WebhookEndpoint
 from billing.selectors import EventsWindow, _events_in
+from billing.services import batching, rollup
 from billing.services.batching import events_batch
 from billing.services.ingest import usage_ingest
 from billing.services.partitions import (
@@ -33,8 +38,10 @@ from billing.services.usage import USAGE_STREAM
 from billing.tasks import events_partitions_task
 from gateway_project.kernel.admin_paging import table_estimate
 from groups.models import Group, Workspace
+from routing import journal
 from tests.billing.conftest import endpoint_add
 from tests.billing.stream_events import stream_event
+from tests.proxy.orphans import key_entry, note_left, worker_record
 
 postgresql = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="partitions exist on PostgreSQL only"
@@ -170,30 +177,36 @@ def test_a_replay_after_midnight_makes_no_second_row_or_webhook_event(
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("together", [True, False], ids=["one-batch", "two-batches"])
-def test_a_reaped_event_and_the_late_workers_store_once_across_midnight(
-    group: Group, together: bool
-) -> None:
-    # What a reaper rebuilds from the note and what the late worker then records: one request,
-    # one key, one time (the request's, before midnight), different tokens and status.
-    reaped = stream_event(
-        group,
-        "req-reaped",
-        "01JE6Q2M7X0P4TQ0J8ZB3N5K1V",
-        timestamp="2026-12-01T23:59:59.990Z",
-        status="cancelled",
-        usageEstimated=True,
+@pytest.mark.parametrize("first", ["reaper", "worker"])
+def test_a_reaped_request_and_its_late_worker_store_one_event(group: Group, first: str) -> None:
+    # The reaper's event is stamped when it reaps, the worker's when it ends: two times, maybe two
+    # days. One request still puts one entry in the stream (the note is taken once), and that
+    # entry read again lands on its own row.
+    entry = replace(
+        key_entry(group_id=group.id, key_prefix="sky_partition0001", limits=[]),
+        workspace_id=group.workspace_id,
+        external_id="cust_42",
     )
-    late = {**reaped, "status": "completed", "usageEstimated": False}
+    key, worker = "01JE6Q2M7X0P4TQ0J8ZB3N5K1V", "gone:7:P"
+    asyncio.run(note_left("req-reaped", entry, None, worker=worker, body_bytes=40, event_key=key))
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.set(journal.MISSING_PREFIX + worker, repr(time.time() - journal.MISSING_GRACE - 1))
 
-    _xadd(reaped)
-    if not together:
-        usage_ingest()
-    _xadd(late)
+    steps = [
+        lambda: journal.journal_reap(client=client),
+        lambda: worker_record("req-reaped", entry, event_key=key, status="completed"),
+    ]
+    for step in steps if first == "reaper" else steps[::-1]:
+        step()
+    entries: list = client.xrange(USAGE_STREAM) or []
+    [(_, fields)] = entries
+    usage_ingest()
+    client.xadd(USAGE_STREAM, {"e": fields[b"e"]})
     usage_ingest()
 
     [stored] = UsageEvent.objects.filter(request_id="req-reaped")
-    assert stored.status == "cancelled"
+    assert stored.idempotency_key == key
+    assert stored.status == ("cancelled" if first == "reaper" else "completed")
 
 
 @pytest.mark.django_db
@@ -320,6 +333,40 @@ def test_a_one_day_events_page_reads_one_partitions_index(group: Group, make_eve
     assert scanned == {partition_name(_today())}, plan
 
 
+@postgresql
+@pytest.mark.django_db
+def test_the_rollup_and_batching_read_events_by_index_in_every_partition(
+    group: Group, make_event: Any
+) -> None:
+    for days in (-1, 0, 1):
+        make_event(timestamp=timezone.now() + timedelta(days=days))
+    now = timezone.now()
+    with CaptureQueriesContext(connection) as queries:
+        rollup._first_created(since=now - timedelta(hours=6), before=now)
+        rollup._add(since=now - timedelta(hours=6), before=now - timedelta(hours=1))
+        batching._workspaces_due(now=now)
+        list(
+            UsageEvent.objects.filter(
+                workspace_id=group.workspace_id,
+                batched_at__isnull=True,
+                quarantined_at__isnull=True,
+            ).order_by("timestamp", "idempotency_key")[:100]
+        )
+    reads = [q["sql"] for q in queries.captured_queries if "billing_usageevent" in q["sql"]]
+
+    assert len(reads) == 4, reads
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        # The rollup's by the created_at index, the batching's by the unbatched events' index,
+        # a batch's claim by either index of its workspace.
+        indexes = ["_created_at_idx"] * 2 + ["_workspace_id_created_at_idx", "_workspace_id_"]
+        for sql, index in zip(reads, indexes, strict=True):
+            cursor.execute(f"EXPLAIN {sql}")
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert "Seq Scan" not in plan, plan
+            assert plan.count(index) >= len(partition_days()), plan
+
+
 @pytest.mark.skipif(connection.vendor == "postgresql", reason="the SQLite path")
 @pytest.mark.django_db
 def test_sqlite_keeps_one_plain_table(group: Group) -> None:
@@ -335,14 +382,26 @@ def test_sqlite_keeps_one_plain_table(group: Group) -> None:
     assert UsageEvent.objects.filter(request_id="req-plain").count() == 1
 
 
-def _migrate(target: str) -> None:
+def _migrate(target: str | None) -> None:
+    """Migrate billing to `target` (None: its latest migration)."""
     executor = MigrationExecutor(connection)
     executor.loader.build_graph()
-    executor.migrate([("billing", target)])
+    if target is None:
+        executor.migrate([key for key in executor.loader.graph.leaf_nodes() if key[0] == "billing"])
+    else:
+        executor.migrate([("billing", target)])
+
+
+@pytest.fixture
+def billing_migrated_back() -> Iterator[None]:
+    """The test migrates billing back and forth; the later tests get its latest schema again."""
+    yield
+    _migrate(None)
 
 
 @postgresql
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("billing_migrated_back")
 def test_the_migration_moves_existing_events_into_their_days_partitions(group: Group) -> None:
     _migrate("0004_usage_event_cost")
     moments = ["2026-12-03 10:00+00", "2026-11-20 10:00+00", "1999-01-01 00:00+00"]

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import redis
 from django.conf import settings
 
-from billing.services.usage import usage_event_key, usage_timestamp
+from billing.services.usage import (
+    UsageRecord,
+    usage_event_key,
+    usage_record_write,
+    usage_timestamp,
+)
 from groups.limits import EnforcedLimit
 from routing import journal
 from routing.admission import Reservation
@@ -33,6 +39,42 @@ def key_entry(*, group_id: str, key_prefix: str, limits: list[EnforcedLimit]) ->
     )
 
 
+def worker_record(request_id: str, entry: KeyEntry, *, event_key: str, status: str) -> None:
+    """The late worker's record step for its request on SLUG (its note was written): the same
+    Redis step the gateway runs."""
+    record = UsageRecord(
+        request_id=request_id,
+        idempotency_key=event_key,
+        timestamp=usage_timestamp(),
+        metadata={},
+        slug=SLUG,
+        external_id=entry.external_id,
+        key_prefix=entry.key_prefix,
+        group_id=entry.group_id,
+        workspace_id=entry.workspace_id,
+        status=status,
+        input_tokens=12,
+        output_tokens=30,
+        cached_input_tokens=0,
+        estimated=False,
+        cost=None,
+        http_status=200,
+        target="primary",
+        total_ms=5.0,
+        upstream_ms=4.0,
+        first_byte_ms=1.0,
+    )
+
+    async def run() -> None:
+        client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+        await usage_record_write(
+            client=client, record=record, note=(journal.INFLIGHT_KEY, request_id)
+        )
+        await client.aclose()
+
+    asyncio.run(run())
+
+
 async def note_left(
     request_id: str,
     entry: KeyEntry,
@@ -43,7 +85,6 @@ async def note_left(
     metadata: dict[str, Any] | None = None,
     pricing: Pricing | None = None,
     event_key: str = "",
-    event_time: str = "",
 ) -> None:
     """Flush the in-flight note of a request on SLUG as `worker` wrote it, then close this loop's
     clients."""
@@ -55,7 +96,6 @@ async def note_left(
         body_bytes=body_bytes,
         reservation=reservation,
         event_key=event_key or usage_event_key(),
-        event_time=event_time or usage_timestamp(),
     )
     note = json.dumps({**json.loads(note), "worker": worker})
     client = redis.asyncio.Redis.from_url(settings.REDIS_URL)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -20,7 +23,7 @@ from routing.admission import limits_admit
 from routing.authcache import KeyEntry
 from routing.tasks import inflight_reap_task
 from tests.proxy.conftest import SLUG, compatible_target, tenant_build
-from tests.proxy.orphans import current_usage, key_entry, note_left
+from tests.proxy.orphans import current_usage, key_entry, note_left, worker_record
 from tests.waiting import wait_until
 
 CHAT = "/v1/chat/completions"
@@ -41,7 +44,13 @@ def _entry() -> KeyEntry:
 
 
 def _orphan(
-    request_id: str, *, worker: str, body_bytes: int, reserve: int, key: str = "", at: str = ""
+    request_id: str,
+    *,
+    worker: str,
+    body_bytes: int,
+    reserve: int,
+    key: str = "",
+    entry: KeyEntry | None = None,
 ) -> None:
     """What a worker leaves behind when it is killed mid-request: a charged reservation and a
     note, no usage event."""
@@ -50,13 +59,12 @@ def _orphan(
         admission = await limits_admit(limits=DAILY, reserve_tokens=reserve, slug=SLUG)
         await note_left(
             request_id,
-            _entry(),
+            entry or _entry(),
             admission.reservation,
             worker=worker,
             body_bytes=body_bytes,
             metadata={"ticket": "T-1"},
             event_key=key,
-            event_time=at,
         )
 
     asyncio.run(run())
@@ -199,43 +207,104 @@ def test_a_live_workers_requests_are_never_reaped(workspace):
     assert client.hlen(journal.INFLIGHT_KEY) == 1 and _events() == []
 
 
+def _reaper_on(worker: str) -> None:
+    """The reaper has seen `worker`'s heartbeat missing for long enough: its next pass reaps."""
+    since = _now() - journal.MISSING_GRACE - 1
+    _client().set(journal.MISSING_PREFIX + worker, repr(since))
+
+
 @pytest.mark.django_db
-def test_a_reaped_event_and_a_late_one_from_the_worker_store_once(workspace):
+@pytest.mark.parametrize("first", ["reaper", "worker"])
+def test_a_reaped_request_and_its_late_worker_put_one_event_in_the_stream_and_one_row(
+    workspace, first
+):
     from groups.models import Group
 
     group = Group(workspace=workspace, external_entity_id="cust_j")
     group.root = group
     group.save()
-    _orphan("req-late-1", worker="gone:3:Z", body_bytes=40, reserve=50)
-    client = _client()
-    journal.journal_reap(client=client)
-    journal.journal_reap(client=client, now=_now() + journal.MISSING_GRACE + 1)
-    [reaped] = _events()
-    late = {**reaped, "idempotencyKey": "01J9X7Y0Z3K4M5N6P7Q8R9S0TZ", "status": "completed"}
-    for event in (reaped, late):
-        event.update(workspaceId=workspace.id, groupId=group.id)
-    client.delete(USAGE_STREAM)
-    for event in (reaped, late):
-        client.xadd(USAGE_STREAM, {"e": json.dumps(event)})
-
-    usage_ingest()
-
-    assert UsageEvent.objects.filter(request_id="req-late-1").count() == 1
-
-
-def test_a_reaped_event_carries_the_key_and_time_its_request_was_admitted_with(workspace):
-    key, at = "01JE6Q2M7X0P4TQ0J8ZB3N5K1V", "2026-12-03T23:59:59.999Z"
-    _orphan("req-dead-3", worker="gone:5:V", body_bytes=40, reserve=50, key=key, at=at)
+    entry = replace(_entry(), group_id=group.id, workspace_id=workspace.id)
+    key = "01JE6Q2M7X0P4TQ0J8ZB3N5K1V"
+    _orphan("req-late-1", worker="gone:3:Z", body_bytes=40, reserve=50, key=key, entry=entry)
+    _reaper_on("gone:3:Z")
     client = _client()
 
-    journal.journal_reap(client=client)
-    journal.journal_reap(client=client, now=_now() + journal.MISSING_GRACE + 1)
+    if first == "reaper":
+        reaped = journal.journal_reap(client=client)
+        worker_record("req-late-1", entry, event_key=key, status="completed")
+    else:
+        worker_record("req-late-1", entry, event_key=key, status="completed")
+        reaped = journal.journal_reap(client=client)
 
     [event] = _events()
-    assert (event["idempotencyKey"], event["timestamp"]) == (key, at)
+    assert reaped == (1 if first == "reaper" else 0)
+    assert event["idempotencyKey"] == key
+    assert event["status"] == ("cancelled" if first == "reaper" else "completed")
+    # The stream entry delivered again (a reclaim after a crash) meets its own row.
+    entries: list = client.xrange(USAGE_STREAM) or []
+    [(_, fields)] = entries
+    usage_ingest()
+    client.xadd(USAGE_STREAM, {"e": fields[b"e"]})
+    usage_ingest()
+    [stored] = UsageEvent.objects.filter(request_id="req-late-1")
+    assert stored.idempotency_key == key and stored.status == event["status"]
 
 
-def test_a_running_requests_note_and_its_event_carry_one_key_and_time(gateway, workspace, upstream):
+def _race(request_id: str, key: str) -> list[int]:
+    """A reaper pass and the worker's record step started together on one note."""
+    start = threading.Barrier(2)
+    claimed: list[int] = []
+
+    def reap() -> None:
+        start.wait()
+        claimed.append(journal.journal_reap(client=_client()))
+
+    def record() -> None:
+        start.wait()
+        worker_record(request_id, _entry(), event_key=key, status="completed")
+
+    threads = [threading.Thread(target=reap), threading.Thread(target=record)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    return claimed
+
+
+def test_a_reaper_and_the_worker_racing_for_one_note_add_one_event(workspace):
+    client = _client()
+    _reaper_on("gone:6:R")
+    reaped = 0
+    for n in range(12):
+        request_id, key = f"req-race-{n}", f"01JE6Q2M7X0P4TQ0J8ZB3N{n:04d}"
+        _orphan(request_id, worker="gone:6:R", body_bytes=40, reserve=50, key=key)
+        claimed = _race(request_id, key)
+        [event] = [e for e in _events() if e["requestId"] == request_id]
+        assert event["idempotencyKey"] == key
+        assert event["status"] == ("cancelled" if claimed == [1] else "completed")
+        reaped += claimed[0]
+    assert client.hlen(journal.INFLIGHT_KEY) == 0 and len(_events()) == 12
+    assert [e["status"] for e in _events()].count("cancelled") == reaped
+
+
+def test_a_reaped_event_carries_its_notes_key_and_the_time_it_was_reaped(workspace):
+    key = "01JE6Q2M7X0P4TQ0J8ZB3N5K1V"
+    _orphan("req-dead-3", worker="gone:5:V", body_bytes=40, reserve=50, key=key)
+    client = _client()
+    _reaper_on("gone:5:V")
+    before = datetime.now(UTC)
+
+    journal.journal_reap(client=client)
+
+    [event] = _events()
+    at = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+    assert event["idempotencyKey"] == key
+    assert before - timedelta(milliseconds=1) <= at <= datetime.now(UTC)
+
+
+def test_a_running_requests_note_carries_its_events_key_and_the_event_its_end_time(
+    gateway, workspace, upstream
+):
     tenant = tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
     body = {
         "model": SLUG,
@@ -250,13 +319,16 @@ def test_a_running_requests_note_and_its_event_carry_one_key_and_time(gateway, w
     with httpx.stream("POST", f"{gateway.url}{CHAT}", json=body, headers=headers) as response:
         wait_until(lambda: client.hkeys(journal.INFLIGHT_KEY), timeout=5)
         [raw] = client.hvals(journal.INFLIGHT_KEY)
+        noted = datetime.now(UTC)
         response.read()
 
     note, [event] = json.loads(raw), _events()
-    assert (note["idempotencyKey"], note["timestamp"]) == (
-        event["idempotencyKey"],
-        event["timestamp"],
-    )
+    ended = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+    assert note["idempotencyKey"] == event["idempotencyKey"] and "timestamp" not in note
+    admitted = datetime.fromtimestamp(note["at"], UTC)  # about when its note was built
+    # 40 tokens 25 ms apart: a one-second stream, stamped when it ended.
+    assert ended >= noted - timedelta(milliseconds=1)
+    assert ended - admitted > timedelta(milliseconds=800)
 
 
 def _now() -> float:
