@@ -30,7 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench.gateway import gateway_env
+from bench.gateway import gateway_env, gateway_env_base
 from bench.peers import BENCH_DIR
 from bench.report import machine_describe, readme_update
 
@@ -192,18 +192,7 @@ def bench_ids(*, groups: int) -> dict[str, str]:
 
 def reused_env(*, tmp: Path) -> tuple[dict[str, str], list[str]]:
     """The environment of a run on the database and Redis the last run filled, left as they are."""
-    var = tmp / "gateway-var"
-    var.mkdir(parents=True, exist_ok=True)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "REDIS_URL", "GATEWAY_LIMITS_REDIS_URL")
-    }
-    env |= {
-        "GATEWAY_UPSTREAM_ALLOWLIST": "127.0.0.0/8",
-        "GATEWAY_VAR_DIR": str(var),
-        "SECRET_KEY": "bench-secret-key-not-for-production-4c7d1e",
-        "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
+    env = gateway_env_base(tmp=tmp) | {
         "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
         "REDIS_URL": REDIS_URL,
     }

@@ -68,11 +68,9 @@ def _redis_reset(url: str) -> str | None:
     return url
 
 
-def gateway_env(
-    *, tmp: Path, database: str = PG_DATABASE, redis_url: str = REDIS_URL
-) -> tuple[dict[str, str], list[str]]:
-    """The gateway's environment and a description of its stores (PostgreSQL `database` and
-    `redis_url`, both emptied first, when they answer; else the embedded defaults)."""
+def gateway_env_base(*, tmp: Path) -> dict[str, str]:
+    """This process's environment without its stores, plus what every bench's gateway runs with
+    (its var directory under `tmp`)."""
     var = tmp / "gateway-var"
     var.mkdir(parents=True, exist_ok=True)
     env = {
@@ -86,6 +84,15 @@ def gateway_env(
         "SECRET_KEY": "bench-secret-key-not-for-production-4c7d1e",
         "DJANGO_SETTINGS_MODULE": "gateway_project.settings",
     }
+    return env
+
+
+def gateway_env(
+    *, tmp: Path, database: str = PG_DATABASE, redis_url: str = REDIS_URL
+) -> tuple[dict[str, str], list[str]]:
+    """The gateway's environment and a description of its stores (PostgreSQL `database` and
+    `redis_url`, both emptied first, when they answer; else the embedded defaults)."""
+    env = gateway_env_base(tmp=tmp)
     notes = []
     database_url = _postgres_reset(database)
     if database_url:

@@ -130,11 +130,23 @@ def script_limit_args(
 
 async def _evalsha(client: Redis | RedisCluster, *, keys: list[str], args: list[Any]) -> Any:
     try:
-        return await client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
-    except rx.NoScriptError:
-        # First use on this server, or after a restart / SCRIPT FLUSH / failover.
-        await client.script_load(SCRIPT)
-        return await client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+        try:
+            return await client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+        except rx.NoScriptError:
+            # First use on this server, or after a restart / SCRIPT FLUSH / failover.
+            await client.script_load(SCRIPT)
+            return await client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+    except RuntimeError as exc:
+        if not transport_closed(exc):
+            raise
+        raise rx.ConnectionError(f"Redis connection closed under the client: {exc}") from exc
+
+
+def transport_closed(exc: RuntimeError) -> bool:
+    """Whether a RuntimeError from the Redis client is a connection whose socket uvloop already
+    closed (redis-py reconnecting while Redis restarts): Redis being unreachable, not a bug."""
+    text = str(exc)
+    return "handler is closed" in text or "closed=True" in text
 
 
 _cluster_gates: WeakKeyDictionary[RedisCluster, asyncio.Semaphore] = WeakKeyDictionary()

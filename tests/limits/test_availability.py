@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+import redis.exceptions as rx
 from pytest_django.fixtures import Settings
 
 from routing.adjust_retry import pending_adjustments
 from routing.admission import Admission, limits_admit, limits_settle
-from routing.limit_counters import LimitsUnavailable
+from routing.limit_counters import UNAVAILABLE, LimitsUnavailable, _evalsha
 from routing.usage_read import group_usage_read
 from tests.limits.support import (
     T0,
@@ -141,3 +142,38 @@ def test_a_redis_that_never_answers_fails_closed_within_the_timeout(settings: Se
 def test_usage_read_with_redis_down_answers_503(dead_redis: str) -> None:
     with pytest.raises(LimitsUnavailable):
         group_usage_read(group=None, enforced={"acme/llama": [usage("TOKEN", 10)]})
+
+
+class _ClosedTransportClient:
+    """A Redis client stand-in whose every call fails the way redis-py on uvloop does when it
+    reconnects to a Redis that is restarting: a RuntimeError from the closed transport."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.calls = 0
+
+    async def evalsha(self, *args: object) -> object:
+        self.calls += 1
+        raise RuntimeError(self.message)
+
+
+def test_a_client_connection_closed_under_it_counts_as_redis_unreachable() -> None:
+    closed = _ClosedTransportClient(
+        "unable to perform operation on <TCPTransport closed=True reading=False 0x55>; "
+        "the handler is closed"
+    )
+
+    with pytest.raises(rx.ConnectionError) as raised:
+        run(_evalsha(closed, keys=["k"], args=[]))  # type: ignore[arg-type]
+
+    assert isinstance(raised.value, UNAVAILABLE)
+    assert isinstance(raised.value.__cause__, RuntimeError)
+
+
+def test_any_other_runtime_error_of_the_client_stays_what_it_is() -> None:
+    broken = _ClosedTransportClient("Event loop is closed by a bug")
+
+    with pytest.raises(RuntimeError, match="by a bug") as raised:
+        run(_evalsha(broken, keys=["k"], args=[]))  # type: ignore[arg-type]
+
+    assert not isinstance(raised.value, UNAVAILABLE)
