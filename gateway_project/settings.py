@@ -102,9 +102,10 @@ def _database() -> dict[str, object]:
             "max_size": env_int("GATEWAY_DB_POOL_SIZE", 10),
             "timeout": env_float("GATEWAY_DB_POOL_TIMEOUT", 5.0),
         }
-        # With a pool, health checks make psycopg_pool test a connection before lending it: a
-        # PostgreSQL restart costs a reconnect, not errors from connections that died with it.
-        config["CONN_HEALTH_CHECKS"] = True
+        # The pool checks a connection before lending it, so a PostgreSQL restart costs a
+        # reconnect, not errors from connections that died with it; this backend does it without
+        # the round trip of CONN_HEALTH_CHECKS when the connection is idle and unread.
+        config["ENGINE"] = "gateway_project.postgres"
     config["OPTIONS"] = options
     return config
 
