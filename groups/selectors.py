@@ -10,6 +10,7 @@ from typing import Any
 
 from django.db.models import Prefetch, Q, QuerySet
 
+from gateway_project.kernel.compiled import CompiledRead
 from gateway_project.kernel.errors import NotFound
 from groups.limit_serializers import ModelConfigOutSerializer
 from groups.limits import (
@@ -72,18 +73,25 @@ def _cache_fill(row: Group | GroupModel, name: str, rows: list[Any]) -> None:
     row._prefetched_objects_cache = caches  # type: ignore[union-attr]
 
 
-def _live(workspace: Workspace, legacy: bool | None) -> QuerySet[Group]:
+def _live(workspace: Workspace | str, legacy: bool | None) -> QuerySet[Group]:
     groups = Group.objects.filter(workspace=workspace, deleted_at__isnull=True)
     return groups if legacy is None else groups.filter(is_legacy_user=legacy)
 
 
+_GROUP_GET: CompiledRead[Group] = CompiledRead(
+    lambda workspace_id, group_id, legacy: (
+        _live(workspace_id, legacy).filter(pk=group_id).order_by("pk")[:1]
+    )
+)
+
+
 def group_get(*, workspace: Workspace, group_id: str, legacy: bool | None = None) -> Group:
     """A live group of the workspace, else NotFound."""
-    group = _live(workspace, legacy).filter(pk=group_id).first()
-    if group is None:
+    found = _GROUP_GET.objects(workspace_id=workspace.id, group_id=group_id, legacy=legacy)
+    if not found:
         noun = "user" if legacy else "group"
         raise NotFound(f"No {noun} with id {group_id!r}", code="not_found")
-    return group
+    return found[0]
 
 
 def group_list(
@@ -96,18 +104,22 @@ def group_list(
     return groups.order_by("created_at", "id")
 
 
-def groups_limits(*, group_ids: Iterable[str]) -> dict[str, GroupLimits]:
-    """Configured models of many groups by id, in configured order, read as tuples (one query)."""
-    # Building model instances of every access and limit of a page cost more than the rest of it.
-    found: dict[str, dict[str, list[LimitSpec]]] = {group_id: {} for group_id in group_ids}
-    rows = (
-        GroupModel.objects.filter(group_id__in=list(found))
+_LIMITS_OF: CompiledRead[GroupModel] = CompiledRead(
+    lambda group_ids: (
+        GroupModel.objects.filter(group_id__in=group_ids)
         .order_by("group_id", "position", "id", "limits__id")
         .values_list(
             "group_id", "slug", "limits__kind", "limits__type", "limits__unit", "limits__threshold"
         )
     )
-    for group_id, slug, kind, type_, unit, threshold in rows:
+)
+
+
+def groups_limits(*, group_ids: Iterable[str]) -> dict[str, GroupLimits]:
+    """Configured models of many groups by id, in configured order, read as tuples (one query)."""
+    # Building model instances of every access and limit of a page cost more than the rest of it.
+    found: dict[str, dict[str, list[LimitSpec]]] = {group_id: {} for group_id in group_ids}
+    for group_id, slug, kind, type_, unit, threshold in _LIMITS_OF.rows(group_ids=list(found)):
         limits = found[group_id].setdefault(slug, [])
         if kind is not None:  # an access without limits comes as one row of NULLs
             limits.append(LimitSpec(kind=kind, type=type_, unit=unit, threshold=threshold))
