@@ -12,6 +12,7 @@ from django.db.models import Prefetch, Q, QuerySet
 
 from gateway_project.kernel.compiled import CompiledRead
 from gateway_project.kernel.errors import NotFound
+from gateway_project.kernel.pagination import rows_after
 from groups.limit_serializers import ModelConfigOutSerializer
 from groups.limits import (
     EnforcedLimit,
@@ -36,6 +37,7 @@ __all__ = [
     "group_get",
     "group_limits",
     "group_list",
+    "group_page",
     "group_models",
     "group_subtree",
     "groups_effective_models",
@@ -95,13 +97,43 @@ def group_get(*, workspace: Workspace, group_id: str, legacy: bool | None = None
 
 
 def group_list(
-    *, workspace: Workspace, external_entity_id: str | None = None, legacy: bool | None = None
+    *,
+    workspace: Workspace | str,
+    external_entity_id: str | None = None,
+    legacy: bool | None = None,
 ) -> QuerySet[Group]:
     """Live groups of the workspace in creation order (models: `groups_limits` reads a page's)."""
     groups = _live(workspace, legacy)
     if external_entity_id is not None:
         groups = groups.filter(external_entity_id=external_entity_id)
     return groups.order_by("created_at", "id")
+
+
+_GROUP_PAGE: CompiledRead[Group] = CompiledRead(
+    lambda workspace_id, external_entity_id, legacy, after, count: rows_after(
+        group_list(workspace=workspace_id, external_entity_id=external_entity_id, legacy=legacy),
+        after,
+        count,
+    )
+)
+
+
+def group_page(
+    *,
+    workspace: Workspace,
+    after: str | None,
+    count: int,
+    external_entity_id: str | None = None,
+    legacy: bool | None = None,
+) -> list[Group]:
+    """`count` groups of `group_list` in id order after the id `after` (a page's read)."""
+    return _GROUP_PAGE.objects(
+        workspace_id=workspace.id,
+        external_entity_id=external_entity_id,
+        legacy=legacy,
+        after=after,
+        count=count,
+    )
 
 
 _LIMITS_OF: CompiledRead[GroupModel] = CompiledRead(

@@ -14,6 +14,7 @@ from gateway_project.kernel.apikit import (
     patch_validate,
 )
 from groups import selectors, services
+from groups.models import Group
 from groups.serializers import (
     IMMUTABLE_GROUP_FIELDS,
     GroupBatchCreateSerializer,
@@ -54,12 +55,17 @@ class GroupListView(GatewayAPIView):
     )
     def get(self, request: Request) -> Response:
         query = self.query(GroupListQuerySerializer)
-        groups = selectors.group_list(
-            workspace=self.workspace,
-            external_entity_id=query.get("external_entity_id"),
-            legacy=False,
-        )
-        return self.page(groups, groups_wire)
+
+        def rows(after: str | None, count: int) -> list[Group]:
+            return selectors.group_page(
+                workspace=self.workspace,
+                after=after,
+                count=count,
+                external_entity_id=query.get("external_entity_id"),
+                legacy=False,
+            )
+
+        return self.page_read(rows, groups_wire)
 
     @api_schema(
         request=GroupCreateSerializer,
@@ -144,8 +150,12 @@ class GroupDetailView(GatewayAPIView):
 class UserListView(GatewayAPIView):
     @list_schema(UserV1Serializer, tags=USERS, summary="List users", operation_id="users_list")
     def get(self, request: Request) -> Response:
-        users = selectors.group_list(workspace=self.workspace, legacy=True)
-        return self.page(users, users_wire)
+        def rows(after: str | None, count: int) -> list[Group]:
+            return selectors.group_page(
+                workspace=self.workspace, after=after, count=count, legacy=True
+            )
+
+        return self.page_read(rows, users_wire)
 
     @api_schema(
         request=UserUpsertSerializer,

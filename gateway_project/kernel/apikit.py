@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Protocol, TypeVar, cast
@@ -23,7 +23,13 @@ from rest_framework.views import APIView
 
 from gateway_project.kernel import jsoncheck
 from gateway_project.kernel.errors import GatewayError, ValidationFailed
-from gateway_project.kernel.pagination import BATCH_MAX, MAX_LIMIT, page_body, paginate
+from gateway_project.kernel.pagination import (
+    BATCH_MAX,
+    MAX_LIMIT,
+    page_body,
+    page_read,
+    paginate,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -112,6 +118,15 @@ class GatewayAPIView(APIView):
         """The list body of the page of `queryset` the request's `limit` and `cursor` select,
         its rows rendered by `wire`."""
         page = paginate(queryset=queryset, request=self.request)
+        return Response(page_body(page=page, items=wire(page.items)))
+
+    def page_read(
+        self,
+        rows: Callable[[str | None, int], Iterable[Any]],
+        wire: Callable[[list[Any]], list[dict[str, Any]]],
+    ) -> Response:
+        """`page` of the rows `rows(after, count)` reads (kernel.pagination.page_read)."""
+        page = page_read(rows=rows, request=self.request)
         return Response(page_body(page=page, items=wire(page.items)))
 
     def query(self, serializer_class: type[serializers.Serializer[Any]]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -67,15 +68,26 @@ def limit_parse(raw: str | None) -> int:
 
 def paginate(*, queryset: QuerySet[M], request: Request) -> Page:
     """The page of `queryset` selected by the request's `limit` and `cursor` (one query)."""
+    return page_read(rows=lambda after, count: rows_after(queryset, after, count), request=request)
+
+
+def rows_after(queryset: QuerySet[M], after: str | None, count: int) -> QuerySet[M]:
+    """The first `count` rows of `queryset` in id order, after the id `after` when given."""
+    if after is not None:
+        queryset = queryset.filter(pk__gt=after)
+    return queryset.order_by("pk")[:count]
+
+
+def page_read(*, rows: Callable[[str | None, int], Iterable[M]], request: Request) -> Page:
+    """The page selected by the request's `limit` and `cursor`, read by `rows(after, count)`: the
+    first `count` rows in id order after the id `after` (None: from the start)."""
     limit = limit_parse(request.query_params.get("limit"))
     cursor = request.query_params.get("cursor")
-    if cursor:
-        queryset = queryset.filter(pk__gt=cursor_decode(cursor))
-    rows = list(queryset.order_by("pk")[: limit + 1])
-    has_more = len(rows) > limit
-    rows = rows[:limit]
+    found = list(rows(cursor_decode(cursor) if cursor else None, limit + 1))
+    has_more = len(found) > limit
+    found = found[:limit]
     return Page(
-        items=rows, has_more=has_more, cursor=cursor_encode(rows[-1].pk) if has_more else None
+        items=found, has_more=has_more, cursor=cursor_encode(found[-1].pk) if has_more else None
     )
 
 
