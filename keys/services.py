@@ -16,6 +16,7 @@ from gateway_project.kernel.errors import NotFound, ValidationFailed, item_error
 from gateway_project.kernel.invalidation import config_changed
 from gateway_project.kernel.pagination import BATCH_MAX
 from groups.models import AuditEvent, Group, GroupModel, Workspace
+from groups.selectors import group_get
 from groups.services.audit import audit_event, audit_record, audit_records
 from keys.hashing import (
     FEDERATED_PREFIX,
@@ -410,6 +411,30 @@ def api_key_revoke(
     if group is not None:
         filters["group"] = group
     key = _live_for_update(ApiKey.objects.all(), **filters)
+    return _revoke(key, actor=actor, action="api_key.revoke")
+
+
+@transaction.atomic
+def owned_key_revoke(
+    *, workspace: Workspace, owner_id: str, legacy: bool, prefix: str, actor: str
+) -> ApiKey:
+    """Revoke a live key of the live group (or legacy user) `owner_id` of the workspace: the key
+    and its owner are checked in the one locked read; a miss says which is missing."""
+    key = (
+        ApiKey.objects.select_for_update(of=("self",))
+        .filter(
+            workspace=workspace,
+            prefix=prefix,
+            revoked_at__isnull=True,
+            group_id=owner_id,
+            group__deleted_at__isnull=True,
+            group__is_legacy_user=legacy,
+        )
+        .first()
+    )
+    if key is None:
+        group_get(workspace=workspace, group_id=owner_id, legacy=legacy)  # NotFound of the owner
+        raise NotFound("No such key.", code="key_not_found")
     return _revoke(key, actor=actor, action="api_key.revoke")
 
 

@@ -153,8 +153,12 @@ class GroupKeyDetailView(OwnedKeyView):
         operation_id="group_api_keys_delete",
     )
     def delete(self, request: Request, owner_id: str, prefix: str) -> Response:
-        key = services.api_key_revoke(
-            workspace=self.workspace, prefix=prefix, actor=self.actor, group=self.owner(owner_id)
+        key = services.owned_key_revoke(
+            workspace=self.workspace,
+            owner_id=owner_id,
+            legacy=self.legacy,
+            prefix=prefix,
+            actor=self.actor,
         )
         return Response({"prefix": key.prefix})
 

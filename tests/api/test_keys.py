@@ -54,6 +54,45 @@ def test_mint_returns_the_plaintext_once(api: APIClient, group: dict) -> None:
     assert not ApiKey.objects.filter(key_hash__contains=body["api_key"]).exists()
 
 
+def test_a_key_is_revoked_only_through_its_own_live_owner(
+    api: APIClient, other_api: APIClient, group: dict, user: dict
+) -> None:
+    minted = api.post(keys_path(group), {"name": "a"}, format="json").json()
+    sibling = api.post(
+        "/v1/gateway/groups",
+        {"metadata": {"external_entity_id": "cust_2"}, "models": [{"slug": "acme/llama"}]},
+        format="json",
+    ).json()
+    prefix = minted["prefix"]
+
+    through_sibling = api.delete(f"{keys_path(sibling)}/{prefix}")
+    through_unknown = api.delete(f"/v1/gateway/groups/grp_unknown/api_keys/{prefix}")
+    through_user_route = api.delete(f"/v1/gateway/users/{group['id']}/api_keys/{prefix}")
+    through_a_user = api.delete(f"/v1/gateway/users/{user['id']}/api_keys/{prefix}")
+    from_other_tenant = other_api.delete(f"{keys_path(group)}/{prefix}")
+
+    assert (through_sibling.status_code, error_code(through_sibling)) == (404, "key_not_found")
+    assert (through_unknown.status_code, error_code(through_unknown)) == (404, "not_found")
+    assert (through_user_route.status_code, error_code(through_user_route)) == (404, "not_found")
+    assert (through_a_user.status_code, error_code(through_a_user)) == (404, "key_not_found")
+    assert (from_other_tenant.status_code, error_code(from_other_tenant)) == (404, "not_found")
+    assert ApiKey.objects.get(prefix=prefix).revoked_at is None
+
+
+def test_revoking_a_key_is_one_locked_read_an_update_and_its_audit_row(
+    api: APIClient, group: dict, django_assert_num_queries: Any
+) -> None:
+    minted = api.post(keys_path(group), {"name": "a"}, format="json").json()
+    api.get(keys_path(group))  # the management key verified: authentication reads nothing
+
+    # Inside the test's transaction the service's own is a savepoint: SAVEPOINT and RELEASE.
+    with django_assert_num_queries(3 + 2):
+        revoked = api.delete(f"{keys_path(group)}/{minted['prefix']}")
+
+    assert revoked.status_code == 200
+    assert ApiKey.objects.get(prefix=minted["prefix"]).revoked_at is not None
+
+
 def test_mint_without_a_body_is_allowed(api: APIClient, group: dict) -> None:
     response = api.post(keys_path(group))
 
