@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db.models import Prefetch, QuerySet
 
+from gateway_project.kernel.compiled import CompiledRead
 from gateway_project.kernel.errors import NotFound
 from groups.models import Workspace
 from routing.models import Endpoint, Target
@@ -25,15 +26,19 @@ __all__ = [
 ]
 
 
+_LIVE_SLUGS: CompiledRead[Endpoint] = CompiledRead(
+    lambda workspace_id, slugs: Endpoint.objects.filter(
+        workspace_id=workspace_id, slug__in=slugs, deleted_at__isnull=True
+    ).values_list("slug")
+)
+
+
 def endpoint_live_slugs(*, workspace_id: str, slugs: Iterable[str]) -> set[str]:
     """The subset of `slugs` that are live endpoints of the workspace."""
-    wanted = list(slugs)
+    wanted = sorted(set(slugs))
     if not wanted:
         return set()
-    live = Endpoint.objects.filter(
-        workspace_id=workspace_id, slug__in=wanted, deleted_at__isnull=True
-    )
-    return set(live.values_list("slug", flat=True))
+    return {slug for (slug,) in _LIVE_SLUGS.rows(workspace_id=workspace_id, slugs=wanted)}
 
 
 def endpoint_priced_slugs(*, workspace_id: str, slugs: Iterable[str]) -> set[str]:
