@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter
+from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -13,6 +14,7 @@ from gateway_project.kernel.apikit import (
     list_schema,
     patch_validate,
 )
+from gateway_project.kernel.errors import GatewayError
 from groups import selectors, services
 from groups.models import Group
 from groups.serializers import (
@@ -121,17 +123,21 @@ class GroupDetailView(GatewayAPIView):
         operation_id="groups_update",
     )
     def patch(self, request: Request, group_id: str) -> Response:
-        seen = selectors.group_get(workspace=self.workspace, group_id=group_id, legacy=False)
-        data = patch_validate(
-            GroupUpdateSerializer, body_object(request), immutable=IMMUTABLE_GROUP_FIELDS
-        )
+        try:
+            data = patch_validate(
+                GroupUpdateSerializer, body_object(request), immutable=IMMUTABLE_GROUP_FIELDS
+            )
+        except (GatewayError, APIException):
+            # Not a group of the workspace is a 404 whatever its body; read only when the body
+            # fails, as the update reads the group under its lock.
+            selectors.group_get(workspace=self.workspace, group_id=group_id, legacy=False)
+            raise
         group = services.group_update(
             workspace=self.workspace,
             group_id=group_id,
             actor=self.actor,
             name=(data.get("metadata") or {}).get("name"),
             models=data.get("models"),
-            seen=seen,
         )
         return Response(group_detail_wire(group))
 

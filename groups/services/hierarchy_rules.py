@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import prefetch_related_objects
+from django.db.models import F, Q, prefetch_related_objects
 
 from gateway_project.kernel.errors import ValidationFailed
 from groups.limits import (
@@ -103,7 +103,18 @@ def group_locked(*, workspace: Workspace, group_id: str, seen: Group | None = No
 
     `seen`: the group as the caller read it before the lock, which names its root (a group never
     changes trees). A root is its tree's lock row, so locking it and re-reading it is one query."""
-    seen = seen or group_get(workspace=workspace, group_id=group_id)
+    if seen is None:
+        # A root is its tree's lock row: the read that finds it can lock it. A child's tree is
+        # locked at its root first (below), so this read neither locks nor returns a child.
+        root = (
+            Group.objects.select_for_update()
+            .filter(Q(root_id=F("id")) | Q(root_id__isnull=True))
+            .filter(workspace=workspace, pk=group_id, deleted_at__isnull=True)
+            .first()
+        )
+        if root is not None:
+            return root
+        seen = group_get(workspace=workspace, group_id=group_id)
     if (seen.root_id or seen.id) != seen.id:
         tree_lock(seen)
         return group_get(workspace=workspace, group_id=group_id)

@@ -358,15 +358,31 @@ def test_patch_takes_a_fixed_few_queries(
     group_id = create(api, group_body("cust_p", model("acme/llama", rpm=1, tpd=5))).json()["id"]
     replaced = [model("acme/llama", rpm=2), model("acme/mistral", tpd=7)]
 
-    with django_assert_max_num_queries(7):
+    # The test's transaction makes the update's a savepoint (+2): the group read under its lock,
+    # its models (the audit's before), UPDATE, audit.
+    with django_assert_max_num_queries(6):
         renamed = api.patch(f"{GROUPS}/{group_id}", {"metadata": {"name": "n"}}, format="json")
     # The old models and limits go in two DELETEs.
-    with django_assert_max_num_queries(13):
+    with django_assert_max_num_queries(12):
         remodelled = api.patch(f"{GROUPS}/{group_id}", {"models": replaced}, format="json")
 
     assert renamed.json()["metadata"]["name"] == "n"
     assert remodelled.json()["models"] == replaced
     assert api.get(f"{GROUPS}/{group_id}").json() == remodelled.json()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"metadata": {"name": 5}}, {"hierarchy": {}}, {}, {"models": [{"slug": "acme/nope"}]}],
+)
+def test_patch_of_a_group_not_in_the_workspace_is_404_whatever_its_body(
+    api: APIClient, other_api: APIClient, group: dict, body: dict
+) -> None:
+    unknown = api.patch(f"{GROUPS}/grp_unknown", body, format="json")
+    theirs = other_api.patch(f"{GROUPS}/{group['id']}", body, format="json")
+
+    assert (unknown.status_code, error_code(unknown)) == (404, "not_found")
+    assert (theirs.status_code, error_code(theirs)) == (404, "not_found")
 
 
 def test_patch_of_a_child_locks_its_tree_and_renames_it(api: APIClient, endpoints: list) -> None:
