@@ -93,17 +93,18 @@ def _rfc3339(value: Any) -> datetime | None:
 
 
 def _insert_minted(build: Callable[[str, str], K], kind_prefix: str) -> tuple[K, str]:
-    """Save a freshly minted key, minting again on the (astronomically rare) prefix collision."""
+    """Save a freshly minted key, minting again on the (astronomically rare) prefix collision.
+
+    The prefix is looked up before the insert rather than the insert being retried in a savepoint
+    (two round trips more a mint): two mints drawing one fresh prefix at the same instant fail
+    one of them, never store both."""
     for _ in range(MINT_ATTEMPTS):
         plaintext, prefix = mint(kind_prefix)
         row = build(plaintext, prefix)
-        try:
-            with transaction.atomic():
-                row.save(force_insert=True)
-            return row, plaintext
-        except IntegrityError:
-            if not type(row).objects.filter(prefix=prefix).exists():
-                raise
+        if type(row).objects.filter(prefix=prefix).exists():
+            continue
+        row.save(force_insert=True)
+        return row, plaintext
     raise RuntimeError("could not mint a unique key prefix")
 
 

@@ -93,6 +93,19 @@ def test_revoking_a_key_is_one_locked_read_an_update_and_its_audit_row(
     assert ApiKey.objects.get(prefix=minted["prefix"]).revoked_at is not None
 
 
+def test_minting_a_key_reads_its_owner_and_prefix_then_writes_it_and_its_audit_row(
+    api: APIClient, group: dict, django_assert_num_queries: Any
+) -> None:
+    api.get(keys_path(group))  # the management key verified: authentication reads nothing
+
+    # Inside the test's transaction the service's own is a savepoint: SAVEPOINT and RELEASE.
+    with django_assert_num_queries(4 + 2):
+        minted = api.post(keys_path(group), {"name": "a"}, format="json")
+
+    assert minted.status_code == 200
+    assert ApiKey.objects.filter(prefix=minted.json()["prefix"]).exists()
+
+
 def test_mint_without_a_body_is_allowed(api: APIClient, group: dict) -> None:
     response = api.post(keys_path(group))
 
