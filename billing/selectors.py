@@ -188,13 +188,16 @@ BILLING_STATES = ("delivered", "in delivery", "failed", "waiting for batching", 
 
 
 def events_billing_state(*, group_id: str, since: datetime) -> dict[str, int]:
-    """How many of the group's events since `since` reached each billing state (five queries).
+    """How many of the group's events since `since` reached each billing state (three queries).
 
     An event is delivered once every delivery carrying it is; batched with no endpoint enabled,
     it counts as `no webhook endpoint`."""
     events = UsageEvent.objects.filter(group_id=group_id, timestamp__gte=since)
-    waiting = events.filter(batched_at__isnull=True, quarantined_at__isnull=True).count()
-    quarantined = events.filter(quarantined_at__isnull=False).count()
+    unbatched = events.aggregate(
+        waiting=Count("pk", filter=Q(batched_at__isnull=True, quarantined_at__isnull=True)),
+        quarantined=Count("pk", filter=Q(quarantined_at__isnull=False)),
+        unlinked=Count("pk", filter=Q(batched_at__isnull=False, batch="")),
+    )
     per_batch = dict(
         events.exclude(batch="").values_list("batch").annotate(n=Count("pk")).order_by()
     )
@@ -203,13 +206,13 @@ def events_billing_state(*, group_id: str, since: datetime) -> dict[str, int]:
     for batch, status in rows:
         statuses.setdefault(batch, set()).add(status)
     counts = dict.fromkeys(BILLING_STATES, 0)
-    counts["waiting for batching"], counts["quarantined"] = waiting, quarantined
+    counts["waiting for batching"] = unbatched["waiting"]
+    counts["quarantined"] = unbatched["quarantined"]
     for batch, count in per_batch.items():
         state = _batch_state(statuses.get(batch, set()))
         counts[state] = counts.get(state, 0) + count
-    unlinked = events.filter(batched_at__isnull=False, batch="").count()
-    if unlinked:
-        counts["batched before deliveries were linked"] = unlinked
+    if unbatched["unlinked"]:
+        counts["batched before deliveries were linked"] = unbatched["unlinked"]
     return counts
 
 
