@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from billing.models import UsageEvent, WebhookDelivery, WebhookEndpoint
@@ -473,3 +474,15 @@ def test_an_unreadable_in_flight_note_cannot_stop_the_reaper_for_the_others(grou
     assert list(UsageEvent.objects.values_list("request_id", flat=True)) == ["req-good"]
     assert client.hlen(INFLIGHT_KEY) == 0
     assert dead_letters_counted() == 3
+
+
+def test_a_workspace_and_group_found_once_are_not_looked_up_again(group: Group) -> None:
+    stream_add(stream_event(group, "req-000001"))
+    usage_ingest()
+    stream_add(stream_event(group, "req-000002"))
+
+    with CaptureQueriesContext(connection) as queries:
+        stored = usage_ingest()
+
+    assert stored == 1 and UsageEvent.objects.count() == 2
+    assert not [q for q in queries.captured_queries if "groups_group" in q["sql"]]
