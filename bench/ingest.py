@@ -8,15 +8,19 @@ first (a backlog), then one process does what one Celery worker does:
   (`ingest_events_per_s` its wall rate, `ingest_events_per_cpu_s` per CPU second of the worker);
 - delivery: batch the events into signed webhook deliveries and POST them to the receiver
   (`deliver_events_per_s`);
-- the events API: the table is first topped up to --rows with generated events (PostgreSQL), then
-  one-day pages of 100 for the workspace, through the whole view stack, p50/p99;
+- the events API: the table is first topped up to --rows with rows generated in PostgreSQL (INSERT
+  ... SELECT generate_series, not through ingest: the last 30 days, dealt to --tenants workspaces,
+  every retained day given its partition), then one-day pages of 100 for the bench's workspace,
+  through the whole view stack, p50/p99 after a few untimed ones, and the first page's plan
+  (planning ms, partitions read of those attached); with several sizes, at each of them;
 - the drain (--drain N): N events written while PostgreSQL is unreachable (an ingest run is
   refused), then the wall time one worker (`backlog_drain_s`) and two worker processes
   (`backlog_drain_2_workers_s`) take to store them. With --drain 0, `backlog_drain_s` is the
   ingest step's wall time.
 Writes bench/results/ingest.json and the README's billing line.
 
-    python -m bench.ingest [--events N] [--rows N] [--drain N] [--database NAME] [--redis-url URL]
+    python -m bench.ingest [--events N] [--rows N[,N...]] [--tenants N] [--drain N]
+        [--database NAME] [--redis-url URL] [--out FILE]
 """
 
 from __future__ import annotations
@@ -45,9 +49,11 @@ README_MARKERS = ("<!-- bench:ingest -->", "<!-- /bench:ingest -->")
 RESULTS = BENCH_DIR / "results" / "ingest.json"
 CUSTOMERS = 1000
 WRITE_CHUNK = 5000
-API_QUERIES = 200
+API_QUERIES = 1000
+API_WARMUP = 10  # untimed first requests (imports, caches and query plans of a fresh process)
 GENERATE_CHUNK = 1_000_000
-GENERATE_SPREAD_MS = 30 * 86_400_000  # generated events span the last 30 days
+GENERATE_DAYS = 30  # generated events span the last 30 days
+TABLE = "billing_usageevent"
 
 
 def _event(i: int, *, workspace: str, group: str, start: dt.datetime) -> dict[str, Any]:
@@ -86,31 +92,39 @@ def _setup(receiver_url: str) -> tuple[Any, Any, str]:
     from django.db import transaction
 
     from billing.services.webhooks import webhook_endpoint_create
-    from groups.services import group_create, org_prefix_register, workspace_create
     from groups.services.audit import SYSTEM_ACTOR
     from keys.services import management_key_create
+
+    with transaction.atomic():
+        workspace, group = _tenant("Ingest bench", prefix="benching", customer="bench-customer")
+        _, key = management_key_create(workspace=workspace, actor=SYSTEM_ACTOR, name="bench")
+        webhook_endpoint_create(workspace=workspace, url=receiver_url, actor=SYSTEM_ACTOR)
+    return workspace, group, key
+
+
+def _tenant(name: str, *, prefix: str, customer: str) -> tuple[Any, Any]:
+    """A workspace with an endpoint `<prefix>/model` and a group for `customer`."""
+    from groups.services import group_create, org_prefix_register, workspace_create
+    from groups.services.audit import SYSTEM_ACTOR
     from routing.services import endpoint_create
 
     actor = SYSTEM_ACTOR
-    with transaction.atomic():
-        workspace = workspace_create(name="Ingest bench", actor=actor, onboarded=True)
-        org_prefix_register(workspace=workspace, prefix="benching", actor=actor)
-        target = {
-            "provider": "OPENAI_COMPATIBLE",
-            "base_url": f"http://{HOST}:9/v1",
-            "target_model": "m",
-        }
-        endpoint_create(workspace=workspace, actor=actor, slug="benching/model", targets=[target])
-        group = group_create(
-            workspace=workspace,
-            actor=actor,
-            external_entity_id="bench-customer",
-            name="Bench customer",
-            models=[{"slug": "benching/model"}],
-        )
-        _, key = management_key_create(workspace=workspace, actor=actor, name="bench")
-        webhook_endpoint_create(workspace=workspace, url=receiver_url, actor=actor)
-    return workspace, group, key
+    workspace = workspace_create(name=name, actor=actor, onboarded=True)
+    org_prefix_register(workspace=workspace, prefix=prefix, actor=actor)
+    target = {
+        "provider": "OPENAI_COMPATIBLE",
+        "base_url": f"http://{HOST}:9/v1",
+        "target_model": "m",
+    }
+    endpoint_create(workspace=workspace, actor=actor, slug=f"{prefix}/model", targets=[target])
+    group = group_create(
+        workspace=workspace,
+        actor=actor,
+        external_entity_id=customer,
+        name=customer,
+        models=[{"slug": f"{prefix}/model"}],
+    )
+    return workspace, group
 
 
 def _backlog(events: int, *, workspace: str, group: str, first: int = 0) -> None:
@@ -259,9 +273,22 @@ def _deliver() -> tuple[int, float]:
     return sum(d.event_count for d in delivered.only("event_count")), seconds
 
 
-def _rows_generate(rows: int, *, workspace: str, group: str) -> int:
-    """Top the events table up to `rows` with INSERT ... SELECT generate_series (PostgreSQL): the
-    bench workspace's events spread evenly over the last 30 days, already batched; how many."""
+def _tenants(count: int, *, workspace: str, group: str) -> list[tuple[str, str]]:
+    """The bench's (workspace, group) and `count` - 1 more tenants with a group each."""
+    pairs = [(workspace, group)]
+    for n in range(1, count):
+        other, made = _tenant(f"Ingest bench {n}", prefix=f"benching{n}", customer=f"bench-{n}")
+        pairs.append((other.id, made.id))
+    return pairs
+
+
+def _rows_generate(rows: int, *, tenants: list[tuple[str, str]]) -> int:
+    """Top the events table up to `rows` with INSERT ... SELECT generate_series (PostgreSQL), not
+    through ingest: rows in time order over the last GENERATE_DAYS days, dealt in turn to the
+    `tenants` (workspace, group), already batched; how many. Each retained day has its
+    partition first (as many as the retention keeps), so the events API is planned against
+    them all."""
+    from django.conf import settings
     from django.db import connection
 
     from billing.models import UsageEvent
@@ -270,12 +297,13 @@ def _rows_generate(rows: int, *, workspace: str, group: str) -> int:
     have = UsageEvent.objects.count()
     if connection.vendor != "postgresql" or rows <= have:
         return 0
-    if events_partitioned():  # each generated day in its own partition, not the default one
-        partitions_ensure(behind=GENERATE_SPREAD_MS // 86_400_000 + 1)
+    if events_partitioned():
+        partitions_ensure(behind=max(GENERATE_DAYS + 1, settings.GATEWAY_EVENTS_RETENTION_DAYS))
     table = connection.ops.quote_name(UsageEvent._meta.db_table)
+    started = time.perf_counter()
     for base in range(have, rows, GENERATE_CHUNK):
         top = min(rows, base + GENERATE_CHUNK)
-        print(f"  generating rows {base:,}..{top:,}", flush=True)
+        print(f"  generating rows {base:,}..{top:,} in PostgreSQL", flush=True)
         with connection.cursor() as cursor:
             cursor.execute(
                 f"""
@@ -286,45 +314,87 @@ def _rows_generate(rows: int, *, workspace: str, group: str) -> int:
                     usage_estimated, http_status, target, total_ms, upstream_ms, batched_at,
                     batch, ingest_note, quarantine_error, created_at)
                 SELECT 'G' || lpad(n::text, 25, '0'), 'gen-' || n,
-                    now() - mod(n, %(spread)s) * interval '1 millisecond', %(workspace)s,
-                    %(group)s, 'cust-' || mod(n, 1000), 'sky_gen' || mod(n, 1000), 'benching/model',
+                    now() - (1 - (n - %(have)s)::float8 / (%(rows)s - %(have)s))
+                        * %(spread)s * interval '1 millisecond',
+                    (%(workspaces)s::text[])[1 + mod(n, %(tenants)s)],
+                    (%(groups)s::text[])[1 + mod(n, %(tenants)s)],
+                    'cust-' || mod(n, 1000), 'sky_gen' || mod(n, 1000), 'benching/model',
                     '{{}}', 'completed', 120, 300, 0, '', false, 200, 'primary', 800, 790,
                     now(), '', '', '', now()
                 FROM generate_series(%(base)s, %(top)s - 1) AS n
                 """,
                 {
-                    "spread": GENERATE_SPREAD_MS,
-                    "workspace": workspace,
-                    "group": group,
+                    "have": have,
+                    "rows": rows,
+                    "spread": GENERATE_DAYS * 86_400_000,
+                    "workspaces": [workspace for workspace, _ in tenants],
+                    "groups": [group for _, group in tenants],
+                    "tenants": len(tenants),
                     "base": base,
                     "top": top,
                 },
             )
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {table}")
+    print(
+        f"  {rows - have:,} rows generated in {time.perf_counter() - started:.0f} s",
+        flush=True,
+    )
     return rows - have
 
 
-def _events_api(key: str) -> list[float]:
-    """Latencies (s) of one-day pages of 100: the first page and pages further in, by cursor."""
+def _events_api(key: str) -> tuple[list[float], list[str]]:
+    """Latencies (s) of one-day pages of 100 (the first page and pages further in, by cursor),
+    after API_WARMUP untimed ones; and the SQL of the first page."""
+    from django.db import connection
     from django.test import Client
+    from django.test.utils import CaptureQueriesContext
 
     client = Client(HTTP_AUTHORIZATION=f"Bearer {key}", HTTP_HOST="127.0.0.1")
     since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     first = f"/v1/gateway/events?start_time={since}&limit=100"
-    latencies, cursors = [], []
+    latencies: list[float] = []
+    cursors: list[str] = []
     rng = random.Random(7)
-    for i in range(API_QUERIES):
+    with CaptureQueriesContext(connection) as queries:
+        client.get(first)
+    sql = [q["sql"] for q in queries.captured_queries if "billing_usageevent" in q["sql"]]
+    for i in range(API_WARMUP + API_QUERIES):
         url = first if i % 2 == 0 or not cursors else rng.choice(cursors)
         started = time.perf_counter()
         answer = client.get(url)
-        latencies.append(time.perf_counter() - started)
+        if i >= API_WARMUP:
+            latencies.append(time.perf_counter() - started)
         if answer.status_code != 200:
             raise Unavailable(f"events API answered {answer.status_code}: {answer.content[:200]!r}")
         cursor = answer.json()["pagination"]["cursor"]
         if cursor and len(cursors) < 50:
             cursors.append(f"/v1/gateway/events?cursor={cursor}&limit=100")
-    return latencies
+    return latencies, sql
+
+
+def _plan(sql: list[str]) -> dict[str, Any]:
+    """How PostgreSQL runs the first page's query (median of 5 on one connection): planning and
+    execution ms, and how many of the table's partitions it reads (pruned at plan time)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql" or not sql:
+        return {}
+    runs = []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = %s::regclass", [TABLE])
+        partitions = cursor.fetchone()[0]
+        for _ in range(5):
+            cursor.execute(f"EXPLAIN (ANALYZE, SUMMARY, FORMAT JSON) {sql[0]}")
+            plan = cursor.fetchone()[0]
+            runs.append(plan[0] if isinstance(plan, list) else json.loads(plan)[0])
+    read = json.dumps(runs[0]["Plan"]).count('"Relation Name"')
+    return {
+        "partitions": partitions,
+        "partitions_read": read,
+        "planning_ms": round(statistics.median(run["Planning Time"] for run in runs), 3),
+        "execution_ms": round(statistics.median(run["Execution Time"] for run in runs), 3),
+    }
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -332,7 +402,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-def _run(events: int, receiver_url: str, *, drain: int, rows: int) -> dict[str, Any]:
+def _run(
+    events: int, receiver_url: str, *, drain: int, rows: list[int], tenants: int
+) -> dict[str, Any]:
     import django
 
     django.setup()
@@ -355,8 +427,19 @@ def _run(events: int, receiver_url: str, *, drain: int, rows: int) -> dict[str, 
     )
     delivered, deliver_s = _deliver()
     print(f"  {delivered:,} delivered in {deliver_s:.1f} s; events API", flush=True)
-    generated = _rows_generate(rows, workspace=workspace.id, group=group.id)
-    latencies = _events_api(key)
+    pairs = _tenants(tenants, workspace=workspace.id, group=group.id)
+    generated, sizes = 0, []
+    for size in rows or [0]:
+        generated += _rows_generate(size, tenants=pairs)
+        latencies, sql = _events_api(key)
+        size_figures = {
+            "rows": UsageEvent.objects.count(),
+            "p50_ms": round(statistics.median(latencies) * 1000, 1),
+            "p99_ms": round(_percentile(latencies, 0.99) * 1000, 1),
+            **_plan(sql),
+        }
+        print(f"  events API: {size_figures}", flush=True)
+        sizes.append(size_figures)
     total = UsageEvent.objects.count()
     if stored != events or total != events + generated or delivered != events:
         raise Unavailable(
@@ -385,8 +468,14 @@ def _run(events: int, receiver_url: str, *, drain: int, rows: int) -> dict[str, 
         "ingest_backend_cpu_s": None if backend_cpu is None else round(backend_cpu, 2),
         "deliver_events_per_s": round(delivered / deliver_s),
         "rows": total,
-        "events_api_p50_ms": round(statistics.median(latencies) * 1000, 1),
-        "events_api_p99_ms": round(_percentile(latencies, 0.99) * 1000, 1),
+        # Of which generated in PostgreSQL (INSERT ... SELECT generate_series over the last
+        # GENERATE_DAYS days and `tenants` workspaces), not stored through ingest.
+        "rows_generated": generated,
+        "rows_generated_workspaces": tenants,
+        "events_api_p50_ms": sizes[-1]["p50_ms"],
+        "events_api_p99_ms": sizes[-1]["p99_ms"],
+        # The events API at each table size reached (--rows), with the first page's plan.
+        "events_api_by_rows": sizes,
         "backlog_drain_s": round(ingest_s, 1),
         # The machine's 1-minute load average around the measured steps (it may be shared).
         "load_average_1m": {step: round(value, 2) for step, value in load.items()},
@@ -423,7 +512,8 @@ def _readme_line(result: dict[str, Any]) -> str:
         f"({result['ingest_events_per_cpu_s']:,} per CPU second of the worker), "
         f"webhook delivery {result['deliver_events_per_s']:,} events/s, {drain}, events API "
         f"one-day page p50 {result['events_api_p50_ms']} ms / p99 {result['events_api_p99_ms']} "
-        f"ms at {result['rows']:,} rows; [bench/results/ingest.json](bench/results/ingest.json).\n"
+        f"ms at {result['rows']:,} rows ({result.get('rows_generated', 0):,} of them generated in "
+        "PostgreSQL); [bench/results/ingest.json](bench/results/ingest.json).\n"
     )
 
 
@@ -434,9 +524,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
     parser.add_argument(
         "--rows",
+        type=lambda text: [int(size) for size in text.split(",") if size],
+        default=[10_000_000],
+        help="generate rows (PostgreSQL) up to this table size before timing the events API; "
+        "several sizes (1000000,10000000): timed at each (10000000)",
+    )
+    parser.add_argument(
+        "--tenants",
         type=int,
-        default=10_000_000,
-        help="generate rows (PostgreSQL) up to this table size before the events API (10000000)",
+        default=10,
+        help="workspaces the generated rows are dealt to, the bench's among them (10)",
     )
     parser.add_argument(
         "--drain",
@@ -468,7 +565,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(env)
         print(f"bench-ingest: {machine_describe()}; {', '.join(notes)}", flush=True)
         figures = _run(
-            args.events, f"http://{HOST}:{port}/webhooks", drain=args.drain, rows=args.rows
+            args.events,
+            f"http://{HOST}:{port}/webhooks",
+            drain=args.drain,
+            rows=args.rows,
+            tenants=args.tenants,
         )
     except Unavailable as exc:
         print(f"bench-ingest: {exc} (logs in {logs})")

@@ -41,6 +41,7 @@ from billing.sanitize import (
     metadata_sanitize,
     text_clean,
 )
+from groups.models import Group
 
 _STAGE = "usage_event_stage"
 _STATUSES = frozenset(EventStatus.values)
@@ -65,10 +66,12 @@ def usage_events_store(*, events: list[dict[str, Any]], clean: bool = False) -> 
 
 class UsageRows(NamedTuple):
     """A batch's rows, ready for the database: `lines` in the COPY's column order on
-    PostgreSQL, else `values` by attribute name."""
+    PostgreSQL, else `values` by attribute name; `owners` the (workspace id, group id) pairs
+    they name."""
 
     values: list[dict[str, Any]]
     lines: list[tuple[Any, ...]]
+    owners: frozenset[tuple[str, str]]
 
 
 def usage_rows_prepare(
@@ -78,8 +81,9 @@ def usage_rows_prepare(
     prepares the next batch while the current one is written). On PostgreSQL the statements must
     be built first, once a process, by `usage_rows_ready` on a thread that may use the database."""
     values = [usage_event_values(event=event, clean=clean) for event in events]
+    owners = frozenset([(row["workspace_id"], row["group_id"]) for row in values])
     if vendor != "postgresql":
-        return UsageRows(values=values, lines=[])
+        return UsageRows(values=values, lines=[], owners=owners)
     plan = _copy_plan()
     # What the model would fill in itself (defaults), per column, once a batch; `created_at` is
     # left to the database (see _copy_fields).
@@ -88,7 +92,7 @@ def usage_rows_prepare(
     for row in values:
         for name in jsons:
             row[name] = orjson.dumps(row[name])
-    return UsageRows(values=[], lines=[line(implied | row) for row in values])
+    return UsageRows(values=[], lines=[line(implied | row) for row in values], owners=owners)
 
 
 def usage_rows_ready() -> str:
@@ -99,12 +103,14 @@ def usage_rows_ready() -> str:
 
 
 def usage_rows_store(rows: UsageRows) -> None:
-    """Insert prepared rows, skipping request ids already stored.
+    """Insert prepared rows, skipping request ids already stored. Raises IntegrityError, storing
+    nothing, when a row names a group that is not its workspace's (see `_owners_check`).
 
     On PostgreSQL the rows are copied (binary COPY) straight into the table; when one is already
     stored, the whole batch is copied into this session's staging table instead and inserted
     from there with ON CONFLICT DO NOTHING, so a replayed event never makes a second row.
     """
+    _owners_check(rows.owners)
     if not rows.lines:
         if rows.values:
             objects = [UsageEvent(**row) for row in rows.values]
@@ -124,6 +130,30 @@ def usage_rows_store(rows: UsageRows) -> None:
         cursor.execute(plan.stage_create)
         _copy(cursor, plan.copy_stage, plan.types, rows.lines)
         cursor.execute(plan.insert)
+
+
+# (workspace id, group id) pairs found in the database. A group never changes workspace and its
+# row is never deleted (a deleted group is only marked so), so a pair found stays true for the
+# life of the process; the set is emptied when it grows past OWNERS_KNOWN_MAX.
+_owners_known: set[tuple[str, str]] = set()
+OWNERS_KNOWN_MAX = 100_000
+
+
+def _owners_check(owners: frozenset[tuple[str, str]]) -> None:
+    """Refuse rows naming a group that does not exist or is not in the row's workspace: what the
+    database's foreign keys checked row by row, checked once a batch (and once a process for a
+    pair already seen)."""
+    unknown = owners - _owners_known
+    if not unknown:
+        return
+    groups = {group_id for _, group_id in unknown}
+    found = set(Group.objects.filter(pk__in=groups).values_list("workspace_id", "pk"))
+    if len(_owners_known) + len(found) > OWNERS_KNOWN_MAX:
+        _owners_known.clear()
+    _owners_known.update(found)
+    if missing := unknown - found:
+        named = ", ".join(f"{group} in {workspace}" for workspace, group in sorted(missing)[:3])
+        raise IntegrityError(f"no such group in the event's workspace: {named}")
 
 
 def _copy(

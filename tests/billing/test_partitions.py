@@ -344,7 +344,7 @@ def test_the_rollup_and_batching_read_events_by_index_in_every_partition(
     with CaptureQueriesContext(connection) as queries:
         rollup._first_created(since=now - timedelta(hours=6), before=now)
         rollup._add(since=now - timedelta(hours=6), before=now - timedelta(hours=1))
-        batching._workspaces_due(now=now)
+        list(batching._due_query())
         list(
             UsageEvent.objects.filter(
                 workspace_id=group.workspace_id,
@@ -365,6 +365,46 @@ def test_the_rollup_and_batching_read_events_by_index_in_every_partition(
             plan = "\n".join(row[0] for row in cursor.fetchall())
             assert "Seq Scan" not in plan, plan
             assert plan.count(index) >= len(partition_days()), plan
+
+
+@postgresql
+@pytest.mark.django_db
+def test_batching_plans_its_due_query_once_per_connection(group: Group, make_event: Any) -> None:
+    make_event(timestamp=timezone.now() - timedelta(days=2))
+    later = timezone.now() + timedelta(minutes=5)
+    batching._workspaces_due(now=later)
+
+    with CaptureQueriesContext(connection) as queries:
+        due = batching._workspaces_due(now=later)
+
+    assert [(d.workspace_id, d.take) for d in due] == [(group.workspace_id, 1)]
+    assert [q["sql"] for q in queries.captured_queries] == [f"EXECUTE {batching.DUE_STATEMENT}"]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT statement FROM pg_prepared_statements WHERE name = %s",
+            [batching.DUE_STATEMENT],
+        )
+        assert "billing_usageevent" in cursor.fetchone()[0]
+
+
+@postgresql
+@pytest.mark.django_db
+def test_batching_claims_events_from_the_days_it_saw_only(group: Group, make_event: Any) -> None:
+    for days in (-1, 0):
+        make_event(timestamp=timezone.now() + timedelta(days=days))
+    later = timezone.now() + timedelta(minutes=5)
+
+    with CaptureQueriesContext(connection) as queries:
+        events_batch(now=later)
+
+    assert UsageEvent.objects.filter(batched_at__isnull=True).count() == 0
+    claims = [q["sql"] for q in queries.captured_queries if "SKIP LOCKED" in q["sql"]]
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {claims[0]}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    scanned = {name for name in partition_days().values() if name in plan}
+    assert len(claims) == 1
+    assert scanned == {partition_name(_today() - timedelta(days=1)), partition_name(_today())}
 
 
 @pytest.mark.skipif(connection.vendor == "postgresql", reason="the SQLite path")

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from billing.models import UsageEvent, WebhookDelivery, WebhookEndpoint
@@ -29,7 +30,8 @@ from billing.services.usage import (
 )
 from billing.tasks import deliveries_enqueue_due
 from billing.wire import event_bytes
-from groups.models import Group
+from groups.models import Group, Workspace
+from groups.services import group_delete
 from groups.services.audit import SYSTEM_ACTOR
 from keys.services import management_key_create
 from routing.metrics import metrics_gather
@@ -161,6 +163,42 @@ def test_unstorable_stream_entries_are_parked_and_counted_and_the_rest_is_stored
     assert dead_letters_counted() == 3
     parked = client.xrange(DEAD_LETTER_STREAM)
     assert all(fields[b"error"] for _, fields in parked)  # type: ignore[union-attr, index]
+
+
+def test_an_event_naming_no_group_of_its_workspace_is_parked_and_the_rest_is_stored(
+    group: Group, other_workspace: Workspace
+) -> None:
+    unknown = json.loads(stream_event(group, "req-000002"))
+    unknown["groupId"] = "grp_01J9X7Y0Z3K4M5N6P7Q8NOSUCH"
+    elsewhere = json.loads(stream_event(group, "req-000003"))
+    elsewhere["workspaceId"] = other_workspace.id
+    stream_add(
+        stream_event(group, "req-000001"),
+        json.dumps(unknown).encode(),
+        json.dumps(elsewhere).encode(),
+        stream_event(group, "req-000004"),
+    )
+
+    stored = usage_ingest()
+
+    client = stream_redis()
+    assert stored == 2
+    assert sorted(UsageEvent.objects.values_list("request_id", flat=True)) == [
+        "req-000001",
+        "req-000004",
+    ]
+    assert client.xlen(DEAD_LETTER_STREAM) == 2 and client.xlen(USAGE_STREAM) == 0
+    parked = [fields[b"error"] for _, fields in client.xrange(DEAD_LETTER_STREAM)]  # type: ignore[union-attr, index]
+    assert all(b"no such group in the event's workspace" in error for error in parked)
+
+
+def test_an_event_of_a_deleted_group_is_still_billed(group: Group) -> None:
+    group_delete(workspace=group.workspace, group_id=group.id, actor=SYSTEM_ACTOR)
+    stream_add(stream_event(group, "req-000001"))
+
+    stored = usage_ingest()
+
+    assert stored == 1 and UsageEvent.objects.get().group_id == group.id
 
 
 def test_unreadable_token_counts_do_not_stop_the_event_being_stored(group: Group) -> None:
@@ -436,3 +474,15 @@ def test_an_unreadable_in_flight_note_cannot_stop_the_reaper_for_the_others(grou
     assert list(UsageEvent.objects.values_list("request_id", flat=True)) == ["req-good"]
     assert client.hlen(INFLIGHT_KEY) == 0
     assert dead_letters_counted() == 3
+
+
+def test_a_workspace_and_group_found_once_are_not_looked_up_again(group: Group) -> None:
+    stream_add(stream_event(group, "req-000001"))
+    usage_ingest()
+    stream_add(stream_event(group, "req-000002"))
+
+    with CaptureQueriesContext(connection) as queries:
+        stored = usage_ingest()
+
+    assert stored == 1 and UsageEvent.objects.count() == 2
+    assert not [q for q in queries.captured_queries if "groups_group" in q["sql"]]
