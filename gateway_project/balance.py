@@ -8,10 +8,11 @@ still land 6/2 or worse on two workers about one time in three, and a worker exi
 connections still queued on its socket.
 
 Here each worker accepts one connection at a time, and only while it holds no more open connections
-than the least loaded worker of the node plus SLACK. Past that it stops reading the listener for
-PAUSE seconds, leaving the connection to a sibling, then takes one itself (a sibling can be busy
-or stuck). The open connection counts are rows of a small table in shared memory that the master
-maps before it forks (`Ledger`); a row is IDLE until its worker accepts and again once it stops.
+than the least loaded worker of the node plus SLACK. Past that it leaves the listener to the others
+until one of its own connections closes, or for PAUSE seconds, after which it takes a waiting
+connection itself (a sibling can be busy or stuck). The open connection counts are rows of a small
+table in shared memory that the master maps before it forks (`Ledger`); a row is IDLE until its
+worker accepts and again once it stops.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterable
 ROWS = 64
 IDLE = -1
 # Connections a worker may hold above the least loaded one before it lets the others accept.
-SLACK = 1
+SLACK = 0
 # How long a worker holding more than its share leaves waiting connections to the others.
 PAUSE = 0.005
 # Out of descriptors or memory: how long accepting rests (asyncio's own retry delay).
@@ -85,14 +86,16 @@ class Share:
         return self.open > least + SLACK
 
 
-_current: dict[str, Share | None] = {"share": None}
+_acceptors: list[Acceptor] = []
 
 
 def connection_closed() -> None:
-    """A connection of this process closed (its protocol calls this)."""
-    share = _current["share"]
-    if share is not None:
-        share.closed()
+    """A connection of this process closed (its protocol calls this): one fewer held, and a
+    listener left to the others may be read again at once."""
+    if _acceptors:
+        _acceptors[0].share.closed()
+        for acceptor in _acceptors:
+            acceptor.wake()
 
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
@@ -109,19 +112,20 @@ class Acceptor:
         *,
         ssl: object = None,
     ) -> None:
-        self._listener, self._factory, self._share, self._ssl = listener, factory, share, ssl
+        self._listener, self._factory, self.share, self._ssl = listener, factory, share, ssl
         self._loop = asyncio.get_running_loop()
         self._fd = listener.fileno()
         self._reading = False
         self._due_until = 0.0  # after a pause, until then, a waiting connection is ours
         self._timer: asyncio.TimerHandle | None = None
+        self._yielding = False  # paused for the others (not for want of descriptors)
         self._tasks: set[asyncio.Task[object]] = set()
 
     def start(self) -> None:
         """Begin accepting."""
         self._listener.setblocking(False)
-        _current["share"] = self._share
-        self._share.start()
+        _acceptors.append(self)
+        self.share.start()
         self._read()
 
     def stop(self) -> None:
@@ -132,7 +136,17 @@ class Acceptor:
         if self._reading:
             self._loop.remove_reader(self._fd)
             self._reading = False
-        self._share.stop()
+        self.share.stop()
+        _acceptors.remove(self)
+
+    def wake(self) -> None:
+        """Read the listener again now if it was left to the others and this worker no longer
+        holds more than its share."""
+        if self._yielding and self._timer is not None and not self.share.over():
+            self._timer.cancel()
+            self._timer = None
+            self._yielding = False
+            self._read()
 
     def _read(self) -> None:
         self._loop.add_reader(self._fd, self._ready)
@@ -140,6 +154,7 @@ class Acceptor:
 
     def _resume(self) -> None:
         self._timer = None
+        self._yielding = False
         self._due_until = self._loop.time() + PAUSE
         self._read()
 
@@ -149,7 +164,8 @@ class Acceptor:
         self._timer = self._loop.call_later(delay, self._resume)
 
     def _ready(self) -> None:
-        if self._loop.time() > self._due_until and self._share.over():
+        if self._loop.time() > self._due_until and self.share.over():
+            self._yielding = True
             self._pause(PAUSE)
             return
         try:
@@ -163,7 +179,7 @@ class Acceptor:
             return
         self._due_until = 0.0
         conn.setblocking(False)
-        self._share.opened()
+        self.share.opened()
         task = self._loop.create_task(self._connect(conn))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -172,6 +188,6 @@ class Acceptor:
         try:
             await self._loop.connect_accepted_socket(self._factory, conn, ssl=self._ssl)  # type: ignore[arg-type]
         except Exception:
-            self._share.closed()
+            self.share.closed()
             conn.close()
             logger.exception("an accepted connection could not be set up")
