@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,8 +43,6 @@ def node(tmp_path: Path) -> Iterator[Node]:
     }
     gateway = Node(env, tmp_path, "node").start()
     try:
-        for worker in _live(gateway):
-            _wait_accepting(gateway, worker)
         yield gateway
     finally:
         gateway.stop()
@@ -105,26 +102,13 @@ def _live(node: Node) -> set[int]:
     return {w.pid for w in node.workers() if w.status() != psutil.STATUS_ZOMBIE}
 
 
-def _accepts(node: Node, worker: int) -> bool:
-    """Whether a new connection (one request on it) landed on `worker`."""
-    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as conn:
-        conn.sendall(REQUEST)
-        conn.recv(65536)
-        return node.streams_held(psutil.Process(worker)) > 0
-
-
-def _wait_accepting(node: Node, worker: int) -> None:
-    """Until a new connection lands on `worker` (a worker that just started may still boot)."""
-    wait_until(lambda: _accepts(node, worker), timeout=30, what=f"worker {worker} accepts")
-
-
 def test_a_worker_replacing_a_killed_one_takes_its_share(node):
     first = _live(node)
     victim = min(first)
     os.kill(victim, signal.SIGKILL)
     wait_until(lambda: len(_live(node) - {victim}) == 2, timeout=30, what="a new worker")
     (new,) = _live(node) - first
-    _wait_accepting(node, new)
+    node.wait_accepting(new)
 
     held = _rounds(node)
 
