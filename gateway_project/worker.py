@@ -13,14 +13,17 @@ bytes, or the end of the current loop step when none follow at once, and writes 
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
+from uvicorn import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn_worker import UvicornWorker
 
+from gateway_project.balance import Acceptor, Ledger, Share, connection_closed
 from gateway_project.drain import DrainingServer
 
 # gunicorn's exit status for a worker that could not boot (gunicorn.arbiter.Arbiter).
@@ -118,6 +121,10 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head, self._head_bytes = True, 0
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        connection_closed()
+
     def on_headers_complete(self) -> None:
         self._in_head = False
         super().on_headers_complete()
@@ -138,8 +145,45 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+class GatewayServer(DrainingServer):
+    """The draining server, accepting by gateway_project.balance's rule when given a share."""
+
+    def __init__(self, config: Config, share: Share | None) -> None:
+        super().__init__(config=config)
+        self.share = share
+        self.acceptors: list[Acceptor] = []
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.share is None or not sockets:
+            await super().startup(sockets=sockets)
+            return
+        await super().startup(sockets=[])  # the app starts; uvicorn itself listens nowhere
+        config = self.config
+
+        def create_protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+
+        self.acceptors = [
+            Acceptor(sock, create_protocol, self.share, ssl=config.ssl) for sock in sockets
+        ]
+        for acceptor in self.acceptors:
+            acceptor.start()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for acceptor in self.acceptors:
+            acceptor.stop()
+        await super().shutdown(sockets=sockets)
+
+
 class GatewayWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
-    """uvicorn_worker.UvicornWorker with the bounded request head and a draining shutdown."""
+    """uvicorn_worker.UvicornWorker with the bounded request head, a draining shutdown and
+    connections shared evenly with the node's other workers (gunicorn_conf gives each worker its
+    row of the node's ledger before the fork)."""
+
+    ledger: Ledger | None = None
+    ledger_row: int | None = None
 
     # Drained already when uvicorn's own shutdown starts: what still runs then is past the bound.
     CONFIG_KWARGS: dict[str, Any] = {
@@ -150,7 +194,9 @@ class GatewayWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
 
     async def _serve(self) -> None:
         self.config.app = self.wsgi
-        server = DrainingServer(config=self.config)
+        ledger, row = self.ledger, self.ledger_row
+        share = Share(ledger, row) if ledger is not None and row is not None else None
+        server = GatewayServer(self.config, share)
         self._install_sigquit_handler()
         await server.serve(sockets=self.sockets)
         if not server.started:

@@ -209,10 +209,22 @@ class Gateway:
         return self
 
     def ready(self) -> Self:
-        """Wait until /healthz answers and both workers run."""
+        """Wait until /healthz answers and both workers accept connections."""
         wait_until(self._healthy, timeout=60, what=f"gateway up\n{log_tail(self.log)}")
         wait_until(lambda: len(self.workers()) == 2, timeout=30, what="two gunicorn workers")
+        for worker in self.workers():
+            self.wait_accepting(worker.pid)
         return self
+
+    def wait_accepting(self, worker: int) -> None:
+        """Until a new connection lands on `worker` (a worker just forked may still boot)."""
+        wait_until(lambda: self._accepts(worker), timeout=30, what=f"worker {worker} accepts")
+
+    def _accepts(self, worker: int) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            conn.recv(65536)
+            return self.streams_held(psutil.Process(worker)) > 0
 
     def _healthy(self) -> bool:
         assert self.proc is not None and self.proc.poll() is None, log_tail(self.log)

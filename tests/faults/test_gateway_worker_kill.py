@@ -25,9 +25,6 @@ from tests.waiting import wait_until
 pytestmark = pytest.mark.slow
 STREAMS = 200
 TOKENS, DELAY_MS = 60, 50  # each stream lasts about three seconds
-# One idle uvicorn worker accepts a whole burst of connections at once: arrivals are paced so that
-# both workers take a share, as they do under real traffic.
-ARRIVAL_GAP = 0.005
 # Heartbeat TTL (10 s) + missing grace (5 s) + two reaper periods (5 s each), with room to spare.
 REAP_TIMEOUT = 60.0
 
@@ -49,7 +46,6 @@ async def _streams_with_a_kill(
         for _ in range(STREAMS):
             request = call(session, base=gateway.url, key=key, body=body, on_head=on_head)
             tasks.append(asyncio.create_task(request))
-            await asyncio.sleep(ARRIVAL_GAP)  # pacing arrivals, not waiting for a condition
         async with asyncio.timeout(30):
             await heads.wait()
         held = {worker.pid: gateway.streams_held(worker) for worker in gateway.workers()}
