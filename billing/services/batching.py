@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Max, Min, QuerySet
 
 from billing.models import UsageEvent, WebhookDelivery, WebhookEndpoint
@@ -24,6 +24,9 @@ from gateway_project.kernel.ids import new_ulid
 DUE_STATEMENT = "billing_workspaces_due"
 # The database sessions holding the prepared due query (a psycopg connection is one session).
 _due_prepared: weakref.WeakSet[Any] = weakref.WeakSet()
+# PostgreSQL's SQLSTATEs for EXECUTE of an unknown statement and PREPARE of a known one.
+NO_SUCH_STATEMENT = "26000"
+ALREADY_PREPARED = "42P05"
 # The beat runs every second, so a partial batch waits at most GATEWAY_WEBHOOK_FLUSH_SECONDS.
 BEAT_SECONDS = 1.0
 MAX_EVENTS_PER_RUN = 5000
@@ -102,11 +105,32 @@ def _due_counts() -> list[dict[str, Any]]:
     with connection.cursor() as cursor:
         session = connection.connection
         if session not in _due_prepared:
-            cursor.execute(f"PREPARE {DUE_STATEMENT} AS {sql}")
+            _due_prepare(cursor, sql)
             _due_prepared.add(session)
-        cursor.execute(f"EXECUTE {DUE_STATEMENT}")
+        try:
+            cursor.execute(f"EXECUTE {DUE_STATEMENT}")
+        except DatabaseError as error:
+            # Behind a pooler that lends a server session per transaction (pgbouncer's
+            # transaction mode), the session that prepared it may not be the one executing it.
+            if connection.in_atomic_block or not _sqlstate_is(error, NO_SUCH_STATEMENT):
+                raise
+            _due_prepare(cursor, sql)
+            cursor.execute(f"EXECUTE {DUE_STATEMENT}")
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _due_prepare(cursor: Any, sql: str) -> None:
+    try:
+        cursor.execute(f"PREPARE {DUE_STATEMENT} AS {sql}")
+    except DatabaseError as error:
+        # A pooled server session that prepared it for an earlier client keeps it.
+        if connection.in_atomic_block or not _sqlstate_is(error, ALREADY_PREPARED):
+            raise
+
+
+def _sqlstate_is(error: DatabaseError, sqlstate: str) -> bool:
+    return getattr(error.__cause__, "sqlstate", None) == sqlstate
 
 
 def _events_claim(*, due: Due, now: datetime) -> list[UsageEvent]:

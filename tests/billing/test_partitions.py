@@ -407,6 +407,37 @@ def test_batching_claims_events_from_the_days_it_saw_only(group: Group, make_eve
     assert scanned == {partition_name(_today() - timedelta(days=1)), partition_name(_today())}
 
 
+@postgresql
+@pytest.mark.django_db(transaction=True)
+def test_batching_prepares_its_due_query_again_on_a_session_that_lost_it(
+    group: Group, make_event: Any
+) -> None:
+    make_event(timestamp=timezone.now() - timedelta(days=2))
+    later = timezone.now() + timedelta(minutes=5)
+    batching._workspaces_due(now=later)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DEALLOCATE {batching.DUE_STATEMENT}")
+
+    due = batching._workspaces_due(now=later)
+
+    assert [(d.workspace_id, d.take) for d in due] == [(group.workspace_id, 1)]
+
+
+@postgresql
+@pytest.mark.django_db(transaction=True)
+def test_batching_uses_a_due_query_the_session_prepared_already(
+    group: Group, make_event: Any
+) -> None:
+    make_event(timestamp=timezone.now() - timedelta(days=2))
+    later = timezone.now() + timedelta(minutes=5)
+    batching._workspaces_due(now=later)
+    batching._due_prepared.discard(connection.connection)
+
+    due = batching._workspaces_due(now=later)
+
+    assert [(d.workspace_id, d.take) for d in due] == [(group.workspace_id, 1)]
+
+
 @pytest.mark.skipif(connection.vendor == "postgresql", reason="the SQLite path")
 @pytest.mark.django_db
 def test_sqlite_keeps_one_plain_table(group: Group) -> None:
