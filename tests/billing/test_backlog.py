@@ -17,6 +17,7 @@ from django_redis import get_redis_connection
 from billing.models import UsageEvent
 from billing.services.ingest import usage_ingest
 from billing.services.usage import USAGE_STREAM, usage_event_record
+from billing.services.usage_store import usage_rows_ready
 from billing.tasks import usage_ingest_task
 from gateway_project.worker_metrics import metrics_app
 from groups.models import Group
@@ -134,6 +135,7 @@ def test_a_batch_refused_in_an_outage_is_stored_by_the_next_run_without_waiting_
     transactional_db: None, group: Group
 ) -> None:
     _record(group, range(1, 6))
+    usage_rows_ready()  # a worker that has stored batches before: its statements are built
     with _postgres_unreachable(), pytest.raises(OperationalError):
         usage_ingest()
     assert get_redis_connection("default").xpending(USAGE_STREAM, "ingest")["pending"] == 5
