@@ -116,18 +116,23 @@ def test_a_stream_at_the_mark_is_not_reported(
 
 @contextmanager
 def _postgres_unreachable() -> Iterator[None]:
-    """The default database pointed at a port nothing listens on, then back."""
+    """The default database pointed at a port nothing listens on, then back. The pool gives up
+    after 0.5 s rather than its configured seconds: how long a refusal takes is not under test."""
     connection: Any = connections["default"]  # PostgreSQL's wrapper, which has a pool
-    port = connection.settings_dict["PORT"]
+    port, pool = connection.settings_dict["PORT"], connection.settings_dict["OPTIONS"].get("pool")
     connection.close()
     connection.close_pool()
     connection.settings_dict["PORT"] = str(free_port())
+    if isinstance(pool, dict):
+        connection.settings_dict["OPTIONS"]["pool"] = {**pool, "timeout": 0.5}
     try:
         yield
     finally:
         connection.close()
         connection.close_pool()
         connection.settings_dict["PORT"] = port
+        if isinstance(pool, dict):
+            connection.settings_dict["OPTIONS"]["pool"] = pool
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL outage")
