@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from gateway_project.env import BASE_DIR
+from tests.leftovers import GRACE_ENV
 
 pytestmark = pytest.mark.slow  # each test runs a pytest of its own
 
@@ -72,7 +73,7 @@ def test_a_run_stops_the_embedded_redis_and_every_process_it_started(
             *(str(var / "test_run.py"), *selection),
         ],
         cwd=BASE_DIR,
-        env={**env, "GATEWAY_VAR_DIR": str(var)},
+        env={**env, "GATEWAY_VAR_DIR": str(var), GRACE_ENV: "0.5"},  # its sleeps never exit
         capture_output=True,
         text=True,
         timeout=120,

@@ -17,6 +17,7 @@ from django_redis import get_redis_connection
 from billing.models import UsageEvent
 from billing.services.ingest import usage_ingest
 from billing.services.usage import USAGE_STREAM, usage_event_record
+from billing.services.usage_store import usage_rows_ready
 from billing.tasks import usage_ingest_task
 from gateway_project.worker_metrics import metrics_app
 from groups.models import Group
@@ -115,18 +116,23 @@ def test_a_stream_at_the_mark_is_not_reported(
 
 @contextmanager
 def _postgres_unreachable() -> Iterator[None]:
-    """The default database pointed at a port nothing listens on, then back."""
+    """The default database pointed at a port nothing listens on, then back. The pool gives up
+    after 0.5 s rather than its configured seconds: how long a refusal takes is not under test."""
     connection: Any = connections["default"]  # PostgreSQL's wrapper, which has a pool
-    port = connection.settings_dict["PORT"]
+    port, pool = connection.settings_dict["PORT"], connection.settings_dict["OPTIONS"].get("pool")
     connection.close()
     connection.close_pool()
     connection.settings_dict["PORT"] = str(free_port())
+    if isinstance(pool, dict):
+        connection.settings_dict["OPTIONS"]["pool"] = {**pool, "timeout": 0.5}
     try:
         yield
     finally:
         connection.close()
         connection.close_pool()
         connection.settings_dict["PORT"] = port
+        if isinstance(pool, dict):
+            connection.settings_dict["OPTIONS"]["pool"] = pool
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL outage")
@@ -134,6 +140,7 @@ def test_a_batch_refused_in_an_outage_is_stored_by_the_next_run_without_waiting_
     transactional_db: None, group: Group
 ) -> None:
     _record(group, range(1, 6))
+    usage_rows_ready()  # a worker that has stored batches before: its statements are built
     with _postgres_unreachable(), pytest.raises(OperationalError):
         usage_ingest()
     assert get_redis_connection("default").xpending(USAGE_STREAM, "ingest")["pending"] == 5

@@ -147,6 +147,7 @@ def test_batches_read_ahead_while_the_database_refuses_are_never_acknowledged(
     transactional_db: None, group: Group, small_batches: int
 ) -> None:
     _xadd([_event(group, n) for n in range(1, 61)])
+    usage_rows_ready()  # a worker that has stored batches before: its statements are built
 
     with _postgres_unreachable(), pytest.raises(OperationalError):
         usage_ingest()

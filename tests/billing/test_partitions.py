@@ -41,7 +41,7 @@ from groups.models import Group, Workspace
 from routing import journal
 from tests.billing.conftest import endpoint_add
 from tests.billing.stream_events import stream_event
-from tests.proxy.orphans import key_entry, note_left, worker_record
+from tests.proxy.orphans import ingest_twice, key_entry, note_left, worker_record
 
 postgresql = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="partitions exist on PostgreSQL only"
@@ -198,11 +198,7 @@ def test_a_reaped_request_and_its_late_worker_store_one_event(group: Group, firs
     ]
     for step in steps if first == "reaper" else steps[::-1]:
         step()
-    entries: list = client.xrange(USAGE_STREAM) or []
-    [(_, fields)] = entries
-    usage_ingest()
-    client.xadd(USAGE_STREAM, {"e": fields[b"e"]})
-    usage_ingest()
+    ingest_twice()
 
     [stored] = UsageEvent.objects.filter(request_id="req-reaped")
     assert stored.idempotency_key == key

@@ -16,7 +16,7 @@ from tests.billing.scripted_server import Reply, ScriptedServer
 from tests.faults.processes import Celery
 from tests.waiting import wait_until
 
-TIMEOUT = 3  # the webhook timeout of the test and its workers: a 17 s lease
+TIMEOUT = 2  # the webhook timeout of the test and its workers: a 13 s lease
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 

@@ -19,11 +19,11 @@ from billing.tasks import deliveries_enqueue_due
 from groups.models import Workspace
 from tests.billing.conftest import endpoint_add
 from tests.billing.scripted_server import Reply, ScriptedServer
-from tests.billing.test_worker_crash import TIMEOUT
 from tests.faults.processes import group_kill, log_tail, spawn, suite_env
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+TIMEOUT = 3  # the webhook timeout of the test and its worker: the delivery outlasts the SIGTERM
 
 
 def _worker(log: Path) -> subprocess.Popen[bytes]:

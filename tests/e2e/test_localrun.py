@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from openai import OpenAI
 
 from gateway_project.env import BASE_DIR
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -56,14 +56,14 @@ class LocalRun:
         return self.output.read_text()
 
     def wait_banner(self, timeout: float = 120) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def banner() -> str | None:
             text = self.text()
             if "Press Ctrl-C" in text:
                 return text
             assert self.proc.poll() is None, text
-            time.sleep(0.2)
-        raise AssertionError(f"no banner within {timeout}s:\n{self.text()}")
+            return None
+
+        return str(wait_until(banner, timeout=timeout, what="the banner"))
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGINT)
@@ -90,15 +90,6 @@ def _field(banner: str, pattern: str) -> str:
     match = re.search(pattern, banner)
     assert match, banner
     return match.group(1)
-
-
-def _wait(condition: object, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 def test_make_run_serves_the_demo_and_stops_cleanly(var_dir: Path, ports: dict[str, int]) -> None:
@@ -141,7 +132,11 @@ def test_make_run_serves_the_demo_and_stops_cleanly(var_dir: Path, ports: dict[s
         assert "Support console" in logged_in.text
         assert httpx.get(f"{base}/readyz").status_code == 200
         receiver_log = var_dir / "logs" / "webhook-receiver.log"
-        _wait(lambda: "events, verified" in receiver_log.read_text(), timeout=30)
+        wait_until(
+            lambda: "events, verified" in receiver_log.read_text(),
+            timeout=30,
+            what="the receiver verified a delivery",
+        )
     finally:
         code = run.stop()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 
 import django
 
@@ -42,6 +43,16 @@ def _create(upstream_url: str, requests_per_minute: str = "") -> dict[str, str]:
     return {"key": plaintext, "prefix": key.prefix, "workspace_id": workspace.id}
 
 
+def _key(workspace_id: str) -> dict[str, str]:
+    from groups.models import Group
+    from groups.services.audit import SYSTEM_ACTOR
+    from keys.services import api_key_create
+
+    group = Group.objects.select_related("workspace").get(workspace_id=workspace_id)
+    key, plaintext = api_key_create(workspace=group.workspace, group=group, actor=SYSTEM_ACTOR)
+    return {"key": plaintext, "prefix": key.prefix, "workspace_id": workspace_id}
+
+
 def _revoke(workspace_id: str, prefix: str) -> dict[str, str]:
     from groups.models import Workspace
     from groups.services.audit import SYSTEM_ACTOR
@@ -57,7 +68,12 @@ def main(argv: list[str]) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
     django.setup()
     command, *args = argv
-    result = _create(*args) if command == "create" else _revoke(*args)
+    commands: dict[str, Callable[..., dict[str, str]]] = {
+        "create": _create,
+        "key": _key,
+        "revoke": _revoke,
+    }
+    result = commands[command](*args)
     print(json.dumps(result), flush=True)
 
 

@@ -15,7 +15,6 @@ import redis
 from django.conf import settings
 
 from billing.models import UsageEvent
-from billing.services.ingest import usage_ingest
 from billing.services.usage import USAGE_STREAM
 from groups.limits import EnforcedLimit
 from routing import journal
@@ -23,11 +22,25 @@ from routing.admission import limits_admit
 from routing.authcache import KeyEntry
 from routing.tasks import inflight_reap_task
 from tests.proxy.conftest import SLUG, compatible_target, tenant_build
-from tests.proxy.orphans import current_usage, key_entry, note_left, worker_record
+from tests.proxy.orphans import (
+    current_usage,
+    ingest_twice,
+    key_entry,
+    note_left,
+    worker_record,
+)
 from tests.waiting import wait_until
 
 CHAT = "/v1/chat/completions"
 DAILY = [EnforcedLimit("grp_j", "grp_j", "USAGE", "TOKEN", "DAY", 100_000)]
+# 40 tokens 25 ms apart: a one-second stream, so its note is flushed while it runs.
+SLOW_STREAM = {
+    "model": SLUG,
+    "messages": [{"role": "user", "content": "hi"}],
+    "stream": True,
+    "max_tokens": 40,
+    "fake": {"delay_ms": 25},
+}
 
 
 def _client() -> redis.Redis:
@@ -37,6 +50,11 @@ def _client() -> redis.Redis:
 def _events() -> list[dict]:
     entries: list = _client().xrange(USAGE_STREAM) or []
     return [json.loads(fields[b"e"]) for _, fields in entries]
+
+
+def _tenant_headers(workspace, upstream) -> dict[str, str]:
+    tenant = tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
+    return {"Authorization": f"Bearer {tenant.key}"}
 
 
 def _entry() -> KeyEntry:
@@ -75,18 +93,12 @@ def _tokens_today() -> int:
 
 
 def test_a_running_stream_is_noted_and_its_event_removes_the_note(gateway, workspace, upstream):
-    tenant = tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
-    body = {
-        "model": SLUG,
-        "messages": [{"role": "user", "content": "hi"}],
-        "stream": True,
-        "max_tokens": 40,
-        "fake": {"delay_ms": 25},  # a one-second stream: its note is flushed meanwhile
-    }
-    headers = {"Authorization": f"Bearer {tenant.key}"}
+    headers = _tenant_headers(workspace, upstream)
     client = _client()
 
-    with httpx.stream("POST", f"{gateway.url}{CHAT}", json=body, headers=headers) as response:
+    with httpx.stream(
+        "POST", f"{gateway.url}{CHAT}", json=SLOW_STREAM, headers=headers
+    ) as response:
         noted = wait_until(lambda: client.hkeys(journal.INFLIGHT_KEY), timeout=5)
         response.read()
 
@@ -114,9 +126,8 @@ def test_a_request_that_ends_before_the_flush_costs_no_redis_command():
 
 
 def test_quick_requests_through_the_gateway_leave_no_note(gateway, workspace, upstream):
-    tenant = tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
     body = {"model": SLUG, "messages": [{"role": "user", "content": "hi"}]}
-    headers = {"Authorization": f"Bearer {tenant.key}"}
+    headers = _tenant_headers(workspace, upstream)
 
     responses = [httpx.post(f"{gateway.url}{CHAT}", json=body, headers=headers) for _ in range(20)]
 
@@ -241,11 +252,7 @@ def test_a_reaped_request_and_its_late_worker_put_one_event_in_the_stream_and_on
     assert event["idempotencyKey"] == key
     assert event["status"] == ("cancelled" if first == "reaper" else "completed")
     # The stream entry delivered again (a reclaim after a crash) meets its own row.
-    entries: list = client.xrange(USAGE_STREAM) or []
-    [(_, fields)] = entries
-    usage_ingest()
-    client.xadd(USAGE_STREAM, {"e": fields[b"e"]})
-    usage_ingest()
+    ingest_twice()
     [stored] = UsageEvent.objects.filter(request_id="req-late-1")
     assert stored.idempotency_key == key and stored.status == event["status"]
 
@@ -305,18 +312,12 @@ def test_a_reaped_event_carries_its_notes_key_and_the_time_it_was_reaped(workspa
 def test_a_running_requests_note_carries_its_events_key_and_the_event_its_end_time(
     gateway, workspace, upstream
 ):
-    tenant = tenant_build(workspace=workspace, targets=[compatible_target(upstream.url)])
-    body = {
-        "model": SLUG,
-        "messages": [{"role": "user", "content": "hi"}],
-        "stream": True,
-        "max_tokens": 40,
-        "fake": {"delay_ms": 25},
-    }
-    headers = {"Authorization": f"Bearer {tenant.key}"}
+    headers = _tenant_headers(workspace, upstream)
     client = _client()
 
-    with httpx.stream("POST", f"{gateway.url}{CHAT}", json=body, headers=headers) as response:
+    with httpx.stream(
+        "POST", f"{gateway.url}{CHAT}", json=SLOW_STREAM, headers=headers
+    ) as response:
         wait_until(lambda: client.hkeys(journal.INFLIGHT_KEY), timeout=5)
         [raw] = client.hvals(journal.INFLIGHT_KEY)
         noted = datetime.now(UTC)

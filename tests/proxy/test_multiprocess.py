@@ -62,10 +62,13 @@ def _seed(env: dict[str, str], *args: str) -> dict[str, str]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], psutil.Process]]:
-    """(gateway URL, seeded credentials, gunicorn master) with 2 workers over a fake upstream."""
-    yield from _gateway(tmp_path, workers=2)
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, dict[str, str], psutil.Process]]:
+    """(gateway URL, seeded credentials, gunicorn master) with 2 workers over a fake upstream,
+    shared by the tests of this module: none changes what the others rely on."""
+    yield from _gateway(tmp_path_factory.mktemp("cluster"), workers=2)
 
 
 @pytest.fixture
@@ -123,19 +126,28 @@ def _fresh_post(url: str, key: str) -> int:
         conn.close()
 
 
-def _both_workers_answered(master: psutil.Process, status: str) -> bool:
-    """Both live workers have counted a request with `status` (in their metric files)."""
-    counts = requests_by_worker(Path(master.environ()["PROMETHEUS_MULTIPROC_DIR"]), status=status)
+def _answered(master: psutil.Process, status: str) -> dict[int, float]:
+    """How many requests with `status` each worker has counted (in its metric files)."""
+    return requests_by_worker(Path(master.environ()["PROMETHEUS_MULTIPROC_DIR"]), status=status)
+
+
+def _both_workers_answered(
+    master: psutil.Process, status: str, since: dict[int, float] | None = None
+) -> bool:
+    """Both live workers have counted a request with `status`, one more than `since` counted."""
+    counts, before = _answered(master, status), since or {}
     live = {child.pid for child in master.children()}
-    return len(live) == 2 and all(counts.get(pid) for pid in live)
+    return len(live) == 2 and all(counts.get(pid, 0) > before.get(pid, 0) for pid in live)
 
 
 def test_revoked_key_is_rejected_on_every_worker_within_a_second(cluster):
-    url, seeded, master = cluster
+    url, tenant, master = cluster
+    seeded = _seed(_env_of(cluster), "key", tenant["workspace_id"])  # this test's own key
+    ok_before, denied_before = _answered(master, "200"), _answered(master, "401")
     wait_until(
         lambda: (
             [_fresh_post(url, seeded["key"]) for _ in range(4)]
-            and _both_workers_answered(master, "200")
+            and _both_workers_answered(master, "200", since=ok_before)
         ),
         timeout=20,
         interval=0,
@@ -151,7 +163,7 @@ def test_revoked_key_is_rejected_on_every_worker_within_a_second(cluster):
     first_401 = next((elapsed for elapsed, status in results if status == 401), None)
     print(f"revocation: first 401 after {first_401:.3f}s, {len(results)} requests in 1.5 s")
     assert len(late) >= 5 and set(late) == {401}
-    wait_until(lambda: _both_workers_answered(master, "401"), timeout=5)
+    wait_until(lambda: _both_workers_answered(master, "401", since=denied_before), timeout=5)
 
 
 def test_metrics_sum_every_worker_of_the_node(cluster):

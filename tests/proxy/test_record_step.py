@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 import pytest
 import redis
@@ -18,7 +19,6 @@ from billing.services.usage import (
     UsageRecord,
     usage_event_key,
     usage_record_write,
-    usage_timestamp,
 )
 from groups.limits import EnforcedLimit
 from groups.models import Group
@@ -26,34 +26,15 @@ from routing.admission import limits_admit, settle_changes
 from routing.journal import INFLIGHT_KEY
 from routing.limit_counters import SCRIPT, SCRIPT_SHA, script_adjust_call
 from tests.proxy.conftest import SLUG
-from tests.proxy.orphans import current_usage
+from tests.proxy.orphans import current_usage, key_entry, usage_record
 
 DAILY = [EnforcedLimit("grp_r", "grp_r", "USAGE", "TOKEN", "DAY", 100_000)]
 
 
 def _record(request_id: str, group_id: str = "grp_r", workspace_id: str = "ws_r") -> UsageRecord:
-    return UsageRecord(
-        request_id=request_id,
-        idempotency_key=usage_event_key(),
-        timestamp=usage_timestamp(),
-        metadata={},
-        slug=SLUG,
-        external_id="cust_r",
-        key_prefix="sky_record000001",
-        group_id=group_id,
-        workspace_id=workspace_id,
-        status="completed",
-        input_tokens=30,
-        output_tokens=12,
-        cached_input_tokens=0,
-        estimated=False,
-        cost=None,
-        http_status=200,
-        target="OPENAI_COMPATIBLE#0",
-        total_ms=5.0,
-        upstream_ms=4.0,
-        first_byte_ms=1.0,
-    )
+    entry = key_entry(group_id=group_id, key_prefix="sky_record000001", limits=DAILY)
+    entry = replace(entry, workspace_id=workspace_id, external_id="cust_r")
+    return usage_record(request_id, entry, event_key=usage_event_key(), status="completed")
 
 
 async def _settle_call(reserve: int, actual: int) -> ScriptCall:

@@ -10,6 +10,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -59,13 +60,21 @@ def _response_head(conn: socket.socket) -> str:
 
 
 def _response(conn: socket.socket) -> str:
+    """The response on `conn`: read until its Content-Length is in, the peer closes or the socket
+    times out (a server keeping the connection open after answering is not waited out)."""
     data = b""
     try:
-        while chunk := conn.recv(65536):
+        while not _complete(data) and (chunk := conn.recv(65536)):
             data += chunk
     except (TimeoutError, ConnectionResetError):
         pass
     return data.decode("latin-1")
+
+
+def _complete(data: bytes) -> bool:
+    head, ended, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:[ \t]*(\d+)", head)
+    return bool(ended) and length is not None and len(body) >= int(length.group(1))
 
 
 # --- /metrics -------------------------------------------------------------------------------------
