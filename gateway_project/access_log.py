@@ -1,7 +1,8 @@
 """One log line per management API call (logger `gateway.management`).
 
 Method, route (the URL pattern, never the raw path), status, workspace, management key prefix,
-duration and request id, in the keys of an inference request's line (gateway_project/logs.py).
+duration and request id, in the keys of an inference request's line
+(gateway_project/kernel/logs.py).
 The request id is also the response's `X-Request-ID` and an attribute of the call's trace span.
 Never the key itself nor a body.
 """

@@ -2,8 +2,9 @@
 
 Logging stays Django's (settings.LOGGING, JSON lines): Celery neither takes over the root logger
 nor installs its own format, in the worker and in beat alike. Each task a worker runs is one line
-of the request schema (gateway_project/logs.py). A worker with GATEWAY_WORKER_METRICS_PORT set
-serves the billing pipeline's Prometheus numbers on that port (gateway_project/worker_metrics.py).
+of the request schema (gateway_project/kernel/logs.py). A worker with
+GATEWAY_WORKER_METRICS_PORT set serves the billing pipeline's Prometheus numbers on that port
+(gateway_project/worker_metrics.py).
 """
 
 from __future__ import annotations

@@ -195,10 +195,13 @@ REST_FRAMEWORK = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "gateway_project.logs.JsonFormatter"}},
+    "formatters": {"json": {"()": "gateway_project.kernel.logs.JsonFormatter"}},
     # Buffered: one write per half second under load, WARNING and above at once.
     "handlers": {
-        "console": {"class": "gateway_project.logs.BufferedStreamHandler", "formatter": "json"}
+        "console": {
+            "class": "gateway_project.kernel.logs.BufferedStreamHandler",
+            "formatter": "json",
+        }
     },
     "root": {"handlers": ["console"], "level": env_str("GATEWAY_LOG_LEVEL", "INFO")},
     "loggers": {

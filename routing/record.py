@@ -15,7 +15,7 @@ from routing.journal import INFLIGHT_KEY, journal
 from routing.limit_counters import SCRIPT, SCRIPT_SHA, script_adjust_call
 from routing.pricing import cost_wire
 from routing.reconcile import settle_plan
-from routing.redis_pool import limits_redis, main_redis
+from routing.redis_pool import limits_on_main, main_redis
 from routing.relay import RelayOutcome
 from routing.usage import Usage
 
@@ -58,7 +58,7 @@ async def request_record(
     client = main_redis()
     counters, amounts = settle_plan(request, admission, billed)
     also = None
-    if counters and limits_redis() is client:
+    if counters and limits_on_main():
         keys, args = script_adjust_call(counters=counters, amounts=amounts)
         also = ScriptCall(SCRIPT, SCRIPT_SHA, tuple(keys), tuple(args))
     with tracing.span("usage record"):

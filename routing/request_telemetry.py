@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from gateway_project.kernel.logs import plain_log
 from routing import metrics
 from routing.call import Call
 
@@ -31,9 +32,11 @@ def request_observe(call: Call, *, route_label: str) -> None:
             metrics.count(metrics.tokens_total, (call.slug, kind), value)
     if not logger.isEnabledFor(logging.INFO):
         return
-    logger.info(
+    plain_log(
+        logger,
+        logging.INFO,
         "inference request",
-        extra={
+        {
             "request_id": call.request_id,
             "route": route_label,
             "status": call.status,

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from gateway_project.logs import REQUEST_KEYS, JsonFormatter
+from gateway_project.kernel.logs import REQUEST_KEYS, JsonFormatter
 from tests.api.conftest import client_for
 
 

@@ -21,7 +21,7 @@ from django_redis import get_redis_connection
 from billing.services.usage import USAGE_STREAM
 from gateway_project.cli import beat_argv, worker_argv
 from gateway_project.env import BASE_DIR
-from gateway_project.logs import BASE_KEYS, REQUEST_KEYS
+from gateway_project.kernel.logs import BASE_KEYS, REQUEST_KEYS
 from tests.faults.processes import free_port, group_kill, suite_database_url
 from tests.metrics_read import sample_sum
 from tests.waiting import wait_until

@@ -13,7 +13,7 @@ import httpx
 from billing.models import UsageEvent
 from billing.services.ingest import usage_ingest
 from billing.wire import event_wire
-from gateway_project.logs import JsonFormatter
+from gateway_project.kernel.logs import JsonFormatter
 from groups.models import AuditEvent
 from groups.services.audit import SYSTEM_ACTOR
 from keys.models import ApiKey

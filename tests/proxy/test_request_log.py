@@ -7,7 +7,7 @@ import logging
 
 import httpx
 
-from gateway_project.logs import BASE_KEYS, REQUEST_KEYS, JsonFormatter
+from gateway_project.kernel.logs import BASE_KEYS, REQUEST_KEYS, JsonFormatter
 from tests.proxy.conftest import SLUG
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway_project.logs import BufferedStreamHandler, JsonFormatter
+from gateway_project.kernel.logs import BufferedStreamHandler, JsonFormatter, plain_log
 from tests.waiting import wait_until
 
 
@@ -71,3 +71,49 @@ def test_an_idle_process_still_writes_its_last_lines(logged):
     logger.info("last words")
 
     wait_until(lambda: "last words" in stream.getvalue(), timeout=3)
+
+
+FIELDS = {"request_id": "r-1", "status": 200, "slug": 'acme/é"x', "stream": False, "ms": 1.5}
+
+
+def _without_ts(line: str) -> str:
+    data = json.loads(line)
+    data.pop("ts")
+    return json.dumps(data)
+
+
+def test_a_plain_line_is_the_bytes_a_log_record_gives(logged):
+    logger, stream = logged
+    logger.info("inference request", extra=FIELDS)
+    logger.warning("flush")
+    by_record = stream.getvalue().splitlines()[0]
+
+    plain_log(logger, logging.INFO, "inference request", FIELDS)
+    logger.warning("flush")
+
+    plain = stream.getvalue().splitlines()[2]
+    assert plain.split('"level"', 1)[1] == by_record.split('"level"', 1)[1]
+    assert _without_ts(plain) == _without_ts(by_record)
+
+
+def test_a_plain_line_still_reaches_a_handler_that_wants_records(logged, caplog):
+    logger, stream = logged
+    caplog.set_level(logging.INFO, logger="tests.buffered")
+
+    plain_log(logger, logging.INFO, "inference request", FIELDS)
+
+    (record,) = [r for r in caplog.records if r.name == "tests.buffered"]
+    assert record.request_id == "r-1"
+    assert record.funcName == "test_a_plain_line_still_reaches_a_handler_that_wants_records"
+    logger.warning("flush")
+    assert json.loads(stream.getvalue().splitlines()[0])["request_id"] == "r-1"
+
+
+def test_a_plain_line_below_the_level_is_not_written(logged):
+    logger, stream = logged
+    logger.setLevel(logging.WARNING)
+
+    plain_log(logger, logging.INFO, "inference request", FIELDS)
+    logger.warning("flush")
+
+    assert [json.loads(line)["msg"] for line in stream.getvalue().splitlines()] == ["flush"]

@@ -24,7 +24,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from billing.models import WebhookEndpoint
-from gateway_project.logs import JsonFormatter
+from gateway_project.kernel.logs import JsonFormatter
 from groups.models import AuditEvent, Secret, Workspace
 from keys.models import ApiKey, ManagementKey
 from tests.fakes.model_server import FakeModelServerThread

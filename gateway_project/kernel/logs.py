@@ -44,21 +44,33 @@ class JsonFormatter(_PythonJsonFormatter):
             return str(super().format(record))
         record.message = record.getMessage()
         record.asctime = self.formatTime(record)
-        data = {
-            "ts": record.asctime,
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.message,
-        }
+        return self.plain_line(
+            ts=record.asctime,
+            level=record.levelname,
+            logger=record.name,
+            message=record.message,
+            fields=record.__dict__,
+        )
+
+    def plain_line(
+        self, *, ts: str, level: str, logger: str, message: str, fields: dict[str, Any]
+    ) -> str:
+        """The line of a plain record: BASE_KEYS, then `fields` but a record's own attributes."""
+        data = {"ts": ts, "level": level, "logger": logger, "msg": message}
         skip = self._skip_fields
-        for key, value in record.__dict__.items():
+        for key, value in fields.items():
             if key not in skip and not key.startswith("_"):
                 data[_RENAMED.get(key, key)] = value
         return str(self._encoder.encode(data))
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
         """UTC, ISO 8601, milliseconds."""
-        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        return time_text(record.created)
+
+
+def time_text(created: float) -> str:
+    """A line's `ts`: UTC, ISO 8601, milliseconds."""
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
 
 
 class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -80,16 +92,21 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:
         """Buffer the formatted line; write the buffer when it is due."""
         try:
-            line = self.format(record) + self.terminator
+            line = self.format(record)
         except Exception:  # noqa: BLE001 - logging must never raise into the caller
             self.handleError(record)
             return
+        self.line_add(line, levelno=record.levelno)
+
+    def line_add(self, line: str, *, levelno: int) -> None:
+        """Buffer a formatted line (without its terminator); write the buffer when it is due."""
+        line += self.terminator
         with self.lock:  # type: ignore[union-attr]
             self._lines.append(line)
             self._size += len(line)
             now = time.monotonic()
             due = now - self._last >= self.FLUSH_SECONDS or self._size >= self.BUFFER_BYTES
-            if record.levelno >= logging.WARNING or due:
+            if levelno >= logging.WARNING or due:
                 self._write()
                 self._last = now
             elif self._flusher_pid != os.getpid():
@@ -116,3 +133,57 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.stream.flush()
         except Exception:  # noqa: BLE001 - a closed stream at exit, a full disk: drop, go on
             pass
+
+
+def _plain_handlers(logger: logging.Logger, levelno: int) -> list[BufferedStreamHandler] | None:
+    """The handlers an enabled record of `logger` reaches, when each is one of ours with our JSON
+    formatter and no filter sits on the way (None: some handler or filter needs a LogRecord)."""
+    if logging.getLogRecordFactory() is not logging.LogRecord:
+        return None
+    found: list[BufferedStreamHandler] = []
+    node: logging.Logger | None = logger
+    while node is not None:
+        if node.filters:
+            return None
+        for handler in node.handlers:
+            if type(handler) is not BufferedStreamHandler or handler.filters:
+                return None
+            if type(handler.formatter) is not JsonFormatter:
+                return None
+            if levelno >= handler.level:
+                found.append(handler)
+        if not node.propagate:
+            break
+        node = node.parent
+    return found or None
+
+
+def plain_log(logger: logging.Logger, levelno: int, message: str, fields: dict[str, Any]) -> None:
+    """`logger.log(levelno, message, extra=fields)`, the same bytes out, but with no LogRecord
+    (nor caller lookup) when only our buffered JSON handlers take the line: one per request."""
+    if logger.disabled or not logger.isEnabledFor(levelno):
+        return
+    handlers = _plain_handlers(logger, levelno)
+    if handlers is None:
+        logger.log(levelno, message, extra=fields, stacklevel=2)
+        return
+    ts, level = time_text(time.time()), logging.getLevelName(levelno)
+    try:
+        lines = [
+            _formatter(handler).plain_line(
+                ts=ts, level=level, logger=logger.name, message=message, fields=fields
+            )
+            for handler in handlers
+        ]
+    except Exception:  # noqa: BLE001 - logging must never raise into the caller
+        # The usual way, whose handler reports the failure as logging does.
+        logger.log(levelno, message, extra=fields, stacklevel=2)
+        return
+    for handler, line in zip(handlers, lines, strict=True):
+        handler.line_add(line, levelno=levelno)
+
+
+def _formatter(handler: logging.Handler) -> JsonFormatter:
+    formatter = handler.formatter
+    assert isinstance(formatter, JsonFormatter)
+    return formatter
