@@ -32,6 +32,8 @@ from gateway_project.kernel.pagination import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Accept headers DRF's negotiation answers with JSON at its plain media type.
+PLAIN_JSON_ACCEPTS = frozenset({"*/*", "application/json"})
 
 
 class IdConverter:
@@ -75,6 +77,19 @@ class GatewayAPIView(APIView):
 
     parser_classes = [JSONParser]
     renderer_classes = [JSONRenderer]
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[Any, str]:
+        """JSON without DRF's negotiation when the request accepts anything or JSON and names no
+        format (what every client sends); any other request is negotiated as before."""
+        accept = request.META.get("HTTP_ACCEPT", "*/*")
+        if (
+            accept in PLAIN_JSON_ACCEPTS
+            and self.renderer_classes == [JSONRenderer]
+            and "format" not in self.kwargs
+            and "format" not in request.query_params
+        ):
+            return JSONRenderer(), JSONRenderer.media_type
+        return super().perform_content_negotiation(request, force)
 
     @property
     def principal(self) -> Principal:
@@ -131,9 +146,15 @@ class GatewayAPIView(APIView):
 
     def query(self, serializer_class: type[serializers.Serializer[Any]]) -> dict[str, Any]:
         """The declared query parameters validated by `serializer_class` (others are ignored)."""
-        declared = serializer_class().fields
+        declared = declared_fields(serializer_class)
         params = {k: v for k, v in self.request.query_params.items() if k in declared}
         return strict_validate(serializer_class, params)
+
+
+@cache
+def declared_fields(serializer_class: type[serializers.Serializer[Any]]) -> frozenset[str]:
+    """The names of the fields `serializer_class` declares (fixed once the class is defined)."""
+    return frozenset(serializer_class().fields)
 
 
 def body_bytes(request: HttpRequest) -> bytes:

@@ -192,3 +192,32 @@ def test_wrong_method_is_405(api: APIClient, world: dict[str, str], path: str) -
 
     assert response.status_code == 405
     assert error_code(response) == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    "accept", [None, "*/*", "application/json", "application/*", "text/html, */*;q=0.1"]
+)
+def test_it_answers_json_to_what_accepts_json(api: APIClient, accept: str | None) -> None:
+    path = "/v1/gateway/groups"
+
+    response = api.get(path) if accept is None else api.get(path, HTTP_ACCEPT=accept)
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("accept", "query", "status", "code"),
+    [
+        ("text/html", "", 406, "not_acceptable"),
+        ("", "", 406, "not_acceptable"),
+        ("*/*", "?format=html", 404, "not_found"),
+    ],
+)
+def test_it_refuses_what_does_not_accept_json(
+    api: APIClient, accept: str, query: str, status: int, code: str
+) -> None:
+    response = api.get(f"/v1/gateway/groups{query}", HTTP_ACCEPT=accept)
+
+    assert response.status_code == status
+    assert error_code(response) == code
