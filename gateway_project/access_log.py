@@ -19,6 +19,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.decorators import sync_and_async_middleware
 
+from gateway_project.kernel.logs import plain_log
 from gateway_project.kernel.tracing import current_annotate
 
 MANAGEMENT_PREFIX = "/v1/gateway"
@@ -68,7 +69,8 @@ def _end(
     request: HttpRequest, response: HttpResponseBase, request_id: str, started: float
 ) -> HttpResponseBase:
     response["X-Request-ID"] = request_id
-    logger.info("management request", extra=_fields(request, response, request_id, started))
+    fields = _fields(request, response, request_id, started)
+    plain_log(logger, logging.INFO, "management request", fields)
     return response
 
 
