@@ -8,6 +8,8 @@
         relay.blackhole(new_connections=True)  # ... and new connections are accepted, then ignored
         relay.refuse()            # reset every connection and every new one
         relay.restore()           # forward again (already black-holed connections stay dead)
+        relay.hold_replies()      # Redis's replies wait in the relay (commands still reach Redis)
+        relay.release_replies()   # ... and go on to their clients, in order
 
 Black-holed bytes are read and dropped, as a network that lost its route drops them: the sender sees
 neither an error nor an answer (a half-open connection).
@@ -58,6 +60,8 @@ class RedisRelay:
         self.mode = "forward"  # forward | blackhole | refuse
         self.cut_token: bytes | None = None
         self.cuts = 0
+        self.replies_flow = threading.Event()
+        self.replies_flow.set()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.thread = threading.Thread(target=self._accept, daemon=True)
 
@@ -87,6 +91,14 @@ class RedisRelay:
             if new_connections:
                 self.mode = "blackhole"
 
+    def hold_replies(self) -> None:
+        """Keep every reply from Redis in the relay until release_replies (a slow answer)."""
+        self.replies_flow.clear()
+
+    def release_replies(self) -> None:
+        """Pass the held replies on, each to the connection it belongs to, in order."""
+        self.replies_flow.set()
+
     def refuse(self) -> None:
         """Reset every open connection and every new one."""
         with self.lock:
@@ -111,6 +123,7 @@ class RedisRelay:
     def close(self) -> None:
         """Stop listening and drop every connection."""
         self.mode = "refuse"
+        self.replies_flow.set()
         with contextlib.suppress(OSError):
             self.listener.close()
         with self.lock:
@@ -191,6 +204,7 @@ class RedisRelay:
                 return
             if connection.blackholed:
                 continue
+            self.replies_flow.wait()
             try:
                 connection.client.sendall(data)
             except OSError:
