@@ -8,6 +8,7 @@
         relay.blackhole(new_connections=True)  # ... and new connections are accepted, then ignored
         relay.refuse()            # reset every connection and every new one
         relay.restore()           # forward again (already black-holed connections stay dead)
+        relay.blackhole_on(b"XADD")  # a connection goes silent the moment it sends this
         relay.hold_replies()      # Redis's replies wait in the relay (commands still reach Redis)
         relay.release_replies()   # ... and go on to their clients, in order
 
@@ -59,6 +60,7 @@ class RedisRelay:
         self.connections: list[_Connection] = []
         self.mode = "forward"  # forward | blackhole | refuse
         self.cut_token: bytes | None = None
+        self.blackhole_token: bytes | None = None
         self.cuts = 0
         self.replies_flow = threading.Event()
         self.replies_flow.set()
@@ -80,6 +82,10 @@ class RedisRelay:
     def cut_on(self, token: bytes | None) -> None:
         """Reset (before forwarding it) any connection that sends a chunk containing `token`."""
         self.cut_token = token
+
+    def blackhole_on(self, token: bytes | None) -> None:
+        """Black-hole (from that chunk on, kept open) any connection that sends `token`."""
+        self.blackhole_token = token
 
     def blackhole(self, *, matching: bytes | None = None, new_connections: bool = False) -> None:
         """Stop forwarding on open connections (those that sent `matching`, if given), keeping
@@ -110,7 +116,7 @@ class RedisRelay:
 
     def restore(self) -> None:
         """Forward new connections again."""
-        self.mode, self.cut_token = "forward", None
+        self.mode, self.cut_token, self.blackhole_token = "forward", None, None
 
     def sent_since(self, token: bytes, since: float) -> int:
         """How many connections sent a chunk containing `token` after `since` (time.monotonic)."""
@@ -177,6 +183,9 @@ class RedisRelay:
             with self.lock:
                 connection.sent_at.append((time.monotonic(), data[:256]))
                 del connection.sent_at[:-200]
+            silence = self.blackhole_token
+            if silence is not None and silence in data:
+                connection.blackholed = True
             if connection.blackholed:
                 continue
             token = self.cut_token

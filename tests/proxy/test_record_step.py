@@ -9,8 +9,10 @@ import asyncio
 import json
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 
+import httpx
 import pytest
 import redis
 from django.conf import settings
@@ -26,12 +28,14 @@ from billing.services.usage import (
 )
 from groups.limits import EnforcedLimit
 from groups.models import Group, Workspace
+from routing import authcache
 from routing.admission import limits_admit, settle_changes
 from routing.journal import INFLIGHT_KEY
 from routing.limit_counters import SCRIPT, SCRIPT_SHA, script_adjust_call
 from routing.redis_pool import close_all, record_redis
+from tests.fakes.model_server import FakeModelServerThread
 from tests.fakes.redis_relay import RedisRelay
-from tests.proxy.conftest import SLUG
+from tests.proxy.conftest import SLUG, GatewayThread, compatible_target, tenant_build
 from tests.proxy.orphans import current_usage, key_entry, usage_record
 
 DAILY = [EnforcedLimit("grp_r", "grp_r", "USAGE", "TOKEN", "DAY", 100_000)]
@@ -181,3 +185,53 @@ def test_a_late_reply_is_not_read_by_the_next_command(
     assert after == b"fresh"
     assert ran is False  # its reply never came: retried in the background
     assert list(UsageEvent.objects.values_list("request_id", flat=True)) == ["req-step-4"]
+
+
+@pytest.fixture
+def relay(settings: Settings) -> Iterator[RedisRelay]:
+    """The gateway's way to Redis (REDIS_URL)."""
+    with RedisRelay(settings.REDIS_URL) as relay:
+        settings.REDIS_URL = relay.url
+        yield relay
+
+
+@pytest.fixture
+def gateway(relay: RedisRelay, transactional_db: None) -> Iterator[GatewayThread]:
+    """The gateway as a real server, started after the relay so that it uses it."""
+    authcache.cache_reset()
+    server = GatewayThread().start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("limited", [False, True], ids=["event-only", "event-and-settle"])
+def test_a_response_whose_record_step_meets_a_silent_redis_ends_within_the_timeout(
+    limited: bool,
+    relay: RedisRelay,
+    gateway: GatewayThread,
+    workspace: Workspace,
+    upstream: FakeModelServerThread,
+    settings: Settings,
+) -> None:
+    settings.GATEWAY_USAGE_RECORD_TIMEOUT = 0.3
+    limits = {"usage_limits": [{"type": "TOKEN", "unit": "DAY", "threshold": 100_000}]}
+    tenant = tenant_build(
+        workspace=workspace,
+        targets=[compatible_target(upstream.url)],
+        limits=limits if limited else None,
+    )
+    relay.blackhole_on(USAGE_STREAM.encode())  # the record step's connection goes silent
+
+    started = time.monotonic()
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json={"model": SLUG, "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {tenant.key}"},
+        timeout=10,
+    )
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 200
+    assert elapsed < 2  # the step's 0.3 s, the insert (and a note's removal, 0.3 s) at most
+    stored = UsageEvent.objects.values_list("request_id", flat=True)
+    assert list(stored) == [response.headers["x-request-id"]]
