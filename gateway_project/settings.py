@@ -244,6 +244,8 @@ GATEWAY_MEDIA_PART_TOKENS = env_int("GATEWAY_MEDIA_PART_TOKENS", 2048)
 GATEWAY_LIMITS_FAIL_OPEN = env_bool("GATEWAY_LIMITS_FAIL_OPEN", False)
 # Seconds one limits call (pool wait included) may take before Redis counts as unreachable.
 GATEWAY_LIMITS_TIMEOUT = env_float("GATEWAY_LIMITS_TIMEOUT", 5.0)
+# Seconds the record step's Redis round trip may take before its usage event is inserted directly.
+GATEWAY_USAGE_RECORD_TIMEOUT = env_float("GATEWAY_USAGE_RECORD_TIMEOUT", 5.0)
 # Both default to SECRET_KEY (what they always were); set them apart before changing SECRET_KEY.
 GATEWAY_KEY_PEPPER = env_str("GATEWAY_KEY_PEPPER", SECRET_KEY)
 GATEWAY_ENCRYPTION_KEY = env_str("GATEWAY_ENCRYPTION_KEY", SECRET_KEY)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+from django.conf import settings
+
 from billing.services.usage import ScriptCall, UsageRecord, usage_record_write, usage_timestamp
 from gateway_project.kernel import tracing
 from routing.adjust_retry import adjust_retry_start
@@ -15,7 +17,7 @@ from routing.journal import INFLIGHT_KEY, journal
 from routing.limit_counters import SCRIPT, SCRIPT_SHA, script_adjust_call
 from routing.pricing import cost_wire
 from routing.reconcile import settle_plan
-from routing.redis_pool import limits_on_main, main_redis
+from routing.redis_pool import limits_on_main, record_redis
 from routing.relay import RelayOutcome
 from routing.usage import Usage
 
@@ -55,14 +57,20 @@ async def request_record(
     """Make the record durable; the request's in-flight note ends in the same step. True when
     the reservation is settled too (else request_reconcile settles it after the last byte)."""
     note = (INFLIGHT_KEY, record.request_id) if journal().end(record.request_id) else None
-    client = main_redis()
+    client = record_redis()
     counters, amounts = settle_plan(request, admission, billed)
     also = None
     if counters and limits_on_main():
         keys, args = script_adjust_call(counters=counters, amounts=amounts)
         also = ScriptCall(SCRIPT, SCRIPT_SHA, tuple(keys), tuple(args))
     with tracing.span("usage record"):
-        ran = await usage_record_write(client=client, record=record, note=note, also=also)
+        ran = await usage_record_write(
+            client=client,
+            record=record,
+            timeout=settings.GATEWAY_USAGE_RECORD_TIMEOUT,
+            note=note,
+            also=also,
+        )
     if also is not None and not ran:
         # Not lost with Redis: retried in the background, as any settle is.
         adjust_retry_start(counters=counters, amounts=amounts, now=None)

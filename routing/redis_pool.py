@@ -54,6 +54,15 @@ def limits_redis() -> aioredis.Redis | RedisCluster:
     return _client(settings.GATEWAY_LIMITS_REDIS_URL, caller_bounded=True)
 
 
+def record_redis() -> aioredis.Redis:
+    """The main Redis as the record step reaches it: no per-socket-operation timeout, since
+    `usage_record_write` bounds its whole step by GATEWAY_USAGE_RECORD_TIMEOUT. With the limit
+    counters on the main Redis this is the limits' client (one pool for both)."""
+    client = _client(settings.REDIS_URL, caller_bounded=True)
+    assert isinstance(client, aioredis.Redis)
+    return client
+
+
 def limits_on_main() -> bool:
     """Whether the limit counters live on the main Redis (one round trip can reach both)."""
     return bool(settings.GATEWAY_LIMITS_REDIS_URL == settings.REDIS_URL)

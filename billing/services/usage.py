@@ -6,6 +6,7 @@ Routing imports this module on every gateway worker, so it imports only what rec
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -167,33 +168,58 @@ async def usage_record_write(
     *,
     client: Any,
     record: UsageRecord,
+    timeout: float,
     note: tuple[str, str] | None = None,
     also: ScriptCall | None = None,
 ) -> bool:
     """Make one request's usage record durable (see usage_event_record); `also` runs on the same
-    server in the same round trip. True when `also` ran (False: the caller retries it)."""
+    server in the same round trip. True when `also` ran (False: the caller retries it).
+
+    `timeout` bounds the Redis step as a whole, so `client` needs no per-command timeout of its
+    own; past it the event is inserted directly. redis-py closes a connection whose read or write
+    is cut short, so a late reply never reaches the next command drawn from the pool."""
     event = record.event()
-    if also is None:
-        await usage_event_record(client=client, event=event, note=note)
-        return True
-    payload = _payload(event)
+    unanswered = ConnectionError("the usage stream's Redis did not answer")
+    replies: list[Any] = [unanswered, unanswered if also is not None else None]
+    failure: BaseException | None = None
     try:
-        pipe = client.pipeline(transaction=False)
-        pipe.evalsha(_RECORD_SHA, *_record_args(payload, note, claim=False))
-        pipe.evalsha(also.sha, len(also.keys), *also.keys, *also.args)
-        recorded, ran = await pipe.execute(raise_on_error=False)
-    except (RedisError, OSError):
-        recorded = ran = ConnectionError("the usage stream's Redis did not answer")
-    if isinstance(recorded, NoScriptError):
-        await usage_event_record(client=client, event=event, note=note)
-    elif isinstance(recorded, Exception):
-        await _record_direct(client=client, event=event, note=note)
-    if isinstance(ran, NoScriptError):
+        async with asyncio.timeout(timeout):
+            await _record_step(client, replies, payload=_payload(event), note=note, also=also)
+    except (RedisError, OSError) as error:  # OSError: the TimeoutError too
+        failure = error
+    recorded, ran = replies
+    if isinstance(recorded, Exception):
+        cause = failure or recorded
+        await _record_direct(client=client, event=event, note=note, timeout=timeout, error=cause)
+    return not isinstance(ran, Exception)
+
+
+async def _record_step(
+    client: Any,
+    replies: list[Any],
+    *,
+    payload: bytes,
+    note: tuple[str, str] | None,
+    also: ScriptCall | None,
+) -> None:
+    """The record's round trip; `replies` gets the record's and `also`'s reply as each is known
+    (an exception for one that failed), so a step cut short keeps what it learnt."""
+    if also is None:
+        await _event_add(client, payload=payload, note=note)
+        replies[0] = 1
+        return
+    pipe = client.pipeline(transaction=False)
+    pipe.evalsha(_RECORD_SHA, *_record_args(payload, note, claim=False))
+    pipe.evalsha(also.sha, len(also.keys), *also.keys, *also.args)
+    replies[:] = await pipe.execute(raise_on_error=False)
+    if isinstance(replies[0], NoScriptError):
+        with contextlib.suppress(RedisError, OSError):
+            await _event_add(client, payload=payload, note=note)
+            replies[0] = 1
+    if isinstance(replies[1], NoScriptError):
         with contextlib.suppress(RedisError, OSError):
             await client.script_load(also.script)
-            await client.evalsha(also.sha, len(also.keys), *also.keys, *also.args)
-            return True
-    return not isinstance(ran, Exception)
+            replies[1] = await client.evalsha(also.sha, len(also.keys), *also.keys, *also.args)
 
 
 def _record_args(payload: bytes, note: tuple[str, str] | None, *, claim: bool) -> tuple[Any, ...]:
@@ -209,31 +235,40 @@ async def usage_event_record(
 
     `note` (hash key, field) is the request's in-flight journal note, removed in the same step.
     """
-    payload = _payload(event)
     try:
-        if note is None:
-            await client.xadd(USAGE_STREAM, {"e": payload})
-            return
-        args = _record_args(payload, note, claim=False)
-        try:
-            await client.evalsha(_RECORD_SHA, *args)
-        except NoScriptError:
-            await client.script_load(_RECORD_SCRIPT)
-            await client.evalsha(_RECORD_SHA, *args)
-    except (RedisError, OSError):
-        await _record_direct(client=client, event=event, note=note)
+        await _event_add(client, payload=_payload(event), note=note)
+    except (RedisError, OSError) as error:
+        await _record_direct(client=client, event=event, note=note, timeout=None, error=error)
+
+
+async def _event_add(client: Any, *, payload: bytes, note: tuple[str, str] | None) -> None:
+    if note is None:
+        await client.xadd(USAGE_STREAM, {"e": payload})
+        return
+    args = _record_args(payload, note, claim=False)
+    try:
+        await client.evalsha(_RECORD_SHA, *args)
+    except NoScriptError:
+        await client.script_load(_RECORD_SCRIPT)
+        await client.evalsha(_RECORD_SHA, *args)
 
 
 async def _record_direct(
-    *, client: Any, event: dict[str, Any], note: tuple[str, str] | None
+    *,
+    client: Any,
+    event: dict[str, Any],
+    note: tuple[str, str] | None,
+    timeout: float | None,
+    error: BaseException,
 ) -> None:
-    logger.warning("usage stream unavailable; inserting directly", exc_info=True)
+    logger.warning("usage stream unavailable; inserting directly", exc_info=error)
     await sync_to_async(usage_events_store_direct, thread_sensitive=False)(events=[event])
     if note is not None:
         # Stored: the note may go (if it stays, a reaper's event for it is a duplicate
         # request id, which ingest drops).
         with contextlib.suppress(RedisError, OSError):
-            await client.hdel(*note)
+            async with asyncio.timeout(timeout):
+                await client.hdel(*note)
 
 
 def usage_record_claim(*, client: Any, record: UsageRecord, note: tuple[str, str]) -> bool:

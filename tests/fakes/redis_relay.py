@@ -8,6 +8,9 @@
         relay.blackhole(new_connections=True)  # ... and new connections are accepted, then ignored
         relay.refuse()            # reset every connection and every new one
         relay.restore()           # forward again (already black-holed connections stay dead)
+        relay.blackhole_on(b"XADD")  # a connection goes silent the moment it sends this
+        relay.hold_replies()      # Redis's replies wait in the relay (commands still reach Redis)
+        relay.release_replies()   # ... and go on to their clients, in order
 
 Black-holed bytes are read and dropped, as a network that lost its route drops them: the sender sees
 neither an error nor an answer (a half-open connection).
@@ -57,7 +60,10 @@ class RedisRelay:
         self.connections: list[_Connection] = []
         self.mode = "forward"  # forward | blackhole | refuse
         self.cut_token: bytes | None = None
+        self.blackhole_token: bytes | None = None
         self.cuts = 0
+        self.replies_flow = threading.Event()
+        self.replies_flow.set()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.thread = threading.Thread(target=self._accept, daemon=True)
 
@@ -77,6 +83,10 @@ class RedisRelay:
         """Reset (before forwarding it) any connection that sends a chunk containing `token`."""
         self.cut_token = token
 
+    def blackhole_on(self, token: bytes | None) -> None:
+        """Black-hole (from that chunk on, kept open) any connection that sends `token`."""
+        self.blackhole_token = token
+
     def blackhole(self, *, matching: bytes | None = None, new_connections: bool = False) -> None:
         """Stop forwarding on open connections (those that sent `matching`, if given), keeping
         them open; with `new_connections`, accept new ones but forward nothing on them either."""
@@ -86,6 +96,14 @@ class RedisRelay:
                     connection.blackholed = True
             if new_connections:
                 self.mode = "blackhole"
+
+    def hold_replies(self) -> None:
+        """Keep every reply from Redis in the relay until release_replies (a slow answer)."""
+        self.replies_flow.clear()
+
+    def release_replies(self) -> None:
+        """Pass the held replies on, each to the connection it belongs to, in order."""
+        self.replies_flow.set()
 
     def refuse(self) -> None:
         """Reset every open connection and every new one."""
@@ -98,7 +116,7 @@ class RedisRelay:
 
     def restore(self) -> None:
         """Forward new connections again."""
-        self.mode, self.cut_token = "forward", None
+        self.mode, self.cut_token, self.blackhole_token = "forward", None, None
 
     def sent_since(self, token: bytes, since: float) -> int:
         """How many connections sent a chunk containing `token` after `since` (time.monotonic)."""
@@ -111,6 +129,7 @@ class RedisRelay:
     def close(self) -> None:
         """Stop listening and drop every connection."""
         self.mode = "refuse"
+        self.replies_flow.set()
         with contextlib.suppress(OSError):
             self.listener.close()
         with self.lock:
@@ -164,6 +183,9 @@ class RedisRelay:
             with self.lock:
                 connection.sent_at.append((time.monotonic(), data[:256]))
                 del connection.sent_at[:-200]
+            silence = self.blackhole_token
+            if silence is not None and silence in data:
+                connection.blackholed = True
             if connection.blackholed:
                 continue
             token = self.cut_token
@@ -191,6 +213,7 @@ class RedisRelay:
                 return
             if connection.blackholed:
                 continue
+            self.replies_flow.wait()
             try:
                 connection.client.sendall(data)
             except OSError:

@@ -75,7 +75,7 @@ def worker_record(request_id: str, entry: KeyEntry, *, event_key: str, status: s
     async def run() -> None:
         client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
         await usage_record_write(
-            client=client, record=record, note=(journal.INFLIGHT_KEY, request_id)
+            client=client, record=record, timeout=5, note=(journal.INFLIGHT_KEY, request_id)
         )
         await client.aclose()
 

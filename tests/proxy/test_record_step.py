@@ -1,16 +1,22 @@
 """The record step's one round trip: the usage event, the end of the in-flight note and the settle
 of the reservation go to Redis together, and neither a flushed script cache nor a Redis that does
-not answer loses the event or the settle."""
+not answer loses the event or the settle; a Redis that answers late or never holds the response no
+longer than the record's timeout, and its late reply never reaches another command."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
+from collections.abc import Iterator
 from dataclasses import replace
 
+import httpx
 import pytest
 import redis
 from django.conf import settings
+from pytest_django.fixtures import Settings
 
 from billing.models import UsageEvent
 from billing.services.usage import (
@@ -21,11 +27,15 @@ from billing.services.usage import (
     usage_record_write,
 )
 from groups.limits import EnforcedLimit
-from groups.models import Group
+from groups.models import Group, Workspace
+from routing import authcache
 from routing.admission import limits_admit, settle_changes
 from routing.journal import INFLIGHT_KEY
 from routing.limit_counters import SCRIPT, SCRIPT_SHA, script_adjust_call
-from tests.proxy.conftest import SLUG
+from routing.redis_pool import close_all, record_redis
+from tests.fakes.model_server import FakeModelServerThread
+from tests.fakes.redis_relay import RedisRelay
+from tests.proxy.conftest import SLUG, GatewayThread, compatible_target, tenant_build
 from tests.proxy.orphans import current_usage, key_entry, usage_record
 
 DAILY = [EnforcedLimit("grp_r", "grp_r", "USAGE", "TOKEN", "DAY", 100_000)]
@@ -55,7 +65,9 @@ def _write(record: UsageRecord, *, url: str, flush_scripts: bool = False) -> boo
             await redis.asyncio.Redis.from_url(settings.REDIS_URL).script_flush()
         try:
             note = (INFLIGHT_KEY, record.request_id)
-            return await usage_record_write(client=client, record=record, note=note, also=also)
+            return await usage_record_write(
+                client=client, record=record, timeout=5, note=note, also=also
+            )
         finally:
             await client.aclose()
 
@@ -94,3 +106,132 @@ def test_a_redis_that_does_not_answer_stores_the_event_directly_and_asks_for_a_r
     assert ran is False  # the caller retries the settle in the background
     assert list(UsageEvent.objects.values_list("request_id", flat=True)) == ["req-step-2"]
     assert current_usage(DAILY) == 1000  # still the reservation: nothing settled yet
+
+
+def _workspace_record(workspace: Workspace, request_id: str) -> UsageRecord:
+    group = Group(workspace=workspace, external_entity_id="cust_r")
+    group.root = group
+    group.save()
+    return _record(request_id, group_id=group.id, workspace_id=workspace.id)
+
+
+def _record_step(
+    record: UsageRecord, *, held_by: RedisRelay | None = None
+) -> tuple[bool, float, object]:
+    """The gateway's record step on its own client (REDIS_URL, GATEWAY_USAGE_RECORD_TIMEOUT):
+    whether the settle ran, how long the step took and, when `held_by` holds the step's replies,
+    what the next command on the same client reads once they are let go."""
+
+    async def run() -> tuple[bool, float, object]:
+        also = await _settle_call(reserve=1000, actual=42)
+        client = record_redis()
+        after = None
+        try:
+            if held_by is not None:
+                await client.set("gw:test:after", "fresh")  # the pool's connection, up
+                held_by.hold_replies()
+            started = time.monotonic()
+            ran = await usage_record_write(
+                client=client,
+                record=record,
+                timeout=settings.GATEWAY_USAGE_RECORD_TIMEOUT,
+                note=(INFLIGHT_KEY, record.request_id),
+                also=also,
+            )
+            elapsed = time.monotonic() - started
+            if held_by is not None:
+                held_by.release_replies()
+                after = await client.get("gw:test:after")
+            return ran, elapsed, after
+        finally:
+            await close_all()
+
+    # Bounded here as well, so that a step that never ends fails the test instead of hanging it.
+    return asyncio.run(asyncio.wait_for(run(), 10))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_redis_that_accepts_and_never_answers_gets_the_event_stored_within_the_timeout(
+    workspace: Workspace, settings: Settings
+) -> None:
+    settings.GATEWAY_USAGE_RECORD_TIMEOUT = 0.2
+    record = _workspace_record(workspace, "req-step-3")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete in the backlog; nothing ever replies
+        settings.REDIS_URL = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+
+        ran, elapsed, _ = _record_step(record)
+
+    assert elapsed < 1.5  # the step and the note's removal, 0.2 s each, and the insert
+    assert ran is False
+    assert list(UsageEvent.objects.values_list("request_id", flat=True)) == ["req-step-3"]
+    assert current_usage(DAILY) == 1000
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_late_reply_is_not_read_by_the_next_command(
+    workspace: Workspace, settings: Settings
+) -> None:
+    settings.GATEWAY_USAGE_RECORD_TIMEOUT = 0.2
+    record = _workspace_record(workspace, "req-step-4")
+    redis.Redis.from_url(settings.REDIS_URL).hset(INFLIGHT_KEY, "req-step-4", "{}")
+    with RedisRelay(settings.REDIS_URL) as relay:
+        settings.REDIS_URL = relay.url
+
+        ran, elapsed, after = _record_step(record, held_by=relay)
+
+    assert elapsed < 1.5
+    assert after == b"fresh"
+    assert ran is False  # its reply never came: retried in the background
+    assert list(UsageEvent.objects.values_list("request_id", flat=True)) == ["req-step-4"]
+
+
+@pytest.fixture
+def relay(settings: Settings) -> Iterator[RedisRelay]:
+    """The gateway's way to Redis (REDIS_URL)."""
+    with RedisRelay(settings.REDIS_URL) as relay:
+        settings.REDIS_URL = relay.url
+        yield relay
+
+
+@pytest.fixture
+def gateway(relay: RedisRelay, transactional_db: None) -> Iterator[GatewayThread]:
+    """The gateway as a real server, started after the relay so that it uses it."""
+    authcache.cache_reset()
+    server = GatewayThread().start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("limited", [False, True], ids=["event-only", "event-and-settle"])
+def test_a_response_whose_record_step_meets_a_silent_redis_ends_within_the_timeout(
+    limited: bool,
+    relay: RedisRelay,
+    gateway: GatewayThread,
+    workspace: Workspace,
+    upstream: FakeModelServerThread,
+    settings: Settings,
+) -> None:
+    settings.GATEWAY_USAGE_RECORD_TIMEOUT = 0.3
+    limits = {"usage_limits": [{"type": "TOKEN", "unit": "DAY", "threshold": 100_000}]}
+    tenant = tenant_build(
+        workspace=workspace,
+        targets=[compatible_target(upstream.url)],
+        limits=limits if limited else None,
+    )
+    relay.blackhole_on(USAGE_STREAM.encode())  # the record step's connection goes silent
+
+    started = time.monotonic()
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json={"model": SLUG, "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {tenant.key}"},
+        timeout=10,
+    )
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 200
+    assert elapsed < 2  # the step's 0.3 s, the insert (and a note's removal, 0.3 s) at most
+    stored = UsageEvent.objects.values_list("request_id", flat=True)
+    assert list(stored) == [response.headers["x-request-id"]]
