@@ -17,10 +17,11 @@ def _spin(seconds: float) -> None:
 def test_the_meter_counts_the_node_process_tree_and_nothing_without_a_database() -> None:
     meter = CpuMeter(os.getpid(), None)
     before = meter.read()
-    _spin(0.05)
+    _spin(0.2)
     node, database = _cpu_since(meter, before)
 
-    assert node >= 0.04
+    # The kernel counts process CPU in clock ticks (10 ms here): allow for one either side.
+    assert node >= 0.17
     assert database == 0.0
 
 
