@@ -40,11 +40,16 @@ def table_estimate(queryset: QuerySet[Any]) -> int | None:
     if connection.vendor != "postgresql":
         return None
     with connection.cursor() as cursor:
-        # A partitioned table's rows are its partitions' (a plain table is its own one leaf).
+        # A partitioned table's rows are its partitions'; a plain table has no partition tree
+        # (pg_partition_tree lists nothing for it), so its own estimate is read.
+        table = queryset.model._meta.db_table
         cursor.execute(
-            "SELECT sum(c.reltuples)::bigint FROM pg_partition_tree(%s::regclass) t "
-            "JOIN pg_class c ON c.oid = t.relid WHERE t.isleaf AND c.reltuples >= 0",
-            [queryset.model._meta.db_table],
+            "SELECT coalesce("
+            "(SELECT sum(c.reltuples) FROM pg_partition_tree(%s::regclass) t "
+            "JOIN pg_class c ON c.oid = t.relid WHERE t.isleaf AND c.reltuples >= 0), "
+            "(SELECT c.reltuples FROM pg_class c WHERE c.oid = %s::regclass "
+            "AND c.relkind = 'r' AND c.reltuples >= 0))::bigint",
+            [table, table],
         )
         row = cursor.fetchone()
     return int(row[0]) if row is not None and row[0] is not None else None

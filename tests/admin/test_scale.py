@@ -97,6 +97,22 @@ def test_a_list_past_the_exact_count_says_it_is_an_estimate(
     assert '<span id="result-count">1</span>' in small
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's planner estimate")
+def test_an_unfiltered_list_past_the_exact_count_gives_the_tables_estimate(
+    admin_client: Client, tenant: Grow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(admin_paging, "EXACT_COUNT_LIMIT", 5)
+    tenant(8)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {Group._meta.db_table}")
+
+    html = admin_client.get(_changelist("groups_group")).content.decode()
+
+    # A plain table's estimate: the groups' page links reach past the exact count.
+    assert admin_paging.table_estimate(Group.objects.all()) == Group.objects.count()
+    assert f'<span id="result-count">about {Group.objects.count()}</span>' in html
+
+
 class _Selects(HTMLParser):
     """Every <select> of a page: its name and its options' (value, selected)."""
 
