@@ -175,7 +175,10 @@ def test_the_usage_dashboard_draws_a_chart_per_slug(staff_page: Any, shots: Shot
     workspace = tenant()
     group = Group.objects.create(workspace=workspace, external_entity_id="cust", name="Customer")
     now = timezone.now()
-    for hours, tokens in ((1, 100), (2, 300), (30, 50)):
+    # The two recent events share a UTC day (the daily chart's bucket) and not an hour: in the
+    # first hours of a day they go an hour apart before its midnight.
+    recent = 1 if now.hour >= 3 else now.hour + 1
+    for hours, tokens in ((recent, 100), (recent + 1, 300), (30, 50)):
         UsageEvent.objects.create(
             request_id=f"req-{hours}",
             timestamp=now - timedelta(hours=hours),
