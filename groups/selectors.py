@@ -80,16 +80,58 @@ def _live(workspace: Workspace | str, legacy: bool | None) -> QuerySet[Group]:
     return groups if legacy is None else groups.filter(is_legacy_user=legacy)
 
 
+_GROUP_COLUMNS = tuple(field.attname for field in Group._meta.concrete_fields)
+_PK = _GROUP_COLUMNS.index("id")
+_MODEL_COLUMNS = (
+    "model_access__slug",
+    "model_access__limits__kind",
+    "model_access__limits__type",
+    "model_access__limits__unit",
+    "model_access__limits__threshold",
+)
+
+
+def _with_models(groups: QuerySet[Group]) -> QuerySet[Any]:
+    """Each group's columns with its configured models, a row per limit, in configured order."""
+    order = ("pk", "model_access__position", "model_access__id", "model_access__limits__id")
+    return groups.order_by(*order).values_list(*_GROUP_COLUMNS, *_MODEL_COLUMNS)
+
+
+def _spec_add(models: dict[str, list[LimitSpec]], slug: str, *limit: Any) -> None:
+    limits = models.setdefault(slug, [])
+    kind, type_, unit, threshold = limit
+    if kind is not None:  # an access without limits comes as one row of NULLs
+        limits.append(LimitSpec(kind=kind, type=type_, unit=unit, threshold=threshold))
+
+
+def _groups_with_models(rows: list[tuple[Any, ...]]) -> list[Group]:
+    """The groups of `_with_models` rows, each with its models kept as `group_limits` reads them."""
+    found: dict[str, tuple[Group, dict[str, list[LimitSpec]]]] = {}
+    width = len(_GROUP_COLUMNS)
+    for row in rows:
+        entry = found.get(row[_PK])
+        if entry is None:
+            group = Group.from_db("default", _GROUP_COLUMNS, row[:width])
+            entry = found[group.id] = (group, {})
+        if row[width] is not None:  # a group without models comes as one row of NULLs
+            _spec_add(entry[1], *row[width:])
+    for group, models in found.values():
+        specs = {slug: tuple(limits) for slug, limits in models.items()}
+        _limits_keep(group, GroupLimits(group_id=group.id, models=specs))
+    return [group for group, _models in found.values()]
+
+
 _GROUP_GET: CompiledRead[Group] = CompiledRead(
-    lambda workspace_id, group_id, legacy: (
-        _live(workspace_id, legacy).filter(pk=group_id).order_by("pk")[:1]
+    lambda workspace_id, group_id, legacy: _with_models(
+        _live(workspace_id, legacy).filter(pk=group_id)
     )
 )
 
 
 def group_get(*, workspace: Workspace, group_id: str, legacy: bool | None = None) -> Group:
-    """A live group of the workspace, else NotFound."""
-    found = _GROUP_GET.objects(workspace_id=workspace.id, group_id=group_id, legacy=legacy)
+    """A live group of the workspace with its configured models (one query), else NotFound."""
+    rows = _GROUP_GET.rows(workspace_id=workspace.id, group_id=group_id, legacy=legacy)
+    found = _groups_with_models(rows)
     if not found:
         noun = "user" if legacy else "group"
         raise NotFound(f"No {noun} with id {group_id!r}", code="not_found")
@@ -118,6 +160,18 @@ _GROUP_PAGE: CompiledRead[Group] = CompiledRead(
 )
 
 
+# A live external id names one group at most: its lookup reads the group with its models.
+_GROUP_OF_EXTERNAL_ID: CompiledRead[Group] = CompiledRead(
+    lambda workspace_id, external_entity_id, legacy, after: _with_models(
+        group_list(workspace=workspace_id, external_entity_id=external_entity_id, legacy=legacy)
+        if after is None
+        else group_list(
+            workspace=workspace_id, external_entity_id=external_entity_id, legacy=legacy
+        ).filter(pk__gt=after)
+    )
+)
+
+
 def group_page(
     *,
     workspace: Workspace,
@@ -126,7 +180,16 @@ def group_page(
     external_entity_id: str | None = None,
     legacy: bool | None = None,
 ) -> list[Group]:
-    """`count` groups of `group_list` in id order after the id `after` (a page's read)."""
+    """`count` groups of `group_list` in id order after the id `after` (a page's read); the
+    group of an external id comes with its models (one query)."""
+    if external_entity_id is not None:
+        rows = _GROUP_OF_EXTERNAL_ID.rows(
+            workspace_id=workspace.id,
+            external_entity_id=external_entity_id,
+            legacy=legacy,
+            after=after,
+        )
+        return _groups_with_models(rows)[:count]
     return _GROUP_PAGE.objects(
         workspace_id=workspace.id,
         external_entity_id=external_entity_id,
@@ -151,10 +214,8 @@ def groups_limits(*, group_ids: Iterable[str]) -> dict[str, GroupLimits]:
     """Configured models of many groups by id, in configured order, read as tuples (one query)."""
     # Building model instances of every access and limit of a page cost more than the rest of it.
     found: dict[str, dict[str, list[LimitSpec]]] = {group_id: {} for group_id in group_ids}
-    for group_id, slug, kind, type_, unit, threshold in _LIMITS_OF.rows(group_ids=list(found)):
-        limits = found[group_id].setdefault(slug, [])
-        if kind is not None:  # an access without limits comes as one row of NULLs
-            limits.append(LimitSpec(kind=kind, type=type_, unit=unit, threshold=threshold))
+    for group_id, slug, *limit in _LIMITS_OF.rows(group_ids=list(found)):
+        _spec_add(found[group_id], slug, *limit)
     return {
         group_id: GroupLimits(
             group_id=group_id, models={slug: tuple(specs) for slug, specs in models.items()}
@@ -167,9 +228,13 @@ def groups_models_wire(
     *, groups: list[Group]
 ) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     """(models, effective models) in the wire shape of many groups by id, in two queries at most
-    (the ancestors of the children, then every member's models)."""
+    (the ancestors of the children, then the models of every member not read with it)."""
     chains = _chains(groups)
-    limits = groups_limits(group_ids=[member.id for chain in chains.values() for member in chain])
+    members = [member for chain in chains.values() for member in chain]
+    limits = {member.id: read for member in members if (read := _limits_read(member)) is not None}
+    unread = [member.id for member in members if member.id not in limits]
+    if unread:
+        limits |= groups_limits(group_ids=unread)
     return {
         group.id: (
             specs_wire(limits[group.id].models),

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from groups.models import AuditEvent
+from groups.models import AuditEvent, Group, Workspace
 from keys.models import ApiKey
 from tests.api.conftest import error_code, group_body, model
 
@@ -345,10 +345,48 @@ def test_create_and_get_take_a_fixed_few_queries(
     # limits, audit.
     with django_assert_max_num_queries(7):
         created = create(api, group_body("cust_q", model("acme/llama", rpm=1, tpd=5)))
-    with django_assert_max_num_queries(2):
+    with django_assert_max_num_queries(1):  # the group with its models and limits
         fetched = api.get(f"{GROUPS}/{created.json()['id']}")
 
     assert created.json() == fetched.json()
+
+
+@pytest.mark.usefixtures("key_verified")
+def test_lookup_by_external_id_and_usage_take_one_query(
+    api: APIClient, group: dict, django_assert_max_num_queries: Any
+) -> None:
+    with django_assert_max_num_queries(1):  # the group with its models and limits
+        found = api.get(GROUPS, {"external_entity_id": "cust_1"})
+    with django_assert_max_num_queries(1):
+        usage = api.get(f"{GROUPS}/{group['id']}/usage")
+
+    assert found.json()["items"] == [group]
+    assert usage.status_code == 200
+
+
+def test_lookup_by_external_id_answers_as_get_for_children_and_groups_without_models(
+    api: APIClient, endpoints: list, workspace: Workspace
+) -> None:
+    root_id = create(api, group_body("root_x", model("acme/llama", rpm=5, tpd=9))).json()["id"]
+    child = create(api, group_body("kid_x", model("acme/llama"), parent_group_id=root_id)).json()
+    unlimited = create(api, group_body("open_x", model("acme/mistral"), model("acme/llama")))
+    bare = Group(workspace=workspace, external_entity_id="bare_x")  # the API always gives models
+    bare.root_id = bare.id
+    bare.save(force_insert=True)
+
+    found = {
+        ext_id: api.get(GROUPS, {"external_entity_id": ext_id}).json()["items"]
+        for ext_id in ("bare_x", "kid_x", "open_x")
+    }
+
+    assert found == {
+        "bare_x": [api.get(f"{GROUPS}/{bare.id}").json()],
+        "kid_x": [child],
+        "open_x": [unlimited.json()],
+    }
+    assert found["bare_x"][0]["models"] == found["bare_x"][0]["effective_models"] == []
+    assert api.get(f"{GROUPS}/{child['id']}").json() == child
+    assert child["effective_models"][0]["rate_limits"][0]["source_group"] == root_id
 
 
 @pytest.mark.usefixtures("key_verified")

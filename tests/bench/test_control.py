@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import time
 
-from bench.control import CpuMeter, Op, _cpu_since
+import pytest
+from django.db import connection
+
+from bench.control import CpuMeter, Op, _cpu_since, database_settle
 
 
 def _spin(seconds: float) -> None:
@@ -34,3 +37,19 @@ def test_cpu_per_request_is_the_phase_cpu_over_its_requests() -> None:
     assert summary["db_cpu_ms"] == 10.0
     assert summary["per_s"] == 2.0
     assert "server_cpu_ms" not in Op(latencies=[0.01], wall=1.0).summary()
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's statistics")
+def test_the_database_is_settled_as_autovacuum_leaves_it_before_the_timed_reads() -> None:
+    conf = connection.settings_dict
+    url = f"postgresql://{conf['USER']}@{conf['HOST']}:{conf['PORT']}/{conf['NAME']}"
+
+    database_settle(url)
+    database_settle(None)  # SQLite: nothing to do
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE relname = 'groups_modellimit'")
+        (counted,) = cursor.fetchone()
+    # A table never vacuumed nor analyzed has -1: the planner then guesses its size and spread.
+    assert counted == 0
