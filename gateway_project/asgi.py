@@ -4,30 +4,23 @@ Command line: gunicorn -k gateway_project.worker.GatewayWorker gateway_project.a
 
 Every request first passes the edge checks (gateway_project/edge.py). Inference paths (`/v1/...`
 except the management API under `/v1/gateway`) and `/metrics` go to the proxy's raw ASGI app before
-Django; everything else goes to Django with its body already read and bounded. Django's
-thread-sensitive work runs on a small pool of reused single-thread executors instead of a new thread
-per request, and a request's middleware and view run in one call on that thread.
+Django; everything else goes to Django with its body already read and bounded, through
+gateway_project/control_handler.py (one hop per request to one of a few long-lived threads).
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import django
-from asgiref.sync import ThreadSensitiveContext, sync_to_async
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
 django.setup(set_prefix=False)
 
-from django.core.handlers.asgi import ASGIHandler  # noqa: E402
-from django.core.handlers.base import BaseHandler  # noqa: E402
-from django.http import HttpRequest, HttpResponseBase  # noqa: E402
-
+from gateway_project.control_handler import ControlPlaneHandler  # noqa: E402
 from gateway_project.drain import drain_refusal, draining  # noqa: E402
 from gateway_project.edge import (  # noqa: E402
     METRICS_PATH,
@@ -43,8 +36,6 @@ from routing.proxy import proxy_app  # noqa: E402
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[Mapping[str, Any]], Awaitable[None]]
-DjangoReceive = Callable[[], Awaitable[Mapping[str, Any]]]  # what ASGIHandler's stubs accept
-DJANGO_EXECUTORS = 8
 # Allocations between two young-generation collections (CPython's default: 700).
 GC_GEN0_THRESHOLD = 20_000
 
@@ -60,46 +51,7 @@ def collector_tune() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
 
-class PooledExecutorASGIHandler(ASGIHandler):
-    """Django's handler with each request's sync work on one of a few long-lived threads.
-
-    Every middleware and view of ours is sync, so the async chain would cross from the event loop
-    to the thread and back for each middleware hook, the view and the rendering (about 15 hops a
-    request, each a context copy and two wake-ups). The sync chain, the one the test client runs,
-    does all of it in one call on the request's thread."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._idle: asyncio.Queue[ThreadPoolExecutor] | None = None
-        self._sync_chain = BaseHandler()
-        self._sync_chain.load_middleware(is_async=False)
-
-    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
-        """The response from the sync chain, run on the request's thread."""
-        get_response = sync_to_async(self._sync_chain.get_response, thread_sensitive=True)
-        return await get_response(request)
-
-    def _pool(self) -> asyncio.Queue[ThreadPoolExecutor]:
-        if self._idle is None:
-            self._idle = asyncio.Queue()
-            for index in range(DJANGO_EXECUTORS):
-                name = f"django-{index}"
-                self._idle.put_nowait(ThreadPoolExecutor(max_workers=1, thread_name_prefix=name))
-        return self._idle
-
-    async def __call__(self, scope: Scope, receive: DjangoReceive, send: Send) -> None:
-        if scope["type"] != "http":
-            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        pool = self._pool()
-        executor = await pool.get()
-        try:
-            async with ThreadSensitiveContext(executor=executor):
-                await self.handle(scope, receive, send)
-        finally:
-            pool.put_nowait(executor)
-
-
-django_app = PooledExecutorASGIHandler()
+django_app = ControlPlaneHandler()
 collector_tune()
 
 

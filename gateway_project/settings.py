@@ -47,6 +47,8 @@ INSTALLED_APPS = [
     "gateway_project.apps.GatewayConfig",
 ]
 
+# A management API call that sends no cookie runs this without the session, CSRF, auth and messages
+# middleware (gateway_project/control_handler.py); the admin and cookie-carrying calls run it all.
 MIDDLEWARE = [
     # Outermost: a management API call's line covers the whole chain.
     "gateway_project.access_log.management_access_log",
