@@ -3,14 +3,58 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import redis.asyncio as aioredis
 from django.conf import settings
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 CLUSTER_SCHEME = "redis+cluster://"
 # (url, loop id, whether each call is bounded by its caller instead of per-socket-operation)
 _clients: dict[tuple[str, int, bool], aioredis.Redis | RedisCluster] = {}
+
+
+class LeanBlockingPool(aioredis.BlockingConnectionPool):
+    """A BlockingConnectionPool whose uncontended lend and return are a list pop and append.
+
+    redis-py's own takes a Condition and a timer, runs its connection checks through its retry
+    wrapper and feeds its observability hooks (off here) on every command: about half of the CPU a
+    command costs this process. Here an idle connection that is connected with nothing unread
+    (the check redis-py makes) is lent at once, and one returned while nobody waits for a
+    connection goes straight back. Anything else (a connection to open or repair, an empty pool,
+    a waiter, maintenance) takes redis-py's path."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slow_takers = 0
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        """An idle, ready connection at once; otherwise redis-py's way (which may wait)."""
+        idle = self._available_connections
+        if idle and not self._in_maintenance:
+            connection = idle.pop()
+            try:
+                ready = connection.is_connected and not await connection.can_read()
+            except (RedisConnectionError, OSError):
+                ready = False
+            if ready:
+                self._in_use_connections.add(connection)
+                return connection
+            idle.append(connection)
+        self._slow_takers += 1
+        try:
+            return await super().get_connection()  # type: ignore[no-untyped-call]
+        finally:
+            self._slow_takers -= 1
+
+    async def release(self, connection: Any) -> None:
+        """Back to the idle list; redis-py's way when someone may wait for it."""
+        if self._slow_takers or self._in_maintenance or connection.should_reconnect():
+            await super().release(connection)
+            return
+        self._in_use_connections.remove(connection)
+        self._available_connections.append(connection)
 
 
 def _build(url: str, *, caller_bounded: bool) -> aioredis.Redis | RedisCluster:
@@ -24,7 +68,8 @@ def _build(url: str, *, caller_bounded: bool) -> aioredis.Redis | RedisCluster:
             "socket_timeout": None,
             "socket_connect_timeout": settings.GATEWAY_LIMITS_TIMEOUT,
         }
-    pool = aioredis.BlockingConnectionPool.from_url(
+    pool_class = LeanBlockingPool if caller_bounded else aioredis.BlockingConnectionPool
+    pool = pool_class.from_url(
         url, max_connections=settings.GATEWAY_REDIS_POOL_SIZE, timeout=5, **timeouts
     )
     return aioredis.Redis(connection_pool=pool)

@@ -150,6 +150,11 @@ async def chunk_read(
     The first read may wait up to `timeout` (default the first-byte timeout: a model still
     prefilling), later ones up to the idle timeout.
     """
+    # Bytes already buffered, or the end already seen, are taken without arming a timer: most
+    # reads of a JSON answer and many of a stream's never wait.
+    data = reader.read_nowait()
+    if data or reader.is_eof():
+        return data
     limit = (timeout or settings.GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT) if first else None
     try:
         async with asyncio.timeout(limit or settings.GATEWAY_UPSTREAM_IDLE_TIMEOUT):

@@ -208,18 +208,48 @@ async def _record_step(
         await _event_add(client, payload=payload, note=note)
         replies[0] = 1
         return
-    pipe = client.pipeline(transaction=False)
-    pipe.evalsha(_RECORD_SHA, *_record_args(payload, note, claim=False))
-    pipe.evalsha(also.sha, len(also.keys), *also.keys, *also.args)
-    replies[:] = await pipe.execute(raise_on_error=False)
-    if isinstance(replies[0], NoScriptError):
-        with contextlib.suppress(RedisError, OSError):
-            await _event_add(client, payload=payload, note=note)
-            replies[0] = 1
-    if isinstance(replies[1], NoScriptError):
-        with contextlib.suppress(RedisError, OSError):
-            await client.script_load(also.script)
-            replies[1] = await client.evalsha(also.sha, len(also.keys), *also.keys, *also.args)
+    script, sha = _joint_script(also)
+    record = _record_args(payload, note, claim=False)[1:]  # its 3 keys, then its 3 arguments
+    keys, args = (*record[:3], *also.keys), (*record[3:], *also.args)
+    try:
+        reply = await client.evalsha(sha, len(keys), *keys, *args)
+    except NoScriptError:
+        # First use on this server, or after a restart / SCRIPT FLUSH / failover.
+        await client.script_load(script)
+        reply = await client.evalsha(sha, len(keys), *keys, *args)
+    replies[0] = reply[0]
+    replies[1] = reply[1] if reply[1] == 1 else RedisError(f"settle failed: {reply[2]!r}")
+
+
+# The record script and another script (the limits' settle) as one: the other runs in a
+# protected call, so its failure neither undoes nor hides the record.
+_JOINT_SCRIPT = """
+local function record(KEYS, ARGV)
+%s
+end
+local function also(KEYS, ARGV)
+%s
+end
+local function rest(list)
+  local out = {}
+  for i = 4, #list do out[i - 3] = list[i] end
+  return out
+end
+local recorded = record({KEYS[1], KEYS[2], KEYS[3]}, {ARGV[1], ARGV[2], ARGV[3]})
+local ok, reply = pcall(also, rest(KEYS), rest(ARGV))
+if ok then return {recorded, 1, ''} end
+return {recorded, 0, tostring(reply)}
+"""
+_joint_scripts: dict[str, tuple[str, str]] = {}
+
+
+def _joint_script(also: ScriptCall) -> tuple[str, str]:
+    """The record script joined with `also`'s (text and SHA1), built once per script."""
+    joint = _joint_scripts.get(also.sha)
+    if joint is None:
+        text = _JOINT_SCRIPT % (_RECORD_SCRIPT, also.script)
+        joint = _joint_scripts[also.sha] = (text, hashlib.sha1(text.encode()).hexdigest())
+    return joint
 
 
 def _record_args(payload: bytes, note: tuple[str, str] | None, *, claim: bool) -> tuple[Any, ...]:

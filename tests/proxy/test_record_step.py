@@ -6,6 +6,7 @@ longer than the record's timeout, and its late reply never reaches another comma
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import socket
 import time
@@ -90,6 +91,33 @@ def test_the_event_the_note_and_the_settle_go_in_one_step(flush_scripts: bool) -
     assert [event["requestId"] for event in _events()] == ["req-step-1"]
     assert client.hlen(INFLIGHT_KEY) == 0
     assert current_usage(DAILY) == 42
+
+
+def test_a_settle_that_fails_in_the_step_keeps_the_event_and_asks_for_a_retry() -> None:
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.hset(INFLIGHT_KEY, "req-step-5", "{}")
+    client.set("gw:test:not-a-number", "abc")
+    failing = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+    also = ScriptCall(
+        failing, hashlib.sha1(failing.encode()).hexdigest(), ("gw:test:not-a-number",), (5,)
+    )
+
+    async def run() -> bool:
+        async_client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+        try:
+            note = (INFLIGHT_KEY, "req-step-5")
+            record = _record("req-step-5")
+            return await usage_record_write(
+                client=async_client, record=record, timeout=5, note=note, also=also
+            )
+        finally:
+            await async_client.aclose()
+
+    ran = asyncio.run(run())
+
+    assert ran is False  # the caller retries the settle in the background
+    assert [event["requestId"] for event in _events()] == ["req-step-5"]
+    assert client.hlen(INFLIGHT_KEY) == 0
 
 
 @pytest.mark.django_db(transaction=True)
