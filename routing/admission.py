@@ -23,11 +23,14 @@ from gateway_project.kernel.errors import GatewayError
 from routing.adjust_retry import adjust_retry_start
 from routing.limit_counters import (
     CALENDAR_UNITS,
+    LUA_INT_MAX,
+    PERIOD_US,
     UNAVAILABLE,
     ChargedCounter,
     LimitsUnavailable,
     counter_group,
     counter_key,
+    script_call,
     script_run,
 )
 
@@ -122,18 +125,127 @@ async def limits_admit(
     or a caller that priced nothing) is admitted by no SPEND limit: spend is never unmetered."""
     if not limits:
         return Admission(allowed=True)
-    counters = [
-        _counter(limit=limit, slug=slug, reserve_tokens=reserve_tokens, reserve_spend=reserve_spend)
-        for limit in limits
-    ]
+    plan = _plan(limits, slug)
+    costs = plan.costs(reserve_tokens=reserve_tokens, reserve_spend=reserve_spend)
+    args: list[Any] = ["admit", "" if now is None else str(round(now * 1_000_000))]
+    for (period, threshold), cost in zip(plan.args, costs, strict=True):
+        args += (period, threshold, max(-LUA_INT_MAX, min(LUA_INT_MAX, cost)))
     try:
-        reply = await script_run(mode="admit", counters=counters, amounts=None, now=now)
+        reply = await script_call(keys=plan.keys, args=args)
     except UNAVAILABLE as exc:
         return _admit_unavailable(exc)
-    reserved = Reservation(
-        counters=(), reserved_tokens=reserve_tokens, reserved_spend=reserve_spend or 0
-    )
-    return _admission(reply=reply, counters=counters, slug=slug, reserved=reserved)
+    if reply[0] == 1:
+        return plan.admitted(
+            reply=reply,
+            costs=costs,
+            reserved_tokens=reserve_tokens,
+            reserved_spend=reserve_spend or 0,
+        )
+    counters = [
+        replace(counter, cost=cost) for counter, cost in zip(plan.counters, costs, strict=True)
+    ]
+    states = _states(reply, counters)
+    return _rejection(states=states, headers=_rate_headers(states), slug=slug)
+
+
+class _Plan:
+    """What admitting one limit set for one slug needs beyond the request's costs, built once:
+    the counters' keys, the script's fixed ARGV, the rate-limit headers' counters per type."""
+
+    def __init__(self, limits: Sequence[EnforcedLimit], slug: str) -> None:
+        self.limits = limits
+        self.members = tuple(limits)
+        self.counters = tuple(
+            _counter(limit=limit, slug=slug, reserve_tokens=0, reserve_spend=0) for limit in limits
+        )
+        self.keys = [counter.key for counter in self.counters]
+        self.args = [(PERIOD_US[counter.unit], counter.threshold) for counter in self.counters]
+        self.types = tuple(counter.type for counter in self.counters)
+        self.headers = tuple(
+            (
+                f"x-ratelimit-limit-{name}",
+                f"x-ratelimit-remaining-{name}",
+                f"x-ratelimit-reset-{name}",
+                [i for i, c in enumerate(self.counters) if c.type == type_],
+            )
+            for type_, name in HEADER_NAMES
+            if type_ in self.types
+        )
+        # The charged keys of the current UTC day: one tuple, swapped whole.
+        self._period: tuple[str | None, tuple[str, ...]] = (None, ())
+
+    def current(self, limits: Sequence[EnforcedLimit]) -> bool:
+        """Whether this plan was built from these very limits (a list is mutable)."""
+        members = self.members
+        return (
+            self.limits is limits
+            and len(limits) == len(members)
+            and all(a is b for a, b in zip(limits, members, strict=True))
+        )
+
+    def costs(self, *, reserve_tokens: int, reserve_spend: int | None) -> list[int]:
+        """What each counter is charged, as `_counter` computes it."""
+        costs = []
+        for type_, counter in zip(self.types, self.counters, strict=True):
+            if type_ == "REQUEST":
+                costs.append(1)
+            elif type_ == "SPEND":
+                spend = counter.threshold + 1 if reserve_spend is None else reserve_spend
+                costs.append(int(spend))
+            else:
+                costs.append(int(reserve_tokens))
+        return costs
+
+    def admitted(
+        self, *, reply: list[Any], costs: list[int], reserved_tokens: int, reserved_spend: int
+    ) -> Admission:
+        """The admission of a reply that charged every counter."""
+        day = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
+        period_day, keys = self._period
+        if day != period_day:
+            keys = tuple(_period_key(counter, day=day).key for counter in self.counters)
+            self._period = (day, keys)
+        charged = tuple(
+            ChargedCounter(key, c.type, c.unit, c.threshold, cost)
+            for key, c, cost in zip(keys, self.counters, costs, strict=True)
+        )
+        reservation = Reservation(charged, reserved_tokens, reserved_spend)
+        return Admission(allowed=True, headers=self._rate_headers(reply), reservation=reservation)
+
+    def _rate_headers(self, reply: list[Any]) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        counters = self.counters
+        for limit_name, remaining_name, reset_name, indexes in self.headers:
+            # _rate_headers' choice: least remaining, then lowest threshold, then longest reset.
+            best = indexes[0]
+            if len(indexes) > 1:
+                best = min(
+                    indexes,
+                    key=lambda i: (
+                        int(reply[5 + 4 * i]),
+                        counters[i].threshold,
+                        -int(reply[6 + 4 * i]),
+                    ),
+                )
+            headers[limit_name] = str(counters[best].threshold)
+            headers[remaining_name] = str(int(reply[5 + 4 * best]))
+            headers[reset_name] = reset_format(int(reply[6 + 4 * best]))
+        return headers
+
+
+_plans: dict[tuple[int, str], _Plan] = {}
+# Limit sets come from the key cache, rebuilt when the configuration changes: past this many,
+# the plans of replaced sets are dropped all at once.
+_PLANS_MAX = 4096
+
+
+def _plan(limits: Sequence[EnforcedLimit], slug: str) -> _Plan:
+    plan = _plans.get((id(limits), slug))
+    if plan is None or not plan.current(limits):
+        if len(_plans) >= _PLANS_MAX:
+            _plans.clear()
+        plan = _plans[id(limits), slug] = _Plan(limits, slug)
+    return plan
 
 
 async def limits_settle(
@@ -206,20 +318,11 @@ def _admit_unavailable(exc: BaseException) -> Admission:
     ) from exc
 
 
-def _admission(
-    *, reply: list[Any], counters: list[ChargedCounter], slug: str, reserved: Reservation
-) -> Admission:
-    day = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
-    states = [
+def _states(reply: list[Any], counters: list[ChargedCounter]) -> list[_CounterState]:
+    return [
         _CounterState(counter, *(int(value) for value in reply[3 + 4 * i : 7 + 4 * i]))
         for i, counter in enumerate(counters)
     ]
-    headers = _rate_headers(states)
-    if reply[0] == 1:
-        charged = tuple(_period_key(c, day=day) for c in counters)
-        reservation = replace(reserved, counters=charged)
-        return Admission(allowed=True, headers=headers, reservation=reservation)
-    return _rejection(states=states, headers=headers, slug=slug)
 
 
 def _period_key(counter: ChargedCounter, *, day: str) -> ChargedCounter:

@@ -95,6 +95,11 @@ async def script_run(
     keys = [counter.key for counter in counters]
     args: list[Any] = [mode, "" if now is None else str(round(now * 1_000_000))]
     args += script_limit_args(counters=counters, amounts=amounts)
+    return await script_call(keys=keys, args=args)
+
+
+async def script_call(*, keys: list[str], args: list[Any]) -> Any:
+    """Run the script with these KEYS and ARGV, bounded by GATEWAY_LIMITS_TIMEOUT."""
     client = limits_redis()
     if not isinstance(client, RedisCluster):
         async with asyncio.timeout(settings.GATEWAY_LIMITS_TIMEOUT):

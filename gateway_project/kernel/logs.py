@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter as _PythonJsonFormatter
@@ -24,6 +27,22 @@ _RENAMED = {
     "message": "msg",
     "exc_info": "exc",
 }
+# How JSONEncoder (ensure_ascii, allow_nan) writes a value of each exact type: a plain line's
+# values are these; any other type takes the encoder itself.
+_TEXT: dict[type, Callable[[Any], str]] = {
+    str: encode_basestring_ascii,
+    int: int.__repr__,
+    bool: lambda value: "true" if value else "false",
+    type(None): lambda value: "null",
+    float: lambda value: (
+        float.__repr__(value)
+        if math.isfinite(value)
+        else ("NaN" if value != value else "Infinity" if value > 0 else "-Infinity")
+    ),
+}
+# Templates of plain lines, per (logger, level, message, field names); the callers are a few
+# fixed sites, so this stays small (past the bound, lines are encoded as a whole).
+_TEMPLATES_MAX = 64
 
 
 class JsonFormatter(_PythonJsonFormatter):
@@ -37,6 +56,7 @@ class JsonFormatter(_PythonJsonFormatter):
             ["asctime", "levelname", "name", "message"], rename_fields=_RENAMED, json_default=str
         )
         self._encoder = json.JSONEncoder(default=str)
+        self._templates: dict[tuple[str, ...], tuple[str, tuple[str | None, ...]] | None] = {}
 
     def format(self, record: logging.LogRecord) -> str:
         """The record's JSON line."""
@@ -63,6 +83,59 @@ class JsonFormatter(_PythonJsonFormatter):
                 data[_RENAMED.get(key, key)] = value
         return str(self._encoder.encode(data))
 
+    def fields_line(
+        self, *, ts: str, level: str, logger: str, message: str, fields: dict[str, Any]
+    ) -> str:
+        """`plain_line`'s bytes, from a template of the keys built once per set of field names."""
+        names = (logger, level, message, *fields)
+        if names in self._templates:
+            template = self._templates[names]
+        else:
+            template = self._template(names)
+        if template is None:
+            return self.plain_line(
+                ts=ts, level=level, logger=logger, message=message, fields=fields
+            )
+        head, keys = template
+        parts = ['{"ts": "', ts, head]
+        text = _TEXT
+        try:
+            for key, value in zip(keys, fields.values(), strict=True):
+                if key is not None:
+                    parts.append(key)
+                    parts.append(text[type(value)](value))
+        except KeyError:
+            return self.plain_line(
+                ts=ts, level=level, logger=logger, message=message, fields=fields
+            )
+        parts.append("}")
+        return "".join(parts)
+
+    def _template(self, names: tuple[str, ...]) -> tuple[str, tuple[str | None, ...]] | None:
+        # None: the line is encoded as a whole (a field renamed onto a base key, or too many sets).
+        logger, level, message, *keys = names
+        if not all(type(key) is str for key in keys):
+            return None
+        skip = self._skip_fields
+        shown = [
+            None if key in skip or key.startswith("_") else _RENAMED.get(key, key) for key in keys
+        ]
+        kept = [key for key in shown if key is not None]
+        template: tuple[str, tuple[str | None, ...]] | None = None
+        if len(set(kept)) == len(kept) and not set(kept) & set(BASE_KEYS):
+            head = (
+                f'", "level": {encode_basestring_ascii(level)}, '
+                f'"logger": {encode_basestring_ascii(logger)}, '
+                f'"msg": {encode_basestring_ascii(message)}'
+            )
+            key_texts = tuple(
+                None if key is None else f", {encode_basestring_ascii(key)}: " for key in shown
+            )
+            template = (head, key_texts)
+        if len(self._templates) < _TEMPLATES_MAX:
+            self._templates[names] = template
+        return template
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
         """UTC, ISO 8601, milliseconds."""
         return time_text(record.created)
@@ -71,6 +144,28 @@ class JsonFormatter(_PythonJsonFormatter):
 def time_text(created: float) -> str:
     """A line's `ts`: UTC, ISO 8601, milliseconds."""
     return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+
+
+_second: tuple[int, str] = (-1, "")
+
+
+def now_text(now: float) -> str:
+    """`time_text(now)`, the date and time to the second built once per second."""
+    global _second  # noqa: PLW0603 - one tuple, swapped whole: threads never see half of it
+    # datetime.fromtimestamp's rounding: the fraction to the microsecond, half to even.
+    fraction, whole = math.modf(now)
+    micro = round(fraction * 1e6)
+    if micro >= 1_000_000:
+        micro -= 1_000_000
+        whole += 1.0
+    second = int(whole)
+    cached = _second
+    if cached[0] != second:
+        cached = _second = (
+            second,
+            datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")[:19],
+        )
+    return f"{cached[1]}.{micro // 1000:03d}+00:00"
 
 
 class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -167,10 +262,10 @@ def plain_log(logger: logging.Logger, levelno: int, message: str, fields: dict[s
     if handlers is None:
         logger.log(levelno, message, extra=fields, stacklevel=2)
         return
-    ts, level = time_text(time.time()), logging.getLevelName(levelno)
+    ts, level = now_text(time.time()), logging.getLevelName(levelno)
     try:
         lines = [
-            _formatter(handler).plain_line(
+            _formatter(handler).fields_line(
                 ts=ts, level=level, logger=logger.name, message=message, fields=fields
             )
             for handler in handlers

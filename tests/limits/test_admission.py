@@ -184,3 +184,27 @@ def test_no_limits_admits_without_headers() -> None:
 )
 def test_reset_is_formatted_like_openai(microseconds: int, text: str) -> None:
     assert reset_format(microseconds) == text
+
+
+def test_a_limit_list_edited_in_place_is_admitted_by_its_new_limits() -> None:
+    limits = [rate("REQUEST", "MINUTE", 100)]
+    assert admit(limits).allowed
+
+    limits[0] = rate("REQUEST", "MINUTE", 0)
+
+    assert not admit(limits).allowed
+    limits.append(rate("TOKEN", "MINUTE", 1000))
+    limits[0] = rate("REQUEST", "MINUTE", 100)
+    admission = admit(limits, tokens=7)
+    assert admission.allowed and admission.reservation is not None
+    assert [c.cost for c in admission.reservation.counters] == [1, 7]
+    assert admission.headers["x-ratelimit-limit-tokens"] == "1000"
+
+
+def test_two_limits_of_a_type_report_the_one_with_least_room() -> None:
+    limits = [rate("TOKEN", "MINUTE", 1000), usage("TOKEN", 500)]
+
+    admission = admit(limits, tokens=100)
+
+    assert admission.headers["x-ratelimit-limit-tokens"] == "500"
+    assert admission.headers["x-ratelimit-remaining-tokens"] == "400"

@@ -9,7 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway_project.kernel.logs import BufferedStreamHandler, JsonFormatter, plain_log
+from gateway_project.kernel.logs import (
+    BufferedStreamHandler,
+    JsonFormatter,
+    now_text,
+    plain_log,
+    time_text,
+)
 from tests.waiting import wait_until
 
 
@@ -117,3 +123,31 @@ def test_a_plain_line_below_the_level_is_not_written(logged):
     logger.warning("flush")
 
     assert [json.loads(line)["msg"] for line in stream.getvalue().splitlines()] == ["flush"]
+
+
+@pytest.mark.parametrize(
+    "created",
+    [1_764_806_400.0, 1_764_806_400.9995, 1_764_806_400.9999996, 1_764_806_400.0000005, 1.5],
+)
+def test_a_plain_line_time_is_the_time_a_log_record_gives(created):
+    assert now_text(created) == time_text(created)
+    assert now_text(created + 0.25) == time_text(created + 0.25)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        FIELDS,
+        {"n": float("nan"), "up": float("inf"), "down": -float("inf"), "big": 10**30, "t": True},
+        {"obj": object(), "list": [1, "é"], "none": None},
+        {"name": "skipped", "_private": 1, "msg": "a base key", "extra": "kept"},
+        {"asctime": "renamed away", "args": (), "x": "\u2028"},
+    ],
+)
+def test_a_line_from_a_template_is_the_line_encoded_whole(fields):
+    formatter = JsonFormatter()
+    line = {"ts": "2026-12-04T02:00:00.000+00:00", "level": "INFO", "logger": "a", "message": "m"}
+
+    twice = [formatter.fields_line(**line, fields=fields) for _ in range(2)]
+
+    assert twice == [formatter.plain_line(**line, fields=fields)] * 2
