@@ -138,7 +138,7 @@ def _audit_event(
 
 
 def _audit(*, actor: str, action: str, key: ApiKey | ManagementKey, created: bool) -> None:
-    _audit_event(actor=actor, action=action, key=key, created=created).save(force_insert=True)
+    audit_records([_audit_event(actor=actor, action=action, key=key, created=created)])
 
 
 @transaction.atomic
