@@ -8,6 +8,7 @@ from django.db.models.signals import post_save, pre_save
 
 from gateway_project.kernel.compiled import CompiledInsert
 from groups.models import AuditEvent, Group, GroupModel, ModelLimit, Workspace
+from keys.models import ApiKey
 
 
 def _group(workspace: Workspace, external_id: str) -> Group:
@@ -69,7 +70,7 @@ def test_a_unique_violation_raises_and_marks_the_transaction_for_rollback(worksp
 
 
 def test_models_inserted_without_signals_have_no_save_receivers():
-    models = (Group, GroupModel, ModelLimit, AuditEvent)
+    models = (Group, GroupModel, ModelLimit, AuditEvent, ApiKey)
 
     receivers = [
         (signal, model)
