@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
+from gateway_project.kernel.compiled import CompiledInsert, CompiledRead
 from gateway_project.kernel.errors import NotFound, ValidationFailed, item_errors
 from gateway_project.kernel.invalidation import config_changed
 from gateway_project.kernel.pagination import BATCH_MAX
@@ -92,6 +93,16 @@ def _rfc3339(value: Any) -> datetime | None:
         return None
 
 
+def _prefix_read(model: type[ApiKey] | type[ManagementKey]) -> CompiledRead[Any]:
+    return CompiledRead(
+        lambda prefix: model.objects.filter(prefix=prefix).order_by().values_list("pk")[:1]
+    )
+
+
+_PREFIX_HELD = {ApiKey: _prefix_read(ApiKey), ManagementKey: _prefix_read(ManagementKey)}
+_API_KEY_INSERT = CompiledInsert(ApiKey)
+
+
 def _insert_minted(build: Callable[[str, str], K], kind_prefix: str) -> tuple[K, str]:
     """Save a freshly minted key, minting again on the (astronomically rare) prefix collision.
 
@@ -101,9 +112,12 @@ def _insert_minted(build: Callable[[str, str], K], kind_prefix: str) -> tuple[K,
     for _ in range(MINT_ATTEMPTS):
         plaintext, prefix = mint(kind_prefix)
         row = build(plaintext, prefix)
-        if type(row).objects.filter(prefix=prefix).exists():
+        if _PREFIX_HELD[type(row)].rows(prefix=prefix):
             continue
-        row.save(force_insert=True)
+        if isinstance(row, ApiKey):
+            _API_KEY_INSERT.insert([row])
+        else:  # a management key's save clears the verified-key cache (a post_save receiver)
+            row.save(force_insert=True)
         return row, plaintext
     raise RuntimeError("could not mint a unique key prefix")
 
@@ -138,7 +152,7 @@ def _audit_event(
 
 
 def _audit(*, actor: str, action: str, key: ApiKey | ManagementKey, created: bool) -> None:
-    _audit_event(actor=actor, action=action, key=key, created=created).save(force_insert=True)
+    audit_records([_audit_event(actor=actor, action=action, key=key, created=created)])
 
 
 @transaction.atomic

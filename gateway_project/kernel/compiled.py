@@ -1,4 +1,4 @@
-"""Reads whose SQL Django builds once per process: the hot lookups of the management API.
+"""Reads and inserts whose SQL Django builds once per process: the hot paths of the management API.
 
 Building and compiling a queryset costs more CPU than PostgreSQL spends answering a lookup by key
 (a third of a group get went there). A `CompiledRead` builds its queryset once per shape with
@@ -10,6 +10,10 @@ Strings and lists of strings are parameters (a list gets a shape per length); an
 (a bool, None, an int such as a page size) is part of the shape and given to the builder as is.
 On PostgreSQL with the connection pool the statement is also prepared on each database session, so
 PostgreSQL parses and plans it once per connection, not at each call.
+
+A `CompiledInsert` does the same for `bulk_create` of one new row (most writes insert one row of a
+table): the INSERT Django compiles is kept, and each call only prepares its values as the ORM does.
+Several rows go to `bulk_create` itself (PostgreSQL inserts them from arrays).
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from django.core.exceptions import EmptyResultSet
-from django.db import connections
-from django.db.models import Model, QuerySet
+from django.db import connections, transaction
+from django.db.models import Field, Model, QuerySet
+from django.db.models.sql import InsertQuery
 
 M = TypeVar("M", bound=Model)
 # Shapes one read keeps (a list parameter makes one per length; past this, reads compile each time).
@@ -135,6 +140,62 @@ class CompiledRead(Generic[M]):
             end = klass_info["select_fields"][-1] + 1
             attnames = tuple(column[0].target.attname for column in compiler.select[start:end])
         return _Shape(sql, bound, converters, model, attnames)
+
+
+class CompiledInsert(Generic[M]):
+    """`bulk_create(objs)` of new rows of a model with no database defaults, in one statement and
+    without signals (as `bulk_create`); the objects' related objects are saved already. One row
+    runs the kept statement; several run `bulk_create`."""
+
+    def __init__(self, model: type[M], *, using: str = "default") -> None:
+        meta = model._meta
+        if meta.parents or any(
+            field.has_db_default() or field.generated  # type: ignore[attr-defined]
+            for field in meta.local_concrete_fields
+        ):
+            raise ValueError(f"{meta.label}: inheritance and database-made values are not kept")
+        self._model, self._using = model, using
+        self._statements: dict[bool, str] = {}
+
+    def insert(self, objs: list[M]) -> None:
+        """Insert `objs` and set their generated keys."""
+        if len(objs) != 1:
+            self._model._base_manager.using(self._using).bulk_create(objs)
+            return
+        [obj] = objs
+        meta = self._model._meta
+        pk_set = obj._is_pk_set()  # type: ignore[attr-defined]
+        fields: list[Field[Any, Any]] = [
+            field for field in meta.local_concrete_fields if pk_set or field is not meta.auto_field
+        ]
+        returning = [] if pk_set else [meta.pk]
+        statement = self._statements.get(pk_set) or self._compile(obj, fields, pk_set)
+        connection = connections[self._using]
+        params = []
+        for field in fields:
+            value = field.pre_save(obj, add=True)
+            if hasattr(value, "resolve_expression"):
+                raise ValueError(f"insert() takes plain values, not {value!r}")
+            params.append(field.get_db_prep_save(value, connection=connection))
+        with transaction.mark_for_rollback_on_error(self._using):
+            with connection.cursor() as cursor:
+                cursor.execute(statement, params)
+                row = cursor.fetchone() if returning else None
+        if row is not None:
+            setattr(obj, meta.pk.attname, row[0])
+        obj._state.adding = False
+        obj._state.db = self._using
+
+    def _compile(self, obj: M, fields: list[Field[Any, Any]], pk_set: bool) -> str:
+        query = InsertQuery(self._model)
+        query.insert_values(fields, [obj])
+        compiler = query.get_compiler(using=self._using)
+        compiler.returning_fields = [] if pk_set else [self._model._meta.pk]
+        [(statement, params)] = compiler.as_sql()
+        if len(params) != len(fields):
+            raise ValueError(f"{self._model._meta.label}: a value that is not one parameter")
+        self._statements[pk_set] = statement
+        return str(statement)
 
 
 def _shape_part(value: Any) -> Hashable:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, NotRequired, TypedDict, Unpack
 
+from gateway_project.kernel.compiled import CompiledInsert
 from groups.models import AuditEvent
+
+_AUDIT_INSERT = CompiledInsert(AuditEvent)
 
 
 class AuditFields(TypedDict):
@@ -36,13 +39,13 @@ def audit_event(**fields: Unpack[AuditFields]) -> AuditEvent:
 def audit_record(**fields: Unpack[AuditFields]) -> AuditEvent:
     """Write one audit row; call inside the mutation's transaction."""
     event = audit_event(**fields)
-    event.save(force_insert=True)
+    _AUDIT_INSERT.insert([event])
     return event
 
 
 def audit_records(events: Iterable[AuditEvent]) -> None:
     """Write the audit rows of a batch in one INSERT; call inside the batch's transaction."""
-    AuditEvent.objects.bulk_create(events)
+    _AUDIT_INSERT.insert(list(events))
 
 
 def staff_actor(username: str) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from gateway_project.kernel.compiled import CompiledInsert
 from gateway_project.kernel.errors import ValidationFailed
 from gateway_project.kernel.invalidation import config_changed
 from groups.limits import ModelSpec, models_parse
@@ -46,6 +47,11 @@ def group_snapshot(group: Group, *, models: list[dict[str, Any]] | None = None) 
     }
 
 
+_GROUP_INSERT = CompiledInsert(Group)
+_MODEL_INSERT = CompiledInsert(GroupModel)
+_LIMIT_INSERT = CompiledInsert(ModelLimit)
+
+
 def _models_clear(group: Group) -> None:
     """Delete the group's models and their limits in two statements, the limits first (the
     deletion collector would read the models before deleting either)."""
@@ -57,12 +63,10 @@ def _models_clear(group: Group) -> None:
 def _models_write(group: Group, specs: list[ModelSpec], *, replace: bool = True) -> None:
     if replace:
         _models_clear(group)
-    accesses = GroupModel.objects.bulk_create(
-        [
-            GroupModel(group=group, slug=spec.slug, position=index)
-            for index, spec in enumerate(specs)
-        ]
-    )
+    accesses = [
+        GroupModel(group=group, slug=spec.slug, position=index) for index, spec in enumerate(specs)
+    ]
+    _MODEL_INSERT.insert(accesses)
     written = [
         (
             access,
@@ -79,7 +83,7 @@ def _models_write(group: Group, specs: list[ModelSpec], *, replace: bool = True)
         )
         for access, spec in zip(accesses, specs, strict=True)
     ]
-    ModelLimit.objects.bulk_create([limit for _access, limits in written for limit in limits])
+    _LIMIT_INSERT.insert([limit for _access, limits in written for limit in limits])
     models_cache_fill(group, written)
 
 
@@ -90,7 +94,7 @@ def group_row_insert(group: Group, *, param: str) -> None:
     which every caller rolls back."""
     try:
         with transaction.atomic(savepoint=False):
-            group.save(force_insert=True)
+            _GROUP_INSERT.insert([group])
     except IntegrityError as exc:  # a concurrent create won the partial unique index
         raise ValidationFailed(
             f"external_entity_id {group.external_entity_id!r} is taken",
