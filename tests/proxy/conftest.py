@@ -205,3 +205,12 @@ def unavailable_upstream() -> Iterator[StaticUpstream]:
     server = StaticUpstream(503, b'{"error": {"message": "overloaded", "type": "server_error"}}')
     yield server
     server.stop()
+
+
+def gateway_serve() -> Iterator[GatewayThread]:
+    """The gateway as a real server, with its key cache emptied first (for a fixture to yield
+    from once it has pointed the settings at what the test puts in between, such as a relay)."""
+    authcache.cache_reset()
+    server = GatewayThread().start()
+    yield server
+    server.stop()

@@ -29,14 +29,19 @@ from billing.services.usage import (
 )
 from groups.limits import EnforcedLimit
 from groups.models import Group, Workspace
-from routing import authcache
 from routing.admission import limits_admit, settle_changes
 from routing.journal import INFLIGHT_KEY
 from routing.limit_counters import SCRIPT, SCRIPT_SHA, script_adjust_call
 from routing.redis_pool import close_all, record_redis
 from tests.fakes.model_server import FakeModelServerThread
 from tests.fakes.redis_relay import RedisRelay
-from tests.proxy.conftest import SLUG, GatewayThread, compatible_target, tenant_build
+from tests.proxy.conftest import (
+    SLUG,
+    GatewayThread,
+    compatible_target,
+    gateway_serve,
+    tenant_build,
+)
 from tests.proxy.orphans import current_usage, key_entry, usage_record
 
 DAILY = [EnforcedLimit("grp_r", "grp_r", "USAGE", "TOKEN", "DAY", 100_000)]
@@ -226,10 +231,7 @@ def relay(settings: Settings) -> Iterator[RedisRelay]:
 @pytest.fixture
 def gateway(relay: RedisRelay, transactional_db: None) -> Iterator[GatewayThread]:
     """The gateway as a real server, started after the relay so that it uses it."""
-    authcache.cache_reset()
-    server = GatewayThread().start()
-    yield server
-    server.stop()
+    yield from gateway_serve()
 
 
 @pytest.mark.parametrize("limited", [False, True], ids=["event-only", "event-and-settle"])

@@ -21,7 +21,7 @@ from keys.services import api_key_revoke
 from routing import authcache, ttl_cache
 from routing.lifecycle import background_tasks
 from tests.fakes.redis_relay import RedisRelay
-from tests.proxy.conftest import GatewayThread, Tenant
+from tests.proxy.conftest import GatewayThread, Tenant, gateway_serve
 from tests.waiting import wait_until
 
 # No request that arrives later than this after the revocation is served.
@@ -47,10 +47,7 @@ def control_relay(settings) -> Iterator[RedisRelay]:
 @pytest.fixture
 def gateway(relay: RedisRelay, transactional_db: None) -> Iterator[GatewayThread]:
     """The gateway as a real server, started after the relay so that it uses it."""
-    authcache.cache_reset()
-    server = GatewayThread().start()
-    yield server
-    server.stop()
+    yield from gateway_serve()
 
 
 def _status(gateway: GatewayThread, key: str) -> int:
