@@ -108,11 +108,6 @@ def _database() -> dict[str, object]:
         # reconnect, not errors from connections that died with it; this backend does it without
         # the round trip of CONN_HEALTH_CHECKS when the connection is idle and unread.
         config["ENGINE"] = "gateway_project.postgres"
-        # Django's cursors never prepare; this turns on preparing for the backend's
-        # `prepared_cursor()` (the management API's compiled reads), each pooled connection
-        # planning their statements once.
-        if env_bool("GATEWAY_DB_PREPARE", True):
-            options.setdefault("prepare_threshold", 5)
     config["OPTIONS"] = options
     return config
 

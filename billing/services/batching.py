@@ -102,12 +102,6 @@ def _due_counts() -> list[dict[str, Any]]:
     sql, params = query.query.sql_with_params()
     if connection.vendor != "postgresql" or params:
         return list(query)
-    if _session_prepares():
-        # The backend prepares it on the session, and again after a rollback (psycopg then
-        # deallocates every statement of the session, one prepared below included).
-        with connection.prepared_cursor() as cursor:  # type: ignore[attr-defined]
-            cursor.execute(sql)
-            return _dicts(cursor)
     with connection.cursor() as cursor:
         session = connection.connection
         if session not in _due_prepared:
@@ -122,18 +116,8 @@ def _due_counts() -> list[dict[str, Any]]:
                 raise
             _due_prepare(cursor, sql)
             cursor.execute(f"EXECUTE {DUE_STATEMENT}")
-        return _dicts(cursor)
-
-
-def _session_prepares() -> bool:
-    """Whether the backend prepares statements on this connection (`prepared_cursor()`)."""
-    connection.ensure_connection()
-    return getattr(connection.connection, "prepare_threshold", None) is not None
-
-
-def _dicts(cursor: Any) -> list[dict[str, Any]]:
-    names = [column[0] for column in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def _due_prepare(cursor: Any, sql: str) -> None:

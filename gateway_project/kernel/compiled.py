@@ -8,8 +8,6 @@ workspace scoping included) stays the definition.
 
 Strings and lists of strings are parameters (a list gets a shape per length); any other value
 (a bool, None, an int such as a page size) is part of the shape and given to the builder as is.
-On PostgreSQL with the connection pool the statement is also prepared on each database session, so
-PostgreSQL parses and plans it once per connection, not at each call.
 
 A `CompiledInsert` does the same for `bulk_create` of one new row (most writes insert one row of a
 table): the INSERT Django compiles is kept, and each call only prepares its values as the ORM does.
@@ -81,9 +79,7 @@ class CompiledRead(Generic[M]):
             for name, index, constant in shape.params
         ]
         connection = connections[self._using]
-        # PostgreSQL with the pool plans the statement once per session (gateway_project.postgres).
-        cursor_make = getattr(connection, "prepared_cursor", connection.cursor)
-        with cursor_make() as cursor:
+        with connection.cursor() as cursor:
             cursor.execute(shape.sql, params)
             rows = cursor.fetchall()
         if not shape.converters:

@@ -5,8 +5,6 @@ Django's CONN_HEALTH_CHECKS makes the pool send an empty query before every loan
 trip a request. A server that ends a session (restart, `pg_terminate_backend`, idle timeout) writes
 its reason to the socket and closes it, so an idle connection with nothing to read is alive as far
 as a check could tell; anything else still gets the empty query, and one that fails it is replaced.
-
-`prepared_cursor()` gives a cursor whose statements are prepared on the session (`prepared.py`).
 """
 
 from __future__ import annotations
@@ -15,15 +13,9 @@ import select
 from typing import Any
 
 import psycopg
-from django.db.backends.postgresql import base, operations
-from django.db.backends.postgresql.psycopg_any import register_tzloader  # type: ignore[import-untyped]
-from django.db.backends.utils import CursorWrapper
-from psycopg.pq import Format, TransactionStatus
+from django.db.backends.postgresql import base
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
-
-from gateway_project.postgres.prepared import PreparingCursor
-
-_TIMESTAMPTZ = psycopg.adapters.types["timestamptz"].oid
 
 
 def connection_fit(conn: Any) -> bool:
@@ -41,23 +33,9 @@ def connection_fit(conn: Any) -> bool:
     return True
 
 
-class DatabaseOperations(operations.DatabaseOperations):
-    """Queries of `prepared_cursor()` logged as Django logs its own (values inlined)."""
-
-    def last_executed_query(self, cursor: Any, sql: str, params: Any) -> str:
-        if not isinstance(cursor, PreparingCursor):
-            return super().last_executed_query(cursor, sql, params)
-        try:
-            return self.compose_sql(sql, params)  # type: ignore[no-any-return]
-        except psycopg.DataError:
-            return sql
-
-
 class DatabaseWrapper(base.DatabaseWrapper):
     """With a pool, a connection that fails `connection_fit` is closed and handed back (the pool
     replaces it) and another is taken, as psycopg_pool's own check would."""
-
-    ops_class = DatabaseOperations
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         connection = super().get_new_connection(conn_params)
@@ -71,19 +49,3 @@ class DatabaseWrapper(base.DatabaseWrapper):
             pool.putconn(connection)
             connection = super().get_new_connection(conn_params)
         return connection
-
-    def prepared_cursor(self) -> CursorWrapper:
-        """A cursor as `cursor()` gives (execute wrappers, captured queries), its statements
-        prepared on the session; `cursor()` itself on a connection that does not prepare."""
-        self.close_if_health_check_failed()
-        self.ensure_connection()
-        connection = self.connection
-        if connection.prepare_threshold is None:
-            return self.cursor()
-        with self.wrap_database_errors:
-            cursor = PreparingCursor(connection)
-            # As Django's own cursors: the session's time zone, if the connection's differs.
-            tzloader = connection.adapters.get_loader(_TIMESTAMPTZ, Format.TEXT)
-            if self.timezone != tzloader.timezone:
-                register_tzloader(self.timezone, cursor)
-            return self._prepare_cursor(cursor)  # type: ignore[attr-defined,no-any-return]

@@ -363,48 +363,9 @@ def test_the_rollup_and_batching_read_events_by_index_in_every_partition(
             assert plan.count(index) >= len(partition_days()), plan
 
 
-@pytest.fixture
-def unprepared_session() -> Any:
-    """A connection on which the backend does not prepare statements (GATEWAY_DB_PREPARE=0)."""
-    connection.ensure_connection()
-    threshold = connection.connection.prepare_threshold
-    connection.connection.prepare_threshold = None
-    yield
-    if connection.connection is not None:
-        connection.connection.prepare_threshold = threshold
-
-
 @postgresql
 @pytest.mark.django_db
-def test_batching_runs_its_due_query_prepared_by_a_preparing_backend(
-    group: Group, make_event: Any
-) -> None:
-    connection.ensure_connection()
-    if connection.connection.prepare_threshold is None:
-        pytest.skip("this connection does not prepare")
-    make_event(timestamp=timezone.now() - timedelta(days=2))
-    later = timezone.now() + timedelta(minutes=5)
-    batching._workspaces_due(now=later)
-
-    with CaptureQueriesContext(connection) as queries:
-        batching._workspaces_due(now=later)
-        due = batching._workspaces_due(now=later)
-
-    assert [(d.workspace_id, d.take) for d in due] == [(group.workspace_id, 1)]
-    assert len(queries.captured_queries) == 2
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT generic_plans + custom_plans FROM pg_prepared_statements"
-            " WHERE NOT from_sql AND strpos(statement, 'billing_usageevent') > 0"
-        )
-        assert cursor.fetchall() == [(3,)]
-
-
-@postgresql
-@pytest.mark.django_db
-def test_batching_plans_its_due_query_once_per_connection(
-    group: Group, make_event: Any, unprepared_session: None
-) -> None:
+def test_batching_plans_its_due_query_once_per_connection(group: Group, make_event: Any) -> None:
     make_event(timestamp=timezone.now() - timedelta(days=2))
     later = timezone.now() + timedelta(minutes=5)
     batching._workspaces_due(now=later)
@@ -457,7 +418,7 @@ def _due_statement_forgotten() -> None:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("session_change", [_due_statement_lost, _due_statement_forgotten])
 def test_batching_finds_its_due_query_whichever_session_it_gets(
-    group: Group, make_event: Any, session_change: Callable[[], None], unprepared_session: None
+    group: Group, make_event: Any, session_change: Callable[[], None]
 ) -> None:
     make_event(timestamp=timezone.now() - timedelta(days=2))
     later = timezone.now() + timedelta(minutes=5)

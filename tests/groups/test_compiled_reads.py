@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import psycopg
 import pytest
-from django.db import DatabaseError, connection, transaction
-from django.test.utils import CaptureQueriesContext
 
 from gateway_project.kernel.compiled import CompiledRead
-from gateway_project.postgres.prepared import PreparingCursor
 from groups.models import AuditEvent, Group, Workspace
-
-preparing = pytest.mark.skipif(
-    "prepare_threshold" not in connection.settings_dict["OPTIONS"],
-    reason="PostgreSQL with the pool and GATEWAY_DB_PREPARE prepares",
-)
 
 
 def _group(workspace: Workspace, external_id: str, **fields) -> Group:
@@ -84,84 +75,3 @@ def test_a_value_the_sql_does_not_take_as_a_parameter_is_refused():
 
     with pytest.raises(ValueError, match="parameters"):
         read.objects(name="x")
-
-
-def _plans(part: str) -> int:
-    """How many times this session ran its prepared statements whose text holds `part`."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT sum(generic_plans + custom_plans) FROM pg_prepared_statements"
-            " WHERE NOT from_sql AND strpos(statement, %s) > 0",
-            [part],
-        )
-        return int(cursor.fetchone()[0] or 0)
-
-
-@pytest.fixture
-def session_preparing():
-    """The pooled connection prepares again after a test that made it stop."""
-    yield
-    if connection.connection is not None:
-        connection.connection.prepare_threshold = 5
-
-
-@preparing
-def test_a_read_is_prepared_on_the_session_and_its_queries_are_still_captured(workspace):
-    group = _group(workspace, "a")
-    read: CompiledRead[Group] = CompiledRead(_live)
-
-    with CaptureQueriesContext(connection) as queries:
-        first = read.objects(workspace_id=workspace.id, legacy=False)
-        second = read.objects(workspace_id=workspace.id, legacy=False)
-    with CaptureQueriesContext(connection) as orm:
-        list(_live(workspace.id, False))
-
-    assert [g.pk for g in first] == [g.pk for g in second] == [group.pk]
-    assert [query["sql"] for query in queries] == [orm[0]["sql"]] * 2
-    assert _plans('"workspace_id" = $1') == 2
-
-
-@preparing
-@pytest.mark.django_db(transaction=True)
-def test_a_read_answers_on_a_session_that_lost_its_statements(workspace, session_preparing):
-    group = _group(workspace, "a")
-    read: CompiledRead[Group] = CompiledRead(_live)
-    read.objects(workspace_id=workspace.id, legacy=False)
-
-    # As a pooler lending another server session would: psycopg does not see it.
-    connection.connection.pgconn.exec_(b"DEALLOCATE ALL")
-    again = read.objects(workspace_id=workspace.id, legacy=False)
-
-    assert [g.pk for g in again] == [group.pk]
-    assert connection.connection.prepare_threshold is None
-    assert [g.pk for g in read.objects(workspace_id=workspace.id, legacy=False)] == [group.pk]
-
-
-@preparing
-@pytest.mark.django_db(transaction=True)
-def test_a_statement_lost_inside_a_transaction_fails_it_and_the_next_read_answers(
-    workspace, session_preparing
-):
-    group = _group(workspace, "a")
-    read: CompiledRead[Group] = CompiledRead(_live)
-    read.objects(workspace_id=workspace.id, legacy=False)
-    connection.connection.pgconn.exec_(b"DEALLOCATE ALL")
-
-    with pytest.raises(DatabaseError), transaction.atomic():
-        read.objects(workspace_id=workspace.id, legacy=False)
-
-    assert [g.pk for g in read.objects(workspace_id=workspace.id, legacy=False)] == [group.pk]
-
-
-@preparing
-@pytest.mark.django_db
-def test_a_session_holding_another_clients_statement_of_that_name_still_answers():
-    conn = psycopg.connect(connection.connection.info.dsn, prepare_threshold=5, autocommit=True)
-    with conn:
-        conn.pgconn.exec_(b"PREPARE _pg3_0 AS SELECT 1")  # psycopg's name for its first one
-
-        with PreparingCursor(conn) as cursor:
-            row = cursor.execute("SELECT %s::int + 1", [41]).fetchone()
-
-        assert row == (42,)
-        assert conn.prepare_threshold is None
