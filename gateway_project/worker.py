@@ -8,6 +8,11 @@ GATEWAY_MAX_REQUEST_HEAD_BYTES and answers 431 past it.
 uvicorn writes a response's head and its body in two socket writes (two TCP segments the client
 must take apart, two wake-ups). This worker's protocol holds the head back until the first body
 bytes, or the end of the current loop step when none follow at once, and writes both together.
+
+An application learns that its client went away by awaiting `receive()` in a task of its own.
+This worker also offers each request a `DisconnectHook` in the scope's extensions, under
+"gateway.disconnect": a callback set on it is called when the connection is lost, with no task or
+future per request.
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ HEAD_TOO_LARGE = (
     b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
 )
 
+
+# How long, and how much past the bound, a connection refused for its head still reads (and
+# drops) what its client sends, so that the client reads the 431 rather than a reset.
+REFUSE_LINGER_S = 2.0
+REFUSE_LINGER_BYTES = 1024 * 1024
 
 # Past this size the body goes out in a write of its own rather than copied behind the head.
 COALESCE_MAX_BODY = 64 * 1024
@@ -85,6 +95,25 @@ class HeadHoldingTransport:
 
 
 Send = Callable[[Any], Awaitable[None]]
+DISCONNECT_EXTENSION = "gateway.disconnect"
+
+
+class DisconnectHook:
+    """One request's view of its connection: `lost` once the connection is gone, and `callback`
+    (set by the application, None to stop) called once when that happens."""
+
+    __slots__ = ("lost", "callback")
+
+    def __init__(self) -> None:
+        self.lost = False
+        self.callback: Callable[[], None] | None = None
+
+    def fire(self) -> None:
+        """The connection is lost: call the callback, if any, once."""
+        self.lost = True
+        callback, self.callback = self.callback, None
+        if callback is not None:
+            callback()
 
 
 def _head_holding_send(send: Send, transport: HeadHoldingTransport) -> Send:
@@ -107,8 +136,15 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._head_limit: int = settings.GATEWAY_MAX_REQUEST_HEAD_BYTES
         self._in_head = True
         self._head_bytes = 0
+        self._refused = False
+        self._hook: DisconnectHook | None = None  # the running request's
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:  # read and dropped (see _refuse), up to a bound
+            self._head_bytes += len(data)
+            if self._head_bytes > self._head_limit + REFUSE_LINGER_BYTES:
+                self.transport.close()
+            return
         super().data_received(data)
         # Counted after parsing: a chunk that also completes the head (and carries body bytes)
         # is not a head still growing.
@@ -124,6 +160,9 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         connection_closed()
+        hook, self._hook = self._hook, None
+        if hook is not None:
+            hook.fire()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -133,6 +172,12 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         transport = HeadHoldingTransport(self.transport, self.loop)
         cycle.transport = transport  # type: ignore[assignment]  # write, close, is_closing
         cycle.send = _head_holding_send(cycle.send, transport)  # type: ignore[method-assign,assignment]
+        # One request runs at a time on a connection (a pipelined one starts after it).
+        self._hook = hook = DisconnectHook()
+        if self.transport.is_closing():
+            hook.lost = True
+        extensions: dict[str, Any] = cycle.scope.setdefault("extensions", {})
+        extensions[DISCONNECT_EXTENSION] = hook
         super()._start_asgi_task(cycle, app)
 
     def _refuse(self) -> None:
@@ -142,7 +187,16 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             b'"param": null}}' % self._head_limit
         )
         self.transport.write(HEAD_TOO_LARGE % (len(body), body))
-        self.transport.close()
+        self._refused = True
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        # Closed at once, a socket still receiving the rest of the head is reset, and the client
+        # may lose the 431 before reading it: the answer ends with a FIN, what still arrives is
+        # dropped, and the connection closes when the client does, after a short linger, or past
+        # REFUSE_LINGER_BYTES more.
+        self.transport.write_eof()
+        self.loop.call_later(REFUSE_LINGER_S, self.transport.close)
 
 
 class GatewayServer(DrainingServer):

@@ -55,27 +55,45 @@ class Responder:
 
 
 class DisconnectWatch:
-    """Cancels the request's task when the client goes away, while armed."""
+    """Cancels the request's task when the client goes away, while armed.
 
-    __slots__ = ("_task", "_waiter", "armed", "fired")
+    Under the gateway's worker the connection's own hook says so (`scope["extensions"]
+    ["gateway.disconnect"]`: `lost`, and a `callback` called when the connection is lost); under
+    any other ASGI server a task waits on `receive()` for `http.disconnect`.
+    """
 
-    def __init__(self, receive: Receive) -> None:
+    __slots__ = ("_task", "_waiter", "_hook", "armed", "fired")
+
+    def __init__(self, receive: Receive, hook: Any = None) -> None:
         self._task = asyncio.current_task()
         self.armed, self.fired = True, False
-        self._waiter = asyncio.ensure_future(receive())
-        self._waiter.add_done_callback(self._done)
+        self._hook = hook
+        self._waiter: asyncio.Future[Any] | None = None
+        if hook is None:
+            self._waiter = asyncio.ensure_future(receive())
+            self._waiter.add_done_callback(self._done)
+        elif hook.lost:
+            self._lost()
+        else:
+            hook.callback = self._lost
 
     def _done(self, waiter: asyncio.Future[Any]) -> None:
-        if waiter.cancelled() or waiter.exception() is not None or not self.armed:
+        if waiter.cancelled() or waiter.exception() is not None:
             return
-        if waiter.result().get("type") == "http.disconnect" and self._task is not None:
+        if waiter.result().get("type") == "http.disconnect":
+            self._lost()
+
+    def _lost(self) -> None:
+        if self.armed and self._task is not None:
             self.fired = True
             self._task.cancel()
 
     def disarm(self) -> None:
         """Stop watching (before the last byte: a completed response reads as a disconnect)."""
         self.armed = False
-        if not self._waiter.done():
+        if self._hook is not None:
+            self._hook.callback = None
+        elif self._waiter is not None and not self._waiter.done():
             self._waiter.cancel()
 
     def absorb(self) -> bool:

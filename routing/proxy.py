@@ -37,6 +37,8 @@ from routing.request_read import request_headers
 from routing.request_telemetry import request_observe
 
 logger = logging.getLogger("gateway.request")
+# The gateway worker's per-request connection hook (gateway_project/worker.py), when it runs us.
+DISCONNECT_EXTENSION = "gateway.disconnect"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,19 +133,20 @@ async def _serve(
     for name, value in admission.headers.items() if admission else ():
         responder.header_add(name, value)
     journal_open(request, admission.reservation if admission else None)
-    await _relayed(call, request, admission, receive, responder)
+    extensions = scope.get("extensions")
+    hook = extensions.get(DISCONNECT_EXTENSION) if extensions else None
+    await _relayed(call, request, admission, DisconnectWatch(receive, hook), responder)
 
 
 async def _relayed(
     call: Call,
     request: InferenceRequest,
     admission: Admission | None,
-    receive: Receive,
+    watch: DisconnectWatch,
     responder: Responder,
 ) -> None:
     """Relay, record, send the last bytes, reconcile: the usage record is durable before the
     client's last byte, and whatever happens the reservation is settled or refunded."""
-    watch = DisconnectWatch(receive)
     billed, settled = None, False
     try:
         outcome = await relay_run(request=request, responder=responder, watch=watch)

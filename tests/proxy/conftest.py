@@ -50,15 +50,23 @@ class _PromptServer(uvicorn.Server):
 
 
 class GatewayThread:
-    """gateway_project.asgi.application served by uvicorn (lifespan on) on a daemon thread."""
+    """gateway_project.asgi.application served by uvicorn (lifespan on) on a daemon thread, with
+    the gateway worker's HTTP protocol (`plain`: uvicorn's own, as any other ASGI server)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, plain: bool = False) -> None:
         from gateway_project.asgi import application
+        from gateway_project.worker import BoundedHeadProtocol
 
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
-        config = uvicorn.Config(application, lifespan="on", log_level="warning", access_log=False)
+        config = uvicorn.Config(
+            application,
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+            http="httptools" if plain else BoundedHeadProtocol,
+        )
         self.server = _PromptServer(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]})
 
@@ -86,6 +94,17 @@ def gateway(transactional_db: None) -> Iterator[GatewayThread]:
     authcache.cache_reset()
     circuit_reset()
     server = GatewayThread().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gateway_plain(transactional_db: None) -> Iterator[GatewayThread]:
+    """The gateway under uvicorn's own HTTP protocol (no connection hook: the app watches
+    `receive()` for a disconnect, as under any ASGI server)."""
+    authcache.cache_reset()
+    circuit_reset()
+    server = GatewayThread(plain=True).start()
     yield server
     server.stop()
 

@@ -6,6 +6,7 @@ import json
 import time
 
 import httpx
+import pytest
 
 from billing.models import UsageEvent
 from billing.services.ingest import usage_ingest
@@ -72,9 +73,11 @@ def test_time_to_first_byte_matches_direct_within_a_chunk_delay(gateway, tenant,
     assert gateway_first < gateway_total - 0.3
 
 
+@pytest.mark.parametrize("server", ["gateway", "gateway_plain"])
 def test_client_disconnect_stops_the_upstream_and_records_a_cancelled_event(
-    gateway, tenant, upstream
+    server, request, tenant, upstream
 ):
+    gateway = request.getfixturevalue(server)
     with _stream_request(gateway, tenant.key, tokens=50, delay_ms=50) as response:
         events = _events(response.iter_lines())
         seen = [next(e for e in events if "tok2" in e)]

@@ -17,7 +17,12 @@ from groups.models import Workspace
 from groups.services.audit import SYSTEM_ACTOR
 from keys import services as key_services
 from routing import services as routing_services
-from tests.proxy.conftest import gateway, tenant, upstream  # noqa: F401 - fixtures of this suite
+from tests.proxy.conftest import (  # noqa: F401 - fixtures of this suite
+    gateway,
+    gateway_plain,
+    tenant,
+    upstream,
+)
 
 
 @dataclass
