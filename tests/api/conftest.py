@@ -111,14 +111,19 @@ def user(api: APIClient, endpoints: list[Endpoint]) -> dict[str, Any]:
 @pytest.fixture
 def other_group(other_workspace: Workspace) -> Group:
     """A group of the other tenant (its id must be a 404 for `workspace`)."""
+    return root_group_make(other_workspace, "globex/llama", external_id="globex_1")
+
+
+def root_group_make(workspace: Workspace, slug: str, *, external_id: str) -> Group:
+    """A root group of `workspace` allowed `slug` (its endpoint made first)."""
     from groups import services as group_services
 
-    endpoint_make(other_workspace, "globex/llama")
+    endpoint_make(workspace, slug)
     return group_services.group_create(
-        workspace=other_workspace,
+        workspace=workspace,
         actor=SYSTEM_ACTOR,
-        external_entity_id="globex_1",
-        models=[model("globex/llama")],
+        external_entity_id=external_id,
+        models=[model(slug)],
     )
 
 

@@ -17,10 +17,8 @@ from django.test import RequestFactory
 from django.urls import path
 
 from gateway_project.control_handler import ControlPlaneHandler, is_cookieless_management
-from groups import services as group_services
 from groups.models import Workspace
-from groups.services.audit import SYSTEM_ACTOR
-from tests.api.conftest import endpoint_make, management_key, model
+from tests.api.conftest import management_key, root_group_make
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the handler's threads see committed rows
@@ -116,13 +114,7 @@ def events() -> Iterator[Events]:
 @pytest.fixture
 def group_call(workspace: Workspace) -> dict:
     """The scope of a GET of a group with a MANAGE key of its workspace."""
-    endpoint_make(workspace, "acme/llama")
-    group = group_services.group_create(
-        workspace=workspace,
-        actor=SYSTEM_ACTOR,
-        external_entity_id="cust_1",
-        models=[model("acme/llama")],
-    )
+    group = root_group_make(workspace, "acme/llama", external_id="cust_1")
     key = management_key(workspace)
     connection.close()  # the test's own connection back to the pool
     return _scope(f"/v1/gateway/groups/{group.id}", headers={"Authorization": f"Bearer {key}"})
@@ -218,13 +210,7 @@ def test_the_lean_chain_leaves_out_only_what_cookies_use(handler):
 @pytest.fixture
 def calls(workspace: Workspace) -> list[Callable[[], HttpRequest]]:
     """Management calls of every outcome, each built anew on demand (one per chain)."""
-    endpoint_make(workspace, "acme/llama")
-    group = group_services.group_create(
-        workspace=workspace,
-        actor=SYSTEM_ACTOR,
-        external_entity_id="cust_1",
-        models=[model("acme/llama")],
-    )
+    group = root_group_make(workspace, "acme/llama", external_id="cust_1")
     auth = {"Authorization": f"Bearer {management_key(workspace)}"}
     factory = RequestFactory()
     unknown = "/v1/gateway/groups/grp_00000000000000000000000000"
