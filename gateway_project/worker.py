@@ -10,9 +10,9 @@ must take apart, two wake-ups). This worker's protocol holds the head back until
 bytes, or the end of the current loop step when none follow at once, and writes both together.
 
 An application learns that its client went away by awaiting `receive()` in a task of its own.
-This worker also offers each request a `DisconnectHook` in the scope's extensions, under
-"gateway.disconnect": a callback set on it is called when the connection is lost, with no task or
-future per request.
+This worker also offers each request a `DisconnectHook` (gateway_project/kernel/connection_hook.py)
+in the scope's extensions: a callback set on it is called when the connection is lost, with no
+task or future per request.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from uvicorn_worker import UvicornWorker
 
 from gateway_project.balance import Acceptor, Ledger, Share, connection_closed
 from gateway_project.drain import DrainingServer
+from gateway_project.kernel.connection_hook import DISCONNECT_EXTENSION, DisconnectHook
 
 # gunicorn's exit status for a worker that could not boot (gunicorn.arbiter.Arbiter).
 WORKER_BOOT_ERROR = 3
@@ -95,25 +96,6 @@ class HeadHoldingTransport:
 
 
 Send = Callable[[Any], Awaitable[None]]
-DISCONNECT_EXTENSION = "gateway.disconnect"
-
-
-class DisconnectHook:
-    """One request's view of its connection: `lost` once the connection is gone, and `callback`
-    (set by the application, None to stop) called once when that happens."""
-
-    __slots__ = ("lost", "callback")
-
-    def __init__(self) -> None:
-        self.lost = False
-        self.callback: Callable[[], None] | None = None
-
-    def fire(self) -> None:
-        """The connection is lost: call the callback, if any, once."""
-        self.lost = True
-        callback, self.callback = self.callback, None
-        if callback is not None:
-            callback()
 
 
 def _head_holding_send(send: Send, transport: HeadHoldingTransport) -> Send:

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from gateway_project.kernel.connection_hook import DisconnectHook
 from gateway_project.kernel.errors import GatewayError, error_bytes
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -57,14 +58,14 @@ class Responder:
 class DisconnectWatch:
     """Cancels the request's task when the client goes away, while armed.
 
-    Under the gateway's worker the connection's own hook says so (`scope["extensions"]
-    ["gateway.disconnect"]`: `lost`, and a `callback` called when the connection is lost); under
-    any other ASGI server a task waits on `receive()` for `http.disconnect`.
+    Under the gateway's worker the connection's own hook says so (gateway_project/kernel/
+    connection_hook.py); under any other ASGI server a task waits on `receive()` for
+    `http.disconnect`.
     """
 
     __slots__ = ("_task", "_waiter", "_hook", "armed", "fired")
 
-    def __init__(self, receive: Receive, hook: Any = None) -> None:
+    def __init__(self, receive: Receive, hook: DisconnectHook | None = None) -> None:
         self._task = asyncio.current_task()
         self.armed, self.fired = True, False
         self._hook = hook

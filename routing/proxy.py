@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway_project.kernel import tracing
+from gateway_project.kernel.connection_hook import DISCONNECT_EXTENSION
 from gateway_project.kernel.errors import GatewayError, NotFound
 from routing.admission import Admission
 from routing.admit import request_admit
@@ -37,8 +38,6 @@ from routing.request_read import request_headers
 from routing.request_telemetry import request_observe
 
 logger = logging.getLogger("gateway.request")
-# The gateway worker's per-request connection hook (gateway_project/worker.py), when it runs us.
-DISCONNECT_EXTENSION = "gateway.disconnect"
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,22 +91,14 @@ class GatewayThread:
 @pytest.fixture
 def gateway(transactional_db: None) -> Iterator[GatewayThread]:
     """The gateway as a real server; its threads see committed test data."""
-    authcache.cache_reset()
-    circuit_reset()
-    server = GatewayThread().start()
-    yield server
-    server.stop()
+    yield from gateway_serve()
 
 
 @pytest.fixture
 def gateway_plain(transactional_db: None) -> Iterator[GatewayThread]:
     """The gateway under uvicorn's own HTTP protocol (no connection hook: the app watches
     `receive()` for a disconnect, as under any ASGI server)."""
-    authcache.cache_reset()
-    circuit_reset()
-    server = GatewayThread(plain=True).start()
-    yield server
-    server.stop()
+    yield from gateway_serve(plain=True)
 
 
 @pytest.fixture
@@ -226,10 +218,11 @@ def unavailable_upstream() -> Iterator[StaticUpstream]:
     server.stop()
 
 
-def gateway_serve() -> Iterator[GatewayThread]:
-    """The gateway as a real server, with its key cache emptied first (for a fixture to yield
-    from once it has pointed the settings at what the test puts in between, such as a relay)."""
+def gateway_serve(*, plain: bool = False) -> Iterator[GatewayThread]:
+    """The gateway as a real server, its key cache and circuits emptied first (for a fixture to
+    yield from, after pointing the settings at what the test puts in between, such as a relay)."""
     authcache.cache_reset()
-    server = GatewayThread().start()
+    circuit_reset()
+    server = GatewayThread(plain=plain).start()
     yield server
     server.stop()

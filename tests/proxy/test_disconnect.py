@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from gateway_project.worker import DisconnectHook
+from gateway_project.kernel.connection_hook import DisconnectHook
 from routing.client_connection import DisconnectWatch
 from tests.proxy.conftest import SLUG
 from tests.waiting import wait_until
