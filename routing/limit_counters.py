@@ -30,6 +30,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.cluster import RedisCluster as SyncRedisCluster
 
 from gateway_project.kernel.errors import GatewayError
+from gateway_project.kernel.redis_wire import command_bulk, command_pack, command_run
 from routing.redis_pool import CLUSTER_SCHEME, limits_redis
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 SCRIPT = Path(__file__).with_name("limits_script.lua").read_text()
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+_EVALSHA_HEAD = (command_bulk("EVALSHA"), command_bulk(SCRIPT_SHA))
 # The script's EPOCH: GCRA keys hold theoretical arrival times in microseconds since it.
 GCRA_EPOCH_US = 1_767_225_600_000_000
 PERIOD_US = {"SECOND": 1_000_000, "MINUTE": 60_000_000, "DAY": 0, "MONTH": -1}
@@ -135,16 +137,27 @@ def script_limit_args(
 
 async def _evalsha(client: Redis | RedisCluster, *, keys: list[str], args: list[Any]) -> Any:
     try:
+        if isinstance(client, RedisCluster):
+            return await _evalsha_cluster(client, keys=keys, args=args)
+        command = command_pack(len(keys), *keys, *args, packed=_EVALSHA_HEAD)
         try:
-            return await client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+            return await command_run(client, command)
         except rx.NoScriptError:
             # First use on this server, or after a restart / SCRIPT FLUSH / failover.
             await client.script_load(SCRIPT)
-            return await client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+            return await command_run(client, command)
     except RuntimeError as exc:
         if not transport_closed(exc):
             raise
         raise rx.ConnectionError(f"Redis connection closed under the client: {exc}") from exc
+
+
+async def _evalsha_cluster(client: RedisCluster, *, keys: list[str], args: list[Any]) -> Any:
+    try:
+        return await client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+    except rx.NoScriptError:
+        await client.script_load(SCRIPT)
+        return await client.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
 
 
 def transport_closed(exc: RuntimeError) -> bool:

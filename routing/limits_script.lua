@@ -21,16 +21,21 @@
 local EPOCH = 1767225600000000 -- 2026-01-01T00:00:00Z: keeps stored TATs small, so precise
 local DAY_US = 86400000000
 
-local now
-if ARGV[2] ~= '' then
-  now = tonumber(ARGV[2])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- The clock, read once and only by a step that needs it (an adjust of calendar counters does
+-- not): now, its offset from EPOCH, its UTC day number and the time until that day ends.
+local now, rel, day_number, until_midnight
+local function clock()
+  if now ~= nil then return end
+  if ARGV[2] ~= '' then
+    now = tonumber(ARGV[2])
+  else
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  rel = now - EPOCH
+  day_number = math.floor(now / DAY_US)
+  until_midnight = (day_number + 1) * DAY_US - now
 end
-local rel = now - EPOCH
-local day_number = math.floor(now / DAY_US)
-local until_midnight = (day_number + 1) * DAY_US - now
 
 local function civil(z)
   -- Howard Hinnant's days-to-civil algorithm.
@@ -59,14 +64,16 @@ local function days_from_civil(y, m, d)
   return era * 146097 + doe - 719468
 end
 
-local year, month = civil(day_number)
-local next_month = year * 12 + month -- months since year 0, of the month after this one
-local until_month_end = days_from_civil(math.floor(next_month / 12), next_month % 12 + 1, 1)
-  * DAY_US - now
-
+local until_month_end
 -- a calendar period's time until reset (period 0 DAY, -1 MONTH)
 local function until_reset(period)
   if period == 0 then return until_midnight end
+  if until_month_end == nil then
+    local year, month = civil(day_number)
+    local next_month = year * 12 + month -- months since year 0, of the month after this one
+    until_month_end = days_from_civil(math.floor(next_month / 12), next_month % 12 + 1, 1)
+      * DAY_US - now
+  end
   return until_month_end
 end
 
@@ -117,6 +124,7 @@ local function room(period, limit, level)
 end
 
 local function admit()
+  clock()
   local day = ''
   local allowed = 1
   local checks = {}
@@ -169,6 +177,7 @@ local function adjust()
       end
     elseif delta ~= 0 then
       -- A refund never reaches below now: time already elapsed has refilled the bucket.
+      clock()
       local tat = tonumber(redis.call('GET', key) or '0')
       if tat < rel then tat = rel end
       set_tat(key, tat + delta * (period / limit))

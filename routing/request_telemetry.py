@@ -53,6 +53,6 @@ def request_observe(call: Call, *, route_label: str) -> None:
             "usage_estimated": usage.estimated if usage else None,
             "total_ms": round(total, 3),
             "upstream_ms": round(call.upstream_ms, 3),
-            "first_byte_ms": call.first_byte_ms,
+            "first_byte_ms": None if call.first_byte_ms is None else round(call.first_byte_ms, 3),
         },
     )

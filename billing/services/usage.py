@@ -23,6 +23,7 @@ from redis.exceptions import NoScriptError, RedisError
 from billing.sanitize import text_clean
 from billing.services.usage_store import usage_events_store_direct
 from gateway_project.kernel.ids import new_ulid
+from gateway_project.kernel.redis_wire import command_bulk, command_pack, command_run
 
 USAGE_STREAM = "gw:usage"
 # A request reaped from the in-flight journal (its worker's late event is not added).
@@ -130,6 +131,7 @@ redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
 return 1
 """
 _RECORD_SHA = hashlib.sha1(_RECORD_SCRIPT.encode()).hexdigest()
+_EVALSHA = (command_bulk("EVALSHA"),)
 
 
 def _payload(event: dict[str, Any]) -> bytes:
@@ -211,12 +213,13 @@ async def _record_step(
     script, sha = _joint_script(also)
     record = _record_args(payload, note, claim=False)[1:]  # its 3 keys, then its 3 arguments
     keys, args = (*record[:3], *also.keys), (*record[3:], *also.args)
+    command = command_pack(sha, len(keys), *keys, *args, packed=_EVALSHA)
     try:
-        reply = await client.evalsha(sha, len(keys), *keys, *args)
+        reply = await command_run(client, command)
     except NoScriptError:
         # First use on this server, or after a restart / SCRIPT FLUSH / failover.
         await client.script_load(script)
-        reply = await client.evalsha(sha, len(keys), *keys, *args)
+        reply = await command_run(client, command)
     replies[0] = reply[0]
     replies[1] = reply[1] if reply[1] == 1 else RedisError(f"settle failed: {reply[2]!r}")
 
@@ -275,12 +278,12 @@ async def _event_add(client: Any, *, payload: bytes, note: tuple[str, str] | Non
     if note is None:
         await client.xadd(USAGE_STREAM, {"e": payload})
         return
-    args = _record_args(payload, note, claim=False)
+    command = command_pack(_RECORD_SHA, *_record_args(payload, note, claim=False), packed=_EVALSHA)
     try:
-        await client.evalsha(_RECORD_SHA, *args)
+        await command_run(client, command)
     except NoScriptError:
         await client.script_load(_RECORD_SCRIPT)
-        await client.evalsha(_RECORD_SHA, *args)
+        await command_run(client, command)
 
 
 async def _record_direct(

@@ -145,14 +145,21 @@ def test_usage_read_with_redis_down_answers_503(dead_redis: str) -> None:
 
 
 class _ClosedTransportClient:
-    """A Redis client stand-in whose every call fails the way redis-py on uvloop does when it
-    reconnects to a Redis that is restarting: a RuntimeError from the closed transport."""
+    """A Redis client stand-in whose every command fails the way redis-py on uvloop does when
+    it reconnects to a Redis that is restarting: a RuntimeError from the closed transport."""
 
     def __init__(self, message: str) -> None:
         self.message = message
         self.calls = 0
+        self.connection_pool = self
 
-    async def evalsha(self, *args: object) -> object:
+    async def get_connection(self) -> _ClosedTransportClient:
+        return self
+
+    async def release(self, connection: object) -> None:
+        return None
+
+    async def send_packed_command(self, command: bytes, check_health: bool = True) -> None:
         self.calls += 1
         raise RuntimeError(self.message)
 
