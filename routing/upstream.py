@@ -15,6 +15,7 @@ import aiohttp
 from django.conf import settings
 
 from gateway_project.kernel import tracing
+from gateway_project.kernel.deadline import deadline
 from gateway_project.kernel.netguard import (
     GuardedResolver,
     address_is_allowed,
@@ -136,7 +137,7 @@ async def upstream_open(
     upstream_guard(url, allowlist)
     session = upstream_session(allowlist)
     try:
-        async with asyncio.timeout(timeout or settings.GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT):
+        async with deadline(timeout or settings.GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT):
             return await session.post(url, data=body, headers=headers, allow_redirects=False)
     except TimeoutError as exc:
         raise UpstreamTimeout("The upstream did not answer in time.") from exc
@@ -157,7 +158,7 @@ async def chunk_read(
         return data
     limit = (timeout or settings.GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT) if first else None
     try:
-        async with asyncio.timeout(limit or settings.GATEWAY_UPSTREAM_IDLE_TIMEOUT):
+        async with deadline(limit or settings.GATEWAY_UPSTREAM_IDLE_TIMEOUT):
             return await reader.readany()
     except TimeoutError as exc:
         raise UpstreamTimeout("The upstream stopped sending.") from exc

@@ -22,6 +22,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from billing.sanitize import text_clean
 from billing.services.usage_store import usage_events_store_direct
+from gateway_project.kernel.deadline import deadline
 from gateway_project.kernel.ids import new_ulid
 from gateway_project.kernel.redis_wire import command_bulk, command_pack, command_run
 
@@ -185,7 +186,7 @@ async def usage_record_write(
     replies: list[Any] = [unanswered, unanswered if also is not None else None]
     failure: BaseException | None = None
     try:
-        async with asyncio.timeout(timeout):
+        async with deadline(timeout):
             await _record_step(client, replies, payload=_payload(event), note=note, also=also)
     except (RedisError, OSError) as error:  # OSError: the TimeoutError too
         failure = error
@@ -234,9 +235,7 @@ local function also(KEYS, ARGV)
 %s
 end
 local function rest(list)
-  local out = {}
-  for i = 4, #list do out[i - 3] = list[i] end
-  return out
+  return {unpack(list, 4)}
 end
 local recorded = record({KEYS[1], KEYS[2], KEYS[3]}, {ARGV[1], ARGV[2], ARGV[3]})
 local ok, reply = pcall(also, rest(KEYS), rest(ARGV))
