@@ -28,7 +28,8 @@ GRANULARITY_MS = 5  # the narrowest slot
 _SLOTS_PER_DELAY = 64
 # A loop's timer may fire up to a millisecond early (its clock is read in milliseconds).
 _EARLY_MS = 1
-# Wheels of loops that are gone are dropped past this many (a test suite runs many loops).
+# Past this many wheels, those of closed loops and those holding no block are dropped (a test
+# suite runs many loops; a dropped wheel's pending timer finds nothing to expire).
 _WHEELS_MAX = 16
 
 
@@ -151,7 +152,8 @@ def _wheel(loop: asyncio.AbstractEventLoop) -> _Wheel:
     wheel = _wheels.get(id(loop))
     if wheel is None or wheel.loop is not loop:
         if len(_wheels) >= _WHEELS_MAX:
-            for key in [key for key, found in list(_wheels.items()) if not found.slots]:
-                del _wheels[key]
+            for key, found in list(_wheels.items()):
+                if found.loop.is_closed() or not any(found.slots.values()):
+                    del _wheels[key]
         wheel = _wheels[id(loop)] = _Wheel(loop)
     return wheel

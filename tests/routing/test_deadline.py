@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import uvloop
 
+from gateway_project.kernel import deadline as deadline_module
 from gateway_project.kernel.deadline import GRANULARITY_MS, _wheel, deadline
 
 Runner = Callable[[Coroutine[Any, Any, Any]], Any]
@@ -138,3 +139,14 @@ def test_a_long_deadline_s_blocks_share_a_few_slots_however_many_run(run: Runner
 
     # A minute-long deadline's slot is 1.28 s wide: the run spans one or two of them.
     assert slots <= 3 and due <= 3
+
+
+def test_the_wheels_of_closed_loops_are_let_go() -> None:
+    async def bounded() -> None:
+        async with deadline(60):
+            await asyncio.sleep(0)
+
+    for _ in range(40):
+        asyncio.run(bounded())
+
+    assert len(deadline_module._wheels) <= deadline_module._WHEELS_MAX
