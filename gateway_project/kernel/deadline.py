@@ -24,7 +24,8 @@ import math
 from types import TracebackType
 
 GRANULARITY_MS = 5  # the narrowest slot
-# A slot is at most this share of the deadline's length wide (a power of two times 5 ms).
+# A deadline's slot is the narrowest power of two times 5 ms at least 1/_SLOTS_PER_DELAY of its
+# length wide (so under 2/_SLOTS_PER_DELAY of it).
 _SLOTS_PER_DELAY = 64
 # A loop's timer may fire up to a millisecond early (its clock is read in milliseconds).
 _EARLY_MS = 1
