@@ -19,35 +19,19 @@ Part = bytes | str | int
 
 def command_bulk(part: Part) -> bytes:
     """One argument as a RESP bulk string (str as UTF-8, int in decimal; nothing else)."""
-    if type(part) is bytes:
-        data = part
-    elif type(part) is str:
-        data = part.encode()
+    if type(part) is str:
+        part = part.encode()
     elif type(part) is int:
-        data = b"%d" % part
-    else:
-        raise _refused(part)
-    return b"$%d\r\n%b\r\n" % (len(data), data)
+        part = b"%d" % part
+    elif type(part) is not bytes:
+        raise TypeError(f"a Redis argument must be bytes, str or int, not {type(part).__name__}")
+    return b"$%d\r\n%b\r\n" % (len(part), part)
 
 
 def command_pack(*parts: Part, packed: tuple[bytes, ...] = ()) -> bytes:
     """The RESP array of `packed` (bulk strings packed already, sent first) and `parts`."""
-    out = [b"*%d\r\n" % (len(packed) + len(parts)), *packed]
-    for part in parts:  # command_bulk, inlined: a request packs some thirty of them
-        if type(part) is str:
-            part = part.encode()
-        elif type(part) is int:
-            part = b"%d" % part
-        elif type(part) is not bytes:
-            raise TypeError(
-                f"a Redis argument must be bytes, str or int, not {type(part).__name__}"
-            )
-        out.append(b"$%d\r\n%b\r\n" % (len(part), part))
-    return b"".join(out)
-
-
-def _refused(part: object) -> TypeError:
-    return TypeError(f"a Redis argument must be bytes, str or int, not {type(part).__name__}")
+    head = b"*%d\r\n" % (len(packed) + len(parts))
+    return b"".join((head, *packed, *map(command_bulk, parts)))
 
 
 async def command_run(client: Any, command: bytes) -> Any:

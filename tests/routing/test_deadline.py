@@ -106,10 +106,9 @@ def test_no_deadline_bounds_nothing(run: Runner) -> None:
     assert run(scenario()) == "done"
 
 
-def test_a_thousand_blocks_share_the_loop_s_one_timer(run: Runner) -> None:
-    async def scenario() -> tuple[int, int, int]:
+def test_a_thousand_blocks_of_one_length_wait_in_one_slot_under_one_timer(run: Runner) -> None:
+    async def scenario() -> tuple[int, int, bool, int]:
         gate = asyncio.Event()
-        armed = []
 
         async def bounded() -> None:
             async with deadline(5):
@@ -118,13 +117,17 @@ def test_a_thousand_blocks_share_the_loop_s_one_timer(run: Runner) -> None:
         tasks = [asyncio.create_task(bounded()) for _ in range(1000)]
         await asyncio.sleep(0.01)
         wheel = _wheel(asyncio.get_running_loop())
-        armed.append(wheel.handle is not None)
         waiting = sum(len(members) for members in wheel.slots.values())
+        slots, armed = len(wheel.due), wheel.handle is not None
         gate.set()
         await asyncio.gather(*tasks)
-        return waiting, sum(armed), sum(len(members) for members in wheel.slots.values())
+        return waiting, slots, armed, sum(len(members) for members in wheel.slots.values())
 
-    assert run(scenario()) == (1000, 1, 0)
+    waiting, slots, armed, left = run(scenario())
+
+    # Entered within 10 ms of each other, 5 s deadlines fall in one or two 80 ms slots.
+    assert (waiting, armed, left) == (1000, True, 0)
+    assert slots <= 2
 
 
 def test_a_long_deadline_s_blocks_share_a_few_slots_however_many_run(run: Runner) -> None:
