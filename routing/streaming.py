@@ -105,8 +105,8 @@ class SseRelay:
             if self._uncounted_bytes > UNCOUNTED_MAX_BYTES:
                 self._counted = self.content_chunks
         at = block.find(_USAGE_KEY)
-        if at >= 0 and _USAGE_RE.search(block, at):
-            block = self._usage_take(block)
+        if at >= 0 and (found := _USAGE_RE.search(block, at)) is not None:
+            block = self._usage_take(block, found.start())
             if self.usage is not None:
                 self._uncounted, self._uncounted_bytes = [], 0
         if block.endswith(_DONE):
@@ -116,29 +116,43 @@ class SseRelay:
 
     def _model_rewrite(self, block: bytes) -> bytes:
         """MODEL_RE.sub(slug member, block), by a plain replace when every `"model"` in the
-        block starts the member the upstream sent before (MODEL_RE would match exactly that)."""
+        block starts the member the upstream sent first (MODEL_RE would match exactly that)."""
         seen = self._upstream_model
-        if seen is not None:
-            replaced = block.replace(seen, self._model)
-            if replaced.count(_MODEL_KEY) == replaced.count(self._model):
-                return replaced
-        elif _MODEL_KEY not in block:
-            return block
-        match = MODEL_RE.search(block)
-        if match is not None and seen is None:
-            self._upstream_model = match.group()
-        return MODEL_RE.sub(self._model, block) if match is not None else block
+        if seen is None:
+            match = MODEL_RE.search(block) if _MODEL_KEY in block else None
+            if match is None:
+                return block
+            seen = self._upstream_model = match.group()
+        replaced = block.replace(seen, self._model)
+        if replaced.count(_MODEL_KEY) == replaced.count(self._model):
+            return replaced
+        return MODEL_RE.sub(self._model, block)
 
-    def _usage_take(self, block: bytes) -> bytes:
-        kept = []
-        for event in block.split(b"\n\n"):
+    def _usage_take(self, block: bytes, first: int) -> bytes:
+        """Read the usage of the events that carry one (found in one scan of the block from the
+        first, at `first`, not event by event) and drop a usage-only event the client did not
+        ask for."""
+        kept, pos, scanned = [], 0, 0
+        for match in _USAGE_RE.finditer(block, first):
+            if match.start() < scanned:
+                continue  # within an event already read
+            start = block.rfind(b"\n\n", 0, match.start())
+            start = 0 if start < 0 else start + 2
+            end = block.find(b"\n\n", match.start())
+            end = len(block) if end < 0 else end
+            scanned = end
+            event = block[start:end]
             payload = _event_json(event) if _USAGE_RE.search(event) else None
-            if payload is not None and (usage := usage_parse(_usage_of(payload))) is not None:
-                self.usage = usage
-                if self._strip_usage and not payload.get("choices"):
-                    continue
-            kept.append(event)
-        return b"\n\n".join(kept)
+            if payload is None or (usage := usage_parse(_usage_of(payload))) is None:
+                continue
+            self.usage = usage
+            if self._strip_usage and not payload.get("choices"):
+                kept.append(block[pos:start])
+                pos = min(end + 2, len(block))
+        if not kept:
+            return block
+        kept.append(block[pos:])
+        return b"".join(kept)
 
 
 def _usage_of(payload: dict[str, Any]) -> Any:
