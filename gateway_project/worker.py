@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
@@ -95,18 +94,16 @@ class HeadHoldingTransport:
         return self._transport.is_closing()
 
 
-Send = Callable[[Any], Awaitable[None]]
+class HeadHoldingCycle(RequestResponseCycle):
+    """uvicorn's response cycle, telling its HeadHoldingTransport to hold the write a response
+    start makes. A request's cycle becomes one in `_start_asgi_task`: a class rather than a
+    wrapper of `send` kept on the cycle, which would tie the cycle to itself and leave every
+    request's cycle, scope and transport to the cyclic garbage collector."""
 
-
-def _head_holding_send(send: Send, transport: HeadHoldingTransport) -> Send:
-    """`send` with the transport told to hold the write a response start makes."""
-
-    def held(message: Any) -> Awaitable[None]:
+    async def send(self, message: Any) -> None:
         if message["type"] == "http.response.start":
-            transport.holding = True
-        return send(message)
-
-    return held
+            self.transport.holding = True  # type: ignore[attr-defined]  # a HeadHoldingTransport
+        await super().send(message)
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
@@ -153,7 +150,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         transport = HeadHoldingTransport(self.transport, self.loop)
         cycle.transport = transport  # type: ignore[assignment]  # write, close, is_closing
-        cycle.send = _head_holding_send(cycle.send, transport)  # type: ignore[method-assign,assignment]
+        cycle.__class__ = HeadHoldingCycle
         # One request runs at a time on a connection (a pipelined one starts after it).
         self._hook = hook = DisconnectHook()
         if self.transport.is_closing():
