@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from gateway_project.kernel.errors import GatewayError
+from gateway_project.kernel.errors import GatewayError, tracebacks_drop
 from routing.balancing import Attempt, attempt_plan
 from routing.circuit import circuit_failure, circuit_probe, circuit_states, circuit_success
 from routing.errors import (
@@ -198,6 +198,7 @@ async def upstream_pick(request: InferenceRequest) -> Pick:
         try:
             return await _try(request, attempt)
         except GatewayError as exc:
+            tracebacks_drop(exc)  # kept for later: no cycle through this frame
             if not _falls_back(exc):
                 return Pick(tried, error=exc)
             failure = exc

@@ -17,7 +17,7 @@ from typing import Any
 
 from gateway_project.kernel import tracing
 from gateway_project.kernel.connection_hook import DISCONNECT_EXTENSION
-from gateway_project.kernel.errors import GatewayError, NotFound
+from gateway_project.kernel.errors import GatewayError, NotFound, tracebacks_drop
 from routing.admission import Admission
 from routing.admit import request_admit
 from routing.authcache import KeyEntry, cache_confirmed_age, route_lookup
@@ -70,12 +70,14 @@ async def proxy_app(scope: MutableMapping[str, Any], receive: Receive, send: Sen
     try:
         await _serve(call, scope, receive, responder)
     except GatewayError as exc:
+        tracebacks_drop(exc)
         call.status, call.error_code = exc.status, exc.code
         if not responder.started:
             raw = getattr(exc, "raw", None)
             await (responder.json(exc.status, raw) if raw else responder.error(exc))
-    except Exception:
+    except Exception as exc:
         logger.exception("inference request failed", extra={"request_id": call.request_id})
+        tracebacks_drop(exc)
         call.status, call.error_code = 500, "internal_error"
         if not responder.started:
             await responder.error(

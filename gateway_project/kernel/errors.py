@@ -70,6 +70,24 @@ class NotFound(GatewayError):
     code = "not_found"
 
 
+def tracebacks_drop(exc: BaseException) -> None:
+    """Let go of the frames `exc` and the exceptions it was raised from or during hold.
+
+    An exception kept after it was caught (an error answered later, a failure noted before a
+    fallback) holds its traceback, whose frames hold the locals that keep the exception: a
+    reference cycle that reference counting never frees, which takes the request's whole state
+    with it to the cyclic garbage collector. Once an error is answered or noted, where it was
+    raised is of no more use (log it first)."""
+    pending, seen = [exc], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = None
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+
+
 def error_body(*, message: str, type: str, code: str, param: str | None = None) -> dict[str, Any]:
     """The envelope `{"error": {message, type, code, param}}`."""
     return {"error": {"message": message, "type": type, "code": code, "param": param}}
