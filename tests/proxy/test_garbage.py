@@ -19,23 +19,29 @@ CHAT = "/v1/chat/completions"
 Send = Callable[[http.client.HTTPConnection], int]
 
 
-def _garbage_growth(gateway: GatewayThread, send: Send) -> int:
-    """Objects found in cycles after 60 requests on one connection, less those after 10."""
+def _garbage_per_request(gateway: GatewayThread, send: Send) -> float:
+    """Objects found in cycles per request, the least of three measures: after 60 requests on one
+    connection less after 10, over the 50 more. A request that leaves its state behind leaves
+    tens of objects every time; the test's own servers and the gateway's background loops leave
+    a few dozen now and then, which one of the measures escapes."""
     connection = http.client.HTTPConnection(urlsplit(gateway.url).netloc, timeout=10)
     try:
         for _ in range(5):  # warm: caches filled, pools opened
             send(connection)
-        found = []
-        for requests in (10, 60):
-            gc.collect()
-            gc.disable()
-            try:
-                for _ in range(requests):
-                    send(connection)
-                found.append(gc.collect())
-            finally:
-                gc.enable()
-        return found[1] - found[0]
+        measures = []
+        for _ in range(3):
+            found = []
+            for requests in (10, 60):
+                gc.collect()
+                gc.disable()
+                try:
+                    for _ in range(requests):
+                        send(connection)
+                    found.append(gc.collect())
+                finally:
+                    gc.enable()
+            measures.append((found[1] - found[0]) / 50)
+        return min(measures)
     finally:
         connection.close()
 
@@ -57,7 +63,7 @@ def _sender(key: str, *, stream: bool = False, expect: int = 200) -> Send:
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_answered_request_leaves_no_cycles(gateway, tenant, stream):
-    assert _garbage_growth(gateway, _sender(tenant.key, stream=stream)) < 25
+    assert _garbage_per_request(gateway, _sender(tenant.key, stream=stream)) < 2
 
 
 def test_a_refused_request_leaves_no_cycles(gateway, workspace, upstream):
@@ -69,7 +75,7 @@ def test_a_refused_request_leaves_no_cycles(gateway, workspace, upstream):
     _sender(tenant.key)(first)  # the one request the limit lets through
     first.close()
 
-    assert _garbage_growth(gateway, _sender(tenant.key, expect=429)) < 25
+    assert _garbage_per_request(gateway, _sender(tenant.key, expect=429)) < 2
 
 
 def test_an_upstream_error_leaves_no_cycles(gateway, workspace, unavailable_upstream):
@@ -77,7 +83,7 @@ def test_an_upstream_error_leaves_no_cycles(gateway, workspace, unavailable_upst
         workspace=workspace, targets=[compatible_target(unavailable_upstream.url)]
     )
 
-    assert _garbage_growth(gateway, _sender(tenant.key, expect=503)) < 25
+    assert _garbage_per_request(gateway, _sender(tenant.key, expect=503)) < 2
 
 
 def test_a_request_answered_after_a_fallback_leaves_no_cycles(
@@ -87,5 +93,5 @@ def test_a_request_answered_after_a_fallback_leaves_no_cycles(
     targets = [compatible_target(unavailable_upstream.url), compatible_target(upstream.url)]
     tenant = tenant_build(workspace=workspace, targets=targets)
 
-    assert _garbage_growth(gateway, _sender(tenant.key)) < 25
+    assert _garbage_per_request(gateway, _sender(tenant.key)) < 2
     assert unavailable_upstream.hits > 60
