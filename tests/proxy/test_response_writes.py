@@ -205,4 +205,7 @@ def _garbage_after(requests: int) -> int:
 def test_an_answered_request_leaves_nothing_to_the_cyclic_garbage_collector():
     # Reference counting frees each request's cycle, scope and transport as it ends: garbage
     # left in cycles waits for a collection, which walks everything young and stalls the loop.
-    assert _garbage_after(40) - _garbage_after(1) < 40
+    # Per request, the least of three measures: another thread of the test process may leave a
+    # few objects now and then; a request that keeps its cycle leaves some 16 every time.
+    per_request = min((_garbage_after(40) - _garbage_after(1)) / 39 for _ in range(3))
+    assert per_request < 1
