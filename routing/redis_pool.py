@@ -10,7 +10,11 @@ from django.conf import settings
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from gateway_project.kernel.redis_mux import RedisMux
+
 CLUSTER_SCHEME = "redis+cluster://"
+# Commands of the request path waiting for Redis on one process's connection, at most.
+MUX_MAX_WAITING = 4096
 # (url, loop id, whether each call is bounded by its caller instead of per-socket-operation)
 _clients: dict[tuple[str, int, bool], aioredis.Redis | RedisCluster] = {}
 
@@ -28,6 +32,17 @@ class LeanBlockingPool(aioredis.BlockingConnectionPool):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._slow_takers = 0
+        # The packed commands of the request path (redis_wire.command_run) share one connection.
+        self.mux = RedisMux(
+            self.make_connection,
+            stall=max(settings.GATEWAY_LIMITS_TIMEOUT, settings.GATEWAY_USAGE_RECORD_TIMEOUT),
+            max_waiting=MUX_MAX_WAITING,
+        )
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        """Close the pool's connections and the multiplexed one."""
+        await self.mux.close()
+        await super().disconnect(inuse_connections)
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         """An idle, ready connection at once; otherwise redis-py's way (which may wait)."""
@@ -117,4 +132,8 @@ async def close_all() -> None:
     """Close the clients of the running loop (shutdown and tests)."""
     loop_id = id(asyncio.get_running_loop())
     for key in [key for key in _clients if key[1] == loop_id]:
-        await _clients.pop(key).aclose()
+        client = _clients.pop(key)
+        pool = getattr(client, "connection_pool", None)
+        if isinstance(pool, LeanBlockingPool):
+            await pool.mux.close()
+        await client.aclose()

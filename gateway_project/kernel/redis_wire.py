@@ -35,9 +35,13 @@ def command_pack(*parts: Part, packed: tuple[bytes, ...] = ()) -> bytes:
 
 
 async def command_run(client: Any, command: bytes) -> Any:
-    """Send one packed command on a connection of `client`'s pool and return its reply (an
-    error reply raises its redis-py exception, such as NoScriptError)."""
+    """Send one packed command and return its reply (an error reply raises its redis-py
+    exception, such as NoScriptError): on the pool's multiplexed connection when it has one
+    (gateway_project/kernel/redis_mux.py), else on a connection of `client`'s pool."""
     pool = client.connection_pool
+    mux = getattr(pool, "mux", None)
+    if mux is not None:
+        return await mux.run(command)
     connection = await pool.get_connection()
     try:
         await connection.send_packed_command(command, check_health=False)
