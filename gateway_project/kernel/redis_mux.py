@@ -38,7 +38,35 @@ ConnectionFactory = Callable[[], Any]  # a redis-py asyncio Connection, not conn
 _NOT_YET = object()  # hiredis: no complete reply buffered
 
 
-class RedisMux(asyncio.Protocol):
+class _Wire(asyncio.Protocol):
+    """One connection's socket, read for its mux: what a replaced connection still reports
+    (its loss, late bytes) never reaches the mux's next connection."""
+
+    __slots__ = ("_mux", "transport", "reader", "streams")
+
+    def __init__(self, mux: RedisMux, transport: asyncio.Transport, streams: tuple[Any, Any]):
+        self._mux = mux
+        self.transport = transport
+        # Kept while the socket is ours: a StreamWriter closes its transport when collected.
+        self.streams = streams
+        self.reader = hiredis.Reader(
+            protocolError=InvalidResponse, replyError=BaseParser.parse_error, notEnoughData=_NOT_YET
+        )
+
+    def data_received(self, data: bytes) -> None:
+        self._mux._replies(self, data)
+
+    def eof_received(self) -> bool:
+        self._mux._wire_lost(self, RedisConnectionError("Connection closed by server."))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._mux._wire_lost(
+            self, _lost(exc) if exc else RedisConnectionError("Connection closed.")
+        )
+
+
+class RedisMux:
     """One process's connection to one Redis for packed commands (`run`)."""
 
     def __init__(
@@ -48,10 +76,8 @@ class RedisMux(asyncio.Protocol):
         self._stall = stall
         self._max_waiting = max_waiting
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._transport: asyncio.Transport | None = None
+        self._wire: _Wire | None = None
         self._connecting: asyncio.Task[None] | None = None
-        self._reader: Any = None
-        self._streams: tuple[Any, Any] | None = None
         # One (future, when queued) per command written or to write, in order.
         self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._out: list[bytes] = []
@@ -72,15 +98,15 @@ class RedisMux(asyncio.Protocol):
                     f"{len(waiting)} Redis commands are waiting for an answer already."
                 )
         future: asyncio.Future[Any] = loop.create_future()
-        transport = self._transport
-        if transport is not None and not waiting:
+        wire = self._wire
+        if wire is not None and not waiting:
             # Nothing in flight: out at once (a lone request's command waits for no other).
             waiting.append((future, now))
-            transport.write(command)
+            wire.transport.write(command)
             return await future
         waiting.append((future, now))
         self._out.append(command)
-        if transport is not None:
+        if wire is not None:
             if not self._flush_due:
                 self._flush_due = True
                 loop.call_soon(self._flush)
@@ -102,23 +128,16 @@ class RedisMux(asyncio.Protocol):
         try:
             connection = self._factory()
             await connection.connect()
-            # Take the connected socket from redis-py: its streams are dropped and the
+            # Take the connected socket from redis-py: its streams go to the wire and the
             # connection object forgets them (so it never closes the socket behind us).
             reader, writer = connection._reader, connection._writer
             connection._reader = connection._writer = None
-            # Kept while the socket is ours: a StreamWriter closes its transport when collected.
-            self._streams = (reader, writer)
-            transport = writer.transport
-            self._reader = hiredis.Reader(
-                protocolError=InvalidResponse,
-                replyError=BaseParser.parse_error,
-                notEnoughData=_NOT_YET,
-            )
-            self._transport = transport
-            transport.set_protocol(self)
+            wire = _Wire(self, writer.transport, (reader, writer))
+            self._wire = wire
+            wire.transport.set_protocol(wire)
             left = bytes(reader._buffer)
             if left:
-                self.data_received(left)
+                self._replies(wire, left)
         except asyncio.CancelledError:
             self._connecting = None
             raise
@@ -127,37 +146,38 @@ class RedisMux(asyncio.Protocol):
             self._fail(exc if isinstance(exc, RedisConnectionError) else _lost(exc))
             return
         self._connecting = None
-        if self._transport is not None:
-            self._flush()
+        self._flush()
 
     def _flush(self) -> None:
         self._flush_due = False
-        transport, out = self._transport, self._out
-        if transport is None or not out:
+        wire, out = self._wire, self._out
+        if wire is None or not out:
             return
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
-        transport.write(data)
+        wire.transport.write(data)
 
     def _fail(self, error: Exception) -> None:
         """Drop the connection and fail every command waiting on it."""
-        transport, self._transport, self._reader = self._transport, None, None
-        self._streams = None
+        wire, self._wire = self._wire, None
         self._out.clear()
         waiting = list(self._waiting)
         self._waiting.clear()
-        if transport is not None:
-            transport.abort()
+        if wire is not None:
+            wire.transport.abort()
         for future, _ in waiting:
             if not future.done():
                 future.set_exception(_copy(error))
 
-    # asyncio.Protocol, on the taken-over socket.
+    def _wire_lost(self, wire: _Wire, error: Exception) -> None:
+        if wire is self._wire:
+            self._fail(error)
 
-    def data_received(self, data: bytes) -> None:
-        reader = self._reader
-        if reader is None:
-            return
+    def _replies(self, wire: _Wire, data: bytes) -> None:
+        """Hand each complete reply to the command at the head of the queue."""
+        if wire is not self._wire:
+            return  # a connection already dropped
+        reader = wire.reader
         reader.feed(data)
         waiting = self._waiting
         while True:
@@ -180,14 +200,6 @@ class RedisMux(asyncio.Protocol):
                 future.set_exception(reply[0])
             else:
                 future.set_result(reply)
-
-    def eof_received(self) -> bool:
-        self._fail(RedisConnectionError("Connection closed by server."))
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._transport is not None:
-            self._fail(_lost(exc) if exc else RedisConnectionError("Connection closed."))
 
 
 def _lost(exc: BaseException | None) -> RedisConnectionError:

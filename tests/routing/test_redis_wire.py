@@ -205,3 +205,25 @@ def test_the_connection_authenticates_and_selects_the_url_s_database() -> None:
         assert asyncio.run(scenario()) == (b"gw-test-mux", True)
     finally:
         admin.acl_deluser("gw-test-mux")
+
+
+def test_a_dropped_connection_s_late_bytes_and_loss_never_reach_its_successor() -> None:
+    async def scenario() -> tuple[object, object]:
+        client = _client()
+        pool = client.connection_pool
+        assert isinstance(pool, LeanBlockingPool)
+        mux = pool.mux
+        await command_run(client, command_pack("PING"))
+        old = mux._wire
+        assert old is not None
+        await mux.close()
+        await command_run(client, command_pack("PING"))  # a new connection
+        # What the old socket may still report after it was dropped.
+        old.data_received(b"+late reply\r\n")
+        old.connection_lost(OSError("reset"))
+        value = await command_run(client, command_pack("ECHO", "mine"))
+        replaced = mux._wire is not old and mux._wire is not None
+        await _closed(client)
+        return value, replaced
+
+    assert asyncio.run(scenario()) == (b"mine", True)
