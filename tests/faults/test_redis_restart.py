@@ -104,12 +104,18 @@ def test_a_redis_restart_gives_503_limits_unavailable_then_recovers(stack):
 def test_token_usage_of_streams_in_flight_across_a_redis_restart_is_settled(stack):
     restart = _restart_under_load(stack)
 
-    accounting = accounting_check(stack=stack, outcomes=restart.outcomes, check_tokens=False)
+    # A settle Redis could not take is retried in the background, backing off up to 15 s between
+    # tries: the TOKEN/DAY counter comes down to the events' tokens within the settle timeout
+    # (20 s), or a settle was dropped.
+    try:
+        accounting = accounting_check(stack=stack, outcomes=restart.outcomes)
+    except AssertionError as exc:
+        if not str(exc).startswith("counters "):
+            raise
+        raise AssertionError(
+            f"{exc}: the settle of streams in flight while Redis was down was dropped, so their"
+            " reservation stays charged all day"
+        ) from None
 
     print(f"\n[redis restart, tokens] {restart.line()}; counted: {accounting.line()}")
-    overcharge = accounting.token_counter - accounting.token_events
-    assert overcharge == 0, (
-        f"TOKEN/DAY counter {accounting.token_counter} holds {overcharge} tokens more than the"
-        f" {accounting.events} events used ({accounting.token_events}): the settle of streams in"
-        " flight while Redis was down was dropped, so their reservation stays charged all day"
-    )
+    assert accounting.token_counter == accounting.token_events
