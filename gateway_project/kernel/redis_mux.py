@@ -25,6 +25,8 @@ its socket is read by a protocol of our own with hiredis, without a task per rep
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -85,9 +87,9 @@ class RedisMux:
 
     async def run(self, command: bytes) -> Any:
         """Send one packed command and return its reply (an error reply raises)."""
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop_change(loop)
         waiting = self._waiting
         now = loop.time()
         if waiting:
@@ -116,6 +118,10 @@ class RedisMux:
 
     async def close(self) -> None:
         """Close the connection (commands still waiting fail); a later command opens another."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop_change(loop)  # drops another loop's connection (and its connecting)
+            return
         connecting = self._connecting
         if connecting is not None:
             connecting.cancel()
@@ -123,6 +129,14 @@ class RedisMux:
         self._fail(RedisConnectionError("The Redis connection is closed."))
 
     # The connection's lifetime.
+
+    def _loop_change(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A connection serves one event loop: another loop (tests run many) starts afresh."""
+        if self._loop is not None:
+            self._connecting = None  # a task of the other loop
+            self._flush_due = False
+            self._fail(RedisConnectionError("The Redis connection belonged to another loop."))
+        self._loop = loop
 
     async def _connect(self) -> None:
         try:
@@ -164,7 +178,13 @@ class RedisMux:
         waiting = list(self._waiting)
         self._waiting.clear()
         if wire is not None:
-            wire.transport.abort()
+            try:
+                wire.transport.abort()
+            except RuntimeError:
+                # Its loop is closed (tests run many loops): the transport can no longer close
+                # itself; the socket is shut down here and closed when the transport is collected.
+                with contextlib.suppress(OSError):
+                    wire.transport.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
         for future, _ in waiting:
             if not future.done():
                 future.set_exception(_copy(error))

@@ -227,3 +227,16 @@ def test_a_dropped_connection_s_late_bytes_and_loss_never_reach_its_successor() 
         return value, replaced
 
     assert asyncio.run(scenario()) == (b"mine", True)
+
+
+def test_a_client_used_from_another_event_loop_connects_afresh_there() -> None:
+    client = _client()
+
+    async def once(text: str) -> object:
+        return await command_run(client, command_pack("ECHO", text))
+
+    first = asyncio.run(once("first loop"))
+    second = asyncio.run(once("second loop"))
+    asyncio.run(_closed(client))
+
+    assert (first, second) == (b"first loop", b"second loop")
