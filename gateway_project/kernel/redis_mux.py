@@ -141,7 +141,10 @@ class RedisMux:
     async def _connect(self) -> None:
         try:
             connection = self._factory()
-            await connection.connect()
+            # Bounded like a command: a server that accepts but never answers the handshake
+            # must not hold every later command behind a connect that never ends.
+            async with asyncio.timeout(self._stall):
+                await connection.connect()
             # Take the connected socket from redis-py: its streams go to the wire and the
             # connection object forgets them (so it never closes the socket behind us).
             reader, writer = connection._reader, connection._writer

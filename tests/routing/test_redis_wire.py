@@ -17,6 +17,7 @@ from redis.asyncio.connection import parse_url
 from gateway_project.kernel.redis_mux import RedisMux
 from gateway_project.kernel.redis_wire import command_bulk, command_pack, command_run
 from routing.redis_pool import LeanBlockingPool
+from tests.fakes.redis_relay import RedisRelay
 from tests.waiting import wait_until_async
 
 
@@ -240,3 +241,22 @@ def test_a_client_used_from_another_event_loop_connects_afresh_there() -> None:
     asyncio.run(_closed(client))
 
     assert (first, second) == (b"first loop", b"second loop")
+
+
+def test_a_connect_whose_handshake_gets_no_answer_gives_up_and_a_later_command_connects() -> None:
+    with RedisRelay(settings.REDIS_URL) as relay:
+        relay.blackhole(new_connections=True)  # connections are accepted, then never answered
+
+        async def scenario() -> object:
+            pool = LeanBlockingPool.from_url(relay.url, max_connections=2, timeout=5)
+            pool.mux = RedisMux(pool.make_connection, stall=0.3, max_waiting=100)
+            client = aioredis.Redis(connection_pool=pool)
+            async with asyncio.timeout(5):  # without the bound, the first command hangs
+                with pytest.raises(rx.ConnectionError):
+                    await command_run(client, command_pack("PING"))
+                relay.restore()
+                value = await command_run(client, command_pack("ECHO", "connected"))
+            await _closed(client)
+            return value
+
+        assert asyncio.run(scenario()) == b"connected"
