@@ -9,7 +9,10 @@ wake-ups of Redis. Redis runs commands one at a time whatever connection they co
 shared connection makes no command wait behind another that it would not have waited for anyway.
 
 The connection is made by redis-py (its URL's address, TLS, AUTH, database and handshake), then
-its socket is read by a protocol of our own with hiredis, without a task per reply. Safety:
+its socket is read by a protocol of our own with hiredis, without a task per reply. Taking the
+socket over relies on redis-py's asyncio Connection keeping its streams in `_reader` and `_writer`
+(redis-py is pinned; tests/routing/test_redis_wire.py runs the handshake for TCP and unix
+sockets, with AUTH and a database). Safety:
 
 - A caller that gives up (its deadline passed, its client left) leaves its place in the queue:
   its reply, when it comes, is dropped; no other command ever reads it.
