@@ -96,6 +96,32 @@ def test_concurrent_commands_share_one_connection_and_each_gets_its_own_reply() 
     assert len(client_ids) == 1
 
 
+def test_commands_issued_while_others_are_in_flight_reach_redis_together() -> None:
+    observer = redis.Redis.from_url(settings.REDIS_URL)
+
+    def reads() -> int:
+        return int(observer.info("stats")["total_reads_processed"])
+
+    async def scenario() -> tuple[int, list[object]]:
+        client = _client()
+        await command_run(client, command_pack("PING"))  # connected
+        before = reads()
+        replies = await asyncio.gather(
+            *(command_run(client, command_pack("ECHO", str(n))) for n in range(200))
+        )
+        spent = reads() - before - 1  # the observer's own INFO is a read too
+        await _closed(client)
+        return spent, replies
+
+    spent, replies = asyncio.run(scenario())
+    observer.close()
+
+    assert replies == [str(n).encode() for n in range(200)]
+    # One write for the first command, one for the 199 issued while it was in flight (Redis may
+    # take a large write in a few reads); a write per command would be 200 reads.
+    assert spent <= 10, spent
+
+
 def test_a_command_cut_short_leaves_no_late_reply_for_the_next_one() -> None:
     async def scenario() -> tuple[object, object]:
         client, other = _client(), _client()
