@@ -107,7 +107,7 @@ class RedisMux:
         if wire is not None and not waiting:
             # Nothing in flight: out at once (a lone request's command waits for no other).
             waiting.append((future, now))
-            wire.transport.write(command)
+            self._send(wire, command)
             return await future
         waiting.append((future, now))
         self._out.append(command)
@@ -175,7 +175,15 @@ class RedisMux:
             return
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
-        wire.transport.write(data)
+        self._send(wire, data)
+
+    def _send(self, wire: _Wire, data: bytes) -> None:
+        try:
+            wire.transport.write(data)
+        except RuntimeError as exc:
+            # uvloop refuses a write to a socket it already closed: the connection is lost (its
+            # commands fail now rather than wait for the stall bound).
+            self._fail(_lost(exc))
 
     def _fail(self, error: Exception) -> None:
         """Drop the connection and fail every command waiting on it."""

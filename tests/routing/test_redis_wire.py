@@ -286,3 +286,33 @@ def test_a_connect_whose_handshake_gets_no_answer_gives_up_and_a_later_command_c
             return value
 
         assert asyncio.run(scenario()) == b"connected"
+
+
+def test_a_write_the_event_loop_refuses_fails_the_commands_at_once() -> None:
+    """uvloop raises on a write to a socket it already closed; the commands waiting on that
+    connection fail at once instead of waiting for the stall bound."""
+
+    class ClosedTransport:  # the edge: a transport whose socket the loop already closed
+        def write(self, data: bytes) -> None:
+            raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+
+        def abort(self) -> None:
+            pass
+
+    async def scenario() -> tuple[object, object]:
+        client = _client()
+        pool = client.connection_pool
+        assert isinstance(pool, LeanBlockingPool)
+        await command_run(client, command_pack("PING"))
+        wire = pool.mux._wire
+        assert wire is not None
+        real, wire.transport = wire.transport, ClosedTransport()  # type: ignore[assignment]
+        async with asyncio.timeout(2):
+            with pytest.raises(rx.ConnectionError, match="closed=True") as refused:
+                await command_run(client, command_pack("PING"))
+        real.close()
+        after = await command_run(client, command_pack("ECHO", "reconnected"))
+        await _closed(client)
+        return type(refused.value), after
+
+    assert asyncio.run(scenario()) == (rx.ConnectionError, b"reconnected")
