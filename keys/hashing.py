@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -43,7 +42,7 @@ def mint(kind_prefix: str) -> tuple[str, str]:
 def key_hash(plaintext: str) -> str:
     """HMAC-SHA256 of the whole key under the pepper, hex; the only thing stored."""
     pepper = settings.GATEWAY_KEY_PEPPER.encode()
-    return hmac.new(pepper, plaintext.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(pepper, plaintext.encode(), "sha256").hex()
 
 
 def key_matches(plaintext: str, stored_hash: str) -> bool:

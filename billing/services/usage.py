@@ -12,8 +12,8 @@ import hashlib
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -107,9 +107,21 @@ def usage_event_key() -> str:
     return new_ulid()
 
 
-def usage_timestamp() -> str:
-    """Now, as a usage event's timestamp (RFC 3339 UTC, milliseconds)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+# The last whole second a timestamp was written for, and its text up to the seconds.
+_second: tuple[int, str] = (-1, "")
+
+
+def usage_timestamp(now: float | None = None) -> str:
+    """`now` (default: the clock), as a usage event's timestamp: RFC 3339 UTC, milliseconds
+    (truncated, as datetime.isoformat writes them), 'Z'."""
+    global _second
+    if now is None:
+        now = time.time()
+    whole = int(now)
+    second = _second  # one read: another thread may replace it
+    if second[0] != whole:
+        second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{second[1]}.{int((now - whole) * 1000):03d}Z"
 
 
 # KEYS: the usage stream, the in-flight journal hash, the request's reaped mark. ARGV: event JSON,

@@ -43,9 +43,9 @@ def compare_digest(monkeypatch: pytest.MonkeyPatch) -> Recorder:
 
 
 @pytest.fixture
-def hmac_new(monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    recorder = Recorder(hmac.new)
-    monkeypatch.setattr(hmac, "new", recorder)
+def hmac_digest(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    recorder = Recorder(hmac.digest)
+    monkeypatch.setattr(hmac, "digest", recorder)
     return recorder
 
 
@@ -80,7 +80,7 @@ def test_a_wrong_secret_on_a_known_prefix_goes_through_compare_digest(
 @pytest.mark.django_db
 @pytest.mark.parametrize("presented", [UNKNOWN_MANAGEMENT, UNKNOWN_FEDERATED])
 def test_the_management_api_hashes_a_key_with_an_unknown_prefix(
-    workspace: Workspace, hmac_new: Recorder, presented: str
+    workspace: Workspace, hmac_digest: Recorder, presented: str
 ) -> None:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {presented}")
@@ -88,17 +88,28 @@ def test_the_management_api_hashes_a_key_with_an_unknown_prefix(
     response = client.get("/v1/gateway/groups")
 
     assert response.status_code == 401
-    assert hashed(hmac_new, presented)
+    assert hashed(hmac_digest, presented)
 
 
 def test_the_inference_path_hashes_a_key_with_an_unknown_prefix(
     gateway: GatewayThread,  # noqa: F811
     tenant: Tenant,  # noqa: F811
-    hmac_new: Recorder,
+    hmac_digest: Recorder,
 ) -> None:
     response = httpx.get(
         gateway.url + "/v1/models", headers={"Authorization": f"Bearer {UNKNOWN_FEDERATED}"}
     )
 
     assert response.status_code == 401
-    assert hashed(hmac_new, UNKNOWN_FEDERATED)
+    assert hashed(hmac_digest, UNKNOWN_FEDERATED)
+
+
+def test_a_key_is_stored_as_its_hmac_sha256_under_the_pepper(settings) -> None:
+    # Keys issued by any earlier version keep authenticating: the stored form never changes.
+    settings.GATEWAY_KEY_PEPPER = "pepper-for-this-test"
+    plaintext = "sky_0123456789ab.secretsecretsecretsecretsecretsecret"
+
+    stored = hashing.key_hash(plaintext)
+
+    assert stored == hmac.new(b"pepper-for-this-test", plaintext.encode(), "sha256").hexdigest()
+    assert stored == "a0000841537e45f50f8589cef15ed8cce8c039e4bda859e58d0d5f6795597939"
