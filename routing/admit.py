@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from gateway_project.kernel.meanwhile import meanwhile
 from routing.activity import Rejection, rejection_note
 from routing.admission import Admission, limits_admit
+from routing.failover import upstream_draft
 from routing.inference_request import InferenceRequest
 from routing.metrics import limit_rejections
 from routing.pricing import reservation_micro
@@ -36,6 +38,7 @@ async def request_admit(request: InferenceRequest) -> Admission | None:
             prompt_tokens=budget.prompt,
             completion_tokens=budget.tokens - budget.prompt,
         )
+    meanwhile(_ahead, request, budget.fields)
     admission = await limits_admit(
         limits=limits, reserve_tokens=budget.tokens, slug=request.slug, reserve_spend=spend
     )
@@ -44,6 +47,13 @@ async def request_admit(request: InferenceRequest) -> Admission | None:
         raise admission.error()
     request.body.update(budget.fields)
     return admission
+
+
+def _ahead(request: InferenceRequest, caps: dict[str, int]) -> None:
+    """What an admitted request needs next, built while its admission waits for Redis: its
+    upstream call's draft and its usage event's key."""
+    upstream_draft(request, caps)
+    request.event_key  # noqa: B018 - drawn now rather than after the answer
 
 
 def _refusal_note(request: InferenceRequest, admission: Admission) -> None:

@@ -62,6 +62,18 @@ def _remember(target: ResolvedTarget, state: CircuitState, *, slug: str) -> None
     circuit_state.labels(slug, _label(target)).set(STATE_VALUES[state.state])
 
 
+def circuit_states_known(targets: tuple[ResolvedTarget, ...]) -> list[CircuitState] | None:
+    """The breakers of `targets` from this worker's copies, None when one is missing or old."""
+    ttl, now, cache = settings.GATEWAY_CIRCUIT_STATE_TTL, time.monotonic(), _cache
+    states = []
+    for target in targets:
+        copy = cache.get(target.circuit)
+        if copy is None or now - copy[0] >= ttl:
+            return None
+        states.append(copy[1])
+    return states
+
+
 async def circuit_states(targets: tuple[ResolvedTarget, ...], *, slug: str) -> list[CircuitState]:
     """The breakers of `targets`, from this worker's copies or one pipelined read."""
     ttl, now = settings.GATEWAY_CIRCUIT_STATE_TTL, time.monotonic()

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
+from gateway_project.kernel import tracing
 from gateway_project.kernel.errors import GatewayError, tracebacks_drop
 from routing.balancing import Attempt, attempt_plan
-from routing.circuit import circuit_failure, circuit_probe, circuit_states, circuit_success
+from routing.circuit import (
+    circuit_failure,
+    circuit_probe,
+    circuit_states,
+    circuit_states_known,
+    circuit_success,
+)
 from routing.errors import (
     UpstreamAnswered,
     bad_gateway,
@@ -55,9 +63,66 @@ class Pick:
     error: GatewayError | None = None
 
 
-def _payload(request: InferenceRequest, target: ResolvedTarget, *, usage_option: bool) -> bytes:
-    """The body the upstream gets: the parse the limits read, with the target's model."""
+@dataclass(frozen=True, slots=True)
+class UpstreamDraft:
+    """A request's attempt plan and its first attempt's URL, headers and body, built while its
+    admission is in flight (see `upstream_draft`)."""
+
+    plan: list[Attempt]
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+def upstream_draft(request: InferenceRequest, caps: dict[str, Any]) -> None:
+    """Build the request's UpstreamDraft, the body with the completion caps its admission will
+    add (`caps`): run `meanwhile` the admission waits for Redis. Nothing is drafted when a
+    breaker's state is not known here (it is read from Redis in line)."""
+    endpoint = request.endpoint
+    states = circuit_states_known(endpoint.targets)
+    if states is None:
+        return
+    plan = attempt_plan(endpoint, states)
+    if not plan:
+        return
+    target = plan[0].target
+    request.draft_set(
+        UpstreamDraft(
+            plan,
+            _url(request, target),
+            _headers(request, target),
+            _payload(request, target, usage_option=_usage_option(request), caps=caps),
+        )
+    )
+
+
+def _url(request: InferenceRequest, target: ResolvedTarget) -> str:
+    return target.base_url + request.path.removeprefix("/v1")
+
+
+def _headers(request: InferenceRequest, target: ResolvedTarget) -> dict[str, str]:
+    return upstream_headers(
+        client_headers=request.headers, credential=target.api_key, request_id=request.request_id
+    )
+
+
+def _usage_option(request: InferenceRequest) -> bool:
+    # The Responses API reports usage in its last event unasked (it has no include_usage).
+    return request.stream and request.kind != "responses"
+
+
+def _payload(
+    request: InferenceRequest,
+    target: ResolvedTarget,
+    *,
+    usage_option: bool,
+    caps: dict[str, Any] | None = None,
+) -> bytes:
+    """The body the upstream gets: the parse the limits read (plus the caps its admission adds,
+    when it is drafted before they are), with the target's model."""
     out = dict(request.body)
+    if caps:
+        out.update(caps)
     out["model"] = target.upstream_model
     if usage_option:
         options = out.get("stream_options")
@@ -71,16 +136,17 @@ def _payload(request: InferenceRequest, target: ResolvedTarget, *, usage_option:
 async def _attempt(
     request: InferenceRequest, attempt: Attempt
 ) -> tuple[aiohttp.ClientResponse, bytes | None]:
-    target = attempt.target
-    url = target.base_url + request.path.removeprefix("/v1")
-    sent = upstream_headers(
-        client_headers=request.headers, credential=target.api_key, request_id=request.request_id
-    )
-    # The Responses API reports usage in its last event unasked (it has no include_usage).
-    usage_option = request.stream and request.kind != "responses"
+    target, draft = attempt.target, request.draft
+    usage_option = _usage_option(request)
+    if draft is not None and draft.plan[0] is attempt:
+        url, sent, body = draft.url, draft.headers, draft.body
+    else:
+        url, sent = _url(request, target), _headers(request, target)
+        body = _payload(request, target, usage_option=usage_option)
+    tracing.headers_inject(sent)  # W3C traceparent when tracing is on
     response = await upstream_open(
         url=url,
-        body=_payload(request, target, usage_option=usage_option),
+        body=body,
         headers=sent,
         allowlist=target.allowlist,
         timeout=attempt.timeout,
@@ -189,8 +255,12 @@ async def upstream_pick(request: InferenceRequest) -> Pick:
     """The first usable upstream response; falls back only on failures nothing was sent for."""
     failure: GatewayError = bad_gateway("The endpoint has no target.")
     endpoint, slug, tried = request.endpoint, request.slug, ""
-    states = await circuit_states(endpoint.targets, slug=slug)
-    for attempt in attempt_plan(endpoint, states):
+    draft = request.draft
+    if draft is not None:
+        plan = draft.plan
+    else:
+        plan = attempt_plan(endpoint, await circuit_states(endpoint.targets, slug=slug))
+    for attempt in plan:
         target = attempt.target
         if attempt.probe and not await circuit_probe(target, slug=slug, lease=attempt.timeout + 5):
             continue

@@ -40,9 +40,12 @@ class InferenceRequest:
     headers: dict[str, str]
     metadata: dict[str, Any]
     stream: bool
-    # Its usage event's idempotency key, drawn on first use (an admitted request's note or
-    # record), so a refused request draws none: the worker's event and a reaper's carry it.
+    # Its usage event's idempotency key, drawn on first use (while its admission waits, or by
+    # its note or record), so a request no limit admits draws none: the worker's event and a
+    # reaper's carry it.
     _event_key: str = field(default="", init=False, repr=False, compare=False)
+    # Its upstream call drafted ahead of time (routing/failover.py), None until then.
+    _draft: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def event_key(self) -> str:
@@ -50,6 +53,15 @@ class InferenceRequest:
         if not self._event_key:
             object.__setattr__(self, "_event_key", usage_event_key())  # a frozen field's cache
         return self._event_key
+
+    @property
+    def draft(self) -> Any:
+        """Its UpstreamDraft (routing/failover.py), None when none was built."""
+        return self._draft
+
+    def draft_set(self, draft: Any) -> None:
+        """Keep the UpstreamDraft built for it."""
+        object.__setattr__(self, "_draft", draft)  # a frozen field's cache
 
     @property
     def slug(self) -> str:

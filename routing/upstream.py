@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
+import types
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from django.conf import settings
 
-from gateway_project.kernel import tracing
 from gateway_project.kernel.deadline import deadline
 from gateway_project.kernel.netguard import (
     GuardedResolver,
@@ -68,6 +70,68 @@ def upstream_session(allowlist: Allowlist = None) -> aiohttp.ClientSession:
     return session
 
 
+_WRITE_BYTES = aiohttp.ClientRequest.write_bytes.__code__
+
+
+def _eager_factory(
+    loop: asyncio.AbstractEventLoop, coro: Any, *, previous: Any = None, **kwargs: Any
+) -> Any:
+    """A task factory that runs a request body's write at once, as aiohttp does itself on
+    Python 3.12+ (`eager_start`): a JSON body goes out in the step that writes its head, with
+    no task and no wait for the event loop's next step. A write that must wait (the socket's
+    buffer is full) is finished by a task; any other coroutine gets the usual task."""
+    if getattr(coro, "cr_code", None) is not _WRITE_BYTES or kwargs.get("context") is not None:
+        if previous is not None:
+            return previous(loop, coro, **kwargs)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+    try:
+        waiting = coro.send(None)
+    except StopIteration as stop:
+        done = loop.create_future()
+        done.set_result(stop.value)
+        return done
+    except BaseException as exc:  # noqa: BLE001 - kept in the task, as an eager task keeps it
+        failed = loop.create_future()
+        failed.set_exception(exc)
+        return failed
+    return asyncio.Task(_resumed(coro, waiting), loop=loop)
+
+
+@types.coroutine
+def _resumed(coro: Any, waiting: Any) -> Any:
+    """The rest of a coroutine whose first step already ran and is waiting on `waiting`."""
+    while True:
+        try:
+            sent = yield waiting
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - handed to the coroutine
+            try:
+                waiting = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                waiting = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+class _EagerBodyRequest(aiohttp.ClientRequest):
+    """aiohttp's request, writing its body in the step that writes its head (Python 3.11; later
+    versions do so themselves)."""
+
+    async def send(self, conn: Any) -> aiohttp.ClientResponse:
+        loop = self.loop
+        previous = loop.get_task_factory()
+        loop.set_task_factory(functools.partial(_eager_factory, previous=previous))
+        try:
+            return await super().send(conn)
+        finally:
+            loop.set_task_factory(previous)
+
+
 def _session_build(allowlist: Allowlist) -> aiohttp.ClientSession:
     connect = settings.GATEWAY_UPSTREAM_CONNECT_TIMEOUT
     connector = aiohttp.TCPConnector(
@@ -84,6 +148,10 @@ def _session_build(allowlist: Allowlist) -> aiohttp.ClientSession:
         timeout=timeout,
         auto_decompress=False,
         skip_auto_headers=("User-Agent",),
+        # One session serves every customer's requests: a cookie an upstream sets (a balancer's
+        # affinity, a session) is never kept, so never sent with another customer's request.
+        cookie_jar=aiohttp.DummyCookieJar(),
+        request_class=_EagerBodyRequest if sys.version_info < (3, 12) else aiohttp.ClientRequest,
     )
 
 
@@ -97,12 +165,12 @@ async def upstream_close() -> None:
 def upstream_headers(
     *, client_headers: Mapping[str, str], credential: str | None, request_id: str
 ) -> dict[str, str]:
-    """Headers sent upstream: the client's minus auth/hop-by-hop, plus the target's credential."""
+    """Headers sent upstream: the client's minus auth/hop-by-hop, plus the target's credential
+    (the trace context is the caller's to add: tracing.headers_inject)."""
     headers = {k: v for k, v in client_headers.items() if k not in _CLIENT_ONLY}
     headers["Content-Type"] = "application/json"
     headers["Accept-Encoding"] = "identity"  # the relay rewrites bytes: no compression upstream
     headers["X-Request-ID"] = request_id  # upstream logs correlate with the usage event
-    tracing.headers_inject(headers)  # W3C traceparent when tracing is on
     if credential:
         headers["Authorization"] = f"Bearer {credential}"
     return headers

@@ -18,7 +18,7 @@ from gateway_project.env import BASE_DIR
 from gateway_project.kernel.tracing import tracer_install
 from gateway_project.otel import OtelTracer, provider_build
 from gateway_project.tracing import tracing_wanted
-from tests.proxy.conftest import SLUG
+from tests.proxy.conftest import SLUG, compatible_target, tenant_build
 
 CHAT = {"model": SLUG, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -59,6 +59,33 @@ def test_a_request_is_one_span_with_admission_upstream_and_usage_record_children
     sent = upstream.server.requests[-1].headers["traceparent"]
     upstream_span = by_name["upstream"].context
     assert sent == f"00-{upstream_span.trace_id:032x}-{upstream_span.span_id:016x}-01"
+
+
+def test_a_call_drafted_while_its_admission_waits_carries_the_upstream_spans_context(
+    gateway, workspace, upstream, spans, settings
+):
+    # Under a limit, and with the breakers known, the call is drafted during the admission (in
+    # its span): the trace context must still be the upstream span's.
+    settings.GATEWAY_CIRCUIT_STATE_TTL = 300
+    limits = {"rate_limits": [{"type": "TOKEN", "unit": "MINUTE", "threshold": 1_000_000}]}
+    tenant = tenant_build(
+        workspace=workspace, targets=[compatible_target(upstream.url)], limits=limits
+    )
+    for _ in range(2):
+        spans.clear()
+        response = httpx.post(
+            f"{gateway.url}/v1/chat/completions",
+            json=CHAT,
+            headers={"Authorization": f"Bearer {tenant.key}"},
+        )
+
+        assert response.status_code == 200
+        upstream_span = next(s for s in spans.get_finished_spans() if s.name == "upstream").context
+        _, trace_id, parent_id, _ = upstream.server.requests[-1].headers["traceparent"].split("-")
+        assert (trace_id, parent_id) == (
+            f"{upstream_span.trace_id:032x}",
+            f"{upstream_span.span_id:016x}",
+        )
 
 
 def test_a_rejected_key_still_gets_a_request_span_with_its_status(gateway, tenant, spans):
