@@ -40,9 +40,8 @@ class InferenceRequest:
     headers: dict[str, str]
     metadata: dict[str, Any]
     stream: bool
-    # Its usage event's idempotency key, drawn on first use (while its admission waits, or by
-    # its note or record), so a request no limit admits draws none: the worker's event and a
-    # reaper's carry it.
+    # Its usage event's idempotency key, drawn once, on first use (while its admission waits,
+    # or by its note or record): the worker's event and a reaper's carry it.
     _event_key: str = field(default="", init=False, repr=False, compare=False)
     # Its upstream call drafted ahead of time (routing/failover.py), None until then.
     _draft: Any = field(default=None, init=False, repr=False, compare=False)

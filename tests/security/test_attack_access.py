@@ -401,3 +401,55 @@ def test_workspace_b_upstream_in_workspace_a_allowed_range_is_refused_at_connect
     assert answers["globex/llama"].json()["error"]["code"] == "bad_gateway"
     assert answers["acme/llama"].status_code == 200
     assert len(upstream.requests) == 1
+
+
+ANSWER = json.dumps(
+    {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+).encode()
+
+
+def test_a_cookie_one_customers_upstream_answer_sets_never_reaches_another_customers_request(
+    gateway: GatewayThread, workspace: Workspace
+) -> None:
+    # A balancer's affinity cookie, or a session an upstream opens for whoever called it: the
+    # gateway's upstream client serves every customer, so it keeps none.
+    sets_cookie = Reply(
+        200,
+        {"content-type": "application/json", "set-cookie": "session=customer-a; Path=/"},
+        ANSWER,
+    )
+    with ScriptedServer(sets_cookie) as upstream:
+        # By name: a client's cookie jar ignores cookies from an IP address, not from a host name.
+        base_url = upstream.url.removesuffix("/hook").replace("127.0.0.1", "localhost") + "/v1"
+        customer_a = tenant_build(
+            workspace=workspace, targets=[compatible_target(base_url)], slug="acme/a"
+        )
+        customer_b = tenant_build(
+            workspace=workspace,
+            targets=[compatible_target(base_url)],
+            slug="acme/b",
+            external_id="cust_b",
+        )
+        for tenant, slug in (
+            (customer_a, "acme/a"),
+            (customer_b, "acme/b"),
+            (customer_a, "acme/a"),
+        ):
+            response = httpx.post(
+                f"{gateway.url}/v1/chat/completions",
+                json={"model": slug, "messages": [{"role": "user", "content": "hi"}]},
+                headers={"Authorization": f"Bearer {tenant.key}"},
+                timeout=30,
+            )
+            assert response.status_code == 200, response.content
+            assert "set-cookie" not in response.headers
+
+    assert len(upstream.requests) == 3
+    for request in upstream.requests:
+        assert not any(name.lower() == "cookie" for name in request["headers"])
