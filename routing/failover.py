@@ -254,23 +254,31 @@ def _falls_back(failure: GatewayError) -> bool:
 async def upstream_pick(request: InferenceRequest) -> Pick:
     """The first usable upstream response; falls back only on failures nothing was sent for."""
     failure: GatewayError = bad_gateway("The endpoint has no target.")
-    endpoint, slug, tried = request.endpoint, request.slug, ""
-    draft = request.draft
+    slug, tried = request.slug, ""
+    try:
+        for attempt in await _plan(request):
+            target = attempt.target
+            lease = attempt.timeout + 5
+            if attempt.probe and not await circuit_probe(target, slug=slug, lease=lease):
+                continue
+            tried = _label(target)
+            try:
+                return await _try(request, attempt)
+            except GatewayError as exc:
+                tracebacks_drop(exc)  # kept for later: no cycle through this frame
+                if not _falls_back(exc):
+                    return Pick(tried, error=exc)
+                failure = exc
+            upstream_errors.labels(failure.code, slug).inc()
+        return Pick(tried, error=failure)
+    finally:
+        request.draft_set(None)  # its body is not held for the rest of a long stream
+
+
+async def _plan(request: InferenceRequest) -> list[Attempt]:
+    """The drafted attempt plan, else one from the breakers' states."""
+    draft: UpstreamDraft | None = request.draft
     if draft is not None:
-        plan = draft.plan
-    else:
-        plan = attempt_plan(endpoint, await circuit_states(endpoint.targets, slug=slug))
-    for attempt in plan:
-        target = attempt.target
-        if attempt.probe and not await circuit_probe(target, slug=slug, lease=attempt.timeout + 5):
-            continue
-        tried = _label(target)
-        try:
-            return await _try(request, attempt)
-        except GatewayError as exc:
-            tracebacks_drop(exc)  # kept for later: no cycle through this frame
-            if not _falls_back(exc):
-                return Pick(tried, error=exc)
-            failure = exc
-        upstream_errors.labels(failure.code, slug).inc()
-    return Pick(tried, error=failure)
+        return draft.plan
+    endpoint = request.endpoint
+    return attempt_plan(endpoint, await circuit_states(endpoint.targets, slug=request.slug))

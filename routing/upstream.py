@@ -125,7 +125,12 @@ class _EagerBodyRequest(aiohttp.ClientRequest):
     async def send(self, conn: Any) -> aiohttp.ClientResponse:
         loop = self.loop
         previous = loop.get_task_factory()
-        loop.set_task_factory(functools.partial(_eager_factory, previous=previous))
+        eager = (
+            _eager_factory
+            if previous is None
+            else functools.partial(_eager_factory, previous=previous)
+        )
+        loop.set_task_factory(eager)
         try:
             return await super().send(conn)
         finally:

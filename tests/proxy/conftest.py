@@ -152,6 +152,20 @@ def tenant_build(
     return Tenant(workspace, endpoint, group, plaintext, key.prefix)
 
 
+TOKENS_PER_MINUTE = {"rate_limits": [{"type": "TOKEN", "unit": "MINUTE", "threshold": 1_000_000}]}
+
+
+@pytest.fixture
+def token_limited(
+    gateway: GatewayThread, workspace: Workspace, upstream: FakeModelServerThread
+) -> Tenant:
+    """`acme/llama` on the primary fake under a TOKEN limit: admission caps what the upstream
+    may produce (and, the breakers once known, drafts the upstream call while it waits)."""
+    return tenant_build(
+        workspace=workspace, targets=[compatible_target(upstream.url)], limits=TOKENS_PER_MINUTE
+    )
+
+
 @pytest.fixture
 def tenant(gateway: GatewayThread, workspace: Workspace, upstream: FakeModelServerThread) -> Tenant:
     """`acme/llama` routed to the primary fake, with a key allowed on it."""

@@ -18,7 +18,7 @@ from gateway_project.env import BASE_DIR
 from gateway_project.kernel.tracing import tracer_install
 from gateway_project.otel import OtelTracer, provider_build
 from gateway_project.tracing import tracing_wanted
-from tests.proxy.conftest import SLUG, compatible_target, tenant_build
+from tests.proxy.conftest import SLUG
 
 CHAT = {"model": SLUG, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -62,15 +62,12 @@ def test_a_request_is_one_span_with_admission_upstream_and_usage_record_children
 
 
 def test_a_call_drafted_while_its_admission_waits_carries_the_upstream_spans_context(
-    gateway, workspace, upstream, spans, settings
+    gateway, token_limited, upstream, spans, settings
 ):
     # Under a limit, and with the breakers known, the call is drafted during the admission (in
     # its span): the trace context must still be the upstream span's.
     settings.GATEWAY_CIRCUIT_STATE_TTL = 300
-    limits = {"rate_limits": [{"type": "TOKEN", "unit": "MINUTE", "threshold": 1_000_000}]}
-    tenant = tenant_build(
-        workspace=workspace, targets=[compatible_target(upstream.url)], limits=limits
-    )
+    tenant = token_limited
     for _ in range(2):
         spans.clear()
         response = httpx.post(

@@ -7,20 +7,10 @@ from __future__ import annotations
 import json
 
 import httpx
-import pytest
 
-from tests.proxy.conftest import SLUG, UPSTREAM_MODEL, compatible_target, tenant_build
+from tests.proxy.conftest import SLUG, UPSTREAM_MODEL
 
 CHAT = "/v1/chat/completions"
-TOKENS_PER_MINUTE = {"rate_limits": [{"type": "TOKEN", "unit": "MINUTE", "threshold": 1_000_000}]}
-
-
-@pytest.fixture
-def limited(gateway, workspace, upstream):
-    """`acme/llama` under a TOKEN limit, so admission caps what the upstream may produce."""
-    return tenant_build(
-        workspace=workspace, targets=[compatible_target(upstream.url)], limits=TOKENS_PER_MINUTE
-    )
 
 
 def _post(gateway, key: str, raw: bytes) -> httpx.Response:
@@ -39,14 +29,14 @@ def _keys(raw: bytes) -> list[str]:
 
 
 def test_a_model_key_sent_twice_reaches_the_upstream_once_as_the_target_model(
-    gateway, limited, upstream
+    gateway, token_limited, upstream
 ):
     raw = (
         b'{"model": "other/free", "messages": [{"role": "user", "content": "hi"}], '
         b'"model": "' + SLUG.encode() + b'"}'
     )
 
-    response = _post(gateway, limited.key, raw)
+    response = _post(gateway, token_limited.key, raw)
 
     assert response.status_code == 200
     sent, body = _received(upstream)
@@ -56,14 +46,14 @@ def test_a_model_key_sent_twice_reaches_the_upstream_once_as_the_target_model(
 
 
 def test_a_cap_sent_twice_reaches_the_upstream_as_the_value_the_limits_reserved(
-    gateway, limited, upstream
+    gateway, token_limited, upstream
 ):
     raw = (
         b'{"max_tokens": 100000, "model": "' + SLUG.encode() + b'", '
         b'"messages": [{"role": "user", "content": "hi"}], "max_tokens": 7}'
     )
 
-    response = _post(gateway, limited.key, raw)
+    response = _post(gateway, token_limited.key, raw)
 
     assert response.status_code == 200
     sent, body = _received(upstream)
@@ -72,13 +62,15 @@ def test_a_cap_sent_twice_reaches_the_upstream_as_the_value_the_limits_reserved(
     assert response.json()["usage"]["completion_tokens"] <= 7
 
 
-def test_an_escaped_model_key_is_read_and_replaced_like_a_plain_one(gateway, limited, upstream):
+def test_an_escaped_model_key_is_read_and_replaced_like_a_plain_one(
+    gateway, token_limited, upstream
+):
     raw = (
         b'{"mod\\u0065l": "' + SLUG.encode() + b'", '
         b'"messages": [{"role": "user", "content": "hi"}]}'
     )
 
-    response = _post(gateway, limited.key, raw)
+    response = _post(gateway, token_limited.key, raw)
 
     assert response.status_code == 200
     sent, body = _received(upstream)
@@ -87,7 +79,9 @@ def test_an_escaped_model_key_is_read_and_replaced_like_a_plain_one(gateway, lim
     assert body["model"] == UPSTREAM_MODEL
 
 
-def test_nested_model_keys_and_unicode_escapes_pass_through_unchanged(gateway, limited, upstream):
+def test_nested_model_keys_and_unicode_escapes_pass_through_unchanged(
+    gateway, token_limited, upstream
+):
     message = {"role": "user", "content": [{"type": "text", "text": 'say "model": \u00e9\u4e2d'}]}
     tool = {
         "type": "function",
@@ -95,7 +89,7 @@ def test_nested_model_keys_and_unicode_escapes_pass_through_unchanged(gateway, l
     }
     body = {"model": SLUG, "messages": [message], "tools": [tool], "metadata": {"model": "x"}}
 
-    response = _post(gateway, limited.key, json.dumps(body).encode())
+    response = _post(gateway, token_limited.key, json.dumps(body).encode())
 
     assert response.status_code == 200
     _, received = _received(upstream)
@@ -106,7 +100,7 @@ def test_nested_model_keys_and_unicode_escapes_pass_through_unchanged(gateway, l
 
 
 def test_a_content_part_type_sent_twice_reaches_the_upstream_as_the_limits_counted_it(
-    gateway, limited, upstream
+    gateway, token_limited, upstream
 ):
     part = b'{"type": "image_url", "image_url": {"url": "https://x.test/a.png"}, "type": "text"}'
     raw = (
@@ -114,7 +108,7 @@ def test_a_content_part_type_sent_twice_reaches_the_upstream_as_the_limits_count
         b'"messages": [{"role": "user", "content": [' + part + b"]}]}"
     )
 
-    response = _post(gateway, limited.key, raw)
+    response = _post(gateway, token_limited.key, raw)
 
     assert response.status_code == 200
     sent, body = _received(upstream)
@@ -124,7 +118,7 @@ def test_a_content_part_type_sent_twice_reaches_the_upstream_as_the_limits_count
 
 
 def test_a_body_only_the_lenient_parser_reads_is_written_back_the_same_way(
-    gateway, limited, upstream
+    gateway, token_limited, upstream
 ):
     raw = (
         b'{"model": "' + SLUG.encode() + b'", "temperature": NaN, '
@@ -132,7 +126,7 @@ def test_a_body_only_the_lenient_parser_reads_is_written_back_the_same_way(
         b'"messages": [{"role": "user", "content": "hi"}]}'
     )
 
-    response = _post(gateway, limited.key, raw)
+    response = _post(gateway, token_limited.key, raw)
 
     assert response.status_code == 200
     sent, _ = _received(upstream)
@@ -140,11 +134,11 @@ def test_a_body_only_the_lenient_parser_reads_is_written_back_the_same_way(
     assert b'"seed":123456789012345678901234567890' in sent
 
 
-def test_a_large_body_is_relayed_whole(gateway, limited, upstream):
+def test_a_large_body_is_relayed_whole(gateway, token_limited, upstream):
     text = "x" * 2_000_000
     body = {"model": SLUG, "messages": [{"role": "user", "content": text}], "max_tokens": 3}
 
-    response = _post(gateway, limited.key, json.dumps(body).encode())
+    response = _post(gateway, token_limited.key, json.dumps(body).encode())
 
     assert response.status_code == 200
     _, received = _received(upstream)

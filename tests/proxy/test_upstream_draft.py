@@ -11,15 +11,7 @@ import pytest
 from tests.proxy.conftest import SLUG, UPSTREAM_MODEL, compatible_target, tenant_build
 
 CHAT = "/v1/chat/completions"
-TOKENS_PER_MINUTE = {"rate_limits": [{"type": "TOKEN", "unit": "MINUTE", "threshold": 1_000_000}]}
 MESSAGES = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture
-def limited(gateway, workspace, upstream):
-    return tenant_build(
-        workspace=workspace, targets=[compatible_target(upstream.url)], limits=TOKENS_PER_MINUTE
-    )
 
 
 def _post(gateway, key: str, body: dict) -> httpx.Response:
@@ -29,13 +21,13 @@ def _post(gateway, key: str, body: dict) -> httpx.Response:
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_a_drafted_call_reaches_the_upstream_as_one_built_after_the_answer(
-    gateway, limited, upstream, stream, settings
+    gateway, token_limited, upstream, stream, settings
 ):
     settings.GATEWAY_CIRCUIT_STATE_TTL = 300  # the breakers, once read, stay known
     body = {"model": SLUG, "messages": MESSAGES, "temperature": 0.5, "stream": stream}
 
     # The first request reads the breakers from Redis (nothing drafted); the next are drafted.
-    answers = [_post(gateway, limited.key, body) for _ in range(3)]
+    answers = [_post(gateway, token_limited.key, body) for _ in range(3)]
 
     assert [answer.status_code for answer in answers] == [200, 200, 200]
     first, *drafted = upstream.requests
