@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from gateway_project.kernel.meanwhile import afterwards_run
 from routing.activity import activity_drain, activity_flush_loop
 from routing.adjust_retry import adjustments_drain
 from routing.authcache import cache_confirmed_age
@@ -99,6 +100,7 @@ async def metrics_flush_loop(*, stop: asyncio.Event, interval: float = 1.0) -> N
     worker answering /metrics reads the others' numbers from their files, not their memory."""
     async for _ in every(stop, interval):
         key_cache_age.set(cache_confirmed_age())
+        afterwards_run()
         metrics_flush()
 
 
@@ -113,6 +115,7 @@ async def proxy_shutdown() -> None:
     background = _background.pop(id(asyncio.get_running_loop()), None)
     if background is not None:
         await background.close()
+    afterwards_run()  # the last requests' metrics and log lines
     metrics_flush()
     try:
         await activity_drain(main_redis())

@@ -39,6 +39,7 @@ from billing.services.pipeline_metrics import (
     pipeline_commands,
     pipeline_numbers,
 )
+from gateway_project.kernel.meanwhile import afterwards_run
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -188,6 +189,7 @@ def node_render() -> bytes:
 async def metrics_gather(client: Any) -> bytes:
     """The text exposition of /metrics: this node's numbers, then the billing pipeline's from
     Redis (left out when Redis does not answer, rather than reported as zero)."""
+    afterwards_run()  # the requests that just ended count
     metrics_flush()
     node = await asyncio.to_thread(node_render)
     try:

@@ -18,6 +18,7 @@ from typing import Any
 from gateway_project.kernel import tracing
 from gateway_project.kernel.connection_hook import DISCONNECT_EXTENSION
 from gateway_project.kernel.errors import GatewayError, NotFound, tracebacks_drop
+from gateway_project.kernel.meanwhile import afterwards
 from routing.admission import Admission
 from routing.admit import request_admit
 from routing.authcache import KeyEntry, cache_confirmed_age, route_lookup
@@ -86,9 +87,9 @@ async def proxy_app(scope: MutableMapping[str, Any], receive: Receive, send: Sen
                 )
             )
     finally:
-        route = route_for(call.path)
-        request_observe(call, route_label=route.kind if route else "unknown")
         tracing.request_end(span, call)
+        route = route_for(call.path)
+        afterwards(request_observe, call, route.kind if route else "unknown", call.elapsed_ms())
 
 
 def route_for(path: str) -> Route | None:

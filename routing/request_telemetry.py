@@ -11,9 +11,8 @@ from routing.call import Call
 logger = logging.getLogger("gateway.request")
 
 
-def request_observe(call: Call, *, route_label: str) -> None:
-    """Count the request and write its log line."""
-    total = call.elapsed_ms()
+def request_observe(call: Call, route_label: str, total: float) -> None:
+    """Count the request and write its log line (`total`: its milliseconds, arrival to end)."""
     # call.slug is set only once the endpoint resolved: labels stay a bounded set.
     slug = call.slug or "unknown"
     route = (route_label,)

@@ -9,6 +9,7 @@ import httpx
 
 from gateway_project.kernel.logs import BASE_KEYS, REQUEST_KEYS, JsonFormatter
 from tests.proxy.conftest import SLUG
+from tests.waiting import wait_until
 
 
 def test_an_inference_request_line_has_the_shared_request_keys(gateway, tenant, caplog):
@@ -21,7 +22,10 @@ def test_an_inference_request_line_has_the_shared_request_keys(gateway, tenant, 
         headers={"Authorization": f"Bearer {tenant.key}"},
     )
 
-    (record,) = [r for r in caplog.records if r.name == "gateway.request"]
+    # Written just after the response (while the worker next waits, at most milliseconds later).
+    (record,) = wait_until(
+        lambda: [r for r in caplog.records if r.name == "gateway.request"], what="the log line"
+    )
     line = json.loads(JsonFormatter().format(record))
     assert list(line)[: len(BASE_KEYS)] == list(BASE_KEYS)
     assert set(REQUEST_KEYS) <= line.keys()
