@@ -7,7 +7,7 @@ import re
 import secrets
 import string
 
-from django.conf import settings
+from gateway_project.kernel.hot_settings import hot
 
 BASE62 = string.digits + string.ascii_letters
 FEDERATED_PREFIX = "sky_"
@@ -41,8 +41,7 @@ def mint(kind_prefix: str) -> tuple[str, str]:
 
 def key_hash(plaintext: str) -> str:
     """HMAC-SHA256 of the whole key under the pepper, hex; the only thing stored."""
-    pepper = settings.GATEWAY_KEY_PEPPER.encode()
-    return hmac.digest(pepper, plaintext.encode(), "sha256").hex()
+    return hmac.digest(hot.pepper, plaintext.encode(), "sha256").hex()
 
 
 def key_matches(plaintext: str, stored_hash: str) -> bool:

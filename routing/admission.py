@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
-
 from gateway_project.kernel.errors import GatewayError
+from gateway_project.kernel.hot_settings import hot
 from routing.adjust_retry import adjust_retry_start
 from routing.limit_counters import (
     CALENDAR_UNITS,
@@ -309,7 +308,7 @@ def _counter(
 
 
 def _admit_unavailable(exc: BaseException) -> Admission:
-    if settings.GATEWAY_LIMITS_FAIL_OPEN:
+    if hot.GATEWAY_LIMITS_FAIL_OPEN:
         logger.warning("Limits Redis unreachable, admitting without limits (fail open): %r", exc)
         return Admission(allowed=True)
     logger.error("Limits Redis unreachable, rejecting (fail closed): %r", exc)

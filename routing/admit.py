@@ -3,8 +3,7 @@ limit of its group chain or refused with a 429, before anything goes upstream.""
 
 from __future__ import annotations
 
-from django.conf import settings
-
+from gateway_project.kernel.hot_settings import hot
 from gateway_project.kernel.meanwhile import meanwhile
 from routing.activity import Rejection, rejection_note
 from routing.admission import Admission, limits_admit
@@ -27,9 +26,9 @@ async def request_admit(request: InferenceRequest) -> Admission | None:
         kind=request.kind,
         body=request.body,
         body_bytes=request.body_bytes,
-        default_max_tokens=settings.GATEWAY_DEFAULT_MAX_TOKENS,
-        ceiling=settings.GATEWAY_MAX_TOKENS_CEILING,
-        media_tokens=settings.GATEWAY_MEDIA_PART_TOKENS,
+        default_max_tokens=hot.GATEWAY_DEFAULT_MAX_TOKENS,
+        ceiling=hot.GATEWAY_MAX_TOKENS_CEILING,
+        media_tokens=hot.GATEWAY_MEDIA_PART_TOKENS,
     )
     spend = None
     if request.pricing is not None:

@@ -11,8 +11,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from django.conf import settings
-
+from gateway_project.kernel.hot_settings import hot
 from routing.circuit_state import CircuitState
 from routing.models import Strategy
 from routing.targets import ResolvedEndpoint, ResolvedTarget
@@ -34,8 +33,8 @@ def first_byte_timeout(endpoint: ResolvedEndpoint, *, last: bool) -> float:
     fallback one for a target with another after it."""
     if endpoint.first_byte_timeout is not None:
         return endpoint.first_byte_timeout
-    full = float(settings.GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT)
-    return full if last else min(full, settings.GATEWAY_UPSTREAM_FALLBACK_FIRST_BYTE_TIMEOUT)
+    full = float(hot.GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT)
+    return full if last else min(full, hot.GATEWAY_UPSTREAM_FALLBACK_FIRST_BYTE_TIMEOUT)
 
 
 def _ranked(

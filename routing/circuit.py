@@ -20,6 +20,7 @@ from typing import Any
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from gateway_project.kernel.hot_settings import hot
 from routing.circuit_state import (
     CLOSED,
     FIELDS,
@@ -64,7 +65,7 @@ def _remember(target: ResolvedTarget, state: CircuitState, *, slug: str) -> None
 
 def circuit_states_known(targets: tuple[ResolvedTarget, ...]) -> list[CircuitState] | None:
     """The breakers of `targets` from this worker's copies, None when one is missing or old."""
-    ttl, now, cache = settings.GATEWAY_CIRCUIT_STATE_TTL, time.monotonic(), _cache
+    ttl, now, cache = hot.GATEWAY_CIRCUIT_STATE_TTL, time.monotonic(), _cache
     states = []
     for target in targets:
         copy = cache.get(target.circuit)
@@ -76,7 +77,7 @@ def circuit_states_known(targets: tuple[ResolvedTarget, ...]) -> list[CircuitSta
 
 async def circuit_states(targets: tuple[ResolvedTarget, ...], *, slug: str) -> list[CircuitState]:
     """The breakers of `targets`, from this worker's copies or one pipelined read."""
-    ttl, now = settings.GATEWAY_CIRCUIT_STATE_TTL, time.monotonic()
+    ttl, now = hot.GATEWAY_CIRCUIT_STATE_TTL, time.monotonic()
     stale = [t for t in targets if now - _cache.get(t.circuit, (-ttl, CLOSED))[0] >= ttl]
     if stale:
         rows: list[Any] = [[None] * len(FIELDS)] * len(stale)

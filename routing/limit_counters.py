@@ -31,6 +31,7 @@ from redis.cluster import RedisCluster as SyncRedisCluster
 
 from gateway_project.kernel.deadline import deadline
 from gateway_project.kernel.errors import GatewayError
+from gateway_project.kernel.hot_settings import hot
 from gateway_project.kernel.redis_wire import command_bulk, command_pack, command_run
 from routing.redis_pool import CLUSTER_SCHEME, limits_redis
 
@@ -105,13 +106,13 @@ async def script_call(*, keys: list[str], args: list[Any]) -> Any:
     """Run the script with these KEYS and ARGV, bounded by GATEWAY_LIMITS_TIMEOUT."""
     client = limits_redis()
     if not isinstance(client, RedisCluster):
-        async with deadline(settings.GATEWAY_LIMITS_TIMEOUT):
+        async with deadline(hot.GATEWAY_LIMITS_TIMEOUT):
             return await _evalsha(client, keys=keys, args=args)
     # redis-py's async cluster client raises MaxConnectionsError past 100 connections per node,
     # and races (AttributeError on a half-open connection) when a burst arrives before its
     # slot map is loaded: queue cluster calls at a gate and initialize before each call.
     async with _cluster_gate(client):
-        async with deadline(settings.GATEWAY_LIMITS_TIMEOUT):
+        async with deadline(hot.GATEWAY_LIMITS_TIMEOUT):
             await client.initialize()
             return await _evalsha(client, keys=keys, args=args)
 
@@ -186,7 +187,7 @@ def sync_client() -> redis.Redis | SyncRedisCluster:
     url = settings.GATEWAY_LIMITS_REDIS_URL
     client = _sync_clients.get(url)
     if client is None:
-        timeout = settings.GATEWAY_LIMITS_TIMEOUT
+        timeout = hot.GATEWAY_LIMITS_TIMEOUT
         if url.startswith(CLUSTER_SCHEME):
             client = SyncRedisCluster.from_url(
                 "redis://" + url.removeprefix(CLUSTER_SCHEME), socket_timeout=timeout

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import time
 
-from django.conf import settings
-
 from billing.services.usage import ScriptCall, UsageRecord, usage_record_write, usage_timestamp
 from gateway_project.kernel import tracing
+from gateway_project.kernel.hot_settings import hot
 from routing.adjust_retry import adjust_retry_start
 from routing.admission import Admission
 from routing.inference_request import InferenceRequest
@@ -67,7 +66,7 @@ async def request_record(
         ran = await usage_record_write(
             client=client,
             record=record,
-            timeout=settings.GATEWAY_USAGE_RECORD_TIMEOUT,
+            timeout=hot.GATEWAY_USAGE_RECORD_TIMEOUT,
             note=note,
             also=also,
         )

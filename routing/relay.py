@@ -8,10 +8,10 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
-from django.conf import settings
 
 from gateway_project.kernel import tracing
 from gateway_project.kernel.errors import GatewayError
+from gateway_project.kernel.hot_settings import hot
 from routing.client_connection import DisconnectWatch, Responder
 from routing.errors import bad_gateway, gateway_timeout, upstream_too_large
 from routing.failover import Pick, upstream_pick
@@ -86,7 +86,7 @@ def _relay_for(request: InferenceRequest) -> SseRelay | None:
         slug=request.slug,
         # A Responses stream's usage is part of its last event, which the client needs.
         strip_usage=request.kind != "responses" and not _usage_asked(request),
-        max_event_bytes=settings.GATEWAY_MAX_UPSTREAM_EVENT_BYTES,
+        max_event_bytes=hot.GATEWAY_MAX_UPSTREAM_EVENT_BYTES,
     )
 
 
@@ -133,7 +133,7 @@ def _oversized(
 ) -> RelayOutcome:
     """A success too large to hold: the client gets a 502, the upstream's work is still billed
     (estimated as if the answer stopped at the bound, like a request cut off)."""
-    limit = settings.GATEWAY_MAX_UPSTREAM_BODY_BYTES
+    limit = hot.GATEWAY_MAX_UPSTREAM_BODY_BYTES
     watch.disarm()
     return RelayOutcome(
         502,
@@ -226,7 +226,7 @@ def _feed(relay: SseRelay, data: bytes) -> tuple[bytes, GatewayError | None]:
     try:
         return relay.feed(data), None
     except EventTooLarge:
-        limit = settings.GATEWAY_MAX_UPSTREAM_EVENT_BYTES
+        limit = hot.GATEWAY_MAX_UPSTREAM_EVENT_BYTES
         return b"", bad_gateway(f"The upstream sent an event larger than {limit} bytes.")
 
 

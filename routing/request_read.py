@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
-from django.conf import settings
-
 from gateway_project.kernel.errors import GatewayError, ValidationFailed
+from gateway_project.kernel.hot_settings import hot
 from gateway_project.kernel.jsoncheck import JsonRejected, json_strict_loads
 from routing.client_connection import Receive
 from routing.jsonwire import json_parse
@@ -30,7 +29,7 @@ def request_headers(scope: MutableMapping[str, Any]) -> dict[str, str]:
 
 
 def _too_large() -> GatewayError:
-    limit = settings.GATEWAY_MAX_BODY_BYTES
+    limit = hot.GATEWAY_MAX_BODY_BYTES
     return GatewayError(
         f"The request body exceeds {limit} bytes.", status=413, code="request_too_large"
     )
@@ -38,7 +37,7 @@ def _too_large() -> GatewayError:
 
 async def request_body_read(headers: dict[str, str], receive: Receive) -> bytes:
     """The whole body; 413 past GATEWAY_MAX_BODY_BYTES, 499 when the client goes away."""
-    limit = settings.GATEWAY_MAX_BODY_BYTES
+    limit = hot.GATEWAY_MAX_BODY_BYTES
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large()
@@ -78,7 +77,7 @@ def request_metadata(headers: dict[str, str]) -> dict[str, Any]:
     raw = headers.get("x-request-metadata")
     if raw is None:
         return {}
-    limit = settings.GATEWAY_MAX_METADATA_BYTES
+    limit = hot.GATEWAY_MAX_METADATA_BYTES
     data = raw.encode("latin-1")  # the header's bytes as sent
     if len(data) > limit:
         raise _metadata_invalid(f"X-Request-Metadata may hold at most {limit} bytes.")

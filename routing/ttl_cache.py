@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from django.conf import settings
 from django.db import DatabaseError
 
 from gateway_project.kernel.errors import GatewayError
+from gateway_project.kernel.hot_settings import hot
 
 logger = logging.getLogger(__name__)
 V = TypeVar("V")
@@ -190,4 +190,4 @@ class TtlCache(Generic[V]):
 
 
 def _ttl(*, found: bool) -> float:
-    return settings.GATEWAY_KEY_CACHE_TTL if found else settings.GATEWAY_UNKNOWN_KEY_CACHE_TTL
+    return hot.GATEWAY_KEY_CACHE_TTL if found else hot.GATEWAY_UNKNOWN_KEY_CACHE_TTL

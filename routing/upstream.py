@@ -18,6 +18,7 @@ import aiohttp
 from django.conf import settings
 
 from gateway_project.kernel.deadline import deadline
+from gateway_project.kernel.hot_settings import hot
 from gateway_project.kernel.netguard import (
     GuardedResolver,
     address_is_allowed,
@@ -210,7 +211,7 @@ async def upstream_open(
     upstream_guard(url, allowlist)
     session = upstream_session(allowlist)
     try:
-        async with deadline(timeout or settings.GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT):
+        async with deadline(timeout or hot.GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT):
             return await session.post(url, data=body, headers=headers, allow_redirects=False)
     except TimeoutError as exc:
         raise UpstreamTimeout("The upstream did not answer in time.") from exc
@@ -229,9 +230,9 @@ async def chunk_read(
     data = reader.read_nowait()
     if data or reader.is_eof():
         return data
-    limit = (timeout or settings.GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT) if first else None
+    limit = (timeout or hot.GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT) if first else None
     try:
-        async with deadline(limit or settings.GATEWAY_UPSTREAM_IDLE_TIMEOUT):
+        async with deadline(limit or hot.GATEWAY_UPSTREAM_IDLE_TIMEOUT):
             return await reader.readany()
     except TimeoutError as exc:
         raise UpstreamTimeout("The upstream stopped sending.") from exc
@@ -240,7 +241,7 @@ async def chunk_read(
 async def body_read(response: aiohttp.ClientResponse, *, head: bytes = b"") -> bytes:
     """The whole body after `head` (bytes already read), each read bounded by the idle timeout
     and the total by GATEWAY_MAX_UPSTREAM_BODY_BYTES."""
-    limit = settings.GATEWAY_MAX_UPSTREAM_BODY_BYTES
+    limit = hot.GATEWAY_MAX_UPSTREAM_BODY_BYTES
     declared = response.content_length
     if declared is not None and declared > limit:
         raise UpstreamTooLarge(f"the upstream declared {declared} bytes")

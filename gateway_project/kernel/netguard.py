@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
-from django.conf import settings
 
 from gateway_project.kernel.errors import ValidationFailed
+from gateway_project.kernel.hot_settings import hot
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -149,7 +149,7 @@ def allowlist_parse(entries: Iterable[str]) -> list[str]:
 
 def allowlist_default() -> list[str]:
     """The global GATEWAY_UPSTREAM_ALLOWLIST: the allowlist of a workspace that has none."""
-    return list(settings.GATEWAY_UPSTREAM_ALLOWLIST)
+    return list(hot.GATEWAY_UPSTREAM_ALLOWLIST)
 
 
 def allowlist_effective(owner: AllowlistOwner | None) -> list[str]:
