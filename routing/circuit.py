@@ -69,16 +69,24 @@ def circuit_states_known(targets: tuple[ResolvedTarget, ...]) -> list[CircuitSta
     states = []
     for target in targets:
         copy = cache.get(target.circuit)
-        if copy is None or now - copy[0] >= ttl:
+        if not _fresh(copy, now, ttl):
             return None
-        states.append(copy[1])
+        states.append(copy[1])  # type: ignore[index]  # fresh: not None
     return states
+
+
+def _fresh(copy: tuple[float, CircuitState] | None, now: float, ttl: float) -> bool:
+    """Whether a worker's copy of a breaker may still be used (younger than `ttl`)."""
+    return copy is not None and now - copy[0] < ttl
 
 
 async def circuit_states(targets: tuple[ResolvedTarget, ...], *, slug: str) -> list[CircuitState]:
     """The breakers of `targets`, from this worker's copies or one pipelined read."""
+    known = circuit_states_known(targets)
+    if known is not None:
+        return known
     ttl, now = hot.GATEWAY_CIRCUIT_STATE_TTL, time.monotonic()
-    stale = [t for t in targets if now - _cache.get(t.circuit, (-ttl, CLOSED))[0] >= ttl]
+    stale = [t for t in targets if not _fresh(_cache.get(t.circuit), now, ttl)]
     if stale:
         rows: list[Any] = [[None] * len(FIELDS)] * len(stale)
         try:

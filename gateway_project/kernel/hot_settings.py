@@ -13,32 +13,9 @@ from typing import Any
 from django.conf import settings
 from django.core.signals import setting_changed
 
-NAMES = (
-    "GATEWAY_CIRCUIT_STATE_TTL",
-    "GATEWAY_DEFAULT_MAX_TOKENS",
-    "GATEWAY_KEY_CACHE_TTL",
-    "GATEWAY_KEY_PEPPER",
-    "GATEWAY_LIMITS_FAIL_OPEN",
-    "GATEWAY_LIMITS_TIMEOUT",
-    "GATEWAY_MAX_BODY_BYTES",
-    "GATEWAY_MAX_METADATA_BYTES",
-    "GATEWAY_MAX_TOKENS_CEILING",
-    "GATEWAY_MAX_UPSTREAM_BODY_BYTES",
-    "GATEWAY_MAX_UPSTREAM_EVENT_BYTES",
-    "GATEWAY_MEDIA_PART_TOKENS",
-    "GATEWAY_UNKNOWN_KEY_CACHE_TTL",
-    "GATEWAY_UPSTREAM_ALLOWLIST",
-    "GATEWAY_UPSTREAM_FALLBACK_FIRST_BYTE_TIMEOUT",
-    "GATEWAY_UPSTREAM_FIRST_BYTE_TIMEOUT",
-    "GATEWAY_UPSTREAM_IDLE_TIMEOUT",
-    "GATEWAY_USAGE_RECORD_TIMEOUT",
-)
-
 
 class HotSettings:
-    """Attributes named as in NAMES, with the settings' values."""
-
-    __slots__ = (*NAMES, "pepper")
+    """One attribute per setting below, with the settings' value, and the pepper as bytes."""
 
     GATEWAY_CIRCUIT_STATE_TTL: float
     GATEWAY_DEFAULT_MAX_TOKENS: int
@@ -61,13 +38,15 @@ class HotSettings:
     pepper: bytes  # GATEWAY_KEY_PEPPER as UTF-8
 
     def __getattr__(self, name: str) -> Any:
-        # Only for a slot not yet set: the first read loads them all.
-        if name not in self.__slots__:
+        # Only for an attribute not yet set: the first read loads them all.
+        if name not in _FIELDS:
             raise AttributeError(name)
         hot_load()
         return object.__getattribute__(self, name)
 
 
+_FIELDS = frozenset(HotSettings.__annotations__)
+NAMES = tuple(name for name in HotSettings.__annotations__ if name != "pepper")
 hot = HotSettings()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from django.conf import settings
 from django.test import override_settings
@@ -32,6 +33,6 @@ def test_a_key_hash_follows_a_changed_pepper() -> None:
     assert key_hash("sky_abc.def") != expected
 
 
-def test_the_pytest_settings_fixture_is_seen_too(settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_pytest_settings_fixture_is_seen_too(settings: Any) -> None:
     settings.GATEWAY_CIRCUIT_STATE_TTL = 42.5
     assert hot.GATEWAY_CIRCUIT_STATE_TTL == 42.5
